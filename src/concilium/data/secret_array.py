@@ -1,0 +1,335 @@
+"""``SecretArray``: a secret-shared numpy-like array of integers or fixed-point reals.
+
+Operators follow numpy: shapes broadcast, ``@`` is ``numpy.matmul``, public
+operands may be Python numbers or numpy arrays on either side. An integer
+array stays an integer array (exact arithmetic modulo 2^64); anything
+involving a fixed-point value or a float constant is fixed point with the
+session's ``f`` fractional bits.
+
+Costs (rep3, per element): ``+``, ``-``, negation, sums, indexing and public
+integer factors are free and local; ``*`` and ``@`` of two secrets cost one
+round (integers, or integer times fixed) or a truncation (fixed times fixed,
+fused into the multiplication: 1 round ``"fast"``, 2 rounds ``"reliable"``);
+multiplying fixed point by a fractional public constant costs a truncation.
+
+A ``SecretArray`` never exposes its value except through :meth:`reveal`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from concilium.errors import InputError, SessionMismatch
+from concilium.mpc.backend import Shares, Truncation, broadcast_shape, matmul_shape
+from concilium.ring.arithmetic import RING_DTYPE, RingArray, from_signed, to_signed
+
+if TYPE_CHECKING:
+    from concilium.data.session import Session
+
+__all__ = ["SecretArray"]
+
+_INTEGRAL_LIMIT = 2.0**31
+
+
+class _Public:
+    """A public operand encoded for the ring: ``ring`` with ``bits`` fraction bits."""
+
+    __slots__ = ("bits", "is_float", "ring")
+
+    def __init__(self, ring: RingArray, bits: int, is_float: bool) -> None:
+        self.ring = ring
+        self.bits = bits
+        self.is_float = is_float
+
+
+class SecretArray:
+    """One party's shares of a secret array, bound to its session."""
+
+    __slots__ = ("_bits", "_session", "_shares")
+    __array_ufunc__ = None  # make numpy defer to our reflected operators
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, session: Session, shares: Shares, fractional_bits: int = 0) -> None:
+        self._session = session
+        self._shares = shares
+        self._bits = fractional_bits
+
+    # -- description ----------------------------------------------------------
+    @property
+    def session(self) -> Session:
+        return self._session
+
+    @property
+    def shares(self) -> Shares:
+        """This party's share components (leading axis); random-looking on its own."""
+        return self._shares
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._shares.shape[1:])
+
+    @property
+    def ndim(self) -> int:
+        return self._shares.ndim - 1
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def fractional_bits(self) -> int:
+        """0 for integers, ``f`` for fixed point."""
+        return self._bits
+
+    @property
+    def is_fixed(self) -> bool:
+        return self._bits > 0
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-dimensional SecretArray")
+        return self.shape[0]
+
+    def __repr__(self) -> str:
+        kind = f"fixed point, f={self._bits}" if self._bits else "integer"
+        return (f"SecretArray(shape={self.shape}, {kind}, protocol={self._session.protocol}, "
+                f"party={self._session.party})")
+
+    def __bool__(self) -> bool:
+        raise TypeError(
+            "a SecretArray has no truth value: branching on it would need its value. "
+            "Use reveal() for values you may open, or secure selection in concilium.ops"
+        )
+
+    def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
+        raise TypeError(
+            "a SecretArray cannot be converted to a numpy array; call reveal() to open it"
+        )
+
+    def __eq__(self, other: object) -> Any:
+        raise TypeError(
+            "comparing secret arrays needs a secure comparison protocol "
+            "(concilium.ops); == does not compare shares"
+        )
+
+    __ne__ = __eq__
+
+    # -- opening ----------------------------------------------------------------
+    def reveal(self, to: Sequence[int] | None = None) -> np.ndarray | None:
+        """Open the value to the parties ``to`` (default: all compute parties).
+
+        Reveals: this array's value to the listed parties, nothing to the others.
+        Returns int64 values (integers) or float64 values (fixed point) on a listed
+        compute party, ``None`` on the others.
+        """
+        ring = self._session.backend.reveal(self._shares, to)
+        if ring is None:
+            return None
+        if self._bits:
+            return self._session.codec.decode(ring, self._bits)
+        return to_signed(ring).copy()
+
+    # -- helpers -----------------------------------------------------------------
+    def _wrap(self, shares: Shares, bits: int) -> SecretArray:
+        return SecretArray(self._session, shares, bits)
+
+    def _same_session(self, other: SecretArray) -> None:
+        if other._session is not self._session:
+            raise SessionMismatch(
+                "these secret arrays belong to different sessions (or backends); values "
+                "can only be combined within the session that created them"
+            )
+
+    def _public(self, value: Any) -> _Public:
+        array = np.asarray(value)
+        kind = array.dtype.kind
+        if kind in "biu":
+            return _Public(from_signed(array), 0, False)
+        if kind != "f":
+            raise InputError(f"cannot combine a SecretArray with values of dtype {array.dtype}")
+        if bool(np.all(np.isfinite(array))) and bool(np.all(array == np.round(array))) and (
+                bool(np.all(np.abs(array) < _INTEGRAL_LIMIT))):
+            return _Public(from_signed(array.astype(np.int64)), 0, True)
+        codec = self._session.codec
+        return _Public(codec.encode(array), codec.fractional_bits, True)
+
+    def _scaled(self, bits: int) -> Shares:
+        """Shares re-expressed with ``bits`` fraction bits (``bits >= self._bits``)."""
+        if bits == self._bits:
+            return self._shares
+        factor = np.uint64(1 << (bits - self._bits))
+        return self._session.backend.mul_public(self._shares, factor)
+
+    def as_fixed(self) -> SecretArray:
+        """The same values in fixed point (free for integers within the codec's range)."""
+        return self._wrap(self._scaled(max(self._bits, self._session.codec.fractional_bits)),
+                          max(self._bits, self._session.codec.fractional_bits))
+
+    # -- addition ----------------------------------------------------------------
+    def _add(self, other: Any, subtract: bool, reflected: bool = False) -> SecretArray:
+        backend = self._session.backend
+        if isinstance(other, SecretArray):
+            self._same_session(other)
+            broadcast_shape(self.shape, other.shape)
+            bits = max(self._bits, other._bits)
+            left, right = self._scaled(bits), other._scaled(bits)
+            if reflected:
+                left, right = right, left
+            shares = backend.sub(left, right) if subtract else backend.add(left, right)
+            return self._wrap(shares, bits)
+        public = self._public(other)
+        broadcast_shape(self.shape, public.ring.shape)
+        bits = max(self._bits, public.bits,
+                   self._session.codec.fractional_bits if public.is_float else 0)
+        constant = public.ring * np.uint64(1 << (bits - public.bits))
+        mine = self._scaled(bits)
+        if subtract and not reflected:
+            constant = np.negative(constant)
+        if subtract and reflected:
+            mine = backend.neg(mine)
+        return self._wrap(backend.add_public(mine, constant), bits)
+
+    def __add__(self, other: Any) -> SecretArray:
+        return self._add(other, subtract=False)
+
+    def __radd__(self, other: Any) -> SecretArray:
+        return self._add(other, subtract=False, reflected=True)
+
+    def __sub__(self, other: Any) -> SecretArray:
+        return self._add(other, subtract=True)
+
+    def __rsub__(self, other: Any) -> SecretArray:
+        return self._add(other, subtract=True, reflected=True)
+
+    def __neg__(self) -> SecretArray:
+        return self._wrap(self._session.backend.neg(self._shares), self._bits)
+
+    def __pos__(self) -> SecretArray:
+        return self
+
+    # -- multiplication ----------------------------------------------------------
+    def multiply(self, other: Any, *, truncation: Truncation | None = None) -> SecretArray:
+        """``self * other`` with an explicit truncation mode for fixed point."""
+        return self._product(other, matrix=False, truncation=truncation)
+
+    def matmul(self, other: Any, *, truncation: Truncation | None = None) -> SecretArray:
+        """``self @ other`` with an explicit truncation mode for fixed point."""
+        return self._product(other, matrix=True, truncation=truncation)
+
+    def _product(self, other: Any, *, matrix: bool, truncation: Truncation | None,
+                 reflected: bool = False) -> SecretArray:
+        backend = self._session.backend
+        mode = truncation or self._session.truncation
+        if isinstance(other, SecretArray):
+            self._same_session(other)
+            left, right = (other, self) if reflected else (self, other)
+            if matrix:
+                matmul_shape(left.shape, right.shape)
+            else:
+                broadcast_shape(left.shape, right.shape)
+            drop = min(left._bits, right._bits)
+            bits = left._bits + right._bits - drop
+            if drop == 0:
+                op = backend.matmul if matrix else backend.mul
+                return self._wrap(op(left._shares, right._shares), bits)
+            op_trunc = backend.matmul_trunc if matrix else backend.mul_trunc
+            return self._wrap(op_trunc(left._shares, right._shares, drop, mode), bits)
+        return self._public_product(self._public(other), matrix, mode, reflected)
+
+    def _public_product(self, public: _Public, matrix: bool, mode: Truncation,
+                        reflected: bool) -> SecretArray:
+        backend = self._session.backend
+        f = self._session.codec.fractional_bits
+        constant = public.ring
+        if public.is_float and public.bits == 0 and self._bits == 0:
+            constant = constant * np.uint64(1 << f)  # integral float: result is fixed point
+            result_bits, drop = f, 0
+        else:
+            drop = min(self._bits, public.bits)
+            result_bits = self._bits + public.bits - drop
+        if matrix:
+            shape = (public.ring.shape, self.shape) if reflected else (self.shape,
+                                                                       public.ring.shape)
+            matmul_shape(*shape)
+            shares = backend.matmul_public(self._shares, constant, public_left=reflected)
+        else:
+            broadcast_shape(self.shape, public.ring.shape)
+            shares = backend.mul_public(self._shares, constant)
+        if drop:
+            shares = backend.trunc(shares, drop, mode)
+        return self._wrap(shares, result_bits)
+
+    def __mul__(self, other: Any) -> SecretArray:
+        return self._product(other, matrix=False, truncation=None)
+
+    def __rmul__(self, other: Any) -> SecretArray:
+        return self._product(other, matrix=False, truncation=None, reflected=True)
+
+    def __matmul__(self, other: Any) -> SecretArray:
+        return self._product(other, matrix=True, truncation=None)
+
+    def __rmatmul__(self, other: Any) -> SecretArray:
+        return self._product(other, matrix=True, truncation=None, reflected=True)
+
+    def truncate(self, bits: int, *, truncation: Truncation | None = None) -> SecretArray:
+        """Divide by ``2^bits`` (rounding as the truncation mode states)."""
+        mode = truncation or self._session.truncation
+        return self._wrap(self._session.backend.trunc(self._shares, bits, mode), self._bits)
+
+    # -- shape ---------------------------------------------------------------------
+    def _value_axes(self, axis: int | Sequence[int] | None) -> tuple[int, ...]:
+        if axis is None:
+            return tuple(range(1, self.ndim + 1))
+        axes = (axis,) if isinstance(axis, int | np.integer) else tuple(axis)
+        normalized = []
+        for a in axes:
+            a = int(a)
+            if not -self.ndim <= a < self.ndim:
+                raise InputError(f"axis {a} is out of bounds for {self.ndim} dimensions")
+            normalized.append((a % self.ndim) + 1)
+        return tuple(normalized)
+
+    def sum(self, axis: int | Sequence[int] | None = None, *,
+            keepdims: bool = False) -> SecretArray:
+        """Sum along value axes (local, free); integer sums wrap modulo 2^64."""
+        total = self._shares.sum(axis=self._value_axes(axis), keepdims=keepdims,
+                                 dtype=RING_DTYPE)
+        return self._wrap(np.asarray(total, dtype=RING_DTYPE), self._bits)
+
+    def reshape(self, *shape: Any) -> SecretArray:
+        target = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple | list) else shape
+        try:
+            shares = self._shares.reshape((self._shares.shape[0], *target))
+        except ValueError:
+            raise InputError(f"cannot reshape an array of shape {self.shape} into "
+                             f"{tuple(target)}") from None
+        return self._wrap(shares, self._bits)
+
+    def ravel(self) -> SecretArray:
+        return self.reshape(-1)
+
+    def transpose(self, *axes: int) -> SecretArray:
+        order = axes[0] if len(axes) == 1 and isinstance(axes[0], tuple | list) else axes
+        value_order = tuple(order) if order else tuple(reversed(range(self.ndim)))
+        if sorted(a % max(self.ndim, 1) for a in value_order) != list(range(self.ndim)):
+            raise InputError(f"axes {value_order} do not permute {self.ndim} dimensions")
+        perm = (0, *((a % self.ndim) + 1 for a in value_order))
+        return self._wrap(self._shares.transpose(perm), self._bits)
+
+    @property
+    def T(self) -> SecretArray:  # noqa: N802 - numpy's name
+        return self.transpose()
+
+    def __getitem__(self, key: Any) -> SecretArray:
+        if isinstance(key, SecretArray):
+            raise InputError("indexing with a secret index is not supported; "
+                             "indices must be public")
+        index = key if isinstance(key, tuple) else (key,)
+        try:
+            shares = self._shares[(slice(None), *index)]
+        except IndexError as error:
+            raise InputError(f"bad index for shape {self.shape}: {error}") from None
+        return self._wrap(shares, self._bits)

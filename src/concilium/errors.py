@@ -1,0 +1,87 @@
+"""The one exception tree of Concilium.
+
+Every error a user can meet is a subclass of :class:`ConciliumError`, and its
+message says what went wrong and what to do next. Messages never contain
+secret values: they name columns, indices, shapes, parties and counts, not
+data.
+
+```
+ConciliumError
+├── InputError (also a ValueError)           bad values handed to the engine
+│   ├── FixedPointRangeError                 NaN, infinity or out of the safe range
+│   ├── RingRangeError                       integer outside the 64-bit ring
+│   └── ShapeMismatch                        shapes that do not broadcast or multiply
+├── SessionMismatch                          secret values from different sessions/backends
+├── ConfigurationError                       a setting that cannot work (wrong party count, ...)
+├── ProtocolAbort                            the run stopped; nothing further is revealed
+│   └── PeerUnavailable                      a peer went silent or disconnected
+├── BadFrame                                 a malformed, oversized or unexpected frame
+├── PolicyViolation                          an output policy forbids the result
+└── ApprovalMissing                          a required approval is absent or invalid
+```
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ApprovalMissing",
+    "BadFrame",
+    "ConciliumError",
+    "ConfigurationError",
+    "FixedPointRangeError",
+    "InputError",
+    "PeerUnavailable",
+    "PolicyViolation",
+    "ProtocolAbort",
+    "RingRangeError",
+    "SessionMismatch",
+    "ShapeMismatch",
+]
+
+
+class ConciliumError(Exception):
+    """Base class of every error raised by Concilium."""
+
+
+class InputError(ConciliumError, ValueError):
+    """Values handed to the engine are unusable; nothing was shared."""
+
+
+class FixedPointRangeError(InputError):
+    """A value is NaN, infinite, or outside the fixed-point codec's safe range."""
+
+
+class RingRangeError(InputError):
+    """An integer does not fit the 64-bit ring (two's complement or unsigned)."""
+
+
+class ShapeMismatch(InputError):
+    """Operand shapes do not broadcast, or do not agree for a matrix product."""
+
+
+class SessionMismatch(ConciliumError):
+    """Secret values from different sessions or backends were combined."""
+
+
+class ConfigurationError(ConciliumError):
+    """A setting cannot work as given (party count, protocol, parameters)."""
+
+
+class ProtocolAbort(ConciliumError):
+    """The run was aborted on this party; nothing further is revealed."""
+
+
+class PeerUnavailable(ProtocolAbort):
+    """A peer did not answer within the timeout, or its connection closed."""
+
+
+class BadFrame(ConciliumError):
+    """A frame is malformed, oversized, replayed, or carries an unexpected tag."""
+
+
+class PolicyViolation(ConciliumError):
+    """An output policy forbids releasing a result as requested."""
+
+
+class ApprovalMissing(ConciliumError):
+    """A required approval is missing, revoked, forged or for another computation."""

@@ -1,0 +1,243 @@
+"""The primitive interface every protocol backend provides.
+
+A backend holds one party's view of a secret-sharing scheme and offers the
+few primitives that differ between protocols; everything else (comparison,
+conversions, division, sort, ...) lives in :mod:`concilium.ops` and is written
+once over these.
+
+**Shares** are numpy ``uint64`` arrays whose leading axis indexes the share
+components this party holds (2 for ``rep3``: ``x_i`` and ``x_(i+1)``); the
+remaining axes are the shape of the secret value. Shape manipulation
+(indexing, reshape, transpose, sums along value axes) therefore works on any
+backend by applying it to the trailing axes, which :mod:`concilium.data` does.
+Arithmetic shares live in Z_2^64; boolean shares are XOR shares of 64-bit
+words.
+
+**Openings.** Every opening of a value goes through :meth:`Backend.reveal` or
+:meth:`Backend.reveal_bits`: that is where a malicious-secure backend checks
+consistency before anything is opened, so no code above this layer
+reconstructs shares by hand.
+
+**Truncation modes** (fixed point, see ``docs/fixed-point.md``):
+
+* ``"fast"``: one round; the result is ``floor(x / 2^d)`` or that plus one,
+  except with probability at most ``|x| / 2^64`` per element, where it is off
+  by about ``2^(64-d)`` (a catastrophic error). Rounding is unbiased.
+* ``"reliable"``: the result is ``floor(x / 2^d)`` or that plus one, unbiased,
+  for *every* ``|x| < 2^62``: no catastrophic error is possible. Costs more
+  bytes and one more round than ``"fast"``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from concilium.errors import ShapeMismatch
+from concilium.net.channel import Channel, TrafficSnapshot
+from concilium.ring.arithmetic import RING_DTYPE, RingArray
+
+__all__ = [
+    "TRUNCATION_MODES",
+    "Backend",
+    "Shares",
+    "Truncation",
+    "align",
+    "broadcast_shape",
+    "matmul_shape",
+    "share_matmul",
+    "value_shape",
+]
+
+Shares = npt.NDArray[np.uint64]
+Truncation = Literal["fast", "reliable"]
+TRUNCATION_MODES: tuple[Truncation, ...] = ("fast", "reliable")
+
+
+def value_shape(shares: Shares) -> tuple[int, ...]:
+    """The shape of the secret value held in ``shares`` (without the component axis)."""
+    return tuple(shares.shape[1:])
+
+
+def align(shares: Shares, ndim: int) -> Shares:
+    """Insert unit axes after the component axis so the value has ``ndim`` axes.
+
+    With the value axes aligned, numpy broadcasting of two share arrays (or a
+    share array and a public array) follows numpy's rules for the values.
+    """
+    missing = ndim - (shares.ndim - 1)
+    if missing <= 0:
+        return shares
+    return shares.reshape((shares.shape[0],) + (1,) * missing + shares.shape[1:])
+
+
+def broadcast_shape(*shapes: tuple[int, ...]) -> tuple[int, ...]:
+    """numpy broadcasting of value shapes, with a typed error."""
+    try:
+        return tuple(np.broadcast_shapes(*shapes))
+    except ValueError:
+        raise ShapeMismatch(
+            "shapes " + ", ".join(str(s) for s in shapes) + " do not broadcast together"
+        ) from None
+
+
+def matmul_shape(left: tuple[int, ...], right: tuple[int, ...]) -> tuple[int, ...]:
+    """The result shape of ``left @ right`` under numpy's rules, with a typed error."""
+    if not left or not right:
+        raise ShapeMismatch("matrix products need operands with at least one dimension")
+    lhs = left if len(left) > 1 else (1, *left)
+    rhs = right if len(right) > 1 else (*right, 1)
+    if lhs[-1] != rhs[-2]:
+        raise ShapeMismatch(
+            f"cannot multiply matrices of shapes {left} and {right}: the inner "
+            f"dimensions differ ({lhs[-1]} != {rhs[-2]})"
+        )
+    batch = broadcast_shape(lhs[:-2], rhs[:-2])
+    rows = (lhs[-2],) if len(left) > 1 else ()
+    columns = (rhs[-1],) if len(right) > 1 else ()
+    return batch + rows + columns
+
+
+def share_matmul(left: npt.NDArray[np.uint64], right: npt.NDArray[np.uint64],
+                 left_ndim: int, right_ndim: int) -> npt.NDArray[np.uint64]:
+    """``left @ right`` on arrays with a leading component axis (numpy semantics for values).
+
+    Vectors are promoted to matrices and the batch axes aligned, so the
+    component axis never mixes with value axes.
+    """
+    a = left[:, None, :] if left_ndim == 1 else left
+    b = right[..., None] if right_ndim == 1 else right
+    ndim = max(a.ndim, b.ndim)
+    a = a.reshape((a.shape[0],) + (1,) * (ndim - a.ndim) + a.shape[1:])
+    b = b.reshape((b.shape[0],) + (1,) * (ndim - b.ndim) + b.shape[1:])
+    out = np.matmul(a, b)
+    if right_ndim == 1:
+        out = out[..., 0]
+    if left_ndim == 1:
+        out = out[..., 0, :] if right_ndim != 1 else out[..., 0]
+    return out
+
+
+class Backend(ABC):
+    """One party's side of a secret-sharing protocol among the compute parties."""
+
+    protocol: ClassVar[str]
+    security: ClassVar[str]
+    components: ClassVar[int]
+
+    @property
+    @abstractmethod
+    def channel(self) -> Channel:
+        """The channel this backend talks through (handed in, never created here)."""
+
+    @property
+    @abstractmethod
+    def party(self) -> int:
+        """This party's network index."""
+
+    @property
+    @abstractmethod
+    def compute_parties(self) -> tuple[int, ...]:
+        """Network indices of the compute parties, in protocol order."""
+
+    def stats(self) -> TrafficSnapshot:
+        """Bytes, messages and rounds this party has used so far."""
+        return self.channel.stats()
+
+    # -- sharing and opening ------------------------------------------------
+    @abstractmethod
+    def input(self, owner: int, values: RingArray | None, *, boolean: bool = False) -> Shares:
+        """Secret-share ``values`` held by party ``owner`` (``None`` on other parties).
+
+        ``owner`` may be a compute party or an outside data owner. With
+        ``boolean=True`` the values are 64-bit words shared by XOR.
+        """
+
+    @abstractmethod
+    def reveal(self, x: Shares, to: Sequence[int] | None = None, *,
+               boolean: bool = False) -> RingArray | None:
+        """Open ``x`` to the parties ``to`` (default: all compute parties).
+
+        Reveals: the value of ``x`` to the listed parties, nothing to others.
+        Returns the value on a listed compute party and ``None`` elsewhere.
+        """
+
+    @abstractmethod
+    def share_public(self, values: RingArray, *, boolean: bool = False) -> Shares:
+        """A sharing of a public value, without communication."""
+
+    # -- local linear operations ---------------------------------------------
+    def add(self, x: Shares, y: Shares) -> Shares:
+        ndim = max(x.ndim, y.ndim) - 1
+        return align(x, ndim) + align(y, ndim)
+
+    def sub(self, x: Shares, y: Shares) -> Shares:
+        ndim = max(x.ndim, y.ndim) - 1
+        return align(x, ndim) - align(y, ndim)
+
+    def neg(self, x: Shares) -> Shares:
+        return np.negative(x)
+
+    def mul_public(self, x: Shares, constant: RingArray) -> Shares:
+        """Multiply by a public ring array (broadcasting)."""
+        constant = np.asarray(constant, dtype=RING_DTYPE)
+        return align(x, constant.ndim) * constant
+
+    def matmul_public(self, x: Shares, constant: RingArray, *, public_left: bool = False) -> Shares:
+        """``x @ constant`` (or ``constant @ x`` with ``public_left``) for a public matrix."""
+        constant = np.asarray(constant, dtype=RING_DTYPE)
+        public = np.broadcast_to(constant, (x.shape[0], *constant.shape))
+        if public_left:
+            return share_matmul(public, x, constant.ndim, x.ndim - 1)
+        return share_matmul(x, public, x.ndim - 1, constant.ndim)
+
+    @abstractmethod
+    def add_public(self, x: Shares, constant: RingArray) -> Shares:
+        """Add a public ring array (broadcasting)."""
+
+    def xor(self, x: Shares, y: Shares) -> Shares:
+        ndim = max(x.ndim, y.ndim) - 1
+        return align(x, ndim) ^ align(y, ndim)
+
+    def and_public(self, x: Shares, constant: RingArray) -> Shares:
+        constant = np.asarray(constant, dtype=RING_DTYPE)
+        return align(x, constant.ndim) & constant
+
+    @abstractmethod
+    def xor_public(self, x: Shares, constant: RingArray) -> Shares:
+        """XOR a public word array into boolean shares."""
+
+    # -- interactive operations ----------------------------------------------
+    @abstractmethod
+    def mul(self, x: Shares, y: Shares) -> Shares:
+        """Elementwise product in Z_2^64 (broadcasting)."""
+
+    @abstractmethod
+    def matmul(self, x: Shares, y: Shares) -> Shares:
+        """Matrix product in Z_2^64; communication independent of the inner dimension."""
+
+    @abstractmethod
+    def and_(self, x: Shares, y: Shares) -> Shares:
+        """Bitwise AND of boolean shares (broadcasting)."""
+
+    @abstractmethod
+    def trunc(self, x: Shares, bits: int, mode: Truncation = "reliable") -> Shares:
+        """Signed division by 2^bits, rounded as the mode states."""
+
+    @abstractmethod
+    def mul_trunc(self, x: Shares, y: Shares, bits: int,
+                  mode: Truncation = "reliable") -> Shares:
+        """``trunc(mul(x, y), bits)`` fused into fewer rounds."""
+
+    @abstractmethod
+    def matmul_trunc(self, x: Shares, y: Shares, bits: int,
+                     mode: Truncation = "reliable") -> Shares:
+        """``trunc(matmul(x, y), bits)`` fused; one truncation per output element."""
+
+    @abstractmethod
+    def random(self, shape: tuple[int, ...], *, boolean: bool = False) -> Shares:
+        """A sharing of uniformly random ring elements (or words), without communication."""
