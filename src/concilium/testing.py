@@ -29,6 +29,7 @@ from concilium.mpc.backend import Truncation
 from concilium.mpc.rep3 import Rep3
 from concilium.net.memory import MemoryNetwork
 from concilium.ring.fixed import FixedPointCodec
+from concilium.ring.memory import tune_allocator
 
 __all__ = ["PROTOCOLS", "run_parties"]
 
@@ -75,6 +76,7 @@ def run_parties(
         raise ConfigurationError(f"the network has {net.parties} parties; {total} are needed")
     compute = tuple(range(parties))
     outcome = _Outcome(total)
+    tune_allocator()
 
     def compute_party(index: int) -> Any:
         session = Session(Rep3(net.channel(index), compute), codec=codec, truncation=truncation)
@@ -108,7 +110,7 @@ def _run_one(net: MemoryNetwork, outcome: _Outcome, index: int,
              body: Callable[[int], Any]) -> None:
     try:
         outcome.results[index] = body(index)
-    except BaseException as error:  # noqa: BLE001 - every failure must abort the others
+    except BaseException as error:
         with outcome.lock:
             outcome.errors[index] = error
             caused_by_abort = isinstance(error, ProtocolAbort) and net.mailboxes[

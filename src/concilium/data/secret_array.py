@@ -17,6 +17,7 @@ A ``SecretArray`` never exposes its value except through :meth:`reveal`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["SecretArray"]
 
 _INTEGRAL_LIMIT = 2.0**31
+_MAX_CONSTANT_BITS = 46  # so the truncation stays within 1..61 bits
 
 
 class _Public:
@@ -118,19 +120,23 @@ class SecretArray:
     __ne__ = __eq__
 
     # -- opening ----------------------------------------------------------------
-    def reveal(self, to: Sequence[int] | None = None) -> np.ndarray | None:
+    def reveal(self, to: Sequence[int] | None = None) -> Any:
         """Open the value to the parties ``to`` (default: all compute parties).
 
         Reveals: this array's value to the listed parties, nothing to the others.
-        Returns int64 values (integers) or float64 values (fixed point) on a listed
-        compute party, ``None`` on the others.
+        Returns, on a listed compute party, an int64 array (integers) or a float64
+        array (fixed point), or a Python ``int``/``float`` for a 0-d value; ``None`` on
+        the other parties.
         """
         ring = self._session.backend.reveal(self._shares, to)
         if ring is None:
             return None
+        value: np.ndarray
         if self._bits:
-            return self._session.codec.decode(ring, self._bits)
-        return to_signed(ring).copy()
+            value = self._session.codec.decode(ring, self._bits)
+        else:
+            value = to_signed(ring).copy()
+        return value.item() if value.ndim == 0 else value
 
     # -- helpers -----------------------------------------------------------------
     def _wrap(self, shares: Shares, bits: int) -> SecretArray:
@@ -143,7 +149,12 @@ class SecretArray:
                 "can only be combined within the session that created them"
             )
 
-    def _public(self, value: Any) -> _Public:
+    def _public(self, value: Any, *, for_product: bool = False) -> _Public:
+        """Encode a public operand. Integers (and integral floats) stay integers. For a
+        product, a fractional constant gets at least ``f`` fraction bits and enough more
+        to keep ``62 - f - integer_bits`` significant bits (15 by default; ``1e-6`` would
+        otherwise round to 0), so that any in-range value times it stays below 2^62; the
+        product is truncated by as many bits afterwards."""
         array = np.asarray(value)
         kind = array.dtype.kind
         if kind in "biu":
@@ -154,13 +165,22 @@ class SecretArray:
                 bool(np.all(np.abs(array) < _INTEGRAL_LIMIT))):
             return _Public(from_signed(array.astype(np.int64)), 0, True)
         codec = self._session.codec
-        return _Public(codec.encode(array), codec.fractional_bits, True)
+        encoded = codec.encode(array)  # checks NaN, infinities and the safe range
+        largest = float(np.max(np.abs(array))) if array.size else 0.0
+        if not for_product or largest == 0.0:
+            return _Public(encoded, codec.fractional_bits, True)
+        # keep |x * constant| < 2^62 for every |x| < 2^integer_bits (the codec's range)
+        significant = 62 - codec.fractional_bits - codec.integer_bits
+        bits = min(max(codec.fractional_bits, significant - math.frexp(largest)[1]),
+                   _MAX_CONSTANT_BITS)
+        scaled = np.rint(array.astype(np.float64) * float(2**bits)).astype(np.int64)
+        return _Public(scaled.view(RING_DTYPE), bits, True)
 
     def _scaled(self, bits: int) -> Shares:
         """Shares re-expressed with ``bits`` fraction bits (``bits >= self._bits``)."""
         if bits == self._bits:
             return self._shares
-        factor = np.uint64(1 << (bits - self._bits))
+        factor = np.asarray(1 << (bits - self._bits), dtype=RING_DTYPE)
         return self._session.backend.mul_public(self._shares, factor)
 
     def as_fixed(self) -> SecretArray:
@@ -237,7 +257,8 @@ class SecretArray:
                 return self._wrap(op(left._shares, right._shares), bits)
             op_trunc = backend.matmul_trunc if matrix else backend.mul_trunc
             return self._wrap(op_trunc(left._shares, right._shares, drop, mode), bits)
-        return self._public_product(self._public(other), matrix, mode, reflected)
+        return self._public_product(self._public(other, for_product=True), matrix, mode,
+                                    reflected)
 
     def _public_product(self, public: _Public, matrix: bool, mode: Truncation,
                         reflected: bool) -> SecretArray:
@@ -248,8 +269,8 @@ class SecretArray:
             constant = constant * np.uint64(1 << f)  # integral float: result is fixed point
             result_bits, drop = f, 0
         else:
-            drop = min(self._bits, public.bits)
-            result_bits = self._bits + public.bits - drop
+            result_bits = max(self._bits, f) if public.is_float else self._bits
+            drop = self._bits + public.bits - result_bits
         if matrix:
             shape = (public.ring.shape, self.shape) if reflected else (self.shape,
                                                                        public.ring.shape)

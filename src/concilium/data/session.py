@@ -31,19 +31,20 @@ def encode_values(codec: FixedPointCodec, values: Any, fixed: bool) -> RingArray
     """
     if isinstance(values, SecretArray):
         raise InputError("this value is already secret; pass it on directly instead")
-    array = np.asarray(values)
-    if array.dtype.kind not in "biuf":
+    array = np.asarray(values) if not isinstance(values, list | tuple) else np.asarray(
+        values, dtype=object)
+    if array.dtype.kind not in "biufO":
         raise InputError(
             f"input values must be numbers, got dtype {array.dtype}; convert them first"
         )
     if fixed:
-        return codec.encode(array)
+        return codec.encode(array.astype(np.float64) if array.dtype.kind == "O" else array)
     if array.dtype.kind == "f":
         raise InputError(
             "floating-point values were given for an integer input; pass fixed=True to "
             "share them as fixed point, or round them to integers first"
         )
-    return from_signed(array)
+    return from_signed(values if array.dtype.kind == "O" else array)
 
 
 class Session:

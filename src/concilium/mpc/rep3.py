@@ -29,7 +29,7 @@ Costs per element, busiest party (``bytes`` are payload bytes sent):
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -47,12 +47,13 @@ from concilium.mpc.backend import (
     share_matmul,
     value_shape,
 )
-from concilium.mpc.randomness import ReplicatedRandomness, agree_replicated_keys
+from concilium.mpc.randomness import Purpose, ReplicatedRandomness, agree_replicated_keys
 from concilium.net.channel import Channel
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
+from concilium.ring.blocks import BLOCK_ELEMENTS, blocks
 from concilium.ring.prg import Prg
 
-__all__ = ["OUTSIDE_TAG_BASE", "Rep3", "check_shape_message"]
+__all__ = ["OUTSIDE_TAG_BASE", "Rep3", "check_shape_message", "flat_operands"]
 
 #: Tags of messages exchanged with outside parties start here, one counter per
 #: outside party, so they never collide with the compute parties' plan tags.
@@ -70,6 +71,65 @@ def check_shape_message(array: npt.NDArray[np.generic]) -> tuple[int, ...]:
     if any(dim < 0 for dim in shape) or int(np.prod(shape, dtype=object)) > _MAX_ELEMENTS:
         raise ProtocolAbort(f"a peer announced an unacceptable shape {shape}")
     return shape
+
+
+def flat_operands(x: Shares, y: Shares) -> tuple[RingArray, RingArray, tuple[int, ...]]:
+    """Both operands broadcast to their common value shape, as C-contiguous (2, n)
+    arrays (a 0-d value counts as one element), and that shape."""
+    shape = broadcast_shape(value_shape(x), value_shape(y))
+    work = shape or (1,)
+
+    def flat(shares: Shares) -> RingArray:
+        full = np.broadcast_to(align(shares, len(work)), (2, *work))
+        return np.require(full, requirements="C").reshape(2, -1)
+
+    return flat(x), flat(y), shape
+
+
+def _product_share(out: RingArray, a: RingArray, b: RingArray, masks: tuple[Prg, Prg],
+                   boolean: bool) -> None:
+    """``out = a_0 (b_0 + b_1) + a_1 b_0 + F(K_i) - F(K_(i+1))`` (XOR/AND if boolean),
+    blockwise so every step runs on cache-resident data."""
+    previous, following = masks
+    size = min(out.size, BLOCK_ELEMENTS)
+    scratch = np.empty((2, size), dtype=RING_DTYPE)
+    for block in blocks(out.size):
+        z, u, v = out[block], scratch[0, : z_len(block)], scratch[1, : z_len(block)]
+        if boolean:
+            np.bitwise_xor(b[0, block], b[1, block], out=z)
+            z &= a[0, block]
+            np.bitwise_and(a[1, block], b[0, block], out=u)
+            z ^= u
+            previous.fill(u)
+            following.fill(v)
+            u ^= v
+            z ^= u
+        else:
+            np.add(b[0, block], b[1, block], out=z)
+            z *= a[0, block]
+            np.multiply(a[1, block], b[0, block], out=u)
+            z += u
+            previous.fill(u)
+            following.fill(v)
+            u -= v
+            z += u
+
+
+def z_len(block: slice) -> int:
+    """Number of elements in a block slice."""
+    return int(block.stop) - int(block.start)
+
+
+def add_zero_share(z: RingArray, masks: tuple[Prg, Prg]) -> None:
+    """``z += F(K_i) - F(K_(i+1))`` in place, blockwise (the three masks sum to zero)."""
+    previous, following = masks
+    scratch = np.empty((2, min(z.size, BLOCK_ELEMENTS)), dtype=RING_DTYPE)
+    for block in blocks(z.size):
+        u, v = scratch[0, : z_len(block)], scratch[1, : z_len(block)]
+        previous.fill(u)
+        following.fill(v)
+        u -= v
+        z[block] += u
 
 
 class Rep3(Backend):
@@ -103,7 +163,7 @@ class Rep3(Backend):
             channel, parties, self.index, SETUP_TAG
         )
 
-    # -- identity -------------------------------------------------------------
+    # -- identity and messaging ------------------------------------------------
     @property
     def channel(self) -> Channel:
         return self._channel
@@ -120,10 +180,12 @@ class Rep3(Backend):
         """Network index of compute party ``index + offset`` (mod 3)."""
         return self._parties[(self.index + offset) % 3]
 
-    def next_tag(self) -> int:
-        """The next tag of the plan; every compute party calls this in the same order."""
-        self._tag += 1
-        return self._tag
+    def next_tag(self, count: int = 1) -> int:
+        """The first of ``count`` consecutive new plan tags; every compute party calls
+        this in the same order with the same counts."""
+        first = self._tag + 1
+        self._tag += count
+        return first
 
     def outside_tag(self, party: int) -> int:
         """The next tag for a message exchanged with outside party ``party``."""
@@ -131,11 +193,13 @@ class Rep3(Backend):
         self._outside_tags[party] = count + 1
         return OUTSIDE_TAG_BASE + count
 
+    def masks(self, tag: int) -> tuple[Prg, Prg]:
+        """The two streams of this party's share of a zero sharing for ``tag``."""
+        return (self.randomness.previous(tag, Purpose.ZERO_SHARE),
+                self.randomness.next(tag, Purpose.ZERO_SHARE))
+
     def send(self, peer: int, tag: int, array: npt.NDArray[np.generic]) -> None:
         self._channel.send(peer, tag, np.require(array, requirements="C"))
-
-    def receive(self, peer: int, tag: int) -> npt.NDArray[np.generic]:
-        return self._channel.receive(peer, tag)
 
     def receive_ring(self, peer: int, tag: int, shape: tuple[int, ...]) -> RingArray:
         """Receive a ring array and check it has the shape the plan expects."""
@@ -145,7 +209,7 @@ class Rep3(Backend):
                 f"party {peer} sent a {array.dtype} array of shape {array.shape} where the "
                 f"plan expects uint64 of shape {shape}; the parties disagree on the plan"
             )
-        return array
+        return cast(RingArray, array)
 
     # -- sharing and opening ------------------------------------------------
     def input(self, owner: int, values: RingArray | None, *, boolean: bool = False) -> Shares:
@@ -157,7 +221,7 @@ class Rep3(Backend):
 
     def _input_from_compute_party(self, owner: int, values: RingArray | None,
                                   boolean: bool) -> Shares:
-        """Owner ``j`` sets ``x_(j+1)`` from ``K_(j+1)``, ``x_(j+2) = 0`` and sends
+        """Owner ``j`` draws ``x_(j+1)`` from ``K_(j+1)``, sets ``x_(j+2) = 0`` and sends
         ``x_j = v - x_(j+1)`` to party ``j+2``; party ``j+1`` learns only the shape."""
         tag = self.next_tag()
         role = (self.index - self._parties.index(owner)) % 3
@@ -165,44 +229,52 @@ class Rep3(Backend):
             if values is None:
                 raise ConfigurationError("the owner of an input must pass its values")
             value = np.require(values, dtype=RING_DTYPE, requirements="C")
-            mine = self.randomness.next.integers(value.shape)
-            own = (value.reshape(-1) ^ mine.reshape(-1)) if boolean else (
-                value.reshape(-1) - mine.reshape(-1))
-            own = own.reshape(value.shape)
-            self.send(self.peer(-1), tag, own)
+            out = np.empty((2, *value.shape), dtype=RING_DTYPE)
+            flat = out.reshape(2, -1)
+            self.randomness.next(tag, Purpose.INPUT).fill(flat[1])
+            combine = np.bitwise_xor if boolean else np.subtract
+            combine(value.reshape(-1), flat[1], out=flat[0])
+            self.send(self.peer(-1), tag, out[0, ...])
             self.send(self.peer(1), tag, np.asarray(value.shape, dtype=np.int64))
-            return np.stack([own, mine])
+            return out
         if role == 1:
-            shape = check_shape_message(self.receive(owner, tag))
-            drawn = self.randomness.previous.integers(shape)
-            return np.stack([drawn, np.zeros(shape, dtype=RING_DTYPE)])
-        received = self.receive(owner, tag)
+            shape = check_shape_message(self._channel.receive(owner, tag))
+            out = np.zeros((2, *shape), dtype=RING_DTYPE)
+            self.randomness.previous(tag, Purpose.INPUT).fill(out[0, ...])
+            return out
+        received = self._channel.receive(owner, tag)
         if received.dtype != RING_DTYPE:
             raise ProtocolAbort(f"party {owner} sent input shares of dtype {received.dtype}")
-        return np.stack([np.zeros(received.shape, dtype=RING_DTYPE), received])
+        out = np.zeros((2, *received.shape), dtype=RING_DTYPE)
+        out[1, ...] = received
+        return out
 
     def _input_from_outside(self, owner: int, boolean: bool) -> Shares:
         """Outside owner: ``x_0 = PRG(s_0)``, ``x_1 = PRG(s_1)``, ``x_2 = v - x_0 - x_1``;
         party 0 gets both seeds and the shape, parties 1 and 2 get one seed and ``x_2``."""
         seed_tag = self.outside_tag(owner)
         data_tag = self.outside_tag(owner)
-        seeds = self.receive(owner, seed_tag)
+        seeds = self._channel.receive(owner, seed_tag)
         if seeds.dtype != np.uint8:
             raise ProtocolAbort(f"outside party {owner} sent a malformed seed message")
         if self.index == 0:
             if seeds.size < 32 or (seeds.size - 32) % 8:
                 raise ProtocolAbort(f"outside party {owner} sent a malformed seed message")
             shape = check_shape_message(seeds[32:].copy().view(np.int64))
-            first = Prg(seeds[:16].tobytes()).integers(shape)
-            second = Prg(seeds[16:32].tobytes()).integers(shape)
-            return np.stack([first, second])
+            out = np.empty((2, *shape), dtype=RING_DTYPE)
+            Prg(seeds[:16].tobytes()).fill(out[0, ...])
+            Prg(seeds[16:32].tobytes()).fill(out[1, ...])
+            return out
         if seeds.size != 16:
             raise ProtocolAbort(f"outside party {owner} sent a malformed seed message")
-        last = self.receive(owner, data_tag)
+        last = self._channel.receive(owner, data_tag)
         if last.dtype != RING_DTYPE:
             raise ProtocolAbort(f"outside party {owner} sent shares of dtype {last.dtype}")
-        drawn = Prg(seeds.tobytes()).integers(last.shape)
-        return np.stack([drawn, last] if self.index == 1 else [last, drawn])
+        out = np.empty((2, *last.shape), dtype=RING_DTYPE)
+        drawn, received = (0, 1) if self.index == 1 else (1, 0)
+        Prg(seeds.tobytes()).fill(out[drawn, ...])
+        out[received, ...] = last
+        return out
 
     def reveal(self, x: Shares, to: Sequence[int] | None = None, *,
                boolean: bool = False) -> RingArray | None:
@@ -217,23 +289,25 @@ class Rep3(Backend):
         for target in targets:
             if target in self._parties:
                 if self.peer(-1) == target:
-                    self.send(target, tag, x[1])
+                    self.send(target, tag, x[1, ...])
             else:
-                self.send(target, self.outside_tag(target), x[0])
+                self.send(target, self.outside_tag(target), x[0, ...])
         if self.party not in targets:
             return None
         shape = value_shape(x)
-        missing = self.receive_ring(self.peer(1), tag, shape).reshape(shape or (1,))
-        first, second = x[0].reshape(shape or (1,)), x[1].reshape(shape or (1,))
+        missing = self.receive_ring(self.peer(1), tag, shape).reshape(-1)
+        first, second = x[0].reshape(-1), x[1].reshape(-1)
         value = (first ^ second ^ missing) if boolean else (first + second + missing)
         return value.reshape(shape)
 
     def share_public(self, values: RingArray, *, boolean: bool = False) -> Shares:
         value = np.asarray(values, dtype=RING_DTYPE)
-        zero = np.zeros(value.shape, dtype=RING_DTYPE)
-        first = value if self.index == 0 else zero
-        second = value if self.index == 2 else zero
-        return np.stack([first, second])
+        out = np.zeros((2, *value.shape), dtype=RING_DTYPE)
+        if self.index == 0:
+            out[0, ...] = value
+        elif self.index == 2:
+            out[1, ...] = value
+        return out
 
     # -- local operations -----------------------------------------------------
     def add_public(self, x: Shares, constant: RingArray) -> Shares:
@@ -248,65 +322,42 @@ class Rep3(Backend):
         constant = np.asarray(constant, dtype=RING_DTYPE)
         shape = broadcast_shape(value_shape(x), constant.shape)
         out = np.array(np.broadcast_to(align(x, len(shape)), (2, *shape)))
-        if self.index == 0:
-            out[0, ...] = combine(out[0, ...], constant)
-        elif self.index == 2:
-            out[1, ...] = combine(out[1, ...], constant)
+        if self.index in (0, 2):
+            slot = out[0 if self.index == 0 else 1, ...]
+            combine(slot, constant, out=slot)
         return out
 
     def random(self, shape: tuple[int, ...], *, boolean: bool = False) -> Shares:
         """``x_i`` is drawn from ``K_i``, so each share is known to exactly its two holders."""
+        tag = self.next_tag()
         out = np.empty((2, *shape), dtype=RING_DTYPE)
-        self.randomness.previous.fill(out[0, ...])
-        self.randomness.next.fill(out[1, ...])
+        self.randomness.previous(tag, Purpose.RANDOM).fill(out[0, ...])
+        self.randomness.next(tag, Purpose.RANDOM).fill(out[1, ...])
         return out
 
     # -- multiplication -------------------------------------------------------
-    def _operands(self, x: Shares, y: Shares) -> tuple[Shares, Shares, tuple[int, ...]]:
-        """Broadcast both operands to their common value shape, lifting a 0-d value to
-        shape (1,) so protocol code only ever handles arrays (numpy scalars would warn
-        on the intended wraparound); callers reshape results to the returned shape."""
-        shape = broadcast_shape(value_shape(x), value_shape(y))
-        full = (2, *(shape or (1,)))
-        return (np.broadcast_to(align(x, len(full) - 1), full),
-                np.broadcast_to(align(y, len(full) - 1), full), shape)
-
-    def _reshare(self, z: RingArray, tag: int, boolean: bool) -> Shares:
-        """Mask the 3-out-of-3 share ``z_i`` with a zero sharing, send it to the previous
-        party and receive ``z_(i+1)`` from the next: replicated shares of the sum."""
-        out = np.empty((2, *z.shape), dtype=RING_DTYPE)
-        mask = out[1, ...]
-        self.randomness.previous.fill(mask)
-        if boolean:
-            z ^= mask
-        else:
-            z += mask
-        self.randomness.next.fill(mask)
-        if boolean:
-            z ^= mask
-        else:
-            z -= mask
-        out[0, ...] = z
-        self.send(self.peer(-1), tag, out[0, ...])
-        out[1, ...] = self.receive_ring(self.peer(1), tag, z.shape)
-        return out
+    def _reshare(self, out: RingArray, tag: int) -> None:
+        """``out[0]`` holds this party's masked 3-out-of-3 share ``z_i``: send it to the
+        previous party and receive ``z_(i+1)`` from the next into ``out[1]``."""
+        self.send(self.peer(-1), tag, out[0])
+        out[1] = self.receive_ring(self.peer(1), tag, out[0].shape)
 
     def mul(self, x: Shares, y: Shares) -> Shares:
         """Araki et al. Section 2.2: ``z_i = x_i y_i + x_i y_(i+1) + x_(i+1) y_i + a_i``
         with ``a_i = F(K_i) - F(K_(i+1))`` (a zero sharing), then one reshare."""
-        tag = self.next_tag()
-        a, b, shape = self._operands(x, y)
-        z = a[0] * (b[0] + b[1])
-        z += a[1] * b[0]
-        return self._reshare(z, tag, boolean=False).reshape((2, *shape))
+        return self._elementwise_product(x, y, boolean=False)
 
     def and_(self, x: Shares, y: Shares) -> Shares:
         """The same protocol over GF(2)^64: ``z_i = x_i & (y_i ^ y_(i+1)) ^ (x_(i+1) & y_i)``."""
+        return self._elementwise_product(x, y, boolean=True)
+
+    def _elementwise_product(self, x: Shares, y: Shares, boolean: bool) -> Shares:
+        a, b, shape = flat_operands(x, y)
         tag = self.next_tag()
-        a, b, shape = self._operands(x, y)
-        z = a[0] & (b[0] ^ b[1])
-        z ^= a[1] & b[0]
-        return self._reshare(z, tag, boolean=True).reshape((2, *shape))
+        out = np.empty_like(a)
+        _product_share(out[0], a, b, self.masks(tag), boolean)
+        self._reshare(out, tag)
+        return out.reshape((2, *shape))
 
     def matmul(self, x: Shares, y: Shares) -> Shares:
         """``Z_i = X_i (Y_i + Y_(i+1)) + X_(i+1) Y_i`` locally, then one reshare of the
@@ -315,27 +366,31 @@ class Rep3(Backend):
         shape = matmul_shape(xs, ys)
         tag = self.next_tag()
         both = share_matmul(x, np.stack([y[0] + y[1], y[0]]), len(xs), len(ys))
-        z = (both[0] + both[1]).reshape(shape or (1,))
-        return self._reshare(z, tag, boolean=False).reshape((2, *shape))
+        out = np.empty((2, int(np.prod(shape, dtype=np.int64))), dtype=RING_DTYPE)
+        np.add(both[0].reshape(-1), both[1].reshape(-1), out=out[0])
+        add_zero_share(out[0], self.masks(tag))
+        self._reshare(out, tag)
+        return out.reshape((2, *shape))
 
     # -- fixed point ----------------------------------------------------------
     def trunc(self, x: Shares, bits: int, mode: Truncation = "reliable") -> Shares:
         _check_truncation(bits, mode)
-        tag = self.next_tag()
+        tag = self.next_tag(truncation.TAGS_USED[mode])
         shape = value_shape(x)
-        lifted = x.reshape((2, *(shape or (1,))))
+        flat = np.require(x, requirements="C").reshape(2, -1)
         if mode == "fast":
-            out = truncation.fast_truncate(self, lifted, bits, tag)
+            out = truncation.fast_truncate(self, flat, bits, tag)
         else:
-            out = truncation.reliable_truncate(self, lifted, bits, tag)
+            out = truncation.reliable_truncate(self, flat, bits, tag)
         return out.reshape((2, *shape))
 
     def mul_trunc(self, x: Shares, y: Shares, bits: int,
                   mode: Truncation = "reliable") -> Shares:
         _check_truncation(bits, mode)
-        tag = self.next_tag()
-        a, b, shape = self._operands(x, y)
-        out = truncation.product_truncate(self, a, b, np.multiply, bits, mode, tag)
+        a, b, shape = flat_operands(x, y)
+        tag = self.next_tag(truncation.TAGS_USED[mode])
+        out = truncation.product_truncate(self, truncation.elementwise_part(a, b), bits,
+                                          mode, tag)
         return out.reshape((2, *shape))
 
     def matmul_trunc(self, x: Shares, y: Shares, bits: int,
@@ -343,13 +398,9 @@ class Rep3(Backend):
         _check_truncation(bits, mode)
         xs, ys = value_shape(x), value_shape(y)
         shape = matmul_shape(xs, ys)
-        tag = self.next_tag()
-
-        def product(left: RingArray, right: RingArray) -> RingArray:
-            stacked = share_matmul(left[None], right[None], len(xs), len(ys))
-            return np.require(stacked[0], requirements="C").reshape(shape or (1,))
-
-        out = truncation.product_truncate(self, x, y, product, bits, mode, tag)
+        tag = self.next_tag(truncation.TAGS_USED[mode])
+        part = truncation.matrix_part(x, y, len(xs), len(ys))
+        out = truncation.product_truncate(self, part, bits, mode, tag)
         return out.reshape((2, *shape))
 
 

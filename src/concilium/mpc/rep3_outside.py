@@ -81,6 +81,6 @@ class Rep3OutsideParty:
         shape = shares[0].shape
         if any(share.dtype != RING_DTYPE or share.shape != shape for share in shares):
             raise ProtocolAbort("compute parties sent inconsistent output shares")
-        flat = [share.reshape(-1) for share in shares]
+        flat = [np.asarray(share, dtype=RING_DTYPE).reshape(-1) for share in shares]
         value = (flat[0] ^ flat[1] ^ flat[2]) if boolean else (flat[0] + flat[1] + flat[2])
         return value.reshape(shape)

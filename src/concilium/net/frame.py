@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -52,7 +53,8 @@ _PREFIX = struct.Struct("<4sBBBBHHIQ32sQ")
 FRAME_PREFIX_BYTES = _PREFIX.size  # 64
 
 _MAX_DIMENSION = 1 << 40
-_DTYPE_CODES = {1: np.dtype("<u8"), 2: np.dtype("<i8"), 3: np.dtype("u1")}
+_DTYPE_CODES: dict[int, np.dtype[Any]] = {
+    1: np.dtype("<u8"), 2: np.dtype("<i8"), 3: np.dtype("u1")}
 _CODE_OF_DTYPE = {dtype: code for code, dtype in _DTYPE_CODES.items()}
 
 
@@ -125,7 +127,7 @@ def encode_frame(
         payload.nbytes,
     )
     shape = struct.pack(f"<{payload.ndim}Q", *payload.shape)
-    return prefix + shape, memoryview(payload.reshape(-1).view(np.uint8))
+    return prefix + shape, payload.reshape(-1).view(np.uint8).data
 
 
 def parse_prefix(data: bytes | bytearray | memoryview, limits: FrameLimits = FrameLimits()) -> (

@@ -96,12 +96,15 @@ class Mailbox:
                 self._condition.wait(remaining)
 
     def _check_plan(self, sender: int, tag: int) -> None:
-        """A later tag from ``sender`` means ``tag`` will never come: plans differ."""
+        """Receivers ask for tags in increasing order on each link, and senders send them
+        in increasing order: a later tag from ``sender`` means ``tag`` will never come,
+        and an unread earlier one will never be asked for. Either way the plans differ."""
         last = self._last_tag.get(sender, -1)
-        if last > tag:
+        stale = [t for (s, t) in self._pending if s == sender and t < tag]
+        if last > tag or stale:
             raise BadFrame(
-                f"expected tag {tag} from party {sender} but it already sent tag {last}: "
-                "the parties are not running the same plan"
+                f"expected tag {tag} from party {sender} but it sent tag "
+                f"{stale[0] if stale else last}: the parties are not running the same plan"
             )
 
     def abort(self, reason: str) -> None:

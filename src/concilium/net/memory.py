@@ -91,8 +91,11 @@ class MemoryChannel(Channel):
             frame = decode_frame(header + bytes(payload))
             array = frame.array
         else:
-            array = array.view()
+            # Handed over by reference: freeze the sender's object so that a later
+            # in-place write to it (a protocol bug) fails loudly instead of
+            # silently changing what the receiver reads.
             array.flags.writeable = False
+            array = array.view()
         self._network.mailboxes[peer].deliver(Message(self._party, tag, stamp, array))
 
     def receive(self, peer: int, tag: int) -> npt.NDArray[np.generic]:

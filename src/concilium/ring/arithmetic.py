@@ -42,6 +42,11 @@ def from_signed(values: Any) -> RingArray:
     """
     array = np.asarray(values)
     kind = array.dtype.kind
+    if kind in "fO" and not isinstance(values, np.ndarray | np.generic):
+        # a Python sequence: numpy turns ints beyond int64 into floats or objects
+        elements = np.asarray(values, dtype=object)
+        if all(isinstance(item, int | np.integer) for item in elements.ravel()):
+            return _from_python_ints(elements)
     if kind == "b":
         return array.astype(RING_DTYPE)
     if kind == "u":

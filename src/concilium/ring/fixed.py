@@ -45,7 +45,7 @@ class FixedPointCodec:
             raise ConfigurationError(
                 f"fractional_bits must be between 0 and 40, got {self.fractional_bits}"
             )
-        if not 1 <= self.integer_bits or self.integer_bits + self.fractional_bits > 62:
+        if not self.integer_bits >= 1 or self.integer_bits + self.fractional_bits > 62:
             raise ConfigurationError(
                 "integer_bits must be at least 1 and integer_bits + fractional_bits at "
                 f"most 62, got {self.integer_bits} + {self.fractional_bits}"

@@ -4,8 +4,12 @@ Every random ring element in Concilium, share or key, comes from here or from
 ``os.urandom``/``secrets``: a :class:`Prg` is keyed either with
 ``os.urandom(16)`` (private randomness) or with a key agreed between parties
 (correlated randomness, so that two parties draw the *same* stream without
-talking). The keystream is AES-128 in counter mode from a zero IV; each key is
-used for one stream only.
+talking). The keystream is AES-128 in counter mode. One key can carry many
+independent streams: :func:`stream_nonce` places a (tag, purpose) pair in the
+top 96 bits of the initial counter block, leaving a 32-bit block counter
+(64 GiB per stream), so two parties that name the same (tag, purpose) draw the
+same values regardless of what else they drew, and distinct names never
+overlap.
 
 Speed: the keystream is written straight into the caller's preallocated
 buffer (``update_into``), about 7-10 GB/s on this machine's AES-NI; letting
@@ -24,10 +28,20 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from concilium.errors import ConfigurationError
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
 
-__all__ = ["KEY_BYTES", "Prg", "new_key"]
+__all__ = ["KEY_BYTES", "Prg", "new_key", "stream_nonce"]
 
 KEY_BYTES = 16
 _ZERO_IV = bytes(16)
+# AES-CTR encrypts zeros to produce the keystream; one immutable block of zeros
+# serves every stream (allocating zeros per call would touch fresh memory).
+_ZEROS = memoryview(bytes(1 << 20))
+
+
+def stream_nonce(tag: int, purpose: int) -> int:
+    """The initial counter block of stream (tag, purpose): ``tag || purpose || 0^32``."""
+    if not 0 <= tag < 1 << 64 or not 0 <= purpose < 1 << 32:
+        raise ConfigurationError("stream tag must fit 64 bits and purpose 32 bits")
+    return (tag << 64) | (purpose << 32)
 
 
 def new_key() -> bytes:
@@ -42,13 +56,13 @@ class Prg:
     they are asked for the same amounts in the same order.
     """
 
-    __slots__ = ("_encryptor", "_zeros")
+    __slots__ = ("_encryptor",)
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, nonce: int = 0) -> None:
         if not isinstance(key, bytes | bytearray) or len(key) != KEY_BYTES:
             raise ConfigurationError(f"a PRG key must be {KEY_BYTES} bytes")
-        self._encryptor = Cipher(algorithms.AES(bytes(key)), modes.CTR(_ZERO_IV)).encryptor()
-        self._zeros = bytearray(0)
+        counter = nonce.to_bytes(16, "big") if nonce else _ZERO_IV
+        self._encryptor = Cipher(algorithms.AES(bytes(key)), modes.CTR(counter)).encryptor()
 
     @classmethod
     def from_urandom(cls) -> Prg:
@@ -60,12 +74,11 @@ class Prg:
         if not out.flags.c_contiguous or not out.flags.writeable:
             raise ValueError("Prg.fill needs a C-contiguous, writable array")
         size = out.nbytes
-        if size == 0:
-            return
-        if len(self._zeros) < size:
-            self._zeros = bytearray(max(size, 2 * len(self._zeros)))
-        target = memoryview(out.reshape(-1).view(np.uint8))
-        self._encryptor.update_into(memoryview(self._zeros)[:size], target)
+        target = out.reshape(-1).view(np.uint8).data
+        step = len(_ZEROS)
+        for start in range(0, size, step):
+            end = min(size, start + step)
+            self._encryptor.update_into(_ZEROS[: end - start], target[start:end])
 
     def integers(self, shape: int | Sequence[int]) -> RingArray:
         """A new array of uniformly random ring elements."""

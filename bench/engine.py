@@ -1,0 +1,240 @@
+"""Engine benchmark: secure operations next to plain numpy, in the same run.
+
+    python bench/engine.py --json                 # all operations, JSON list on stdout
+    python bench/engine.py --ops mul_fxp --sizes 1000000
+    python bench/engine.py                        # a readable table
+
+Each record: ``op``, ``n``, ``protocol``, ``transport``, ``parties``, ``seconds``
+(median of ``--repeats`` timed runs after warm-up, from the first party
+starting to the last party finishing), ``numpy_seconds`` (the same operation
+in plain numpy, median, same run), ``ratio`` (seconds / numpy_seconds),
+``rounds`` (communication depth), ``bytes_per_party`` (payload bytes sent by
+the busiest party for the whole operation), ``bytes_per_element`` and, where a
+paper states it, ``paper_bytes_per_element``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from concilium.data import SecretArray, Session
+from concilium.mpc.backend import Truncation
+from concilium.net.channel import TrafficSnapshot
+from concilium.ring import FixedPointCodec, Prg
+from concilium.testing import run_parties
+
+CODEC = FixedPointCodec()
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One benchmarked operation."""
+
+    name: str
+    sizes: tuple[int, ...]
+    # builds (inputs) -> secure op; runs on every party
+    prepare: Callable[[Session, int], Callable[[], Any]]
+    numpy_op: Callable[[int], Callable[[], Any]]
+    truncation: Truncation | None = None
+    paper_bytes_per_element: float | None = None
+    paper: str | None = None
+    elements: Callable[[int], int] = lambda n: n
+
+
+def _uniform(n: int, low: float = -8.0, high: float = 8.0) -> np.ndarray:
+    return low + (high - low) * Prg.from_urandom().uniform(n)
+
+
+def _two_inputs(session: Session, n: int, fixed: bool) -> tuple[SecretArray, SecretArray]:
+    me = session.party
+    if fixed:
+        x = session.input(0, _uniform(n) if me == 0 else None, fixed=True)
+        y = session.input(1, _uniform(n) if me == 1 else None, fixed=True)
+    else:
+        x = session.input(0, Prg.from_urandom().integers(n).view(np.int64) if me == 0 else None)
+        y = session.input(1, Prg.from_urandom().integers(n).view(np.int64) if me == 1 else None)
+    return x, y
+
+
+def _mul_fxp(mode: Truncation) -> Callable[[Session, int], Callable[[], Any]]:
+    def prepare(session: Session, n: int) -> Callable[[], Any]:
+        x, y = _two_inputs(session, n, fixed=True)
+        return lambda: x.multiply(y, truncation=mode)
+    return prepare
+
+
+def _mul_int(session: Session, n: int) -> Callable[[], Any]:
+    x, y = _two_inputs(session, n, fixed=False)
+    return lambda: x * y
+
+
+def _matvec(mode: Truncation) -> Callable[[Session, int], Callable[[], Any]]:
+    def prepare(session: Session, n: int) -> Callable[[], Any]:
+        me = session.party
+        a = session.input(0, _uniform(n * 30).reshape(n, 30) if me == 0 else None, fixed=True)
+        v = session.input(1, _uniform(30) if me == 1 else None, fixed=True)
+        return lambda: a.matmul(v, truncation=mode)
+    return prepare
+
+
+def _input_sum_reveal(session: Session, n: int) -> Callable[[], Any]:
+    values = _uniform(n) if session.party == 0 else None
+    return lambda: session.input(0, values, fixed=True).sum().reveal()
+
+
+def _numpy_mul_fxp(n: int) -> Callable[[], Any]:
+    x = CODEC.encode(_uniform(n)).view(np.int64)
+    y = CODEC.encode(_uniform(n)).view(np.int64)
+    return lambda: (x * y) >> 16
+
+
+def _numpy_mul_int(n: int) -> Callable[[], Any]:
+    x = Prg.from_urandom().integers(n)
+    y = Prg.from_urandom().integers(n)
+    return lambda: x * y
+
+
+def _numpy_matvec(n: int) -> Callable[[], Any]:
+    a = CODEC.encode(_uniform(n * 30)).view(np.int64).reshape(n, 30)
+    v = CODEC.encode(_uniform(30)).view(np.int64)
+    return lambda: (a @ v) >> 16
+
+
+def _numpy_sum(n: int) -> Callable[[], Any]:
+    x = _uniform(n)
+    return lambda: x.sum()
+
+
+OPS: dict[str, OpSpec] = {
+    spec.name: spec
+    for spec in [
+        OpSpec("mul_fxp", (10**5, 10**6), _mul_fxp("reliable"), _numpy_mul_fxp, "reliable"),
+        OpSpec("mul_fxp_fast", (10**5, 10**6), _mul_fxp("fast"), _numpy_mul_fxp, "fast",
+               8.0, "ABY3 (CCS'18) multiplication: 1 ring element per party; its share "
+               "truncation then needs a 2-out-of-2 conversion"),
+        OpSpec("mul_int", (10**6,), _mul_int, _numpy_mul_int, None, 8.0,
+               "Araki et al. (CCS'16): 1 ring element per party"),
+        OpSpec("matvec_fxp", (10**4,), _matvec("reliable"), _numpy_matvec, "reliable"),
+        OpSpec("matvec_fxp_fast", (10**4,), _matvec("fast"), _numpy_matvec, "fast", 8.0,
+               "ABY3 (CCS'18) dot products: 1 ring element per output per party"),
+        OpSpec("input_sum_reveal", (10**6,), _input_sum_reveal, _numpy_sum),
+    ]
+}
+
+
+def _barrier(session: Session) -> None:
+    """Two chained openings: afterwards every party has passed the barrier."""
+    token = session.backend.share_public(np.zeros(1, dtype=np.uint64))
+    session.backend.reveal(token)
+    session.backend.reveal(token)
+
+
+Sample = tuple[float, float, TrafficSnapshot, TrafficSnapshot]
+
+
+def _party_program(spec: OpSpec, n: int, repeats: int, warmup: int) -> Callable[[Session], Any]:
+    def program(session: Session) -> list[Sample]:
+        op = spec.prepare(session, n)
+        samples = []
+        for index in range(warmup + repeats):
+            _barrier(session)
+            before = session.stats()
+            start = time.perf_counter()
+            op()
+            end = time.perf_counter()
+            after = session.stats()
+            if index >= warmup:
+                samples.append((start, end, before, after))
+        _barrier(session)
+        return samples
+    return program
+
+
+def _time_numpy(spec: OpSpec, n: int, repeats: int, warmup: int) -> float:
+    op = spec.numpy_op(n)
+    times = []
+    for index in range(warmup + repeats):
+        start = time.perf_counter()
+        op()
+        if index >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_op(spec: OpSpec, n: int, *, repeats: int, warmup: int, transport: str) -> dict[str, Any]:
+    if transport != "memory":
+        raise SystemExit(f"transport {transport!r} is not available yet (memory only)")
+    numpy_before = _time_numpy(spec, n, repeats, warmup)
+    per_party = run_parties(3, _party_program(spec, n, repeats, warmup))
+    numpy_after = _time_numpy(spec, n, repeats, warmup)
+    seconds = statistics.median(
+        max(party[k][1] for party in per_party) - min(party[k][0] for party in per_party)
+        for k in range(repeats)
+    )
+    last = [party[-1] for party in per_party]
+    busiest = max(after.bytes_sent - before.bytes_sent for _, _, before, after in last)
+    # communication depth added to the critical path (Lamport clocks of all parties)
+    rounds = max(after.rounds for *_, after in last) - max(before.rounds for *_, before, _ in
+                                                           last)
+    numpy_seconds = min(numpy_before, numpy_after)
+    elements = spec.elements(n)
+    record: dict[str, Any] = {
+        "op": spec.name,
+        "n": n,
+        "protocol": "rep3",
+        "transport": transport,
+        "parties": 3,
+        "seconds": seconds,
+        "numpy_seconds": numpy_seconds,
+        "ratio": seconds / numpy_seconds,
+        "rounds": rounds,
+        "bytes_per_party": busiest,
+        "bytes_per_element": busiest / elements,
+    }
+    if spec.truncation:
+        record["truncation"] = spec.truncation
+    if spec.paper_bytes_per_element is not None:
+        record["paper_bytes_per_element"] = spec.paper_bytes_per_element
+        record["paper"] = spec.paper
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print a JSON list of records")
+    parser.add_argument("--transport", default="memory", choices=["memory"])
+    parser.add_argument("--ops", default=",".join(OPS), help="comma-separated operations")
+    parser.add_argument("--sizes", default="", help="comma-separated sizes (default per op)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs (median)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
+    args = parser.parse_args(argv)
+    records = []
+    for name in args.ops.split(","):
+        spec = OPS[name.strip()]
+        sizes = tuple(int(s) for s in args.sizes.split(",") if s) or spec.sizes
+        for n in sizes:
+            record = run_op(spec, n, repeats=args.repeats, warmup=args.warmup,
+                            transport=args.transport)
+            records.append(record)
+            if not args.json:
+                print(f"{record['op']:>18} n={n:<8} {record['seconds'] * 1e3:9.2f} ms  "
+                      f"numpy {record['numpy_seconds'] * 1e3:7.3f} ms  x{record['ratio']:6.1f}  "
+                      f"rounds {record['rounds']}  {record['bytes_per_element']:.1f} B/elem",
+                      file=sys.stderr)
+    if args.json:
+        json.dump(records, sys.stdout, indent=1)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

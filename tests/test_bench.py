@@ -1,0 +1,32 @@
+"""bench/engine.py keeps producing well-formed records (format only, never timing)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = {"op", "n", "protocol", "transport", "parties", "seconds", "numpy_seconds", "rounds",
+        "bytes_per_party"}
+
+
+def test_engine_benchmark_emits_the_documented_records() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "engine.py"), "--json", "--sizes", "1500",
+         "--repeats", "1", "--warmup", "0", "--ops", "mul_int,mul_fxp,mul_fxp_fast"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    records = {r["op"]: r for r in json.loads(completed.stdout)}
+    assert set(records) == {"mul_int", "mul_fxp", "mul_fxp_fast"}
+    for record in records.values():
+        assert set(record) >= KEYS
+        assert record["n"] == 1500 and record["parties"] == 3
+        assert record["transport"] == "memory" and record["protocol"] == "rep3"
+        assert record["seconds"] > 0 and record["numpy_seconds"] > 0
+    assert records["mul_int"]["bytes_per_party"] == 8 * 1500
+    assert records["mul_int"]["rounds"] == 1
+    assert records["mul_fxp_fast"]["bytes_per_party"] == 8 * 1500
+    assert records["mul_fxp"]["rounds"] == 2 and records["mul_fxp"]["truncation"] == "reliable"
