@@ -15,12 +15,12 @@ KEYS = {"op", "n", "protocol", "transport", "parties", "seconds", "numpy_seconds
 def test_engine_benchmark_emits_the_documented_records() -> None:
     completed = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "engine.py"), "--json", "--sizes", "1500",
-         "--repeats", "1", "--warmup", "0", "--ops", "mul_int,mul_fxp,mul_fxp_fast"],
+         "--repeats", "1", "--warmup", "0", "--ops", "mul_int,mul_fxp,mul_fxp_reliable"],
         capture_output=True, text=True, timeout=300, check=False,
     )
     assert completed.returncode == 0, completed.stderr
     records = {r["op"]: r for r in json.loads(completed.stdout)}
-    assert set(records) == {"mul_int", "mul_fxp", "mul_fxp_fast"}
+    assert set(records) == {"mul_int", "mul_fxp", "mul_fxp_reliable"}
     for record in records.values():
         assert set(record) >= KEYS
         assert record["n"] == 1500 and record["parties"] == 3
@@ -28,5 +28,7 @@ def test_engine_benchmark_emits_the_documented_records() -> None:
         assert record["seconds"] > 0 and record["numpy_seconds"] > 0
     assert records["mul_int"]["bytes_per_party"] == 8 * 1500
     assert records["mul_int"]["rounds"] == 1
-    assert records["mul_fxp_fast"]["bytes_per_party"] == 8 * 1500
-    assert records["mul_fxp"]["rounds"] == 2 and records["mul_fxp"]["truncation"] == "reliable"
+    assert records["mul_fxp"]["bytes_per_party"] == 8 * 1500
+    assert records["mul_fxp"]["rounds"] == 1 and records["mul_fxp"]["truncation"] == "fast"
+    reliable = records["mul_fxp_reliable"]
+    assert reliable["rounds"] == 2 and reliable["truncation"] == "reliable"

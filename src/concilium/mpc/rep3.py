@@ -94,7 +94,8 @@ def _product_share(out: RingArray, a: RingArray, b: RingArray, masks: tuple[Prg,
     size = min(out.size, BLOCK_ELEMENTS)
     scratch = np.empty((2, size), dtype=RING_DTYPE)
     for block in blocks(out.size):
-        z, u, v = out[block], scratch[0, : z_len(block)], scratch[1, : z_len(block)]
+        size = block.stop - block.start
+        z, u, v = out[block], scratch[0, :size], scratch[1, :size]
         if boolean:
             np.bitwise_xor(b[0, block], b[1, block], out=z)
             z &= a[0, block]
@@ -115,17 +116,13 @@ def _product_share(out: RingArray, a: RingArray, b: RingArray, masks: tuple[Prg,
             z += u
 
 
-def z_len(block: slice) -> int:
-    """Number of elements in a block slice."""
-    return int(block.stop) - int(block.start)
-
-
 def add_zero_share(z: RingArray, masks: tuple[Prg, Prg]) -> None:
     """``z += F(K_i) - F(K_(i+1))`` in place, blockwise (the three masks sum to zero)."""
     previous, following = masks
     scratch = np.empty((2, min(z.size, BLOCK_ELEMENTS)), dtype=RING_DTYPE)
     for block in blocks(z.size):
-        u, v = scratch[0, : z_len(block)], scratch[1, : z_len(block)]
+        size = block.stop - block.start
+        u, v = scratch[0, :size], scratch[1, :size]
         previous.fill(u)
         following.fill(v)
         u -= v

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from concilium.mpc.backend import Shares
 from concilium.ring.arithmetic import RingArray
 
 if TYPE_CHECKING:
@@ -117,8 +116,3 @@ def run_slices(backend: Rep3, tasks: list[SliceTask]) -> None:
             if following is not None:
                 still.append((task, following))
         waiting = still
-
-
-def empty_shares(count: int) -> Shares:
-    """Output buffer for a flat result."""
-    return np.empty((2, count), dtype=np.uint64)

@@ -1,0 +1,67 @@
+"""Same-run comparison with a peer: SPU's ABY3 simulator next to Concilium's rep3.
+
+Both run three parties as threads of one process. Each measures the whole
+``input x (party 0), input y (party 1), x * y in fixed point, reveal`` job,
+median of 5 after a warm-up. SPU pins its own numpy and jax, so run this from a
+separate virtual environment:
+
+    python3 -m venv /tmp/spuenv
+    /tmp/spuenv/bin/pip install spu==0.9.5 cryptography
+    /tmp/spuenv/bin/pip install --no-deps -e .
+    /tmp/spuenv/bin/python bench/peer_spu.py
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import spu  # type: ignore[import-not-found]
+import spu.utils.simulation as spsim  # type: ignore[import-not-found]
+
+from concilium.data import Session
+from concilium.ring import Prg
+from concilium.testing import run_parties
+
+
+def _median(job: Callable[[], Any], repeats: int = 5) -> float:
+    job()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        job()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _compare(n: int) -> dict[str, Any]:
+    x = (Prg.from_urandom().uniform(n) - 0.5) * 16
+    y = (Prg.from_urandom().uniform(n) - 0.5) * 16
+    config = spu.RuntimeConfig(protocol=spu.ProtocolKind.ABY3, field=spu.FieldType.FM64,
+                               fxp_fraction_bits=18)
+    spu_multiply = spsim.sim_jax(spsim.Simulator(3, config), lambda a, b: a * b)
+
+    def concilium(mode: str) -> Callable[[], Any]:
+        def program(session: Session) -> Any:
+            a = session.input(0, x if session.party == 0 else None, fixed=True)
+            b = session.input(1, y if session.party == 1 else None, fixed=True)
+            return a.multiply(b, truncation=mode).reveal()
+        return lambda: run_parties(3, program)
+
+    spu_seconds = _median(lambda: spu_multiply(x, y))
+    fast, reliable = _median(concilium("fast")), _median(concilium("reliable"))
+    return {"op": "input_mul_fxp_reveal", "n": n, "spu_aby3_seconds": spu_seconds,
+            "concilium_fast_seconds": fast, "concilium_reliable_seconds": reliable,
+            "spu_over_concilium_fast": spu_seconds / fast,
+            "spu_over_concilium_reliable": spu_seconds / reliable}
+
+
+def main() -> None:
+    print(json.dumps([_compare(n) for n in (10**5, 10**6)], indent=1))
+
+
+if __name__ == "__main__":
+    main()
