@@ -103,6 +103,7 @@ class Frame:
     tag: int
     session: bytes
     array: npt.NDArray[np.generic]
+    header: bytes = b""
 
 
 def encode_frame(

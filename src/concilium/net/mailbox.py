@@ -44,7 +44,7 @@ class Mailbox:
         self._max_pending_bytes = max_pending_bytes
         self._last_tag: dict[int, int] = {}
         self._abort_reason: str | None = None
-        self._fault: BadFrame | None = None
+        self._closed: dict[int, str] = {}
 
     @property
     def aborted(self) -> str | None:
@@ -86,6 +86,8 @@ class Mailbox:
                     self._pending_bytes -= message.array.nbytes
                     return message
                 self._check_plan(sender, tag)
+                if sender in self._closed:
+                    raise PeerUnavailable(self._closed[sender])
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise PeerUnavailable(
@@ -106,6 +108,12 @@ class Mailbox:
                 f"expected tag {tag} from party {sender} but it sent tag "
                 f"{stale[0] if stale else last}: the parties are not running the same plan"
             )
+
+    def close_peer(self, sender: int, reason: str) -> None:
+        """``sender`` will send nothing more: waits for it raise PeerUnavailable(reason)."""
+        with self._condition:
+            self._closed.setdefault(sender, reason)
+            self._condition.notify_all()
 
     def abort(self, reason: str) -> None:
         """Wake every waiter with ProtocolAbort(reason); the first reason wins."""

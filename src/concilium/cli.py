@@ -1,0 +1,168 @@
+"""The ``concilium`` command.
+
+    concilium init NODE_DIR --name hospital-a --mpc-address 127.0.0.1:7001
+    concilium consortium create consortium.toml --name hospitals --protocol rep3
+    concilium consortium add consortium.toml NODE_DIR --roles data_owner,compute
+    concilium consortium show consortium.toml
+    concilium launch consortium.toml NODE_DIR... --program package.module:function
+    concilium demo
+
+Errors print one line saying what went wrong and what to do, and exit with
+status 2; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from concilium.errors import ConciliumError, ConfigurationError
+from concilium.governance.consortium import (
+    ROLES,
+    Manifest,
+    add_party,
+    load_manifest,
+    save_manifest,
+)
+from concilium.governance.identity import create_node, load_node
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="Concilium: governed secure multiparty computation.",
+                  no_args_is_help=True, add_completion=False)
+consortium_app = typer.Typer(help="Create and inspect the consortium manifest.",
+                             no_args_is_help=True)
+app.add_typer(consortium_app, name="consortium")
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
+
+
+@contextmanager
+def _friendly() -> Iterator[None]:
+    try:
+        yield
+    except ConciliumError as error:
+        errors.print(f"[bold red]error:[/] {error}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def init(
+    node_dir: Annotated[Path, typer.Argument(help="Directory for the new node")],
+    name: Annotated[str, typer.Option(help="Node name, e.g. hospital-a")],
+    mpc_address: Annotated[str, typer.Option(help="HOST:PORT peers connect to")],
+    api_address: Annotated[str | None, typer.Option(help="HOST:PORT of the HTTP API")] = None,
+) -> None:
+    """Create a node: TLS key and certificate, Ed25519 signing key, node.toml."""
+    with _friendly():
+        identity = create_node(node_dir, name, mpc_address, api_address)
+    console.print(f"Created node [bold]{identity.name}[/] in {node_dir}")
+    console.print(f"  MPC address     {identity.mpc_address}")
+    console.print(f"  API address     {identity.api_address}")
+    console.print(f"  TLS certificate {identity.tls_fingerprint}")
+    console.print(f"  signing key     {identity.signing_public_key}")
+
+
+@consortium_app.command("create")
+def consortium_create(
+    manifest: Annotated[Path, typer.Argument(help="Manifest file to create")],
+    name: Annotated[str, typer.Option(help="Consortium name")],
+    protocol: Annotated[str, typer.Option(help="rep3, rep4 or additive")] = "rep3",
+) -> None:
+    """Start an empty manifest."""
+    with _friendly():
+        if manifest.exists():
+            raise ConfigurationError(f"{manifest} already exists; refusing to overwrite it")
+        save_manifest(Manifest(name=name, protocol=protocol), manifest)
+    console.print(f"Created consortium [bold]{name}[/] ({protocol}) in {manifest}")
+
+
+@consortium_app.command("add")
+def consortium_add(
+    manifest: Annotated[Path, typer.Argument(help="Manifest file")],
+    node_dir: Annotated[Path, typer.Argument(help="The node directory to add")],
+    roles: Annotated[str, typer.Option(help=f"Comma-separated: {', '.join(ROLES)}")] = (
+        "data_owner,compute"),
+) -> None:
+    """Add a node (its addresses, certificate and public key) to the manifest."""
+    with _friendly():
+        current = load_manifest(manifest)
+        identity = load_node(node_dir)
+        updated = add_party(current, identity,
+                            tuple(r.strip() for r in roles.split(",") if r.strip()))
+        save_manifest(updated, manifest)
+    console.print(f"Added [bold]{identity.name}[/] ({roles}) to {manifest}")
+    for problem in updated.readiness_problems():
+        console.print(f"  not ready yet: {problem}")
+
+
+@consortium_app.command("show")
+def consortium_show(
+    manifest: Annotated[Path, typer.Argument(help="Manifest file")],
+) -> None:
+    """Print the parties, the manifest hash and whether the protocol can run."""
+    with _friendly():
+        current = load_manifest(manifest)
+    table = Table(title=f"consortium {current.name} ({current.protocol})")
+    for column in ("#", "name", "MPC address", "API address", "roles", "TLS fingerprint"):
+        table.add_column(column)
+    for index, party in enumerate(current.parties):
+        table.add_row(str(index), party.name, party.mpc_address, party.api_address,
+                      ", ".join(party.roles), party.tls_fingerprint[:23] + "...")
+    console.print(table)
+    console.print(f"manifest hash {current.hash}")
+    problems = current.readiness_problems()
+    console.print("ready" if not problems else "not ready: " + "; ".join(problems))
+
+
+@app.command()
+def launch(
+    manifest: Annotated[Path, typer.Argument(help="Manifest file")],
+    node_dirs: Annotated[list[Path], typer.Argument(help="One directory per party to start")],
+    program: Annotated[str, typer.Option(help="package.module:function run by each party")],
+    args: Annotated[str, typer.Option(help="JSON object of keyword arguments")] = "{}",
+    timeout: Annotated[float, typer.Option(help="Seconds before the launch gives up")] = 300.0,
+) -> None:
+    """Run a program on local node processes over mutual TLS on this machine."""
+    from concilium.node.launcher import encode_value, launch_local
+
+    with _friendly():
+        try:
+            keyword = json.loads(args)
+        except json.JSONDecodeError as error:
+            raise ConfigurationError(f"--args is not JSON: {error}") from None
+        outcomes = launch_local(manifest, node_dirs, program, args=keyword, timeout=timeout,
+                                python_path=[str(Path.cwd())])
+    failed = False
+    for outcome in outcomes:
+        if outcome.ok:
+            console.print(f"[green]{outcome.name}[/]: {json.dumps(encode_value(outcome.value))}")
+        else:
+            failed = True
+            errors.print(f"[red]{outcome.name}[/]: {outcome.error_type}: {outcome.error}",
+                         highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo() -> None:
+    """Three hospitals compute joint readmission statistics on secret shares."""
+    from concilium.demo import main as run_demo
+
+    raise typer.Exit(run_demo())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,225 @@
+"""``TlsChannel``: the ``Channel`` of one party process over mutual TLS.
+
+One reader thread per peer decrypts frames as they arrive and files them in
+the mailbox by (sender, tag), so sending never waits for the receiver's
+protocol thread and two parties sending at once cannot deadlock. Every frame
+must carry this session's id and the sender the connection was authenticated
+as; anything else aborts the run.
+
+Liveness: a receive waits at most ``receive_timeout`` seconds; a peer whose
+connection closes makes waits on it fail at once with ``PeerUnavailable``; an
+ABORT frame from any peer aborts this party too. Nothing further is sent
+after an abort, so nothing more is revealed.
+
+Transcript digests: each party hashes (SHA-256) every data frame it sends to
+and receives from each peer. :meth:`TlsChannel.finish` exchanges them; the
+digests of both ends of a link must agree, or the run aborts. They are
+returned for the audit log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from concilium.errors import BadFrame, ConfigurationError, PeerUnavailable, ProtocolAbort
+from concilium.net.channel import SUPPORTED_DTYPES, Channel, TrafficCounter, TrafficSnapshot
+from concilium.net.frame import FrameKind, encode_frame
+from concilium.net.mailbox import Mailbox, Message
+from concilium.net.stream import read_frame
+from concilium.net.tls import (
+    Endpoint,
+    TlsConnection,
+    TlsIdentity,
+    TlsSettings,
+    establish_connections,
+)
+
+__all__ = ["DIGEST_TAG", "TlsChannel", "TranscriptDigest"]
+
+#: Tag of the transcript-digest frames, above every plan and outside-party tag.
+DIGEST_TAG = 1 << 63
+
+
+@dataclass(frozen=True)
+class TranscriptDigest:
+    """SHA-256 of the data frames exchanged with one peer, as hex."""
+
+    peer: int
+    sent: str
+    received: str
+
+
+class TlsChannel(Channel):
+    """One party's authenticated connections to all other parties of a computation."""
+
+    def __init__(self, me: int, parties: int, connections: dict[int, TlsConnection],
+                 session: bytes, settings: TlsSettings) -> None:
+        self._me = me
+        self._parties = parties
+        self._connections = connections
+        self.session = session
+        self._settings = settings
+        self._mailbox = Mailbox(max_pending_bytes=settings.max_pending_bytes)
+        self._counter = TrafficCounter()
+        self._sent = {peer: hashlib.sha256() for peer in connections}
+        self._received = {peer: hashlib.sha256() for peer in connections}
+        self._closing = threading.Event()
+        self._readers = [
+            threading.Thread(target=self._read_loop, args=(peer, connection),
+                             name=f"tls-reader-{me}-{peer}", daemon=True)
+            for peer, connection in connections.items()
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @classmethod
+    def connect(cls, me: int, endpoints: Sequence[Endpoint], identity: TlsIdentity,
+                manifest_hash: bytes, computation_id: bytes,
+                settings: TlsSettings | None = None,
+                listener: socket.socket | None = None,
+                on_refused: Callable[[str], None] | None = None) -> TlsChannel:
+        """Connect to every endpoint over mutual TLS and agree on the session id.
+
+        Refused connection attempts (unknown certificates, garbage) are passed to
+        ``on_refused`` and do not disturb the set-up."""
+        options = settings or TlsSettings()
+        connections, session = establish_connections(
+            me, endpoints, identity, manifest_hash, computation_id, options, listener,
+            on_refused)
+        return cls(me, len(endpoints), connections, session, options)
+
+    # -- Channel ------------------------------------------------------------------
+    @property
+    def party(self) -> int:
+        return self._me
+
+    @property
+    def parties(self) -> int:
+        return self._parties
+
+    def _connection(self, peer: int) -> TlsConnection:
+        connection = self._connections.get(peer)
+        if connection is None:
+            raise ConfigurationError(f"party {self._me} has no connection to party {peer}")
+        return connection
+
+    def send(self, peer: int, tag: int, array: npt.NDArray[np.generic]) -> None:
+        connection = self._connection(peer)
+        if array.dtype not in SUPPORTED_DTYPES:
+            raise BadFrame(f"cannot send arrays of dtype {array.dtype}")
+        if self._mailbox.aborted is not None:
+            raise ProtocolAbort(self._mailbox.aborted)
+        stamp = self._counter.on_send(peer, array.nbytes)
+        header, payload = encode_frame(FrameKind.DATA, self.session, self._me, tag, stamp, array)
+        digest = self._sent[peer]
+        digest.update(header)
+        digest.update(payload)
+        try:
+            connection.send([header, payload])
+        except OSError as error:
+            # the peer may have aborted and closed: report its reason if it arrives
+            deadline = time.monotonic() + 0.5
+            while self._mailbox.aborted is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            if self._mailbox.aborted is not None:
+                raise ProtocolAbort(self._mailbox.aborted) from None
+            raise PeerUnavailable(f"lost the connection to party {peer} while sending: "
+                                  f"{error}") from None
+
+    def receive(self, peer: int, tag: int) -> npt.NDArray[np.generic]:
+        self._connection(peer)
+        message = self._mailbox.take(peer, tag, self._settings.receive_timeout)
+        self._counter.on_receive(message.array.nbytes, message.stamp)
+        return message.array
+
+    def stats(self) -> TrafficSnapshot:
+        return self._counter.snapshot()
+
+    def wire_bytes_sent(self) -> int:
+        """Ciphertext bytes written to the sockets (TLS records and handshakes included)."""
+        return sum(c.wire_bytes_sent for c in self._connections.values())
+
+    def abort(self, reason: str) -> None:
+        """Abort on every party: tell each peer (best effort), then stop locally."""
+        if self._mailbox.aborted is None:
+            text = np.frombuffer(f"party {self._me}: {reason}"[:1000].encode(), dtype=np.uint8)
+            header, payload = encode_frame(FrameKind.ABORT, self.session, self._me, 0, 0, text)
+            for connection in self._connections.values():
+                with contextlib.suppress(OSError):
+                    connection.send([header, payload])
+        self._mailbox.abort(reason)
+
+    # -- reading --------------------------------------------------------------------
+    def _read_loop(self, peer: int, connection: TlsConnection) -> None:
+        limits = self._settings.limits
+        try:
+            while True:
+                frame = read_frame(connection.read_exact, limits)
+                if frame.session != self.session:
+                    raise BadFrame(f"party {peer} sent a frame of another session")
+                if frame.sender != peer:
+                    raise BadFrame(f"party {peer} sent a frame claiming to be from party "
+                                   f"{frame.sender}")
+                if frame.kind == FrameKind.DATA:
+                    digest = self._received[peer]
+                    digest.update(frame.header)
+                    digest.update(frame.array.reshape(-1).view(np.uint8).data)
+                    frame.array.flags.writeable = False
+                    self._mailbox.deliver(Message(peer, frame.tag, frame.stamp, frame.array))
+                elif frame.kind == FrameKind.DIGEST:
+                    self._mailbox.deliver(Message(peer, DIGEST_TAG, 0, frame.array))
+                elif frame.kind == FrameKind.ABORT:
+                    text = frame.array.tobytes().decode("utf-8", "replace")
+                    self._mailbox.abort(f"aborted by {text}")
+                    return
+                else:
+                    raise BadFrame(f"party {peer} sent an unexpected {frame.kind.name} frame")
+        except (EOFError, OSError) as error:
+            if not self._closing.is_set():
+                self._mailbox.close_peer(peer, f"party {peer} closed its connection ({error}); "
+                                         "the run is aborted and nothing further is revealed")
+        except BadFrame as error:
+            if not self._closing.is_set():
+                self.abort(f"refused a frame from party {peer}: {error}")
+                connection.close()
+
+    # -- end of run -----------------------------------------------------------------
+    def finish(self) -> list[TranscriptDigest]:
+        """Compare transcript digests with every peer; abort on any difference."""
+        mine = {peer: (self._sent[peer].digest(), self._received[peer].digest())
+                for peer in self._connections}
+        for peer, connection in self._connections.items():
+            sent, received = mine[peer]
+            header, payload = encode_frame(FrameKind.DIGEST, self.session, self._me, DIGEST_TAG,
+                                           0, np.frombuffer(sent + received, dtype=np.uint8))
+            connection.send([header, payload])
+        digests = []
+        for peer in sorted(self._connections):
+            theirs = self._mailbox.take(peer, DIGEST_TAG, self._settings.receive_timeout)
+            data = theirs.array.tobytes()
+            sent, received = mine[peer]
+            if len(data) != 64 or data[:32] != received or data[32:] != sent:
+                self.abort(f"transcript digests with party {peer} differ")
+                raise ProtocolAbort(
+                    f"the messages party {self._me} exchanged with party {peer} differ between "
+                    "the two ends; the result is discarded"
+                )
+            digests.append(TranscriptDigest(peer, sent.hex(), received.hex()))
+        return digests
+
+    def close(self) -> None:
+        """Close every connection and stop the reader threads (ports are released)."""
+        self._closing.set()
+        for connection in self._connections.values():
+            connection.close()
+        for reader in self._readers:
+            reader.join(timeout=5)
