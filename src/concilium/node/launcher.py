@@ -149,7 +149,9 @@ def run_party(manifest_path: Path | str, node_dir: Path | str, computation_id: b
         try:
             value = function(handle, **dict(args or {}))
         except BaseException as error:
-            channel.abort(f"{type(error).__name__} in the program")
+            # Concilium's messages never carry data; a program's own messages might
+            detail = f": {error}" if isinstance(error, ConciliumError) else " in the program"
+            channel.abort(f"{type(error).__name__}{detail}")
             raise
         digests = channel.finish()
         return {"name": identity.name, "index": me, "value": encode_value(value),

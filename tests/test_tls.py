@@ -1,0 +1,304 @@
+"""net/tls: real sockets, mutual TLS 1.3, pinned certificates, sessions and aborts."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import ssl
+import struct
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from concilium.errors import BadFrame, ConfigurationError, PeerUnavailable, ProtocolAbort
+from concilium.governance.identity import create_node
+from concilium.mpc import Rep3
+from concilium.net.frame import FrameKind, FrameLimits, encode_frame
+from concilium.net.stream import read_frame
+from concilium.data import Session
+from concilium.net.tls import TlsIdentity, TlsSettings, _context, _wrap
+from concilium.net.tls_channel import TlsChannel
+from concilium.node.launcher import endpoints, launch_local, values_or_raise
+from concilium.testing import run_parties
+from tests import tls_programs
+from tests.helpers_tls import Consortium, connect_in_threads, free_port, make_consortium, run_each
+
+ROOT = str(Path(__file__).resolve().parents[1])
+ULP = 2.0**-16
+
+
+@pytest.fixture
+def consortium(tmp_path: Path) -> Consortium:
+    return make_consortium(tmp_path)
+
+
+def _close(channels: list) -> None:
+    for channel in channels:
+        if isinstance(channel, TlsChannel):
+            channel.close()
+
+
+def test_engine_gives_the_same_results_over_tls_processes_as_in_memory(
+        consortium: Consortium) -> None:
+    outcomes = launch_local(consortium.manifest_path, consortium.node_dirs,
+                            "tests.tls_programs:engine_ops", args={"n": 3000},
+                            python_path=[ROOT], timeout=120)
+    over_tls = values_or_raise(outcomes)
+    in_memory = run_parties(3, lambda session: tls_programs.engine_ops(session, n=3000))
+    for tls_result, memory_result in zip(over_tls, in_memory, strict=True):
+        for key in ("mul", "sum", "matmul"):       # integers: exactly equal
+            assert np.array_equal(tls_result[key], memory_result[key]), key
+        for key in ("fixed", "fixed_fast", "scaled"):  # stochastic rounding: within 1 ulp
+            assert np.max(np.abs(tls_result[key] - memory_result[key])) <= ULP, key
+    # transcript digests agree pairwise, and every link was used
+    by_index = {o.index: {d["peer"]: d for d in o.digests} for o in outcomes}
+    for i in range(3):
+        for j in range(3):
+            if i != j:
+                assert by_index[i][j]["sent"] == by_index[j][i]["received"]
+    assert all(o.wire_bytes_sent > o.stats["bytes_sent"] for o in outcomes)
+
+
+def test_unknown_certificates_and_garbage_are_refused_while_the_party_keeps_serving(
+        consortium: Consortium, tmp_path: Path) -> None:
+    intruder = create_node(tmp_path / "intruder", "intruder", f"127.0.0.1:{free_port()}")
+    nodes = consortium.nodes
+    port = nodes[2].mpc_address.port
+    refused: list[str] = []
+    results: list = [None] * 3
+
+    def connect(index: int) -> None:
+        try:
+            results[index] = TlsChannel.connect(
+                index, endpoints(consortium.manifest),
+                TlsIdentity(nodes[index].tls_certificate_path, nodes[index].tls_key_path),
+                bytes.fromhex(consortium.manifest.hash), bytes(32),
+                TlsSettings(startup_timeout=20, receive_timeout=10), on_refused=refused.append)
+        except BaseException as error:  # noqa: BLE001
+            results[index] = error
+
+    # party 2 (the highest index) only listens: start it, then attack it
+    listening = threading.Thread(target=connect, args=(2,))
+    listening.start()
+    time.sleep(0.3)
+    for garbage in (b"GET / HTTP/1.1\r\n\r\n", os.urandom(300), b""):
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            raw.sendall(garbage)
+    answers = []
+    for node in (intruder, nodes[2]):  # an unknown certificate; charlie's own may not dial
+        context = _context(False, TlsIdentity(node.tls_certificate_path, node.tls_key_path),
+                           [*endpoints(consortium.manifest)])
+        raw = socket.create_connection(("127.0.0.1", port))
+        connection = _wrap(raw, context, server=False)
+        try:
+            connection.handshake(time.monotonic() + 5)
+            connection.send([b"hello?"])
+            raw.settimeout(5)
+            answers.append(raw.recv(100))
+        except (ssl.SSLError, OSError) as error:
+            answers.append(error)
+        finally:
+            connection.close()
+    others = [threading.Thread(target=connect, args=(i,)) for i in (0, 1)]
+    for thread in others:
+        thread.start()
+    for thread in [listening, *others]:
+        thread.join(40)
+    try:
+        assert all(isinstance(r, TlsChannel) for r in results), results
+        assert len({r.session for r in results}) == 1
+        assert any("CERTIFICATE_VERIFY_FAILED" in text for text in refused), refused
+        assert any("may not dial this party" in text for text in refused), refused
+        assert len(refused) >= 5
+        assert all(answer in (b"",) or isinstance(answer, Exception) for answer in answers)
+        values = run_each(results, _square_over)
+        assert all(np.array_equal(v, np.arange(5) ** 2) for v in values), values
+    finally:
+        _close(results)
+
+
+def _square_over(index: int, channel: TlsChannel) -> np.ndarray:
+    session = Session(Rep3(channel, (0, 1, 2)))
+    a = session.input(0, np.arange(5) if index == 0 else None)
+    return (a * a).reveal()
+
+
+def _raw_frame(kind: FrameKind, session: bytes, sender: int, tag: int, array: np.ndarray) -> (
+        bytes):
+    header, payload = encode_frame(kind, session, sender, tag, 0, array)
+    return header + bytes(payload)
+
+
+@pytest.mark.parametrize(("attack", "message"), [
+    ("other_session", "another session"),
+    ("replay", "again or out of order"),
+    ("impostor_sender", "claiming to be from party 2"),
+    ("oversized", "announces"),
+    ("garbage", "not a Concilium frame"),
+    ("truncated", "closed its connection"),
+])
+def test_bad_frames_from_an_authenticated_peer_stop_the_run(consortium: Consortium,
+                                                            attack: str, message: str) -> None:
+    channels = connect_in_threads(consortium)
+    try:
+        assert all(isinstance(c, TlsChannel) for c in channels), channels
+        sender, receiver = channels[0], channels[1]
+        connection = sender._connections[1]
+        good = np.arange(4, dtype=np.uint64)
+        session = sender.session
+        if attack == "other_session":
+            data = _raw_frame(FrameKind.DATA, os.urandom(32), 0, 5, good)
+        elif attack == "replay":
+            data = _raw_frame(FrameKind.DATA, session, 0, 5, good) * 2
+        elif attack == "impostor_sender":
+            data = _raw_frame(FrameKind.DATA, session, 2, 5, good)
+        elif attack == "oversized":
+            frame = bytearray(_raw_frame(FrameKind.DATA, session, 0, 5, good))
+            frame[56:64] = struct.pack("<Q", 1 << 40)
+            data = bytes(frame)
+        elif attack == "garbage":
+            data = os.urandom(200)
+        else:
+            data = _raw_frame(FrameKind.DATA, session, 0, 5, good)[:70]
+        connection.send([data])
+        if attack == "truncated":
+            connection.close()
+        with pytest.raises((ProtocolAbort, PeerUnavailable)) as caught:
+            if attack == "replay":  # the first copy may be taken before the replay arrives
+                receiver.receive(0, 5)
+            receiver.receive(0, 6)
+        assert message in str(caught.value)
+        if attack != "truncated":
+            # every other party learns of the abort and stops too
+            with pytest.raises(ProtocolAbort):
+                channels[2].receive(0, 7)
+    finally:
+        _close(channels)
+
+
+class _Stream:
+    def __init__(self, data: bytes) -> None:
+        self.buffer = io.BytesIO(data)
+
+    def read_exact(self, target: memoryview) -> None:
+        chunk = self.buffer.read(len(target))
+        if len(chunk) < len(target):
+            raise EOFError
+        target[: len(chunk)] = chunk
+
+
+VALID = _raw_frame(FrameKind.DATA, bytes(32), 1, 9, np.arange(6, dtype=np.uint64))
+
+
+@settings(max_examples=10_000, deadline=None)
+@given(st.one_of(
+    st.binary(max_size=160),
+    st.tuples(st.integers(0, len(VALID) - 1), st.binary(min_size=1, max_size=12)).map(
+        lambda edit: VALID[:edit[0]] + edit[1] + VALID[edit[0] + len(edit[1]):]),
+    st.integers(0, len(VALID) - 1).map(lambda cut: VALID[:cut]),
+))
+def test_ten_thousand_malformed_frames_are_refused_cleanly(data: bytes) -> None:
+    """The TLS readers' frame decoder: only BadFrame or EOFError, never a crash."""
+    try:
+        frame = read_frame(_Stream(data).read_exact, FrameLimits(max_payload_bytes=1 << 16))
+    except (BadFrame, EOFError):
+        return
+    assert frame.array.nbytes <= 1 << 16
+
+
+def test_a_different_manifest_is_refused_at_hello(consortium: Consortium) -> None:
+    from dataclasses import replace
+
+    other = replace(consortium.manifest, name="other")
+    channels = connect_in_threads(consortium, manifests=[consortium.manifest,
+                                                         consortium.manifest, other],
+                                  settings=TlsSettings(startup_timeout=3, receive_timeout=3))
+    try:
+        errors = [c for c in channels if not isinstance(c, TlsChannel)]
+        assert errors
+        assert any(isinstance(e, ConfigurationError) and "different consortium manifest" in
+                   str(e) for e in errors), errors
+    finally:
+        _close(channels)
+
+
+def test_a_missing_party_is_reported_by_name(consortium: Consortium) -> None:
+    node = consortium.nodes[0]
+    start = time.monotonic()
+    with pytest.raises(PeerUnavailable, match=r"could not reach party 1 \(bravo\)"):
+        TlsChannel.connect(0, endpoints(consortium.manifest),
+                           TlsIdentity(node.tls_certificate_path, node.tls_key_path),
+                           bytes.fromhex(consortium.manifest.hash), bytes(32),
+                           TlsSettings(startup_timeout=1.0))
+    assert time.monotonic() - start < 5
+
+
+def test_transcript_mismatch_aborts(consortium: Consortium) -> None:
+    channels = connect_in_threads(consortium)
+    try:
+        channels[0]._sent[1].update(b"tampered")
+        outcome = run_each(channels, lambda i, ch: ch.finish())
+        assert isinstance(outcome[0], ProtocolAbort) or isinstance(outcome[1], ProtocolAbort)
+        assert "differ" in str(outcome[0]) + str(outcome[1])
+    finally:
+        _close(channels)
+
+
+def _ports_free(ports: list[int]) -> bool:
+    for port in ports:
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                return False
+    return True
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8, 1.5])
+def test_killing_a_party_aborts_the_others_within_the_timeout(consortium: Consortium,
+                                                              delay: float) -> None:
+    def kill_later(processes) -> None:
+        time.sleep(delay)
+        processes[1].kill()
+
+    start = time.monotonic()
+    outcomes = launch_local(consortium.manifest_path, consortium.node_dirs,
+                            "tests.tls_programs:slow_multiplications", python_path=[ROOT],
+                            receive_timeout=5, startup_timeout=5, timeout=60,
+                            on_started=kill_later)
+    elapsed = time.monotonic() - start   # killed during set-up or mid-run: both bounded
+    assert outcomes[1].exit_code != 0 and outcomes[1].value is None
+    for survivor in (outcomes[0], outcomes[2]):
+        assert survivor.error_type in {"PeerUnavailable", "ProtocolAbort"}, survivor
+        assert survivor.value is None
+    assert elapsed < delay + 5 + 10
+    assert _ports_free(consortium.ports())
+
+
+def test_a_party_that_dies_silently_is_noticed(consortium: Consortium) -> None:
+    outcomes = launch_local(consortium.manifest_path, consortium.node_dirs,
+                            "tests.tls_programs:exit_abruptly", python_path=[ROOT],
+                            receive_timeout=5, timeout=60)
+    assert outcomes[1].error_type == "ProcessDied"
+    for survivor in (outcomes[0], outcomes[2]):
+        assert survivor.error_type in {"PeerUnavailable", "ProtocolAbort"}
+        assert "party 1" in survivor.error
+
+
+def test_a_failing_program_aborts_everyone_with_its_reason(consortium: Consortium) -> None:
+    outcomes = launch_local(consortium.manifest_path, consortium.node_dirs,
+                            "tests.tls_programs:fail_on_party_two", python_path=[ROOT],
+                            timeout=60)
+    assert outcomes[2].error_type == "ValueError"
+    for other in outcomes[:2]:
+        assert other.error_type == "ProtocolAbort"
+        assert other.error == "aborted by party 2: ValueError in the program"
+    with pytest.raises(ProtocolAbort, match="party alpha failed"):
+        values_or_raise(outcomes)
