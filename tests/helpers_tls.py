@@ -68,7 +68,7 @@ def connect_in_threads(consortium: Consortium, computation_id: bytes = bytes(32)
                 bytes.fromhex(manifest.hash), computation_id,
                 settings or TlsSettings(startup_timeout=10, receive_timeout=10),
                 on_refused=refused.append if refused is not None else None)
-        except BaseException as error:  # noqa: BLE001 - reported to the test
+        except BaseException as error:
             results[index] = error
 
     threads = [threading.Thread(target=connect, args=(i,)) for i in range(len(results))]
@@ -86,7 +86,7 @@ def run_each(channels: Sequence[Any], body: Callable[[int, TlsChannel], Any]) ->
     def run(index: int) -> None:
         try:
             results[index] = body(index, channels[index])
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:
             results[index] = error
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(channels))]

@@ -12,10 +12,10 @@ import math
 
 import numpy as np
 import pytest
-from tests.conftest import run3
 
 from concilium.data import Session
 from concilium.ring import FixedPointCodec, Prg, to_signed
+from tests.conftest import run3
 
 RING = np.uint64
 ULP = 2.0**-16

@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from tests.conftest import run3
 
 from concilium.data import Session
 from concilium.errors import BadFrame, ConfigurationError
@@ -16,6 +15,7 @@ from concilium.mpc.rep3_outside import Rep3OutsideParty
 from concilium.net import MemoryNetwork
 from concilium.ring import Prg, to_signed
 from concilium.testing import run_parties
+from tests.conftest import run3
 
 RING = np.uint64
 shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4)

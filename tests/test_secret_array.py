@@ -7,7 +7,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from tests.conftest import run3
 
 from concilium import (
     ConfigurationError,
@@ -20,6 +19,7 @@ from concilium import (
     ShapeMismatch,
     run_parties,
 )
+from tests.conftest import run3
 
 ULP = 2.0**-16
 reals = st.floats(-8, 8, allow_nan=False, width=64)

@@ -16,12 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from concilium.data import Session
 from concilium.errors import BadFrame, ConfigurationError, PeerUnavailable, ProtocolAbort
 from concilium.governance.identity import create_node
 from concilium.mpc import Rep3
 from concilium.net.frame import FrameKind, FrameLimits, encode_frame
 from concilium.net.stream import read_frame
-from concilium.data import Session
 from concilium.net.tls import TlsIdentity, TlsSettings, _context, _wrap
 from concilium.net.tls_channel import TlsChannel
 from concilium.node.launcher import endpoints, launch_local, values_or_raise
@@ -80,7 +80,7 @@ def test_unknown_certificates_and_garbage_are_refused_while_the_party_keeps_serv
                 TlsIdentity(nodes[index].tls_certificate_path, nodes[index].tls_key_path),
                 bytes.fromhex(consortium.manifest.hash), bytes(32),
                 TlsSettings(startup_timeout=20, receive_timeout=10), on_refused=refused.append)
-        except BaseException as error:  # noqa: BLE001
+        except BaseException as error:
             results[index] = error
 
     # party 2 (the highest index) only listens: start it, then attack it
