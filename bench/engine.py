@@ -15,7 +15,12 @@ starting to the last party finishing), ``numpy_seconds`` (the same operation
 in plain numpy, median, same run), ``ratio`` (seconds / numpy_seconds),
 ``rounds`` (communication depth), ``bytes_per_party`` (payload bytes sent by
 the busiest party for the whole operation), ``bytes_per_element`` and, where a
-paper states it, ``paper_bytes_per_element``.
+paper states it, ``paper_bytes_per_element``. With ``--transport tls`` the three
+parties are OS processes connected by mutual TLS on 127.0.0.1, and
+``wire_bytes_per_party`` adds what TLS costs (ciphertext bytes the busiest
+party wrote to its sockets, record headers and tags included); each TLS record
+also carries ``memory_seconds`` and ``tls_over_memory``, the in-memory run of
+the same operation measured in the same invocation.
 """
 
 from __future__ import annotations
@@ -27,13 +32,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from concilium.data import SecretArray, Session
 from concilium.mpc.backend import Truncation
-from concilium.net.channel import TrafficSnapshot
 from concilium.ring import FixedPointCodec, Prg
 from concilium.testing import run_parties
 
@@ -146,25 +151,36 @@ def _barrier(session: Session) -> None:
     session.backend.reveal(token)
 
 
-Sample = tuple[float, float, TrafficSnapshot, TrafficSnapshot]
+def _wire_bytes(session: Session) -> int:
+    """Ciphertext bytes sent so far (TLS transport), 0 in memory."""
+    counter = getattr(session.backend.channel, "wire_bytes_sent", None)
+    return int(counter()) if counter is not None else 0
 
 
 def _party_program(spec: OpSpec, n: int, repeats: int, warmup: int) -> Callable[[Session], Any]:
-    def program(session: Session) -> list[Sample]:
+    def program(session: Session) -> list[dict[str, Any]]:
         op = spec.prepare(session, n)
         samples = []
         for index in range(warmup + repeats):
             _barrier(session)
-            before = session.stats()
+            before, wire_before = session.stats(), _wire_bytes(session)
             start = time.perf_counter()
             op()
             end = time.perf_counter()
-            after = session.stats()
+            after, wire_after = session.stats(), _wire_bytes(session)
             if index >= warmup:
-                samples.append((start, end, before, after))
+                samples.append({"start": start, "end": end,
+                                "bytes": after.bytes_sent - before.bytes_sent,
+                                "wire_bytes": wire_after - wire_before,
+                                "rounds_before": before.rounds, "rounds_after": after.rounds})
         _barrier(session)
         return samples
     return program
+
+
+def tls_party(session: Session, op: str, n: int, repeats: int, warmup: int) -> list[Any]:
+    """Entry point of a party process for ``--transport tls`` (bench.engine:tls_party)."""
+    return _party_program(OPS[op], n, repeats, warmup)(session)
 
 
 def _time_numpy(spec: OpSpec, n: int, repeats: int, warmup: int) -> float:
@@ -178,21 +194,61 @@ def _time_numpy(spec: OpSpec, n: int, repeats: int, warmup: int) -> float:
     return statistics.median(times)
 
 
-def run_op(spec: OpSpec, n: int, *, repeats: int, warmup: int, transport: str) -> dict[str, Any]:
-    if transport != "memory":
-        raise SystemExit(f"transport {transport!r} is not available yet (memory only)")
+class TlsRunner:
+    """Three local node processes over mutual TLS, re-launched for each measurement."""
+
+    def __init__(self) -> None:
+        import socket
+        import tempfile
+
+        from concilium.governance.consortium import Manifest, add_party, save_manifest
+        from concilium.governance.identity import create_node
+
+        self._scratch = tempfile.TemporaryDirectory(prefix="concilium-bench-")
+        root = Path(self._scratch.name)
+        manifest = Manifest("bench", "rep3")
+        self.node_dirs = []
+        for name in ("bench-a", "bench-b", "bench-c"):
+            ports = []
+            for _ in range(2):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", 0))
+                    ports.append(probe.getsockname()[1])
+            node = create_node(root / name, name, f"127.0.0.1:{ports[0]}",
+                               f"127.0.0.1:{ports[1]}")
+            manifest = add_party(manifest, node, ("data_owner", "compute"))
+            self.node_dirs.append(root / name)
+        self.manifest_path = root / "bench.toml"
+        save_manifest(manifest, self.manifest_path)
+
+    def run(self, spec: OpSpec, n: int, repeats: int, warmup: int) -> list[list[Any]]:
+        from concilium.node.launcher import launch_local, values_or_raise
+
+        here = Path(__file__).resolve().parent
+        outcomes = launch_local(self.manifest_path, self.node_dirs, "engine:tls_party",
+                                args={"op": spec.name, "n": n, "repeats": repeats,
+                                      "warmup": warmup},
+                                python_path=[str(here)], timeout=600, receive_timeout=120)
+        return values_or_raise(outcomes)
+
+
+def run_op(spec: OpSpec, n: int, *, repeats: int, warmup: int, transport: str,
+           tls: TlsRunner | None = None) -> dict[str, Any]:
     numpy_before = _time_numpy(spec, n, repeats, warmup)
-    per_party = run_parties(3, _party_program(spec, n, repeats, warmup))
+    if transport == "memory":
+        per_party = run_parties(3, _party_program(spec, n, repeats, warmup))
+    else:
+        assert tls is not None
+        per_party = tls.run(spec, n, repeats, warmup)
     numpy_after = _time_numpy(spec, n, repeats, warmup)
     seconds = statistics.median(
-        max(party[k][1] for party in per_party) - min(party[k][0] for party in per_party)
+        max(party[k]["end"] for party in per_party) - min(party[k]["start"] for party in per_party)
         for k in range(repeats)
     )
     last = [party[-1] for party in per_party]
-    busiest = max(after.bytes_sent - before.bytes_sent for _, _, before, after in last)
+    busiest = max(sample["bytes"] for sample in last)
     # communication depth added to the critical path (Lamport clocks of all parties)
-    rounds = max(after.rounds for *_, after in last) - max(before.rounds for *_, before, _ in
-                                                           last)
+    rounds = max(s["rounds_after"] for s in last) - max(s["rounds_before"] for s in last)
     numpy_seconds = min(numpy_before, numpy_after)
     elements = spec.elements(n)
     record: dict[str, Any] = {
@@ -208,6 +264,11 @@ def run_op(spec: OpSpec, n: int, *, repeats: int, warmup: int, transport: str) -
         "bytes_per_party": busiest,
         "bytes_per_element": busiest / elements,
     }
+    if transport == "tls":
+        record["wire_bytes_per_party"] = max(sample["wire_bytes"] for sample in last)
+        memory = run_op(spec, n, repeats=repeats, warmup=warmup, transport="memory")
+        record["memory_seconds"] = memory["seconds"]          # same run, for the ratio
+        record["tls_over_memory"] = seconds / memory["seconds"]
     if spec.truncation:
         record["truncation"] = spec.truncation
     if spec.paper_bytes_per_element is not None:
@@ -216,28 +277,37 @@ def run_op(spec: OpSpec, n: int, *, repeats: int, warmup: int, transport: str) -
     return record
 
 
+def elements_of(spec: OpSpec, n: int) -> int:
+    return spec.elements(n)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print a JSON list of records")
-    parser.add_argument("--transport", default="memory", choices=["memory"])
+    parser.add_argument("--transport", default="memory", choices=["memory", "tls"],
+                        help="memory: threads of one process; tls: 3 OS processes over TLS")
     parser.add_argument("--ops", default=",".join(OPS), help="comma-separated operations")
     parser.add_argument("--sizes", default="", help="comma-separated sizes (default per op)")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     args = parser.parse_args(argv)
     records = []
+    tls = TlsRunner() if args.transport == "tls" else None
     for name in args.ops.split(","):
         spec = OPS[name.strip()]
         sizes = tuple(int(s) for s in args.sizes.split(",") if s) or spec.sizes
         for n in sizes:
             record = run_op(spec, n, repeats=args.repeats, warmup=args.warmup,
-                            transport=args.transport)
+                            transport=args.transport, tls=tls)
             records.append(record)
             if not args.json:
+                extra = (f"  tls/memory {record['tls_over_memory']:.2f}  wire "
+                         f"{record['wire_bytes_per_party'] / elements_of(spec, n):.1f} B/elem"
+                         if "tls_over_memory" in record else "")
                 print(f"{record['op']:>18} n={n:<8} {record['seconds'] * 1e3:9.2f} ms  "
                       f"numpy {record['numpy_seconds'] * 1e3:7.3f} ms  x{record['ratio']:6.1f}  "
-                      f"rounds {record['rounds']}  {record['bytes_per_element']:.1f} B/elem",
-                      file=sys.stderr)
+                      f"rounds {record['rounds']}  {record['bytes_per_element']:.1f} B/elem"
+                      f"{extra}", file=sys.stderr)
     if args.json:
         json.dump(records, sys.stdout, indent=1)
         print()

@@ -242,7 +242,7 @@ def test_a_missing_party_is_reported_by_name(consortium: Consortium) -> None:
 def test_transcript_mismatch_aborts(consortium: Consortium) -> None:
     channels = connect_in_threads(consortium)
     try:
-        channels[0]._sent[1].update(b"tampered")
+        channels[0].transcript.tamper_for_tests(1)
         outcome = run_each(channels, lambda i, ch: ch.finish())
         assert isinstance(outcome[0], ProtocolAbort) or isinstance(outcome[1], ProtocolAbort)
         assert "differ" in str(outcome[0]) + str(outcome[1])

@@ -260,7 +260,7 @@ def _dial(endpoint: Endpoint, context: ssl.SSLContext, deadline: float) -> TlsCo
                 ) from None
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    _tune(sock)
     return _wrap(sock, context, server=False)
 
 
@@ -335,7 +335,7 @@ def establish_connections(
                 continue
             except OSError:
                 return
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _tune(raw)
             threading.Thread(target=serve_one, args=(raw,), daemon=True).start()
 
     acceptor = threading.Thread(target=accept_loop, name=f"accept-{me}", daemon=True)
@@ -388,6 +388,14 @@ def establish_connections(
     nonces = [nonce if index == me else hellos[index].nonce
               for index in sorted([me, *connections])]
     return connections, session_id(manifest_hash, computation_id, nonces)
+
+
+def _tune(sock: socket.socket) -> None:
+    """No Nagle delay (rounds are latency-bound); large buffers for bulk frames."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
 
 
 def _listen(own: Endpoint) -> socket.socket:

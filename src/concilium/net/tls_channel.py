@@ -11,21 +11,20 @@ connection closes makes waits on it fail at once with ``PeerUnavailable``; an
 ABORT frame from any peer aborts this party too. Nothing further is sent
 after an abort, so nothing more is revealed.
 
-Transcript digests: each party hashes (SHA-256) every data frame it sends to
-and receives from each peer. :meth:`TlsChannel.finish` exchanges them; the
-digests of both ends of a link must agree, or the run aborts. They are
-returned for the audit log.
+Transcript digests (:mod:`concilium.net.transcript`): each party hashes
+(SHA-256) every data frame it sends to and receives from each peer, in a
+background thread. :meth:`TlsChannel.finish` exchanges them; the digests of
+both ends of a link must agree, or the run aborts. They are returned for the
+audit log.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -42,20 +41,12 @@ from concilium.net.tls import (
     TlsSettings,
     establish_connections,
 )
+from concilium.net.transcript import Transcript, TranscriptDigest
 
 __all__ = ["DIGEST_TAG", "TlsChannel", "TranscriptDigest"]
 
 #: Tag of the transcript-digest frames, above every plan and outside-party tag.
 DIGEST_TAG = 1 << 63
-
-
-@dataclass(frozen=True)
-class TranscriptDigest:
-    """SHA-256 of the data frames exchanged with one peer, as hex."""
-
-    peer: int
-    sent: str
-    received: str
 
 
 class TlsChannel(Channel):
@@ -70,8 +61,7 @@ class TlsChannel(Channel):
         self._settings = settings
         self._mailbox = Mailbox(max_pending_bytes=settings.max_pending_bytes)
         self._counter = TrafficCounter()
-        self._sent = {peer: hashlib.sha256() for peer in connections}
-        self._received = {peer: hashlib.sha256() for peer in connections}
+        self.transcript = Transcript(sorted(connections))
         self._closing = threading.Event()
         self._readers = [
             threading.Thread(target=self._read_loop, args=(peer, connection),
@@ -119,10 +109,9 @@ class TlsChannel(Channel):
         if self._mailbox.aborted is not None:
             raise ProtocolAbort(self._mailbox.aborted)
         stamp = self._counter.on_send(peer, array.nbytes)
+        array.flags.writeable = False  # hashed later: must not change after sending
         header, payload = encode_frame(FrameKind.DATA, self.session, self._me, tag, stamp, array)
-        digest = self._sent[peer]
-        digest.update(header)
-        digest.update(payload)
+        self.transcript.sent(peer, header, payload)
         try:
             connection.send([header, payload])
         except OSError as error:
@@ -170,10 +159,9 @@ class TlsChannel(Channel):
                     raise BadFrame(f"party {peer} sent a frame claiming to be from party "
                                    f"{frame.sender}")
                 if frame.kind == FrameKind.DATA:
-                    digest = self._received[peer]
-                    digest.update(frame.header)
-                    digest.update(frame.array.reshape(-1).view(np.uint8).data)
                     frame.array.flags.writeable = False
+                    self.transcript.received(peer, frame.header,
+                                             frame.array.reshape(-1).view(np.uint8).data)
                     self._mailbox.deliver(Message(peer, frame.tag, frame.stamp, frame.array))
                 elif frame.kind == FrameKind.DIGEST:
                     self._mailbox.deliver(Message(peer, DIGEST_TAG, 0, frame.array))
@@ -195,8 +183,7 @@ class TlsChannel(Channel):
     # -- end of run -----------------------------------------------------------------
     def finish(self) -> list[TranscriptDigest]:
         """Compare transcript digests with every peer; abort on any difference."""
-        mine = {peer: (self._sent[peer].digest(), self._received[peer].digest())
-                for peer in self._connections}
+        mine = {peer: self.transcript.digests(peer) for peer in self._connections}
         for peer, connection in self._connections.items():
             sent, received = mine[peer]
             header, payload = encode_frame(FrameKind.DIGEST, self.session, self._me, DIGEST_TAG,
@@ -219,6 +206,7 @@ class TlsChannel(Channel):
     def close(self) -> None:
         """Close every connection and stop the reader threads (ports are released)."""
         self._closing.set()
+        self.transcript.close()
         for connection in self._connections.values():
             connection.close()
         for reader in self._readers:
