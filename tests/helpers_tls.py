@@ -56,30 +56,20 @@ def connect_in_threads(consortium: Consortium, computation_id: bytes = bytes(32)
                        refused: list[str] | None = None,
                        manifests: Sequence[Manifest] | None = None) -> list[Any]:
     """Connect every party in its own thread; returns channels (or the exceptions)."""
-    results: list[Any] = [None] * len(consortium.nodes)
 
-    def connect(index: int) -> None:
+    def connect(index: int, _: object) -> TlsChannel:
         node = consortium.nodes[index]
         manifest = manifests[index] if manifests else consortium.manifest
-        try:
-            results[index] = TlsChannel.connect(
-                index, endpoints(manifest), TlsIdentity(node.tls_certificate_path,
-                                                        node.tls_key_path),
-                bytes.fromhex(manifest.hash), computation_id,
-                settings or TlsSettings(startup_timeout=10, receive_timeout=10),
-                on_refused=refused.append if refused is not None else None)
-        except BaseException as error:
-            results[index] = error
+        return TlsChannel.connect(
+            index, endpoints(manifest), TlsIdentity(node.tls_certificate_path, node.tls_key_path),
+            bytes.fromhex(manifest.hash), computation_id,
+            settings or TlsSettings(startup_timeout=10, receive_timeout=10),
+            on_refused=refused.append if refused is not None else None)
 
-    threads = [threading.Thread(target=connect, args=(i,)) for i in range(len(results))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return results
+    return run_each([None] * len(consortium.nodes), connect)
 
 
-def run_each(channels: Sequence[Any], body: Callable[[int, TlsChannel], Any]) -> list[Any]:
+def run_each(channels: Sequence[Any], body: Callable[[int, Any], Any]) -> list[Any]:
     """Run ``body(index, channel)`` in one thread per channel; values or exceptions."""
     results: list[Any] = [None] * len(channels)
 

@@ -216,15 +216,14 @@ def _wrap(sock: socket.socket, context: ssl.SSLContext, server: bool) -> TlsConn
     return TlsConnection(sock, tls, incoming, outgoing)
 
 
-def _hello_payload(me: int, manifest_hash: bytes, computation_id: bytes, nonce: bytes) -> (
-        np.ndarray):
+def _hello_payload(manifest_hash: bytes, computation_id: bytes, nonce: bytes) -> np.ndarray:
     return np.frombuffer(manifest_hash + computation_id + nonce, dtype=np.uint8)
 
 
 def _exchange_hello(connection: TlsConnection, me: int, expected: int, manifest_hash: bytes,
                     computation_id: bytes, nonce: bytes, limits: FrameLimits) -> Hello:
     header, payload = encode_frame(FrameKind.HELLO, _ZERO_SESSION, me, 0, 0,
-                                   _hello_payload(me, manifest_hash, computation_id, nonce))
+                                   _hello_payload(manifest_hash, computation_id, nonce))
     connection.send([header, payload])
     frame = read_frame(connection.read_exact, limits)
     data = frame.array.tobytes()
