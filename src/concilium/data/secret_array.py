@@ -12,6 +12,10 @@ round (integers, or integer times fixed) or a truncation (fixed times fixed,
 fused into the multiplication: 1 round ``"fast"``, 2 rounds ``"reliable"``);
 multiplying fixed point by a fractional public constant costs a truncation.
 
+Comparisons (``<``, ``<=``, ``>``, ``>=``, ``==``, ``!=``) run the secure
+protocols of :mod:`concilium.ops.compare` and return secret 0/1 integer
+arrays, usable in arithmetic and in :func:`concilium.data.functions.where`.
+
 A ``SecretArray`` never exposes its value except through :meth:`reveal`.
 """
 
@@ -25,6 +29,7 @@ import numpy as np
 
 from concilium.errors import InputError, SessionMismatch
 from concilium.mpc.backend import Shares, Truncation, broadcast_shape, matmul_shape
+from concilium.ops import compare, select
 from concilium.ring.arithmetic import RING_DTYPE, RingArray, from_signed, to_signed
 
 if TYPE_CHECKING:
@@ -111,13 +116,54 @@ class SecretArray:
             "a SecretArray cannot be converted to a numpy array; call reveal() to open it"
         )
 
-    def __eq__(self, other: object) -> Any:
-        raise TypeError(
-            "comparing secret arrays needs a secure comparison protocol "
-            "(concilium.ops); == does not compare shares"
-        )
+    # -- comparisons (secure; see concilium.ops.compare) ---------------------------
+    def _aligned(self, other: Any) -> tuple[Shares, Shares, int]:
+        """Both operands' shares at a common scale, and that scale's fraction bits."""
+        if isinstance(other, SecretArray):
+            self._same_session(other)
+            broadcast_shape(self.shape, other.shape)
+            bits = max(self._bits, other._bits)
+            return self._scaled(bits), other._scaled(bits), bits
+        public = self._public(other)
+        broadcast_shape(self.shape, public.ring.shape)
+        bits = max(self._bits, public.bits,
+                   self._session.codec.fractional_bits if public.is_float else 0)
+        constant = public.ring * np.uint64(1 << (bits - public.bits))
+        return self._scaled(bits), self._session.backend.share_public(constant), bits
 
-    __ne__ = __eq__
+    def _compare(self, other: Any, name: str) -> SecretArray:
+        left, right, bits = self._aligned(other)
+        backend = self._session.backend
+        if name in ("equal", "not_equal"):
+            result = getattr(compare, name)(backend, left, right)
+        else:
+            # integers may use the whole 64-bit range; fixed point stays below 2^47
+            result = getattr(compare, name)(backend, left, right, full_range=bits == 0)
+        return self._wrap(result, 0)
+
+    def __lt__(self, other: Any) -> SecretArray:
+        """Secure ``<``: a secret 0/1 integer array. Reveals: nothing."""
+        return self._compare(other, "less_than")
+
+    def __le__(self, other: Any) -> SecretArray:
+        return self._compare(other, "less_equal")
+
+    def __gt__(self, other: Any) -> SecretArray:
+        return self._compare(other, "greater_than")
+
+    def __ge__(self, other: Any) -> SecretArray:
+        return self._compare(other, "greater_equal")
+
+    def __eq__(self, other: Any) -> SecretArray:  # type: ignore[override]
+        """Secure ``==``: a secret 0/1 integer array (not a Python bool). Reveals: nothing."""
+        return self._compare(other, "equal")
+
+    def __ne__(self, other: Any) -> SecretArray:  # type: ignore[override]
+        return self._compare(other, "not_equal")
+
+    def __abs__(self) -> SecretArray:
+        """Secure ``abs``. Reveals: nothing."""
+        return self._wrap(select.absolute(self._session.backend, self._shares)[0], self._bits)
 
     # -- opening ----------------------------------------------------------------
     def reveal(self, to: Sequence[int] | None = None) -> Any:
@@ -319,6 +365,39 @@ class SecretArray:
         total = self._shares.sum(axis=self._value_axes(axis), keepdims=keepdims,
                                  dtype=RING_DTYPE)
         return self._wrap(np.asarray(total, dtype=RING_DTYPE), self._bits)
+
+    def cumsum(self, axis: int = -1) -> SecretArray:
+        """Prefix sums along ``axis`` (local, free). Reveals: nothing."""
+        (value_axis,) = self._value_axes(axis) if self.ndim else (None,)
+        if value_axis is None:
+            return self.reshape(1)
+        return self._wrap(np.cumsum(self._shares, axis=value_axis, dtype=RING_DTYPE), self._bits)
+
+    def _extreme(self, axis: int | None, largest: bool) -> tuple[SecretArray, SecretArray]:
+        source = self.ravel() if axis is None else self
+        if source.ndim == 0:
+            raise InputError("min/max need an array with at least one dimension")
+        (value_axis,) = source._value_axes(0 if axis is None else axis)
+        values, index = select.extreme(self._session.backend, source._shares, value_axis - 1,
+                                       largest=largest, full_range=self._bits == 0)
+        return self._wrap(values, self._bits), self._wrap(index, 0)
+
+    def min(self, axis: int | None = None) -> SecretArray:
+        """Secure minimum (of all elements, or along ``axis``), log-depth. Reveals: nothing."""
+        return self._extreme(axis, largest=False)[0]
+
+    def max(self, axis: int | None = None) -> SecretArray:
+        """Secure maximum. Reveals: nothing."""
+        return self._extreme(axis, largest=True)[0]
+
+    def argmin(self, axis: int | None = None) -> SecretArray:
+        """Secret index of the first minimum (flat index when ``axis`` is None).
+        Reveals: nothing."""
+        return self._extreme(axis, largest=False)[1]
+
+    def argmax(self, axis: int | None = None) -> SecretArray:
+        """Secret index of the first maximum. Reveals: nothing."""
+        return self._extreme(axis, largest=True)[1]
 
     def reshape(self, *shape: Any) -> SecretArray:
         target = shape[0] if len(shape) == 1 and isinstance(shape[0], tuple | list) else shape

@@ -31,8 +31,8 @@ reconstructs shares by hand.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import ClassVar, Literal
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -241,3 +241,34 @@ class Backend(ABC):
     @abstractmethod
     def random(self, shape: tuple[int, ...], *, boolean: bool = False) -> Shares:
         """A sharing of uniformly random ring elements (or words), without communication."""
+
+    # -- conversions and permutations (the protocol-specific halves) ----------
+    @abstractmethod
+    def boolean_pair(self, x: Shares, transform: Callable[[RingArray], RingArray] | None = None,
+                     *, difference: bool = False) -> tuple[Shares, Shares]:
+        """Two boolean sharings ``(T(u), T(v))`` of words with ``u + v = x`` mod 2^64
+        (``u - v = x`` with ``difference``), for an XOR-linear bit permutation ``T``
+        (identity if None). The adder that finishes the conversion is in ``ops``.
+
+        Reveals: nothing.
+        """
+
+    @abstractmethod
+    def bit_inject(self, bits: Shares) -> Shares:
+        """Arithmetic 0/1 sharings of bit 0 of each word of the boolean sharing ``bits``.
+
+        Reveals: nothing.
+        """
+
+    @abstractmethod
+    def new_permutation(self, length: int) -> Any:
+        """A fresh secret permutation of ``length`` items, unknown to every party."""
+
+    @abstractmethod
+    def permute(self, permutation: Any, x: Shares, *, inverse: bool = False,
+                boolean: bool = False) -> Shares:
+        """Apply a secret permutation (or its inverse) along the last value axis,
+        resharing every element.
+
+        Reveals: nothing; the same permutation may be applied to several arrays.
+        """

@@ -47,6 +47,8 @@ class Purpose(enum.IntEnum):
     INPUT = 7
     RANDOM = 8
     COMMON = 9
+    PERMUTATION = 10
+    SHUFFLE_MASK = 11
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ Costs per element, busiest party (``bytes`` are payload bytes sent):
 | mul_trunc, matmul_trunc, ``"reliable"`` | 2 | 32 (dealer role, rotating; 16 for the others) |
 | trunc alone, ``"fast"`` / ``"reliable"`` | 1 / 2 | 8 / 16 |
 | random, add, sub, public constants | 0 | 0 |
+| boolean_pair (half of A2B) | 1 | 8 (party 0 only) |
+| bit_inject, per bit | 2 | 16 (party 0), 8 (others) |
+| permute (secret shuffle), per element | 3 | 16 |
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ import numpy as np
 import numpy.typing as npt
 
 from concilium.errors import ConfigurationError, ProtocolAbort
+from concilium.mpc import rep3_conversion as conversion
+from concilium.mpc import rep3_shuffle as shuffle
 from concilium.mpc import rep3_truncation as truncation
 from concilium.mpc.backend import (
     TRUNCATION_MODES,
@@ -399,6 +404,26 @@ class Rep3(Backend):
         part = truncation.matrix_part(x, y, len(xs), len(ys))
         out = truncation.product_truncate(self, part, bits, mode, tag)
         return out.reshape((2, *shape))
+
+    # -- conversions and permutations ----------------------------------------
+    def boolean_pair(self, x: Shares, transform: Callable[[RingArray], RingArray] | None = None,
+                     *, difference: bool = False) -> tuple[Shares, Shares]:
+        """See :mod:`concilium.mpc.rep3_conversion`: one round, 8 bytes per element
+        from party 0."""
+        return conversion.boolean_pair(self, x, transform, difference)
+
+    def bit_inject(self, bits: Shares) -> Shares:
+        """See :mod:`concilium.mpc.rep3_conversion`: two rounds, 16 bytes per bit."""
+        return conversion.bit_inject(self, bits)
+
+    def new_permutation(self, length: int) -> shuffle.SecretPermutation:
+        return shuffle.new_permutation(self, length)
+
+    def permute(self, permutation: shuffle.SecretPermutation, x: Shares, *,
+                inverse: bool = False, boolean: bool = False) -> Shares:
+        """See :mod:`concilium.mpc.rep3_shuffle`: three rounds, 16 bytes per element."""
+        return shuffle.apply_permutation(self, permutation, x, inverse=inverse,
+                                         boolean=boolean)
 
 
 def _check_truncation(bits: int, mode: str) -> None:
