@@ -9,13 +9,35 @@ stand in for secret ones where it makes sense.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from concilium.data.secret_array import SecretArray
 from concilium.errors import InputError
-from concilium.ops import select
+from concilium.mpc.backend import Shares
+from concilium.ops import elementary, fixed_point, select
+from concilium.ops import sort as sorting
 
-__all__ = ["maximum", "minimum", "relu", "sign", "where"]
+__all__ = [
+    "divide",
+    "exp",
+    "inverse_sqrt",
+    "log",
+    "maximum",
+    "minimum",
+    "rank",
+    "reciprocal",
+    "relu",
+    "segmented_sum",
+    "sigmoid",
+    "sign",
+    "sort",
+    "shuffle",
+    "sqrt",
+    "where",
+]
 
 
 def _require_secret(*values: Any) -> SecretArray:
@@ -59,3 +81,146 @@ def sign(x: SecretArray) -> SecretArray:
 def relu(x: SecretArray) -> SecretArray:
     """``max(x, 0)``: one sign extraction and one multiplication. Reveals: nothing."""
     return SecretArray(x.session, select.relu(x.session.backend, x.shares), x.fractional_bits)
+
+
+# -- division and elementary functions (fixed point; see docs/operations.md) -------
+def _fixed(x: SecretArray) -> SecretArray:
+    if not isinstance(x, SecretArray):
+        raise InputError("expected a SecretArray; use numpy for public values")
+    fixed = x.as_fixed()
+    if fixed.fractional_bits != x.session.codec.fractional_bits:
+        raise InputError("this function needs values with the session's fraction bits")
+    return fixed
+
+
+def _apply(function: Any, x: SecretArray) -> SecretArray:
+    fixed = _fixed(x)
+    shares: Shares = function(fixed.session.backend, fixed.shares, fixed.fractional_bits)
+    return SecretArray(fixed.session, shares, fixed.fractional_bits)
+
+
+def divide(numerator: Any, denominator: Any) -> SecretArray:
+    """``numerator / denominator`` in fixed point, either side secret or public.
+
+    A public denominator costs a multiplication by its reciprocal; a secret one
+    runs the division protocol (error within 3 units in the last place plus
+    ``2^-24`` relative; see ``docs/operations.md``). Dividing by a secret zero
+    gives 0. Reveals: nothing.
+    """
+    if not isinstance(denominator, SecretArray):
+        array = np.asarray(denominator, dtype=np.float64)
+        if np.any(array == 0):
+            raise InputError("division by a public zero")
+        return numerator * (1.0 / array)
+    b = _fixed(denominator)
+    a = _fixed(numerator if isinstance(numerator, SecretArray)
+               else b.session.constant(numerator, fixed=True))
+    shares = fixed_point.divide(b.session.backend, a.shares, b.shares, b.fractional_bits)
+    return SecretArray(b.session, shares, b.fractional_bits)
+
+
+def reciprocal(x: SecretArray) -> SecretArray:
+    """``1 / x`` (0 for x = 0). Reveals: nothing."""
+    return _apply(fixed_point.reciprocal, x)
+
+
+def sqrt(x: SecretArray) -> SecretArray:
+    """Square root of ``x >= 0``. Reveals: nothing."""
+    return _apply(fixed_point.sqrt, x)
+
+
+def inverse_sqrt(x: SecretArray) -> SecretArray:
+    """``1 / sqrt(x)`` for ``x > 0`` (0 for x = 0). Reveals: nothing."""
+    return _apply(fixed_point.inverse_sqrt, x)
+
+
+def exp(x: SecretArray) -> SecretArray:
+    """``e^x``; 0 below -10.39, saturating at ``e^21.48``. Reveals: nothing."""
+    return _apply(elementary.exp, x)
+
+
+def log(x: SecretArray) -> SecretArray:
+    """Natural logarithm of ``x > 0``. Reveals: nothing."""
+    return _apply(elementary.log, x)
+
+
+def sigmoid(x: SecretArray) -> SecretArray:
+    """Logistic function ``1 / (1 + e^-x)``. Reveals: nothing."""
+    return _apply(elementary.sigmoid, x)
+
+
+# -- permutations and sorting --------------------------------------------------------
+def _columns(arrays: Sequence[SecretArray]) -> SecretArray:
+    if not arrays:
+        raise InputError("pass at least one column")
+    first = arrays[0]
+    for array in arrays:
+        if not isinstance(array, SecretArray):
+            raise InputError("columns must be SecretArrays")
+        first._same_session(array)
+        if array.ndim != 1 or array.shape != first.shape:
+            raise InputError(f"columns must be one-dimensional with one common length, got "
+                             f"shapes {[a.shape for a in arrays]}")
+    return first
+
+
+def shuffle(*columns: SecretArray) -> list[SecretArray]:
+    """The rows of ``columns`` in a secret random order (the same for every column).
+
+    Reveals: nothing.
+    """
+    first = _columns(columns)
+    shuffled, _ = sorting.shuffle(first.session.backend, [c.shares for c in columns])
+    return [SecretArray(first.session, shares, c.fractional_bits)
+            for shares, c in zip(shuffled, columns, strict=True)]
+
+
+def _keys(keys: SecretArray | Sequence[SecretArray], descending: bool | Sequence[bool]
+          ) -> list[sorting.SortKey]:
+    columns = [keys] if isinstance(keys, SecretArray) else list(keys)
+    orders = [descending] * len(columns) if isinstance(descending, bool) else list(descending)
+    if len(orders) != len(columns):
+        raise InputError("give one descending flag per key column")
+    return [sorting.SortKey(c.shares, full_range=not c.is_fixed, descending=bool(d))
+            for c, d in zip(columns, orders, strict=True)]
+
+
+def sort(keys: SecretArray | Sequence[SecretArray], payload: Sequence[SecretArray] = (), *,
+         descending: bool | Sequence[bool] = False) -> tuple[list[SecretArray],
+                                                             list[SecretArray]]:
+    """Stable sort of rows by one or more key columns, carrying payload columns.
+
+    Returns ``(sorted_keys, sorted_payload)``.
+
+    Reveals: the outcomes of comparisons between secretly shuffled, distinct
+    rows, which are independent of the data (see :mod:`concilium.ops.sort`).
+    """
+    key_list = [keys] if isinstance(keys, SecretArray) else list(keys)
+    first = _columns([*key_list, *payload])
+    outcome = sorting.sort(first.session.backend, _keys(key_list, descending),
+                           [p.shares for p in payload])
+    wrap = [SecretArray(first.session, s, c.fractional_bits)
+            for s, c in zip(outcome.keys + outcome.payload, [*key_list, *payload], strict=True)]
+    return wrap[:len(key_list)], wrap[len(key_list):]
+
+
+def rank(keys: SecretArray | Sequence[SecretArray], *,
+         descending: bool | Sequence[bool] = False) -> SecretArray:
+    """Each row's 0-based position in the stable sort (ties by row order), in the
+    original row order. Reveals: what :func:`sort` reveals."""
+    key_list = [keys] if isinstance(keys, SecretArray) else list(keys)
+    first = _columns(key_list)
+    shares = sorting.rank(first.session.backend, _keys(key_list, descending))
+    return SecretArray(first.session, shares, 0)
+
+
+def segmented_sum(group_keys: SecretArray, *values: SecretArray
+                  ) -> tuple[list[SecretArray], SecretArray]:
+    """Running sums of each value column within runs of equal ``group_keys`` (rows
+    sorted by group), and the 0/1 flag of each run's last row, where the running
+    sum is the group's total. Reveals: nothing."""
+    first = _columns([group_keys, *values])
+    sums, last = sorting.segmented_sum(first.session.backend, group_keys.shares,
+                                       np.stack([v.shares for v in values], axis=1))
+    return ([SecretArray(first.session, sums[:, j], v.fractional_bits)
+             for j, v in enumerate(values)], SecretArray(first.session, last, 0))

@@ -341,6 +341,15 @@ class SecretArray:
     def __rmatmul__(self, other: Any) -> SecretArray:
         return self._product(other, matrix=True, truncation=None, reflected=True)
 
+    def __truediv__(self, other: Any) -> SecretArray:
+        """Fixed-point division (see :func:`concilium.data.functions.divide`)."""
+        from concilium.data.functions import divide
+        return divide(self, other)
+
+    def __rtruediv__(self, other: Any) -> SecretArray:
+        from concilium.data.functions import divide
+        return divide(other, self)
+
     def truncate(self, bits: int, *, truncation: Truncation | None = None) -> SecretArray:
         """Divide by ``2^bits`` (rounding as the truncation mode states)."""
         mode = truncation or self._session.truncation

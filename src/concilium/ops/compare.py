@@ -37,6 +37,7 @@ __all__ = [
     "greater_than",
     "less_equal",
     "less_than",
+    "less_than_bits",
     "less_than_zero",
     "logical_not",
     "not_equal",
@@ -69,8 +70,8 @@ def less_than_zero(backend: Backend, x: Shares) -> Shares:
     return backend.bit_inject(msb(backend, x))
 
 
-def _less_than_bits(backend: Backend, x: Shares, y: Shares, full_range: bool) -> Shares:
-    """Boolean ``[x < y]`` in bit 0 of each word."""
+def less_than_bits(backend: Backend, x: Shares, y: Shares, full_range: bool) -> Shares:
+    """Boolean ``[x < y]`` in bit 0 of each word. Reveals: nothing."""
     x, y = broadcast_pair(x, y)
     difference = backend.sub(x, y)
     if not full_range:
@@ -88,7 +89,7 @@ def less_than(backend: Backend, x: Shares, y: Shares, *, full_range: bool = Fals
 
     Reveals: nothing.
     """
-    return backend.bit_inject(_less_than_bits(backend, x, y, full_range))
+    return backend.bit_inject(less_than_bits(backend, x, y, full_range))
 
 
 def greater_than(backend: Backend, x: Shares, y: Shares, *, full_range: bool = False) -> Shares:
@@ -134,7 +135,7 @@ def between(backend: Backend, x: Shares, low: Shares, high: Shares, *,
 
     left = np.stack([full(x), full(high)], axis=1)
     right = np.stack([full(low), full(x)], axis=1)
-    outside = _less_than_bits(backend, left, right, full_range)  # x < low, high < x
+    outside = less_than_bits(backend, left, right, full_range)  # x < low, high < x
     flipped = backend.xor_public(outside, np.asarray(_ONE))
     inside = and_bits(backend, flipped[:, 0], flipped[:, 1])
     return backend.bit_inject(inside)
