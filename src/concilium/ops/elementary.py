@@ -5,7 +5,8 @@ Preserving Scientific Operations", ACNS 2019, Section 4): clamp ``x`` to
 ``[-10.39, 21.48]`` (above, the result would exceed the codec's range
 ``2^31``; below, it is under 2 units in the last place and the result is 0),
 set ``y = x log2(e) + 15`` with 24 fraction bits, decompose it into bits,
-and split it into the integer ``n + 15`` (six bits, injected into the ring) and the fraction ``r``. Then
+and split it into the integer ``n + 15`` (six bits, injected into the ring)
+and the fraction ``r``. Then
 ``2^(n+15) = prod_i (1 + b_i (2^(2^i) - 1))`` (three multiplication levels),
 ``2^r`` is a degree-6 polynomial (Chebyshev interpolation, error below
 ``3e-9``), and the product of the two is truncated once.
