@@ -18,7 +18,7 @@ demo: $(STAMP)
 	$(BIN)/python -m concilium.demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench docs
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -65,6 +65,23 @@ def test_engine_gives_the_same_results_over_tls_processes_as_in_memory(
     assert all(o.wire_bytes_sent > o.stats["bytes_sent"] for o in outcomes)
 
 
+def test_the_operations_library_runs_over_tls_processes(consortium: Consortium) -> None:
+    n = 2000
+    outcomes = launch_local(consortium.manifest_path, consortium.node_dirs,
+                            "tests.tls_programs:secure_ops", args={"n": n},
+                            python_path=[ROOT], timeout=120)
+    x = np.arange(n, dtype=np.int64) * 7919 % 1000 - 500
+    y = np.arange(n, dtype=np.int64) % 13 - 6
+    f = np.linspace(-6.0, 6.0, n)
+    order = np.argsort(x, kind="stable")
+    for result in values_or_raise(outcomes):
+        assert np.array_equal(result["less"], x < y) and np.array_equal(result["equal"], x == 0)
+        assert np.allclose(result["divide"], x / (y * y + 1), atol=4 * ULP)
+        assert np.allclose(result["sigmoid"], 1 / (1 + np.exp(-f)), atol=4 * ULP)
+        assert np.array_equal(result["sorted"], x[order])
+        assert np.array_equal(result["payload"], y[order]) and result["max"] == x.max()
+
+
 def test_unknown_certificates_and_garbage_are_refused_while_the_party_keeps_serving(
         consortium: Consortium, tmp_path: Path) -> None:
     intruder = create_node(tmp_path / "intruder", "intruder", f"127.0.0.1:{free_port()}")

@@ -52,3 +52,26 @@ def fail_on_party_two(session: Session) -> None:
     if session.party == 2:
         raise ValueError("party 2's program failed")
     (a * a).reveal()
+
+
+def secure_ops(session: Session, n: int = 2000) -> dict[str, Any]:
+    """Comparisons, division, sigmoid and a sort with payload, on fixed inputs."""
+    from concilium.data import functions as fn
+
+    me = session.party
+    x = np.arange(n, dtype=np.int64) * 7919 % 1000 - 500
+    y = np.arange(n, dtype=np.int64) % 13 - 6
+    f = np.linspace(-6.0, 6.0, n)
+    a = session.input(0, x if me == 0 else None)
+    b = session.input(1, y if me == 1 else None)
+    c = session.input(2, f if me == 2 else None, fixed=True)
+    (keys,), (payload,) = fn.sort(a, [b])
+    return {
+        "less": (a < b).reveal(),
+        "equal": (a == b * 0).reveal(),
+        "divide": (a / (b * b + 1)).reveal(),
+        "sigmoid": fn.sigmoid(c).reveal(),
+        "sorted": keys.reveal(),
+        "payload": payload.reveal(),
+        "max": a.max().reveal(),
+    }

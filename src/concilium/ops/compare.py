@@ -5,11 +5,11 @@ or a zero test (:func:`~concilium.ops.conversion.is_zero`), then inject the
 bit into the ring. Costs per element (rep3, busiest party; see
 ``docs/operations.md``):
 
-| comparison | rounds | bytes |
-|---|---|---|
-| ``less_than`` (bounded) | 10 | 49 |
-| ``less_than`` (full range) | 11 | 121 |
-| ``equal`` | 9 | 34 |
+| comparison | rounds | bytes, party 0 | bytes, parties 1 and 2 |
+|---|---|---|---|
+| ``less_than`` (bounded) | 10 | 49 | 33 |
+| ``less_than`` (full range) | 11 | 115 | 83 |
+| ``equal`` | 8 | 34 | 18 |
 
 **Range.** With ``full_range=False`` (fixed point) the difference ``x - y``
 must lie in ``[-2^63, 2^63)``; fixed-point values within the codec's range

@@ -103,26 +103,32 @@ def _newton_reciprocal(backend: Backend, u: Shares) -> Shares:
     return w
 
 
-def _scaled_numerator(backend: Backend, numerator: Shares | RingArray, factors: Shares,
-                      public: bool) -> Shares:
+def _staged_truncation(backend: Backend, products: Shares, amounts: tuple[int, ...]) -> Shares:
+    """``sum_j trunc(products[:, j], amounts[j])`` for increasing ``amounts``: truncate
+    all blocks by the first amount, the later ones further by the differences, so
+    each block's result is within one unit."""
+    total = np.zeros_like(products[:, 0])
+    done = 0
+    for amount in amounts:
+        if amount > done:
+            products = trunc(backend, products, amount - done)
+            done = amount
+        total += products[:, 0]
+        products = products[:, 1:]
+    return total
+
+
+def _scaled_numerator(backend: Backend, numerator: Shares, factors: Shares) -> Shares:
     """``numerator * 2^(15 - k)`` from the block factors (exact for k < 14, else
-    within one unit)."""
-    if public:
-        products = backend.mul_public(factors, np.asarray(numerator)[:, None] if np.ndim(
-            numerator) else numerator)
-    else:
-        products = backend.mul(np.asarray(numerator)[:, None], factors)
-    total = backend.mul_public(products[:, 0], ring(4))  # block 0: 2^(15-k) = 4 G_0
-    first = trunc(backend, products[:, 1:], 12)  # 2^(15-k) = G_j / 2^(high_j - 15)
-    second = trunc(backend, first[:, 1:], 14)
-    third = trunc(backend, second[:, 1:], 6)
-    return total + first[:, 0] + second[:, 0] + third[:, 0]
+    within one unit): block j holds ``G_j = 2^(high_j - k)``."""
+    weights = ring([4, 1, 1, 1])[:, None]  # block 0: 2^(15-k) = 4 G_0, no truncation
+    products = backend.mul_public(backend.mul(numerator[:, None], factors), weights)
+    return _staged_truncation(backend, products, (0, 12, 26, 32))
 
 
-def _divide_magnitude(backend: Backend, numerator: Shares | RingArray, magnitude: Shares,
-                      public: bool) -> Shares:
-    """``numerator / magnitude`` for ``magnitude >= 0`` (both with the same fraction
-    bits; 16 assumed by the scaling constants, see :func:`divide`)."""
+def _normalize_divisor(backend: Backend, magnitude: Shares) -> tuple[Shares, Shares]:
+    """The block factors of ``magnitude``'s exponent and ``1/u`` at WORKING_BITS for
+    its mantissa ``u`` in ``[1/2, 1)``."""
     fw = WORKING_BITS
     factors = _block_factors(backend, one_hot_exponent(backend, magnitude))
     # normalized divisor u in [1/2, 1): magnitude * 2^(47-k) / 2^48
@@ -130,13 +136,28 @@ def _divide_magnitude(backend: Backend, numerator: Shares | RingArray, magnitude
     for j, (_, high) in enumerate(_BLOCKS):
         scale += backend.mul_public(factors[:, j], ring(1 << (47 - high)))
     u = trunc(backend, backend.mul(magnitude, scale), 48 - fw)
-    w = _newton_reciprocal(backend, u)
-    y = _scaled_numerator(backend, numerator, factors, public)
+    return factors, _newton_reciprocal(backend, u)
+
+
+def _divide_magnitude(backend: Backend, numerator: Shares, magnitude: Shares) -> Shares:
+    """``numerator / magnitude`` for ``magnitude >= 0``, 16 fraction bits each."""
+    fw = WORKING_BITS
+    factors, w = _normalize_divisor(backend, magnitude)
+    y = _scaled_numerator(backend, numerator, factors)  # a / b = y / u / 2^16
     # y * w would reach 2^74: split w = w_high 2^13 + w_low, both products < 2^62
     w_high = trunc(backend, w, 13)
     w_low = backend.sub(w, backend.mul_public(w_high, ring(1 << 13)))
     low = trunc(backend, backend.mul(y, w_low), 13)
     return trunc(backend, backend.add(backend.mul(y, w_high), low), fw - 13)
+
+
+def _reciprocal_magnitude(backend: Backend, magnitude: Shares) -> Shares:
+    """``1 / magnitude`` for ``magnitude >= 0``: ``2^16 / x = w 2^(31 - k - fw)``, and
+    ``w G_j < 2^40`` is truncated by ``high_j - 5`` bits, one unit at most."""
+    factors, w = _normalize_divisor(backend, magnitude)
+    products = backend.mul(w[:, None], factors)
+    amounts = tuple(WORKING_BITS + high - 31 for _, high in _BLOCKS)
+    return _staged_truncation(backend, products, amounts)
 
 
 def _check_bits(bits: int) -> None:
@@ -157,7 +178,7 @@ def divide(backend: Backend, numerator: Shares, denominator: Shares, bits: int) 
     negative = less_than_zero(backend, b)
     flip = backend.add_public(backend.mul_public(negative, ring(-2)), ring(1))
     both = backend.mul(np.stack([b, a], axis=1), flip[:, None])  # |b| and a * sign(b)
-    result = _divide_magnitude(backend, both[:, 1], both[:, 0], public=False)
+    result = _divide_magnitude(backend, both[:, 1], both[:, 0])
     return result.reshape((result.shape[0], *shape))
 
 
@@ -169,8 +190,7 @@ def reciprocal(backend: Backend, x: Shares, bits: int) -> Shares:
     negative = less_than_zero(backend, flat)
     flip = backend.add_public(backend.mul_public(negative, ring(-2)), ring(1))
     magnitude = backend.mul(flat, flip)
-    one = ring(1 << bits)
-    result = _divide_magnitude(backend, one, magnitude, public=True)
+    result = _reciprocal_magnitude(backend, magnitude)
     return backend.mul(result, flip).reshape((x.shape[0], *shape))
 
 
