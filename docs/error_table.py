@@ -21,6 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from concilium.data import Session
+from concilium.data import functions as fn
 from concilium.ops.accuracy import ACCURACY, Accuracy
 from concilium.testing import run_parties
 
