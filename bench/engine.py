@@ -31,7 +31,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ class OpSpec:
     paper_bytes_per_element: float | None = None
     paper: str | None = None
     elements: Callable[[int], int] = lambda n: n
+    extra: dict[str, Any] = field(default_factory=dict)  # fixed facts added to each record
 
 
 def _uniform(n: int, low: float = -8.0, high: float = 8.0) -> np.ndarray:
@@ -195,9 +196,13 @@ def _time_numpy(spec: OpSpec, n: int, repeats: int, warmup: int) -> float:
 
 
 class TlsRunner:
-    """Three local node processes over mutual TLS, re-launched for each measurement."""
+    """Three local node processes over mutual TLS, re-launched for each measurement.
 
-    def __init__(self) -> None:
+    ``entry``: the party function (``module:function`` in this directory) that
+    runs an operation by name."""
+
+    def __init__(self, entry: str = "engine:tls_party") -> None:
+        self.entry = entry
         import socket
         import tempfile
 
@@ -225,7 +230,7 @@ class TlsRunner:
         from concilium.node.launcher import launch_local, values_or_raise
 
         here = Path(__file__).resolve().parent
-        outcomes = launch_local(self.manifest_path, self.node_dirs, "engine:tls_party",
+        outcomes = launch_local(self.manifest_path, self.node_dirs, self.entry,
                                 args={"op": spec.name, "n": n, "repeats": repeats,
                                       "warmup": warmup},
                                 python_path=[str(here)], timeout=600, receive_timeout=120)
@@ -274,6 +279,7 @@ def run_op(spec: OpSpec, n: int, *, repeats: int, warmup: int, transport: str,
     if spec.paper_bytes_per_element is not None:
         record["paper_bytes_per_element"] = spec.paper_bytes_per_element
         record["paper"] = spec.paper
+    record.update(spec.extra)
     return record
 
 
@@ -281,20 +287,23 @@ def elements_of(spec: OpSpec, n: int) -> int:
     return spec.elements(n)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, registry: dict[str, OpSpec] | None = None,
+         tls_entry: str = "engine:tls_party", description: str | None = None) -> int:
+    """Run the benchmark CLI over ``registry`` (default: the engine's operations)."""
+    registry = OPS if registry is None else registry
+    parser = argparse.ArgumentParser(description=description or __doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print a JSON list of records")
     parser.add_argument("--transport", default="memory", choices=["memory", "tls"],
                         help="memory: threads of one process; tls: 3 OS processes over TLS")
-    parser.add_argument("--ops", default=",".join(OPS), help="comma-separated operations")
+    parser.add_argument("--ops", default=",".join(registry), help="comma-separated operations")
     parser.add_argument("--sizes", default="", help="comma-separated sizes (default per op)")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     args = parser.parse_args(argv)
     records = []
-    tls = TlsRunner() if args.transport == "tls" else None
+    tls = TlsRunner(tls_entry) if args.transport == "tls" else None
     for name in args.ops.split(","):
-        spec = OPS[name.strip()]
+        spec = registry[name.strip()]
         sizes = tuple(int(s) for s in args.sizes.split(",") if s) or spec.sizes
         for n in sizes:
             record = run_op(spec, n, repeats=args.repeats, warmup=args.warmup,

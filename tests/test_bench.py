@@ -32,3 +32,24 @@ def test_engine_benchmark_emits_the_documented_records() -> None:
     assert records["mul_fxp"]["rounds"] == 1 and records["mul_fxp"]["truncation"] == "fast"
     reliable = records["mul_fxp_reliable"]
     assert reliable["rounds"] == 2 and reliable["truncation"] == "reliable"
+
+
+def test_operations_benchmark_emits_engine_records_with_adder_counts() -> None:
+    ops = "lt,eq,div_fxp,sigmoid,sort,shuffle"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "ops.py"), "--json", "--sizes", "512",
+         "--repeats", "1", "--warmup", "0", "--ops", ops],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    records = {r["op"]: r for r in json.loads(completed.stdout)}
+    assert set(records) == set(ops.split(","))
+    for record in records.values():
+        assert set(record) >= KEYS and record["n"] == 512 and record["seconds"] > 0
+    lt = records["lt"]
+    # the carry tree's count is what the docs say, plus two 8-byte shape messages
+    assert lt["theory_bytes_per_element"] == 49.0
+    assert lt["bytes_per_party"] == 49 * 512 + 16
+    assert lt["kogge_stone_bytes_per_element"] > lt["theory_bytes_per_element"]
+    assert records["eq"]["bytes_per_party"] == 34 * 512 + 16
+    assert records["shuffle"]["bytes_per_element"] == 16.0
