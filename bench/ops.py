@@ -30,12 +30,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import OpSpec, _party_program, _two_inputs, _uniform, main  # noqa: E402
-
-from concilium.data import Session  # noqa: E402
-from concilium.data import functions as fn  # noqa: E402
-from concilium.ops import conversion  # noqa: E402
-from concilium.ring import Prg  # noqa: E402
+from concilium.data import Session
+from concilium.data import functions as fn
+from concilium.ops import conversion
+from concilium.ring import Prg
+from engine import OpSpec, _party_program, _two_inputs, _uniform, main
 
 SPU_LT = ("SPU 0.9.5 ABY3 on this machine: 0.032 s for 10^4 comparisons "
           "(issue 4); about 3 s extrapolated to 10^6")
