@@ -92,7 +92,7 @@ def main() -> int:
     parser.add_argument("--check", action="store_true")
     options = parser.parse_args()
     print("| function | domain | stated bound | max error (units of 2^-16) "
-          "| max relative error (|exact| >= 256) | worst error / bound |")
+          "| max relative error (exact value 256 or more) | worst error / bound |")
     print("|---|---|---|---|---|---|")
     failed = False
     for spec in ACCURACY:

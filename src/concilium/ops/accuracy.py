@@ -32,14 +32,14 @@ class Accuracy:
 
 
 ACCURACY: tuple[Accuracy, ...] = (
-    Accuracy("divide", "|a|, |b| < 2^31, |a / b| < 2^31", -(2.0**31), 2.0**31, 4, 2.0**-22,
+    Accuracy("divide", "abs(a), abs(b) < 2^31, abs(a / b) < 2^31", -(2.0**31), 2.0**31, 4, 2.0**-22,
              "b = 0 gives 0"),
-    Accuracy("reciprocal", "2^-16 <= |x| < 2^31", 2.0**-16, 2.0**31, 2, 2.0**-22,
+    Accuracy("reciprocal", "2^-16 <= abs(x) < 2^31", 2.0**-16, 2.0**31, 2, 2.0**-22,
              "x = 0 gives 0"),
     Accuracy("sqrt", "0 <= x < 2^31", 0.0, 2.0**31, 2, 2.0**-22),
     Accuracy("inverse_sqrt", "2^-16 <= x < 2^31", 2.0**-16, 2.0**31, 2, 2.0**-22,
              "x = 0 gives 0"),
-    Accuracy("exp", "-16 <= x <= 21.48", -16.0, 21.48, 3, 2.0**-14,
+    Accuracy("exp", "-16 <= x <= 21.48", -16.0, 21.48, 3, 2.0**-22,
              "0 below -10.39; e^21.48 is the largest result"),
     Accuracy("log", "2^-16 <= x < 2^31", 2.0**-16, 2.0**31, 2, 2.0**-22),
     Accuracy("sigmoid", "-40 <= x <= 40", -40.0, 40.0, 3, 0.0),

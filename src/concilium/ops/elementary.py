@@ -9,7 +9,8 @@ and split it into the integer ``n + 15`` (six bits, injected into the ring)
 and the fraction ``r``. Then
 ``2^(n+15) = prod_i (1 + b_i (2^(2^i) - 1))`` (three multiplication levels),
 ``2^r`` is a degree-6 polynomial (Chebyshev interpolation, error below
-``3e-9``), and the product of the two is truncated once.
+``3e-9``) with 26 fraction bits, split in two parts so that both products with
+``2^(n+15)`` stay below ``2^62``.
 
 **log** (``x > 0``): normalize ``x = v 2^(k-16)`` with ``v`` in ``[1, 2)``
 (:func:`~concilium.ops.fixed_point.one_hot_exponent`); the six bits of ``k``
@@ -109,8 +110,9 @@ def exp(backend: Backend, x: Shares, bits: int) -> Shares:
         raise NotImplementedError("exp is implemented for f = 16")
     shape = value_shape(x)
     flat, below = _clamp(backend, x.reshape(x.shape[0], -1), _LOW, _HIGH, bits)
-    log2e = fixed_constant(math.log2(math.e), 20)
-    y = trunc(backend, backend.mul_public(flat, log2e), 16 + 20 - _FRACTION)
+    # |x| < 2^5 after clamping, so a 40-bit constant keeps the product below 2^62
+    log2e = fixed_constant(math.log2(math.e), 40)
+    y = trunc(backend, backend.mul_public(flat, log2e), 16 + 40 - _FRACTION)
     y = backend.add_public(y, ring(15 << _FRACTION))  # in [0, 46 * 2^24)
     words = bit_decompose(backend, y)
     integer = backend.bit_inject(np.stack(
@@ -118,13 +120,18 @@ def exp(backend: Backend, x: Shares, bits: int) -> Shares:
     weights = ring([1 << (_FRACTION + i) for i in range(6)])
     fraction = backend.sub(y, np.einsum("cjn,j->cn", integer, weights, dtype=np.uint64))
     t = backend.mul_public(fraction, ring(1 << (WORKING_BITS - _FRACTION)))
-    mantissa = trunc(backend, polynomial(backend, t, _EXP2, WORKING_BITS), WORKING_BITS - 16)
+    mantissa = polynomial(backend, t, _EXP2, WORKING_BITS)  # 2^r in [1, 2)
+    # 2^(n+15) * mantissa would reach 2^72: split the mantissa at bit 10
+    high = trunc(backend, mantissa, WORKING_BITS - 16)
+    low = backend.sub(mantissa, backend.mul_public(high, ring(1 << (WORKING_BITS - 16))))
     factors = [backend.add_public(backend.mul_public(integer[:, i], ring((1 << (1 << i)) - 1)),
                                   ring(1)) for i in range(6)]
     pairs = backend.mul(np.stack(factors[0::2], axis=1), np.stack(factors[1::2], axis=1))
     four = backend.mul(pairs[:, 0], pairs[:, 1])
     power = backend.mul(four, pairs[:, 2])  # 2^(n + 15) <= 2^45
-    result = trunc(backend, backend.mul(power, mantissa), 15)
+    both = backend.mul(power[:, None], np.stack([high, low], axis=1))
+    low_part = trunc(backend, both[:, 1], WORKING_BITS - 16)
+    result = trunc(backend, backend.add(both[:, 0], low_part), 15)
     result = backend.mul(result, logical_not(backend, below))  # below 2 units: 0
     return result.reshape((x.shape[0], *shape))
 
