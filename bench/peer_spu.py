@@ -1,9 +1,9 @@
 """Same-run comparison with a peer: SPU's ABY3 simulator next to Concilium's rep3.
 
 Both run three parties as threads of one process. Each measures the whole
-``input x (party 0), input y (party 1), x * y in fixed point, reveal`` job,
-median of 5 after a warm-up. SPU pins its own numpy and jax, so run this from a
-separate virtual environment:
+``input x (party 0), input y (party 1), op, reveal`` job for ``x * y`` in fixed
+point, ``x < y`` and ``x / y``, median of 5 after a warm-up. SPU pins its own
+numpy and jax, so run this from a separate virtual environment:
 
     python3 -m venv /tmp/spuenv
     /tmp/spuenv/bin/pip install spu==0.9.5 cryptography
@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import spu  # type: ignore[import-not-found]
 import spu.utils.simulation as spsim  # type: ignore[import-not-found]
 
@@ -59,8 +60,37 @@ def _compare(n: int) -> dict[str, Any]:
             "spu_over_concilium_reliable": spu_seconds / reliable}
 
 
+def _compare_op(op: str, n: int) -> dict[str, Any]:
+    """``x < y`` or ``x / y`` (fixed point) in both systems; Concilium uses its
+    default (reliable) truncation inside the division."""
+    x = (Prg.from_urandom().uniform(n) - 0.5) * 2000
+    y = Prg.from_urandom().uniform(n) * 1000 + 0.5
+    config = spu.RuntimeConfig(protocol=spu.ProtocolKind.ABY3, field=spu.FieldType.FM64,
+                               fxp_fraction_bits=18)
+    function = (lambda a, b: a < b) if op == "lt" else (lambda a, b: a / b)
+    spu_job = spsim.sim_jax(spsim.Simulator(3, config), function)
+
+    def program(session: Session) -> Any:
+        a = session.input(0, x if session.party == 0 else None, fixed=True)
+        b = session.input(1, y if session.party == 1 else None, fixed=True)
+        return ((a < b) if op == "lt" else (a / b)).reveal()
+
+    spu_seconds = _median(lambda: spu_job(x, y))
+    ours = _median(lambda: run_parties(3, program))
+    spu_result = np.asarray(spu_job(x, y), dtype=np.float64)
+    our_result = np.asarray(run_parties(3, program)[0], dtype=np.float64)
+    exact = ((x < y) if op == "lt" else x / y).astype(np.float64)
+    return {"op": f"input_{op}_reveal", "n": n, "spu_aby3_seconds": spu_seconds,
+            "concilium_seconds": ours, "spu_over_concilium": spu_seconds / ours,
+            "spu_max_error": float(abs(spu_result - exact).max()),
+            "concilium_max_error": float(abs(our_result - exact).max())}
+
+
 def main() -> None:
-    print(json.dumps([_compare(n) for n in (10**5, 10**6)], indent=1))
+    records = [_compare(n) for n in (10**5, 10**6)]
+    records += [_compare_op("lt", n) for n in (10**4, 10**6)]
+    records.append(_compare_op("div", 10**5))
+    print(json.dumps(records, indent=1))
 
 
 if __name__ == "__main__":

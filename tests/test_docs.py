@@ -38,3 +38,14 @@ def test_demo_runs_and_matches_the_plaintext_check() -> None:
     for _, secure, plain in rows:
         assert abs(float(secure) - float(plain)) < 1e-3
     assert "semi-honest" in out
+
+
+def test_operations_doc_states_every_documented_bound() -> None:
+    from concilium.ops.accuracy import ACCURACY
+
+    text = (ROOT / "docs" / "operations.md").read_text()
+    for spec in ACCURACY:
+        row = re.search(rf"^\| {spec.function} \| (.*?) \| (.*?) \|", text, re.M)
+        assert row is not None, spec.function
+        assert row.group(1) == spec.domain
+        assert row.group(2).startswith(f"{spec.units:g} units")

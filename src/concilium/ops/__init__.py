@@ -1,5 +1,19 @@
-"""Layer 4: operations written once over the backend primitives (comparison,
-conversions, division, nonlinear functions, shuffle, sort).
+"""Layer 4: operations written once over the backend primitives.
+
+Modules, in dependency order (details, costs, accuracy and leakage in
+``docs/operations.md``):
+
+* :mod:`~concilium.ops.bitwise`: local bit permutations of 64-bit words;
+* :mod:`~concilium.ops.conversion`: A2B (sign bit, bit decomposition), zero
+  test, B2A;
+* :mod:`~concilium.ops.compare`: ``<``, ``<=``, ``>``, ``>=``, ``==``, ``!=``,
+  ``between``;
+* :mod:`~concilium.ops.select`: ``where``, ``abs``, ``sign``, ``relu``,
+  min/max/argmin/argmax;
+* :mod:`~concilium.ops.fixed_point`: division, reciprocal, square roots;
+* :mod:`~concilium.ops.elementary`: ``exp``, ``log``, ``sigmoid``;
+* :mod:`~concilium.ops.sort`: shuffle, stable sort, rank, segmented sums;
+* :mod:`~concilium.ops.accuracy`: the documented error bounds.
 
 Imports only :mod:`concilium.ring`, :mod:`concilium.net` and :mod:`concilium.mpc`.
 """
