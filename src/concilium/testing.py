@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from concilium.data.outside import OutsideParty
+from concilium.data.secret_array import Rounding
 from concilium.data.session import Session
 from concilium.errors import ConfigurationError, ProtocolAbort
-from concilium.mpc.backend import Truncation
 from concilium.mpc.rep3 import Rep3
 from concilium.net.memory import MemoryNetwork
 from concilium.ring.fixed import FixedPointCodec
@@ -52,7 +52,7 @@ def run_parties(
     *,
     outside: Sequence[Callable[[OutsideParty], Any]] = (),
     protocol: str = "rep3",
-    truncation: Truncation = "reliable",
+    truncation: Rounding = "reliable",
     codec: FixedPointCodec | None = None,
     timeout: float = 60.0,
     network: MemoryNetwork | None = None,

@@ -17,10 +17,11 @@ import numpy as np
 from concilium.data.secret_array import SecretArray
 from concilium.errors import InputError
 from concilium.mpc.backend import Shares
-from concilium.ops import elementary, fixed_point, select
+from concilium.ops import compare, elementary, fixed_point, select
 from concilium.ops import sort as sorting
 
 __all__ = [
+    "between",
     "divide",
     "exp",
     "inverse_sqrt",
@@ -56,6 +57,20 @@ def where(condition: SecretArray, a: Any, b: Any) -> Any:
     if not isinstance(condition, SecretArray) or condition.is_fixed:
         raise InputError("where() needs a secret 0/1 integer condition, such as x < y")
     return b + condition * (a - b)
+
+
+def between(x: SecretArray, low: Any, high: Any) -> SecretArray:
+    """``low <= x <= high`` as a secret 0/1 integer array; both bounds in one batch of
+    comparisons. Reveals: nothing."""
+    if not isinstance(x, SecretArray):
+        raise InputError("between() needs a secret array to test")
+    left, low_shares, bits = x._aligned(low)
+    _, high_shares, high_bits = x._aligned(high)
+    if high_bits != bits:  # bring both bounds and x to one scale
+        return (x >= low) * (x <= high)
+    result = compare.between(x.session.backend, left, low_shares, high_shares,
+                             full_range=bits == 0)
+    return SecretArray(x.session, result, 0)
 
 
 def minimum(a: Any, b: Any) -> SecretArray:

@@ -23,19 +23,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from concilium.errors import InputError, SessionMismatch
-from concilium.mpc.backend import Shares, Truncation, broadcast_shape, matmul_shape
+from concilium.mpc.backend import Shares, broadcast_shape, matmul_shape
 from concilium.ops import compare, select
+from concilium.ops.truncation import exact_truncate
 from concilium.ring.arithmetic import RING_DTYPE, RingArray, from_signed, to_signed
 
 if TYPE_CHECKING:
     from concilium.data.session import Session
 
-__all__ = ["SecretArray"]
+__all__ = ["ROUNDING_MODES", "Rounding", "SecretArray"]
+
+#: How fixed-point products are rounded: the backend's two truncations, or the
+#: exact floor (``concilium.ops.truncation``: one more comparison).
+Rounding = Literal["fast", "reliable", "exact"]
+ROUNDING_MODES: tuple[Rounding, ...] = ("fast", "reliable", "exact")
 
 _INTEGRAL_LIMIT = 2.0**31
 _MAX_CONSTANT_BITS = 46  # so the truncation stays within 1..61 bits
@@ -277,15 +283,15 @@ class SecretArray:
         return self
 
     # -- multiplication ----------------------------------------------------------
-    def multiply(self, other: Any, *, truncation: Truncation | None = None) -> SecretArray:
+    def multiply(self, other: Any, *, truncation: Rounding | None = None) -> SecretArray:
         """``self * other`` with an explicit truncation mode for fixed point."""
         return self._product(other, matrix=False, truncation=truncation)
 
-    def matmul(self, other: Any, *, truncation: Truncation | None = None) -> SecretArray:
+    def matmul(self, other: Any, *, truncation: Rounding | None = None) -> SecretArray:
         """``self @ other`` with an explicit truncation mode for fixed point."""
         return self._product(other, matrix=True, truncation=truncation)
 
-    def _product(self, other: Any, *, matrix: bool, truncation: Truncation | None,
+    def _product(self, other: Any, *, matrix: bool, truncation: Rounding | None,
                  reflected: bool = False) -> SecretArray:
         backend = self._session.backend
         mode = truncation or self._session.truncation
@@ -301,12 +307,16 @@ class SecretArray:
             if drop == 0:
                 op = backend.matmul if matrix else backend.mul
                 return self._wrap(op(left._shares, right._shares), bits)
+            if mode == "exact":
+                op = backend.matmul if matrix else backend.mul
+                return self._wrap(self._truncated(op(left._shares, right._shares), drop, mode),
+                                  bits)
             op_trunc = backend.matmul_trunc if matrix else backend.mul_trunc
             return self._wrap(op_trunc(left._shares, right._shares, drop, mode), bits)
         return self._public_product(self._public(other, for_product=True), matrix, mode,
                                     reflected)
 
-    def _public_product(self, public: _Public, matrix: bool, mode: Truncation,
+    def _public_product(self, public: _Public, matrix: bool, mode: Rounding,
                         reflected: bool) -> SecretArray:
         backend = self._session.backend
         f = self._session.codec.fractional_bits
@@ -326,8 +336,13 @@ class SecretArray:
             broadcast_shape(self.shape, public.ring.shape)
             shares = backend.mul_public(self._shares, constant)
         if drop:
-            shares = backend.trunc(shares, drop, mode)
+            shares = self._truncated(shares, drop, mode)
         return self._wrap(shares, result_bits)
+
+    def _truncated(self, shares: Shares, bits: int, mode: Rounding) -> Shares:
+        if mode == "exact":
+            return exact_truncate(self._session.backend, shares, bits)
+        return self._session.backend.trunc(shares, bits, mode)
 
     def __mul__(self, other: Any) -> SecretArray:
         return self._product(other, matrix=False, truncation=None)
@@ -350,10 +365,11 @@ class SecretArray:
         from concilium.data.functions import divide
         return divide(other, self)
 
-    def truncate(self, bits: int, *, truncation: Truncation | None = None) -> SecretArray:
-        """Divide by ``2^bits`` (rounding as the truncation mode states)."""
+    def truncate(self, bits: int, *, truncation: Rounding | None = None) -> SecretArray:
+        """Divide by ``2^bits`` (rounding as the truncation mode states; ``"exact"``
+        is the deterministic floor)."""
         mode = truncation or self._session.truncation
-        return self._wrap(self._session.backend.trunc(self._shares, bits, mode), self._bits)
+        return self._wrap(self._truncated(self._shares, bits, mode), self._bits)
 
     # -- shape ---------------------------------------------------------------------
     def _value_axes(self, axis: int | Sequence[int] | None) -> tuple[int, ...]:

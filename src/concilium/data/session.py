@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from concilium.data.secret_array import SecretArray
+from concilium.data.secret_array import ROUNDING_MODES, Rounding, SecretArray
 from concilium.errors import ConfigurationError, InputError
-from concilium.mpc.backend import TRUNCATION_MODES, Backend, Truncation
+from concilium.mpc.backend import Backend
 from concilium.net.channel import TrafficSnapshot
 from concilium.ring.arithmetic import RingArray, from_signed
 from concilium.ring.fixed import FixedPointCodec
@@ -53,20 +53,21 @@ class Session:
     ``backend``: the protocol backend (already connected).
     ``codec``: fixed-point format (default 16 fractional bits).
     ``truncation``: ``"reliable"`` (default; no catastrophic rounding error is
-    possible) or ``"fast"`` (one round less, fails with a small stated
-    probability; see ``docs/fixed-point.md``).
+    possible), ``"fast"`` (one round less, fails with a small stated
+    probability; see ``docs/fixed-point.md``) or ``"exact"`` (the deterministic
+    floor, one comparison more; :mod:`concilium.ops.truncation`).
     """
 
     def __init__(self, backend: Backend, *, codec: FixedPointCodec | None = None,
-                 truncation: Truncation = "reliable") -> None:
-        if truncation not in TRUNCATION_MODES:
+                 truncation: Rounding = "reliable") -> None:
+        if truncation not in ROUNDING_MODES:
             raise ConfigurationError(
                 f"unknown truncation mode {truncation!r}; choose "
-                f"{' or '.join(repr(m) for m in TRUNCATION_MODES)}"
+                f"{', '.join(repr(m) for m in ROUNDING_MODES)}"
             )
         self.backend = backend
         self.codec = codec if codec is not None else FixedPointCodec()
-        self.truncation: Truncation = truncation
+        self.truncation: Rounding = truncation
 
     @property
     def party(self) -> int:

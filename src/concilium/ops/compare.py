@@ -47,7 +47,8 @@ _ONE = np.uint64(1)
 
 
 def broadcast_pair(x: Shares, y: Shares) -> tuple[Shares, Shares]:
-    """Both sharings broadcast to their common value shape (contiguous copies)."""
+    """Both sharings broadcast to their common value shape (contiguous copies).
+    Local. Reveals: nothing."""
     shape = broadcast_shape(value_shape(x), value_shape(y))
 
     def full(shares: Shares) -> Shares:
@@ -58,7 +59,7 @@ def broadcast_pair(x: Shares, y: Shares) -> tuple[Shares, Shares]:
 
 
 def logical_not(backend: Backend, bit: Shares) -> Shares:
-    """``1 - bit`` for an arithmetic 0/1 sharing (local)."""
+    """``1 - bit`` for an arithmetic 0/1 sharing. Local. Reveals: nothing."""
     return backend.add_public(backend.neg(bit), np.asarray(1, dtype=RING_DTYPE))
 
 

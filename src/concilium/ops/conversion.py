@@ -179,7 +179,7 @@ def to_arithmetic(backend: Backend, words: Shares) -> Shares:
 
 def and_bits(backend: Backend, a: Shares, b: Shares) -> Shares:
     """AND of boolean sharings holding one bit each (bit 0 of each word), packed 64
-    bits per word for the exchange: 1/8 byte per bit."""
+    bits per word for the exchange: 1/8 byte per bit. Reveals: nothing."""
     shape = value_shape(a)
     size = int(np.prod(shape, dtype=np.int64))
     components = a.shape[0]

@@ -81,7 +81,8 @@ def _powers(backend: Backend, t: Shares, degree: int, bits: int) -> list[Shares]
 
 
 def polynomial(backend: Backend, t: Shares, coefficients: np.ndarray, bits: int) -> Shares:
-    """``sum_j c_j t^j`` with ``t`` and the result at ``bits`` fraction bits."""
+    """``sum_j c_j t^j`` with ``t`` and the result at ``bits`` fraction bits.
+    Reveals: nothing."""
     powers = _powers(backend, t, len(coefficients) - 1, bits)
     total = np.zeros_like(t)
     for power, c in zip(powers, coefficients[1:], strict=True):
