@@ -16,13 +16,16 @@ Numbers", FC 2010, Section 3.4, with the bit-level steps of Aly and Smart,
 3. ``e = y ^ (y >> 1)`` is one-hot at ``k``; local bit permutations of ``e`` give
    one-hot words of the scale factors needed (``2^(47-k)``, ``2^(23-k/2)``, ...),
    which are converted to arithmetic sharings with
-   :func:`~concilium.ops.conversion.to_arithmetic`.
+   :func:`~concilium.ops.conversion.to_arithmetic` (roots), or built from bits of
+   ``k`` injected into the ring (division).
 
 **Reciprocal and division** then run Newton's iteration ``w <- w (2 - u w)`` on
 the mantissa ``u`` in ``[1/2, 1)`` from the linear start ``2.9142 - 2u``
 (relative error 0.086 before, below ``2^-26`` after three iterations), and
-scale the result back by ``2^(-k)`` with four one-hot factors of 14 bits each,
-so that no intermediate product exceeds ``2^62``. Division by zero returns 0
+scale the result back by ``2^(-k)`` with three block factors
+``2^(15 - k mod 16)`` (seven bits of ``k``, local functions of the one-hot word,
+injected into the ring; two multiplication levels), so that no intermediate
+product exceeds ``2^62``. Division by zero returns 0
 (nothing can be raised without revealing that a divisor was zero).
 
 **Square root and inverse square root** normalize to ``u`` in ``[1/4, 1)``
@@ -40,7 +43,7 @@ import numpy as np
 from numpy.polynomial import Chebyshev, Polynomial
 
 from concilium.mpc.backend import Backend, Shares, Truncation, value_shape
-from concilium.ops.bitwise import compress_even, reverse_words
+from concilium.ops.bitwise import compress_even, parity, reverse_words
 from concilium.ops.compare import broadcast_pair, less_than_zero
 from concilium.ops.conversion import bit_decompose, to_arithmetic
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
@@ -49,8 +52,9 @@ __all__ = ["WORKING_BITS", "divide", "inverse_sqrt", "reciprocal", "sqrt"]
 
 WORKING_BITS = 26
 _RELIABLE: Truncation = "reliable"
-#: Blocks of the exponent k, each at most 14 wide, so one-hot factors stay below 2^14.
-_BLOCKS = ((0, 13), (14, 27), (28, 41), (42, 47))
+#: The exponent k < 48 falls in one of three blocks of 16, so a block factor
+#: ``2^(15 - k mod 16)`` stays below 2^16 and its products below 2^62.
+_BLOCK, _BLOCK_COUNT = 16, 3
 _EVEN = np.uint64(0x5555555555555555)
 
 
@@ -82,14 +86,34 @@ def one_hot_exponent(backend: Backend, x: Shares) -> Shares:
     return y ^ (y >> np.uint64(1))
 
 
+def _position_bits(one_hot: Shares, positions: list[int]) -> Shares:
+    """Boolean ``[k in positions]`` for the position ``k`` of a one-hot word: the
+    parity of the word masked to ``positions`` (XOR-linear, local)."""
+    mask = np.uint64(sum(1 << p for p in positions))
+    return parity(one_hot & mask)
+
+
 def _block_factors(backend: Backend, one_hot: Shares) -> Shares:
-    """Arithmetic ``G_j = 2^(high_j - k)`` when ``k`` lies in block ``j``, else 0,
-    stacked on axis 1 (one conversion for the four words)."""
-    words = []
-    for low, high in _BLOCKS:
-        mask = np.uint64(((1 << (high + 1)) - 1) ^ ((1 << low) - 1))
-        words.append(reverse_words(one_hot & mask) >> np.uint64(63 - high))
-    return to_arithmetic(backend, np.stack(words, axis=1))
+    """Arithmetic ``G_j = 2^(15 - k mod 16)`` when ``16 j <= k < 16 j + 16``, else 0,
+    for the three blocks of ``k < 48``, stacked on axis 1.
+
+    The seven bits needed (block membership, and the four bits of ``15 - k mod 16``)
+    are local functions of the one-hot word; they are injected into the ring and
+    ``2^(15 - k mod 16) = prod_i (1 + d_i (2^(2^i) - 1))`` takes two multiplication
+    levels, then one more selects the block.
+    """
+    covered = range(_BLOCK * _BLOCK_COUNT)
+    membership = [_position_bits(one_hot, [p for p in covered if p // _BLOCK == j])
+                  for j in range(_BLOCK_COUNT)]
+    offset = [_position_bits(one_hot, [p for p in covered if not (p >> i) & 1])
+              for i in range(4)]
+    bits = backend.bit_inject(np.stack(membership + offset, axis=1))
+    factors = [backend.add_public(backend.mul_public(bits[:, _BLOCK_COUNT + i],
+                                                     ring((1 << (1 << i)) - 1)), ring(1))
+               for i in range(4)]
+    pairs = backend.mul(np.stack(factors[0::2], axis=1), np.stack(factors[1::2], axis=1))
+    power = backend.mul(pairs[:, 0], pairs[:, 1])  # 2^(15 - k mod 16)
+    return backend.mul(bits[:, :_BLOCK_COUNT], power[:, None])
 
 
 def _newton_reciprocal(backend: Backend, u: Shares) -> Shares:
@@ -119,11 +143,10 @@ def _staged_truncation(backend: Backend, products: Shares, amounts: tuple[int, .
 
 
 def _scaled_numerator(backend: Backend, numerator: Shares, factors: Shares) -> Shares:
-    """``numerator * 2^(15 - k)`` from the block factors (exact for k < 14, else
-    within one unit): block j holds ``G_j = 2^(high_j - k)``."""
-    weights = ring([4, 1, 1, 1])[:, None]  # block 0: 2^(15-k) = 4 G_0, no truncation
-    products = backend.mul_public(backend.mul(numerator[:, None], factors), weights)
-    return _staged_truncation(backend, products, (0, 12, 26, 32))
+    """``numerator * 2^(15 - k)`` from the block factors: ``G_j / 2^(16 j)`` (exact for
+    k < 16, else within one unit); ``|numerator| < 2^47`` keeps products below 2^62."""
+    products = backend.mul(numerator[:, None], factors)
+    return _staged_truncation(backend, products, tuple(_BLOCK * j for j in range(_BLOCK_COUNT)))
 
 
 def _normalize_divisor(backend: Backend, magnitude: Shares) -> tuple[Shares, Shares]:
@@ -133,8 +156,8 @@ def _normalize_divisor(backend: Backend, magnitude: Shares) -> tuple[Shares, Sha
     factors = _block_factors(backend, one_hot_exponent(backend, magnitude))
     # normalized divisor u in [1/2, 1): magnitude * 2^(47-k) / 2^48
     scale = np.zeros_like(magnitude)
-    for j, (_, high) in enumerate(_BLOCKS):
-        scale += backend.mul_public(factors[:, j], ring(1 << (47 - high)))
+    for j in range(_BLOCK_COUNT):  # 2^(47 - k) = G_j 2^(32 - 16 j)
+        scale += backend.mul_public(factors[:, j], ring(1 << (32 - _BLOCK * j)))
     u = trunc(backend, backend.mul(magnitude, scale), 48 - fw)
     return factors, _newton_reciprocal(backend, u)
 
@@ -156,7 +179,7 @@ def _reciprocal_magnitude(backend: Backend, magnitude: Shares) -> Shares:
     ``w G_j < 2^40`` is truncated by ``high_j - 5`` bits, one unit at most."""
     factors, w = _normalize_divisor(backend, magnitude)
     products = backend.mul(w[:, None], factors)
-    amounts = tuple(WORKING_BITS + high - 31 for _, high in _BLOCKS)
+    amounts = tuple(WORKING_BITS - 16 + _BLOCK * j for j in range(_BLOCK_COUNT))
     return _staged_truncation(backend, products, amounts)
 
 
