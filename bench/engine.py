@@ -58,7 +58,8 @@ class OpSpec:
     paper_bytes_per_element: float | None = None
     paper: str | None = None
     elements: Callable[[int], int] = lambda n: n
-    extra: dict[str, Any] = field(default_factory=dict)  # fixed facts added to each record
+    # facts added to each record: values, or functions of n
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _uniform(n: int, low: float = -8.0, high: float = 8.0) -> np.ndarray:
@@ -279,7 +280,8 @@ def run_op(spec: OpSpec, n: int, *, repeats: int, warmup: int, transport: str,
     if spec.paper_bytes_per_element is not None:
         record["paper_bytes_per_element"] = spec.paper_bytes_per_element
         record["paper"] = spec.paper
-    record.update(spec.extra)
+    record.update({key: value(n) if callable(value) else value
+                   for key, value in spec.extra.items()})
     return record
 
 

@@ -8,10 +8,12 @@ Same record format as ``bench/engine.py`` (``seconds`` median of the timed
 runs, ``numpy_seconds`` the plaintext operation in the same run, ``ratio``,
 ``rounds``, ``bytes_per_party`` of the busiest party, ``bytes_per_element``).
 Comparison records add ``theory_bytes_per_element``, the count of the adder
-Concilium uses for the sign bit (8-byte input, a carry tree whose lanes halve
-per level: 8 * (1 + 1 + 1/2 + 1/4 + 1/4 + 1/8 + 1/8) = 25 bytes, then 16 bytes
-of bit injection), next to ``kogge_stone_bytes_per_element``, what a full
-64-bit Kogge-Stone adder (ABY3 Section 5.3) would send.
+Concilium uses for the sign bit (a carry tree whose lanes halve per level:
+8 * (1 + 1 + 1/2 + 1/4 + 1/4 + 1/8 + 1/8) = 25 bytes, plus the 8-byte input
+and the 16-byte bit injection of party 0, or 8/3 and 8 + 8/3 for every party
+from 12288 elements on, where the input roles rotate over three slices), next
+to ``kogge_stone_bytes_per_element``, what a full 64-bit Kogge-Stone adder
+(ABY3 Section 5.3, 96 bytes) would send with the same input and injection.
 
 Operations: ``lt`` (fixed point, ``x < y``), ``lt_int`` (full 64-bit range),
 ``eq`` (integers), ``a2b`` (full bit decomposition), ``div_fxp`` (secret /
@@ -38,8 +40,17 @@ from engine import OpSpec, _party_program, _two_inputs, _uniform, main
 
 SPU_LT = ("SPU 0.9.5 ABY3 on this machine: 0.032 s for 10^4 comparisons "
           "(issue 4); about 3 s extrapolated to 10^6")
-COMPARISON = {"theory_bytes_per_element": 49.0, "kogge_stone_bytes_per_element": 120.0,
-              "peer": SPU_LT}
+BALANCED = 12288  # from here on the input roles rotate over three slices
+
+
+def _adder_bytes(tree: float) -> Callable[[int], float]:
+    """Bytes per comparison of the busiest party: the boolean-pair input (8, or 8/3
+    each when balanced), the adder, and the bit injection (16, or 8 + 8/3)."""
+    return lambda n: round(tree + (8 / 3 + 8 + 8 / 3 if n >= BALANCED else 8 + 16), 3)
+
+
+COMPARISON = {"theory_bytes_per_element": _adder_bytes(25.0),
+              "kogge_stone_bytes_per_element": _adder_bytes(96.0), "peer": SPU_LT}
 
 
 def _binary(op: Callable[[Any, Any], Any], fixed: bool) -> Callable[[Session, int], Callable]:

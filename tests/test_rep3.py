@@ -139,8 +139,11 @@ def test_truncated_products_are_floor_or_floor_plus_one(mode: str, shape: tuple,
 @pytest.mark.parametrize(("left", "right"), [((30, 7), (7,)), ((5000, 3), (3, 4)), ((6,), (6,))])
 def test_truncated_matrix_products(mode: str, left: tuple, right: tuple) -> None:
     prg = Prg.from_urandom()
-    x = (to_signed(prg.integers(left)) >> 40).view(RING)
-    y = (to_signed(prg.integers(right)) >> 40).view(RING)
+    # fast truncation fails with probability |z| / 2^64 per output: with 24-bit
+    # factors (|z| ~ 2^46) a 20000-output test failed a few percent of the time
+    shift = 48 if mode == "fast" else 40
+    x = (to_signed(prg.integers(left)) >> shift).view(RING)
+    y = (to_signed(prg.integers(right)) >> shift).view(RING)
 
     def program(session: Session) -> np.ndarray:
         backend = session.backend

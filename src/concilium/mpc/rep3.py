@@ -24,8 +24,8 @@ Costs per element, busiest party (``bytes`` are payload bytes sent):
 | mul_trunc, matmul_trunc, ``"reliable"`` | 2 | 32 (dealer role, rotating; 16 for the others) |
 | trunc alone, ``"fast"`` / ``"reliable"`` | 1 / 2 | 8 / 16 |
 | random, add, sub, public constants | 0 | 0 |
-| boolean_pair (half of A2B) | 1 | 8 (party 0 only) |
-| bit_inject, per bit | 2 | 16 (party 0), 8 (others) |
+| boolean_pair (half of A2B) | 1 | 8 (party 0 only); 8/3 each from 12288 elements |
+| bit_inject, per bit | 2 | 16 (party 0), 8 (others); 8 + 8/3 each from 12288 |
 | permute (secret shuffle), per element | 3 | 16 |
 """
 
@@ -409,11 +409,12 @@ class Rep3(Backend):
     def boolean_pair(self, x: Shares, transform: Callable[[RingArray], RingArray] | None = None,
                      *, difference: bool = False) -> tuple[Shares, Shares]:
         """See :mod:`concilium.mpc.rep3_conversion`: one round, 8 bytes per element
-        from party 0."""
+        from party 0 (8/3 from each party on 12288 elements or more)."""
         return conversion.boolean_pair(self, x, transform, difference)
 
     def bit_inject(self, bits: Shares) -> Shares:
-        """See :mod:`concilium.mpc.rep3_conversion`: two rounds, 16 bytes per bit."""
+        """See :mod:`concilium.mpc.rep3_conversion`: two rounds, 16 bytes per bit from
+        party 0 and 8 from the others (8 + 8/3 each on 12288 bits or more)."""
         return conversion.bit_inject(self, bits)
 
     def new_permutation(self, length: int) -> shuffle.SecretPermutation:

@@ -5,11 +5,14 @@ or a zero test (:func:`~concilium.ops.conversion.is_zero`), then inject the
 bit into the ring. Costs per element (rep3, busiest party; see
 ``docs/operations.md``):
 
-| comparison | rounds | bytes, party 0 | bytes, parties 1 and 2 |
+| comparison | rounds | bytes, under 12288 elements: party 0 / others | bytes, balanced |
 |---|---|---|---|
-| ``less_than`` (bounded) | 10 | 49 | 33 |
-| ``less_than`` (full range) | 11 | 115 | 83 |
-| ``equal`` | 8 | 34 | 18 |
+| ``less_than`` (bounded) | 9 | 49 / 33 | 38.3 |
+| ``less_than`` (full range) | 11 | 115 / 83 | 91.1 |
+| ``equal`` | 8 | 34 / 18 | 23.3 |
+
+From 12288 elements on (3 x 4096) the one-round inputs of the conversions
+rotate over three slices, so every party sends the same ("balanced").
 
 **Range.** With ``full_range=False`` (fixed point) the difference ``x - y``
 must lie in ``[-2^63, 2^63)``; fixed-point values within the codec's range
