@@ -137,9 +137,10 @@ OPS: dict[str, OpSpec] = {
                _numpy_binary(np.less, fixed=False), extra={"range": "full 64-bit"}),
         OpSpec("eq", (10**6,), _binary(lambda x, y: x == y, False),
                _numpy_binary(np.equal, fixed=False),
-               extra={"theory_bytes_per_element": 34.0}),
+               extra={"theory_bytes_per_element": _adder_bytes(10.0)}),
         OpSpec("a2b", (10**6,), _a2b, _numpy_a2b,
-               extra={"theory_bytes_per_element": 104.0}),
+               extra={"theory_bytes_per_element": lambda n: round(
+                   96 + (8 / 3 if n >= BALANCED else 8), 3)}),
         OpSpec("div_fxp", (10**5,), _divide, _numpy_binary(np.divide)),
         OpSpec("sigmoid", (10**5,), _unary(fn.sigmoid, -8, 8),
                _numpy_unary(lambda x: 1 / (1 + np.exp(-x)), -8, 8)),
