@@ -134,31 +134,47 @@ def _open_bits(backend: Backend, bits: Shares) -> npt.NDArray[np.bool_]:
 
 
 def _quicksort_order(backend: Backend, keys: list[SortKey], rows: Shares) -> Indices:
-    """The public order of the shuffled rows, by levels of opened comparisons."""
+    """The public order of the shuffled rows, by levels of opened comparisons.
+
+    Each level compares every element of every open segment with the segment's
+    first element (its pivot) in one batch, then partitions each segment stably
+    into (smaller, pivot, larger) with prefix counts: linear public work per level.
+    """
     length = rows.shape[-1]
     position = len(keys)
+    places = np.arange(length)
     order = np.arange(length)
     start = np.zeros(length, dtype=np.intp)  # first position of each position's segment
     size = np.full(length, length, dtype=np.intp)
     while True:
-        active = np.flatnonzero((size > 1) & (np.arange(length) != start))
+        active = np.flatnonzero((size > 1) & (places != start))
         if active.size == 0:
             return order
         less = _open_bits(backend, _less_rows(backend, keys, rows[..., order[active]],
                                               rows[..., order[start[active]]], position))
-        # class per position: 0 smaller than its pivot, 1 the pivot or settled, 2 larger
-        kind = np.ones(length, dtype=np.intp)
-        kind[active] = np.where(less, 0, 2)
-        smaller = np.bincount(start[active], weights=less, minlength=length).astype(np.intp)
-        rearranged = np.lexsort((np.arange(length), kind, start))
-        order, kind, old_start, old_size = (order[rearranged], kind[rearranged],
-                                            start[rearranged], size[rearranged])
-        pivot = old_start + smaller[old_start]
-        start = np.where(kind == 0, old_start, np.where(kind == 2, pivot + 1, pivot))
-        size = np.where(kind == 0, smaller[old_start],
-                        np.where(kind == 2, old_start + old_size - pivot - 1, 1))
-        settled = old_size <= 1
-        start[settled], size[settled] = old_start[settled], old_size[settled]
+        smaller = np.zeros(length, dtype=np.intp)
+        larger = np.zeros(length, dtype=np.intp)
+        smaller[active[less]] = 1
+        larger[active[~less]] = 1
+        # exclusive prefix counts, so rank = count before p - count before its segment
+        before_smaller = np.cumsum(smaller) - smaller
+        before_larger = np.cumsum(larger) - larger
+        in_segment_smaller = np.bincount(start, weights=smaller, minlength=length).astype(
+            np.intp)
+        pivot = start + in_segment_smaller[start]
+        target = np.where(smaller == 1, start + before_smaller - before_smaller[start],
+                          np.where(larger == 1, pivot + 1 + before_larger - before_larger[start],
+                                   np.where(size > 1, pivot, places)))
+        new_order = np.empty_like(order)
+        new_order[target] = order
+        new_start = np.where(smaller == 1, start, np.where(larger == 1, pivot + 1, target))
+        new_size = np.where(smaller == 1, in_segment_smaller[start],
+                            np.where(larger == 1, start + size - pivot - 1, 1))
+        new_size = np.where(size > 1, new_size, size)
+        order = new_order
+        start = np.empty_like(start)
+        size = np.empty_like(size)
+        start[target], size[target] = new_start, new_size
 
 
 def sort(backend: Backend, keys: Sequence[SortKey], payload: Sequence[Shares] = ()) -> SortOutcome:
@@ -174,7 +190,9 @@ def sort(backend: Backend, keys: Sequence[SortKey], payload: Sequence[Shares] = 
     positions = backend.share_public(np.arange(length, dtype=RING_DTYPE))
     shuffled, permutation = shuffle(backend, [*columns, positions, *payload])
     rows = np.stack(shuffled, axis=1)
-    order = _quicksort_order(backend, list(keys), rows) if length > 1 else np.arange(length)
+    compared = np.ascontiguousarray(rows[:, :len(keys) + 1])  # keys and positions only
+    order = (_quicksort_order(backend, list(keys), compared) if length > 1
+             else np.arange(length))
     ordered = rows[..., order]
     count = len(keys)
     return SortOutcome(keys=[ordered[:, k] for k in range(count)],
