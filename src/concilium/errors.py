@@ -10,7 +10,10 @@ ConciliumError
 ├── InputError (also a ValueError)           bad values handed to the engine
 │   ├── FixedPointRangeError                 NaN, infinity or out of the safe range
 │   ├── RingRangeError                       integer outside the 64-bit ring
-│   └── ShapeMismatch                        shapes that do not broadcast or multiply
+│   ├── ShapeMismatch                        shapes that do not broadcast or multiply
+│   ├── DatasetError                         a dataset row breaks its schema (column, row)
+│   └── QueryError                           SQL that does not fit the catalog
+│       └── UnsupportedQuery                 valid SQL that Concilium cannot run
 ├── SessionMismatch                          secret values from different sessions/backends
 ├── ConfigurationError                       a setting that cannot work (wrong party count, ...)
 ├── ProtocolAbort                            the run stopped; nothing further is revealed
@@ -28,14 +31,17 @@ __all__ = [
     "BadFrame",
     "ConciliumError",
     "ConfigurationError",
+    "DatasetError",
     "FixedPointRangeError",
     "InputError",
     "PeerUnavailable",
     "PolicyViolation",
     "ProtocolAbort",
+    "QueryError",
     "RingRangeError",
     "SessionMismatch",
     "ShapeMismatch",
+    "UnsupportedQuery",
 ]
 
 
@@ -57,6 +63,29 @@ class RingRangeError(InputError):
 
 class ShapeMismatch(InputError):
     """Operand shapes do not broadcast, or do not agree for a matrix product."""
+
+
+class DatasetError(InputError):
+    """A dataset does not match its schema: names the column and the 1-based data row
+    (never the value), so the owner can fix the source. Nothing was shared."""
+
+    def __init__(self, message: str, *, column: str | None = None,
+                 row: int | None = None) -> None:
+        super().__init__(message)
+        self.column = column
+        self.row = row
+
+
+class QueryError(InputError):
+    """A query names an unknown table or column, or mixes types in a way SQL forbids."""
+
+
+class UnsupportedQuery(QueryError):
+    """Valid SQL that Concilium cannot run (yet); ``construct`` is the offending part."""
+
+    def __init__(self, message: str, *, construct: str | None = None) -> None:
+        super().__init__(message)
+        self.construct = construct
 
 
 class SessionMismatch(ConciliumError):

@@ -1,0 +1,157 @@
+"""Schemas: what a dataset's columns are, their public bounds and how they may be used.
+
+A schema is public: every party knows it, and it is part of a computation's
+spec. It states per column:
+
+* ``type``: ``int`` (64-bit integers), ``fixed`` (reals in the fixed-point
+  codec's range), ``bool``, ``category`` (strings from a public ``domain``) or
+  ``key`` (integers identifying an entity, for joins and distinct counts);
+* ``low``/``high``: public bounds, checked on load; they let the planner prove
+  that sums stay in range;
+* ``nullable``: whether missing values are allowed;
+* ``unique``: for keys, whether a value may appear once only;
+* ``usage``: what queries may do with the column (``filter``, ``group``,
+  ``aggregate``, ``join``); anything else is refused at planning time.
+
+Schemas load from a mapping or TOML::
+
+    [tables.admissions.columns.age]
+    type = "int"
+    low = 0
+    high = 120
+"""
+
+from __future__ import annotations
+
+import enum
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from concilium.errors import ConfigurationError
+
+__all__ = ["USAGES", "Column", "ColumnType", "Schema", "load_schemas"]
+
+USAGES = frozenset({"filter", "group", "aggregate", "join"})
+
+
+class ColumnType(enum.StrEnum):
+    INT = "int"
+    FIXED = "fixed"
+    BOOL = "bool"
+    CATEGORY = "category"
+    KEY = "key"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a schema (public)."""
+
+    name: str
+    type: ColumnType
+    low: float | None = None
+    high: float | None = None
+    nullable: bool = False
+    domain: tuple[str, ...] = ()
+    unique: bool = False
+    usage: frozenset[str] = USAGES
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ConfigurationError(f"column name {self.name!r} must be an identifier")
+        if self.type is ColumnType.CATEGORY and not self.domain:
+            raise ConfigurationError(
+                f"category column {self.name!r} needs its public domain (the list of values)")
+        if self.domain and self.type is not ColumnType.CATEGORY:
+            raise ConfigurationError(f"only category columns have a domain ({self.name!r})")
+        if len(set(self.domain)) != len(self.domain):
+            raise ConfigurationError(f"the domain of {self.name!r} repeats a value")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ConfigurationError(f"column {self.name!r}: low bound above high bound")
+        if self.unique and self.type is not ColumnType.KEY:
+            raise ConfigurationError(f"only key columns can be unique ({self.name!r})")
+        unknown = set(self.usage) - USAGES
+        if unknown:
+            raise ConfigurationError(
+                f"column {self.name!r}: unknown usage {sorted(unknown)}; choose from "
+                f"{sorted(USAGES)}")
+
+    @property
+    def public_domain(self) -> tuple[Any, ...] | None:
+        """The values a group-by on this column can take, if public and small."""
+        if self.type is ColumnType.CATEGORY:
+            return self.domain
+        if self.type is ColumnType.BOOL:
+            return (False, True)
+        if (self.type is ColumnType.INT and self.low is not None and self.high is not None
+                and self.high - self.low < 10_000):
+            return tuple(range(int(self.low), int(self.high) + 1))
+        return None
+
+    @classmethod
+    def from_mapping(cls, name: str, spec: Mapping[str, Any]) -> Column:
+        known = {"type", "low", "high", "nullable", "domain", "unique", "usage"}
+        extra = set(spec) - known
+        if extra:
+            raise ConfigurationError(f"column {name!r}: unknown settings {sorted(extra)}")
+        try:
+            kind = ColumnType(spec.get("type", ""))
+        except ValueError:
+            raise ConfigurationError(
+                f"column {name!r}: type must be one of "
+                f"{', '.join(t.value for t in ColumnType)}") from None
+        return cls(name=name, type=kind, low=spec.get("low"), high=spec.get("high"),
+                   nullable=bool(spec.get("nullable", False)),
+                   domain=tuple(str(v) for v in spec.get("domain", ())),
+                   unique=bool(spec.get("unique", False)),
+                   usage=frozenset(spec.get("usage", USAGES)))
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The public description of one table: its columns, in order."""
+
+    columns: tuple[Column, ...]
+    names: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.columns:
+            raise ConfigurationError("a schema needs at least one column")
+        names = tuple(c.name for c in self.columns)
+        if len(set(n.lower() for n in names)) != len(names):
+            raise ConfigurationError("column names repeat (names are case-insensitive in SQL)")
+        object.__setattr__(self, "names", names)
+
+    def column(self, name: str) -> Column:
+        for column in self.columns:
+            if column.name.lower() == name.lower():
+                return column
+        raise KeyError(name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and any(c.name.lower() == name.lower()
+                                             for c in self.columns)
+
+    @classmethod
+    def of(cls, columns: Iterable[Column]) -> Schema:
+        return cls(tuple(columns))
+
+    @classmethod
+    def from_mapping(cls, spec: Mapping[str, Any]) -> Schema:
+        """``{"columns": {name: {type: ..., ...}, ...}}`` or ``{name: {...}}``."""
+        columns = spec.get("columns", spec)
+        return cls(tuple(Column.from_mapping(name, c) for name, c in columns.items()))
+
+
+def load_schemas(path: str | Path) -> dict[str, Schema]:
+    """Table schemas from a TOML file with ``[tables.<name>.columns.<column>]`` sections."""
+    try:
+        document = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigurationError(f"cannot read schemas from {path}: {error}") from None
+    tables = document.get("tables")
+    if not isinstance(tables, dict) or not tables:
+        raise ConfigurationError(f"{path} has no [tables.<name>] sections")
+    return {name: Schema.from_mapping(spec) for name, spec in tables.items()}
