@@ -391,6 +391,23 @@ class SecretArray:
                                  dtype=RING_DTYPE)
         return self._wrap(np.asarray(total, dtype=RING_DTYPE), self._bits)
 
+    @staticmethod
+    def stack(arrays: Sequence[SecretArray], axis: int = 0) -> SecretArray:
+        """numpy.stack for secret arrays of one session (local, free); integers and
+        fixed point mix as in addition."""
+        if not arrays:
+            raise InputError("stack needs at least one array")
+        first = arrays[0]
+        for array in arrays[1:]:
+            first._same_session(array)
+        bits = max(a._bits for a in arrays)
+        shapes = {a.shape for a in arrays}
+        if len(shapes) != 1:
+            raise InputError(f"stacked arrays must have one shape, got {sorted(shapes)}")
+        position = axis % (first.ndim + 1) + 1
+        shares = np.stack([a._scaled(bits) for a in arrays], axis=position)
+        return first._wrap(shares, bits)
+
     def cumsum(self, axis: int = -1) -> SecretArray:
         """Prefix sums along ``axis`` (local, free). Reveals: nothing."""
         (value_axis,) = self._value_axes(axis) if self.ndim else (None,)

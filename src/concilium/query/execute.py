@@ -1,0 +1,346 @@
+"""Run a plan: local statistics at each owner, secure combination, revelation.
+
+Every compute party calls :func:`run_plan` with the same plan (SPMD); an owner
+also passes its own dataset. The result is a :class:`pandas.DataFrame` on the
+recipients and ``None`` elsewhere.
+
+Reveals (to every compute party): which groups of the public domain appear in
+the result (non-empty groups that pass ``HAVING``); to the recipients: the
+selected values of those groups, and which of them are SQL NULL (an average
+over no rows, a sample variance over one row). Nothing else: each owner shares
+the same number of values whatever its data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+from sqlglot import exp
+
+from concilium.data import functions as fn
+from concilium.data.dataset import Dataset
+from concilium.data.secret_array import SecretArray
+from concilium.data.session import Session
+from concilium.errors import QueryError, UnsupportedQuery
+from concilium.query.plan import Plan
+
+__all__ = ["local_statistics", "run_plan"]
+
+Value = Any  # SecretArray, or a public numpy array / Python scalar
+
+
+def local_statistics(plan: Plan, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """The owner's partial statistics over the public group domain, computed alone in
+    DuckDB: (integers, reals), each of shape (statistics, groups)."""
+    connection = duckdb.connect()
+    connection.register("data", dataset.table)
+    try:
+        table = connection.sql(plan.local_sql).to_arrow_table()
+    except duckdb.Error as error:
+        raise QueryError(f"the local part of the query failed: {str(error).splitlines()[0]}"
+                         ) from None
+    index = {group: i for i, group in enumerate(plan.groups)}
+    group_rows = list(zip(*(table.column(g).to_pylist() for g in plan.query.group_by),
+                          strict=True)) if plan.query.group_by else [()] * table.num_rows
+    positions = np.array([index[tuple(g)] for g in group_rows], dtype=np.intp)
+    count = len(plan.groups)
+
+    def filled(statistics: Sequence[Any], dtype: type) -> np.ndarray:
+        out: np.ndarray = np.empty((len(statistics), count), dtype=dtype)
+        for k, statistic in enumerate(statistics):
+            out[k] = statistic.empty
+            column = pc.fill_null(table.column(statistic.name), statistic.empty)
+            values: np.ndarray = np.asarray(column.to_numpy(), dtype=dtype)
+            if dtype is np.float64:
+                values = np.where(np.isnan(values), statistic.empty, values)
+            out[k, positions] = values
+        return out
+
+    return filled(plan.integer_statistics, np.int64), filled(plan.fixed_statistics, np.float64)
+
+
+class _Combiner:
+    """Per-group aggregates on secret shares from every owner's partial statistics."""
+
+    def __init__(self, session: Session, plan: Plan, integers: list[SecretArray],
+                 reals: list[SecretArray]) -> None:
+        self.session, self.plan = session, plan
+        self.by_owner: dict[str, list[SecretArray]] = {}
+        for k, statistic in enumerate(plan.integer_statistics):
+            self.by_owner[statistic.name] = [shares[k] for shares in integers]
+        for k, statistic in enumerate(plan.fixed_statistics):
+            self.by_owner[statistic.name] = [shares[k] for shares in reals]
+        self.cache: dict[str, SecretArray] = {}
+
+    def total(self, name: str) -> SecretArray:
+        if name not in self.cache:
+            parts = self.by_owner[name]
+            result = parts[0]
+            for part in parts[1:]:
+                result = result + part
+            self.cache[name] = result
+        return self.cache[name]
+
+    def stacked(self, name: str) -> SecretArray:
+        parts = self.by_owner[name]
+        session = self.session
+        shares = np.stack([p.shares for p in parts], axis=1)
+        return SecretArray(session, shares, parts[0].fractional_bits)
+
+    def mean(self, i: int) -> SecretArray:
+        key = f"mean{i}"
+        if key not in self.cache:
+            self.cache[key] = fn.divide(self.total(f"s{i}").as_fixed(), self.total(f"c{i}"))
+        return self.cache[key]
+
+    def deviations(self, i: int) -> SecretArray:
+        """Sum of squared deviations from the global mean (Chan et al.)."""
+        key = f"m2_{i}"
+        if key not in self.cache:
+            spread = self.stacked(f"m{i}") - self.mean(i)
+            between = (self.stacked(f"c{i}") * (spread * spread)).sum(axis=0)
+            self.cache[key] = self.total(f"q{i}") + between
+        return self.cache[key]
+
+    def correlation(self, j: int) -> SecretArray:
+        n = self.total(f"pn{j}")
+        counts = self.stacked(f"pn{j}")
+        means_x, means_y = self.stacked(f"pmx{j}"), self.stacked(f"pmy{j}")
+        weighted = (counts * SecretArray.stack([means_x, means_y])).sum(axis=1)
+        mean_x, mean_y = (fn.divide(weighted[k], n) for k in range(2))
+        dx, dy = means_x - mean_x, means_y - mean_y
+        products = counts * SecretArray.stack([dx * dx, dy * dy, dx * dy])
+        extra = products.sum(axis=1)
+        sxx = self.total(f"pqx{j}") + extra[0]
+        syy = self.total(f"pqy{j}") + extra[1]
+        sxy = self.total(f"pc{j}") + extra[2]
+        roots = fn.sqrt(SecretArray.stack([sxx, syy]))
+        # divide twice: 1/sqrt(Syy) alone can be a few units in the last place
+        return fn.divide(fn.divide(sxy, roots[0]), roots[1])
+
+    def aggregate(self, function: str, indices: tuple[int, ...]) -> tuple[SecretArray,
+                                                                          tuple[str, int] | None]:
+        """The aggregate's value per group and its definedness test (count name, minimum)."""
+        if not indices:
+            return self.total("n"), None
+        i = indices[0]
+        if function == "count":
+            return self.total(f"c{i}"), None
+        if function == "sum":
+            return self.total(f"s{i}"), (f"c{i}", 1)
+        if function == "avg":
+            return self.mean(i), (f"c{i}", 1)
+        if function in ("min", "max"):
+            stacked = self.stacked(f"lo{i}" if function == "min" else f"hi{i}")
+            value = stacked.min(axis=0) if function == "min" else stacked.max(axis=0)
+            return value, (f"c{i}", 1)
+        if function in ("var_samp", "var_pop", "stddev_samp", "stddev_pop"):
+            sample = function.endswith("samp")
+            count = self.total(f"c{i}") - 1 if sample else self.total(f"c{i}")
+            variance = fn.divide(self.deviations(i), count)
+            value = fn.sqrt(fn.relu(variance)) if function.startswith("stddev") else variance
+            return value, (f"c{i}", 2 if sample else 1)
+        if function == "corr":
+            j = self.plan.pairs[(indices[0], indices[1])]
+            return self.correlation(j), (f"pn{j}", 2)
+        raise UnsupportedQuery(f"aggregate {function} is not supported", construct=function)
+
+
+def _evaluate(node: exp.Expr, values: Mapping[str, SecretArray],
+              defined: Mapping[str, Any], groups: Mapping[str, np.ndarray],
+              session: Session) -> tuple[Value, Any]:
+    """An output expression per group, and its definedness (public True, or a secret
+    0/1 array): SQL's NULL propagates through arithmetic."""
+    if isinstance(node, exp.AggFunc):
+        text = node.sql(dialect="duckdb")
+        return values[text], defined[text]
+    if isinstance(node, exp.Paren):
+        return _evaluate(node.this, values, defined, groups, session)
+    if isinstance(node, exp.Column):
+        return groups[node.name.lower()], True
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return node.this, True
+        number = float(node.this)
+        return (int(number) if number.is_integer() and "." not in node.this else number), True
+    if isinstance(node, exp.Boolean):
+        return int(node.this), True
+    if isinstance(node, exp.Neg):
+        value, ok = _evaluate(node.this, values, defined, groups, session)
+        return -value, ok
+    if isinstance(node, exp.Not):
+        value, ok = _evaluate(node.this, values, defined, groups, session)
+        return 1 - value, ok
+    if isinstance(node, exp.Case):
+        return _case(node, values, defined, groups, session)
+    binary = _BINARY.get(type(node))
+    if binary is None:
+        raise UnsupportedQuery(f"this expression is not supported over aggregates: "
+                               f"{node.sql(dialect='duckdb')[:80]}",
+                               construct=node.sql(dialect="duckdb"))
+    left, left_ok = _evaluate(node.this, values, defined, groups, session)
+    right, right_ok = _evaluate(node.expression, values, defined, groups, session)
+    return binary(left, right), _both(left_ok, right_ok)
+
+
+def _both(a: Any, b: Any) -> Any:
+    if a is True:
+        return b
+    if b is True:
+        return a
+    return a * b
+
+
+def _case(node: exp.Case, values: Mapping[str, SecretArray], defined: Mapping[str, Any],
+          groups: Mapping[str, np.ndarray], session: Session) -> tuple[Value, Any]:
+    default = node.args.get("default")
+    if default is None:
+        raise UnsupportedQuery("CASE over aggregates needs an ELSE branch",
+                               construct=node.sql(dialect="duckdb"))
+    result, ok = _evaluate(default, values, defined, groups, session)
+    for branch in reversed(node.args["ifs"]):
+        condition, _ = _evaluate(branch.this, values, defined, groups, session)
+        chosen, chosen_ok = _evaluate(branch.args["true"], values, defined, groups, session)
+        if not isinstance(condition, SecretArray):
+            result = np.where(np.asarray(condition, dtype=bool), chosen, result)
+        else:
+            result = fn.where(condition, chosen, result)
+        ok = _both(ok, chosen_ok)
+    return result, ok
+
+
+_BINARY: dict[type[exp.Expr], Any] = {
+    exp.Add: lambda a, b: a + b,
+    exp.Sub: lambda a, b: a - b,
+    exp.Mul: lambda a, b: a * b,
+    exp.Div: lambda a, b: fn.divide(a, b) if isinstance(b, SecretArray) else a / b,
+    exp.GT: lambda a, b: a > b,
+    exp.GTE: lambda a, b: a >= b,
+    exp.LT: lambda a, b: a < b,
+    exp.LTE: lambda a, b: a <= b,
+    exp.EQ: lambda a, b: a == b,
+    exp.NEQ: lambda a, b: a != b,
+    exp.And: lambda a, b: a * b,
+    exp.Or: lambda a, b: a + b - a * b,
+}
+
+
+def _input_statistics(session: Session, plan: Plan, dataset: Dataset | None
+                      ) -> tuple[list[SecretArray], list[SecretArray]]:
+    integers, reals = [], []
+    for owner in plan.entry.owners:
+        mine = session.party == owner
+        local = local_statistics(plan, dataset) if mine and dataset is not None else None
+        if mine and local is None:
+            raise QueryError(f"party {owner} owns part of {plan.query.table!r} but has no "
+                             "dataset for it")
+        integers.append(session.input(owner, local[0] if local else None))
+        if plan.fixed_statistics:
+            reals.append(session.input(owner, local[1] if local else None, fixed=True))
+    return integers, reals
+
+
+def run_plan(session: Session, plan: Plan, datasets: Mapping[str, Dataset],
+             to: Sequence[int] | None = None) -> pd.DataFrame | None:
+    """Run ``plan`` on this party; the result frame on recipients, else None."""
+    integers, reals = _input_statistics(session, plan, datasets.get(plan.query.table))
+    combiner = _Combiner(session, plan, integers, reals)
+    values: dict[str, SecretArray] = {}
+    tests: dict[str, tuple[str, int] | None] = {}
+    for aggregate in plan.query.aggregates:
+        indices = tuple(plan.arguments[a.sql(dialect="duckdb")] for a in aggregate.arguments)
+        values[aggregate.sql], tests[aggregate.sql] = combiner.aggregate(aggregate.function,
+                                                                         indices)
+    grouped = bool(plan.query.group_by)
+    needed = sorted({t for t in tests.values() if t is not None} | ({("n", 1)} if grouped
+                                                                     else set()))
+    bits: dict[tuple[str, int], SecretArray] = {}
+    if needed:
+        stacked = SecretArray.stack([combiner.total(name) for name, _ in needed])
+        thresholds = np.array([minimum for _, minimum in needed])[:, None]
+        flags = stacked >= thresholds
+        bits = {key: flags[k] for k, key in enumerate(needed)}
+    defined = {text: (True if test is None else bits[test]) for text, test in tests.items()}
+    columns = {name.lower(): np.array([g[k] for g in plan.groups], dtype=object)
+               for k, name in enumerate(plan.query.group_by)}
+    include: Any = bits[("n", 1)] if grouped else True
+    if plan.query.having is not None:
+        passed, passed_ok = _evaluate(plan.query.having, values, defined, columns, session)
+        include = _both(include, _both(passed, passed_ok))
+    if include is True:
+        chosen = np.arange(len(plan.groups))
+    else:
+        opened = include.reveal()
+        chosen = np.flatnonzero(np.atleast_1d(opened))
+    chosen = _public_order(plan, chosen, columns)
+    return _reveal_rows(plan, chosen, values, defined, columns, session, to)
+
+
+def _public_order(plan: Plan, chosen: np.ndarray, columns: Mapping[str, np.ndarray]
+                  ) -> np.ndarray:
+    """Order and cut by group columns (public) before anything else is revealed."""
+    group_names = {g.lower() for g in plan.query.group_by}
+    public = [(e, d) for e, d in plan.query.order_by
+              if isinstance(e, exp.Column) and e.name.lower() in group_names]
+    if public and len(public) == len(plan.query.order_by):
+        frame = pd.DataFrame({f"k{k}": columns[e.name.lower()][chosen]
+                              for k, (e, _) in enumerate(public)})
+        frame = frame.sort_values([f"k{k}" for k in range(len(public))],
+                                  ascending=[not d for _, d in public], kind="stable",
+                                  na_position="last")
+        chosen = chosen[frame.index.to_numpy()]
+    if plan.query.limit is not None:
+        chosen = chosen[: plan.query.limit]
+    return chosen
+
+
+def _reveal_rows(plan: Plan, chosen: np.ndarray, values: Mapping[str, SecretArray],
+                 defined: Mapping[str, Any], columns: Mapping[str, np.ndarray],
+                 session: Session, to: Sequence[int] | None) -> pd.DataFrame | None:
+    output: dict[str, Any] = {}
+    recipient = to is None or session.party in to
+    for node, name in plan.query.select:
+        value, ok = _evaluate(node, values, defined, columns, session)
+        if isinstance(value, SecretArray):
+            opened = value[chosen].reveal(to)
+            known = ok[chosen].reveal(to) if isinstance(ok, SecretArray) else None
+        else:
+            opened = np.broadcast_to(np.asarray(value, dtype=object), (len(plan.groups),))[
+                chosen] if np.ndim(value) else np.full(len(chosen), value, dtype=object)
+            known = None
+        if recipient:
+            output[name] = _column_values(opened, known)
+    if not recipient:
+        return None
+    frame = pd.DataFrame(output)
+    private = [(e, d) for e, d in plan.query.order_by
+               if not (isinstance(e, exp.Column) and e.name.lower() in
+                       {g.lower() for g in plan.query.group_by})]
+    if private:
+        keys = [e.sql(dialect="duckdb") if e.sql(dialect="duckdb") in frame else e.name
+                for e, _ in plan.query.order_by]
+        missing = [k for k in keys if k not in frame]
+        if missing:
+            raise UnsupportedQuery(f"ORDER BY {missing[0]} must name a selected column",
+                                   construct=missing[0])
+        frame = frame.sort_values(keys, ascending=[not d for _, d in plan.query.order_by],
+                                  kind="stable", na_position="last").reset_index(drop=True)
+    return frame
+
+
+def _column_values(opened: Any, known: Any) -> Any:
+    array = np.atleast_1d(np.asarray(opened))
+    if known is None:
+        return array
+    mask = np.atleast_1d(np.asarray(known)).astype(bool)
+    if mask.all():
+        return array
+    result = array.astype(np.float64) if array.dtype.kind in "iuf" else array.astype(object)
+    result[~mask] = np.nan
+    return result
+

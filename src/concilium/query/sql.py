@@ -1,0 +1,254 @@
+"""SQL to a checked query description (sqlglot, DuckDB dialect).
+
+:func:`parse_query` accepts the subset Concilium can run securely and refuses
+everything else with :class:`~concilium.errors.UnsupportedQuery`, quoting the
+construct; unknown tables and columns, or columns used in a way their schema
+forbids, raise :class:`~concilium.errors.QueryError`.
+
+Supported: ``SELECT`` of group columns and of arithmetic, ``CASE`` and
+comparisons over the aggregates ``COUNT(*)``, ``COUNT``, ``SUM``, ``AVG``,
+``MIN``, ``MAX``, ``VARIANCE``/``VAR_SAMP``, ``VAR_POP``,
+``STDDEV``/``STDDEV_SAMP``, ``STDDEV_POP`` and ``CORR``, whose arguments are
+any row expression (arithmetic, ``CASE``, comparisons) over one table;
+``WHERE`` with comparisons, ``AND``/``OR``/``NOT``, ``IN``, ``BETWEEN``,
+``IS [NOT] NULL``; ``GROUP BY`` columns with a public domain (categories,
+booleans, bounded integers); ``HAVING``; ``ORDER BY``; ``LIMIT`` after an
+ordering by group columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import exp
+
+from concilium.data.schema import Schema
+from concilium.errors import QueryError, UnsupportedQuery
+
+__all__ = ["AGGREGATES", "Aggregate", "Query", "parse_query"]
+
+#: sqlglot aggregate classes and the statistic each computes.
+AGGREGATES: dict[type[exp.Expr], str] = {
+    exp.Count: "count",
+    exp.Sum: "sum",
+    exp.Avg: "avg",
+    exp.Min: "min",
+    exp.Max: "max",
+    exp.Variance: "var_samp",
+    exp.VariancePop: "var_pop",
+    exp.Stddev: "stddev_samp",
+    exp.StddevSamp: "stddev_samp",
+    exp.StddevPop: "stddev_pop",
+    exp.Corr: "corr",
+}
+_LATER = {
+    exp.Median: "MEDIAN (needs a secure sort of the rows; planned)",
+    exp.PercentileCont: "PERCENTILE_CONT (needs a secure sort of the rows; planned)",
+    exp.PercentileDisc: "PERCENTILE_DISC (needs a secure sort of the rows; planned)",
+}
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    """One aggregate call: its statistic and its argument row expressions."""
+
+    function: str
+    arguments: tuple[exp.Expr, ...]  # empty for COUNT(*)
+    sql: str  # canonical text, the aggregate's identity
+
+    @property
+    def star(self) -> bool:
+        return not self.arguments
+
+
+@dataclass(frozen=True)
+class Query:
+    """A checked SELECT over one table."""
+
+    sql: str
+    table: str
+    select: tuple[tuple[exp.Expr, str], ...]  # (expression, output name)
+    where: exp.Expr | None
+    group_by: tuple[str, ...]
+    having: exp.Expr | None
+    order_by: tuple[tuple[exp.Expr, bool], ...]  # (expression, descending)
+    limit: int | None
+    aggregates: tuple[Aggregate, ...]
+
+
+def _unsupported(node: exp.Expr, why: str) -> UnsupportedQuery:
+    text = node.sql(dialect="duckdb")
+    return UnsupportedQuery(f"{why}: {text[:120]}", construct=text)
+
+
+def parse_query(sql: str, schemas: Mapping[str, Schema]) -> Query:
+    """Parse and check ``sql`` against the tables' public schemas."""
+    try:
+        statements = sqlglot.parse(sql, dialect="duckdb")
+    except sqlglot.errors.ParseError as error:
+        raise QueryError(f"this is not valid SQL: {str(error).splitlines()[0]}") from None
+    if len(statements) != 1 or statements[0] is None:
+        raise QueryError("give exactly one SQL statement")
+    tree = statements[0]
+    if not isinstance(tree, exp.Select):
+        raise _unsupported(tree, "only SELECT queries run on secret data")
+    _refuse_unsupported_clauses(tree)
+    table, schema = _table(tree, schemas)
+    group_by = _group_columns(tree, schema)
+    aggregates: dict[str, Aggregate] = {}
+    select = tuple(_select_item(item, schema, group_by, aggregates)
+                   for item in tree.expressions)
+    where = tree.args.get("where")
+    if where is not None:
+        _check_row_expression(where.this, schema, "filter", "WHERE")
+    having = tree.args.get("having")
+    if having is not None:
+        _check_output_expression(having.this, schema, group_by, aggregates)
+    order = tuple(_order_item(o, schema, group_by, aggregates, select)
+                  for o in (tree.args["order"].expressions if tree.args.get("order") else []))
+    limit = _limit(tree, order, group_by, select)
+    return Query(sql=sql, table=table, select=select,
+                 where=None if where is None else where.this, group_by=group_by,
+                 having=None if having is None else having.this, order_by=order, limit=limit,
+                 aggregates=tuple(aggregates.values()))
+
+
+def _refuse_unsupported_clauses(tree: exp.Select) -> None:
+    for key, why in (("joins", "JOIN is not supported yet (secret-key joins are planned)"),
+                     ("with", "WITH (common table expressions) is not supported"),
+                     ("distinct", "SELECT DISTINCT is not supported"),
+                     ("qualify", "QUALIFY is not supported")):
+        if tree.args.get(key):
+            node = tree.args[key]
+            raise _unsupported(node[0] if isinstance(node, list) else node, why)
+    for node in tree.find_all(exp.Window):
+        raise _unsupported(node, "window functions are not supported")
+    for node in tree.find_all(exp.Subquery, exp.Union):
+        raise _unsupported(node, "subqueries and set operations are not supported")
+    for node in tree.find_all(exp.Select):
+        if node is not tree:
+            raise _unsupported(node, "subqueries are not supported")
+
+
+def _table(tree: exp.Select, schemas: Mapping[str, Schema]) -> tuple[str, Schema]:
+    source = tree.args.get("from_") or tree.args.get("from")
+    if source is None or not isinstance(source.this, exp.Table):
+        raise QueryError("the query needs FROM <table>")
+    name = source.this.name
+    for known, schema in schemas.items():
+        if known.lower() == name.lower():
+            return known, schema
+    raise QueryError(f"there is no table {name!r}; the catalog has "
+                     f"{', '.join(sorted(schemas)) or 'no tables'}")
+
+
+def _column(node: exp.Column, schema: Schema, usage: str, clause: str) -> str:
+    name = node.name
+    if name not in schema:
+        raise QueryError(f"{clause} names column {name!r}, which the table does not have "
+                         f"(columns: {', '.join(schema.names)})")
+    column = schema.column(name)
+    if usage not in column.usage:
+        raise QueryError(f"column {column.name!r} may not be used to {usage} (its schema "
+                         f"allows: {', '.join(sorted(column.usage))})")
+    return column.name
+
+
+def _check_row_expression(node: exp.Expr, schema: Schema, usage: str,
+                          clause: str) -> None:
+    for aggregate in node.find_all(exp.AggFunc):
+        raise _unsupported(aggregate, f"aggregates are not allowed in {clause}")
+    for column in node.find_all(exp.Column):
+        _column(column, schema, usage, clause)
+
+
+def _group_columns(tree: exp.Select, schema: Schema) -> tuple[str, ...]:
+    group = tree.args.get("group")
+    if not group:
+        return ()
+    names = []
+    for item in group.expressions:
+        if not isinstance(item, exp.Column):
+            raise _unsupported(item, "GROUP BY takes plain columns")
+        name = _column(item, schema, "group", "GROUP BY")
+        if schema.column(name).public_domain is None:
+            raise _unsupported(item, "GROUP BY on a column without a public domain (a secret "
+                                     "key or an unbounded number) is not supported yet")
+        names.append(name)
+    return tuple(names)
+
+
+def _aggregate(node: exp.AggFunc, schema: Schema, aggregates: dict[str, Aggregate]) -> None:
+    kind = type(node)
+    if kind in _LATER:
+        raise _unsupported(node, f"{_LATER[kind]} is not supported yet")
+    if kind not in AGGREGATES:
+        raise _unsupported(node, "this aggregate is not supported")
+    inner = node.this
+    if isinstance(inner, exp.Distinct):
+        raise _unsupported(node, "COUNT(DISTINCT ...) is not supported yet")
+    if kind is exp.Count and isinstance(inner, exp.Star):
+        arguments: tuple[exp.Expr, ...] = ()
+    elif kind is exp.Corr:
+        arguments = (node.this, node.expression)
+    else:
+        arguments = (inner,)
+    for argument in arguments:
+        if argument is None:
+            raise _unsupported(node, "this aggregate needs an argument")
+        for nested in argument.find_all(exp.AggFunc):
+            raise _unsupported(nested, "aggregates cannot be nested")
+        for column in argument.find_all(exp.Column):
+            _column(column, schema, "aggregate", node.sql(dialect="duckdb"))
+    text = node.sql(dialect="duckdb")
+    aggregates.setdefault(text, Aggregate(AGGREGATES[kind], arguments, text))
+
+
+def _check_output_expression(node: exp.Expr, schema: Schema, group_by: tuple[str, ...],
+                             aggregates: dict[str, Aggregate]) -> None:
+    """Output expressions combine aggregates, group columns and literals."""
+    for aggregate in node.find_all(exp.AggFunc):
+        _aggregate(aggregate, schema, aggregates)
+    for column in node.find_all(exp.Column):
+        if column.find_ancestor(exp.AggFunc) is None and (
+                column.name not in schema or schema.column(column.name).name not in group_by):
+            raise QueryError(f"column {column.name!r} must appear in GROUP BY or inside an "
+                             "aggregate")
+
+
+def _select_item(item: exp.Expr, schema: Schema, group_by: tuple[str, ...],
+                 aggregates: dict[str, Aggregate]) -> tuple[exp.Expr, str]:
+    if isinstance(item, exp.Star):
+        raise _unsupported(item, "SELECT * would reveal rows; select aggregates instead")
+    name = item.alias_or_name if isinstance(item, exp.Alias) else item.sql(dialect="duckdb")
+    node = item.unalias()
+    _check_output_expression(node, schema, group_by, aggregates)
+    return node, name
+
+
+def _order_item(ordered: exp.Ordered, schema: Schema, group_by: tuple[str, ...],
+                aggregates: dict[str, Aggregate],
+                select: tuple[tuple[exp.Expr, str], ...]) -> tuple[exp.Expr, bool]:
+    node = ordered.this
+    if isinstance(node, exp.Column) and node.name in {name for _, name in select}:
+        return node, bool(ordered.args.get("desc"))
+    _check_output_expression(node, schema, group_by, aggregates)
+    return node, bool(ordered.args.get("desc"))
+
+
+def _limit(tree: exp.Select, order: tuple[tuple[exp.Expr, bool], ...],
+           group_by: tuple[str, ...], select: tuple[tuple[exp.Expr, str], ...]) -> int | None:
+    node = tree.args.get("limit")
+    if node is None:
+        return None
+    value = node.expression
+    if not isinstance(value, exp.Literal) or value.is_string or int(value.this) < 0:
+        raise _unsupported(node, "LIMIT takes a non-negative integer")
+    group_names = {g.lower() for g in group_by}
+    for expression, _ in order:
+        if not (isinstance(expression, exp.Column) and expression.name.lower() in group_names):
+            raise _unsupported(node, "LIMIT after ORDER BY an aggregate would need a secure "
+                                     "top-k; order by group columns only")
+    return int(value.this)
