@@ -11,8 +11,12 @@ import concilium
 EXPECTED = [
     "ApprovalMissing",
     "BadFrame",
+    "Column",
+    "ColumnType",
     "ConciliumError",
     "ConfigurationError",
+    "Dataset",
+    "DatasetError",
     "FixedPointCodec",
     "FixedPointRangeError",
     "InputError",
@@ -20,13 +24,17 @@ EXPECTED = [
     "PeerUnavailable",
     "PolicyViolation",
     "ProtocolAbort",
+    "QueryError",
     "RingRangeError",
+    "Schema",
     "SecretArray",
     "Session",
     "SessionMismatch",
     "ShapeMismatch",
+    "UnsupportedQuery",
     "__version__",
     "run_parties",
+    "simulate",
 ]
 
 
@@ -36,7 +44,7 @@ def test_top_level_all_is_exactly_the_curated_list() -> None:
 
 @pytest.mark.parametrize("module", ["concilium", "concilium.ring", "concilium.net",
                                     "concilium.mpc", "concilium.ops", "concilium.data",
-                                    "concilium.errors"])
+                                    "concilium.errors", "concilium.query"])
 def test_every_exported_name_exists(module: str) -> None:
     imported = importlib.import_module(module)
     for name in imported.__all__:

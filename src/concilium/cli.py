@@ -5,6 +5,7 @@
     concilium consortium add consortium.toml NODE_DIR --roles data_owner,compute
     concilium consortium show consortium.toml
     concilium launch consortium.toml NODE_DIR... --program package.module:function
+    concilium explain "SELECT ..." --catalog tables.toml
     concilium demo
 
 Errors print one line saying what went wrong and what to do, and exit with
@@ -51,6 +52,22 @@ def _friendly() -> Iterator[None]:
     except ConciliumError as error:
         errors.print(f"[bold red]error:[/] {error}", highlight=False)
         raise typer.Exit(2) from None
+
+
+@app.command()
+def explain(
+    sql: Annotated[str, typer.Argument(help="The SQL query")],
+    catalog: Annotated[Path, typer.Option(help="TOML file with the tables' schemas and "
+                                               "owners")],
+) -> None:
+    """Print what a query runs where, what is shared and what is revealed to whom."""
+    from concilium.query.explain import explain as explain_plan
+    from concilium.query.plan import load_catalog, plan_query
+
+    with _friendly():
+        tables = load_catalog(catalog)
+        plan = plan_query(sql, tables.tables)
+        console.print(explain_plan(plan, tables.names), highlight=False, markup=False)
 
 
 @app.command()

@@ -24,12 +24,13 @@ from sqlglot import exp
 
 from concilium.data import functions as fn
 from concilium.data.dataset import Dataset
+from concilium.data.outside import OutsideParty
 from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.errors import QueryError, UnsupportedQuery
 from concilium.query.plan import Plan
 
-__all__ = ["local_statistics", "run_plan"]
+__all__ = ["contribute_statistics", "local_statistics", "run_plan"]
 
 Value = Any  # SecretArray, or a public numpy array / Python scalar
 
@@ -243,6 +244,15 @@ def _input_statistics(session: Session, plan: Plan, dataset: Dataset | None
         if plan.fixed_statistics:
             reals.append(session.input(owner, local[1] if local else None, fixed=True))
     return integers, reals
+
+
+def contribute_statistics(outside: OutsideParty, plan: Plan, dataset: Dataset) -> None:
+    """An owner that is not a compute party: compute the partial statistics alone and
+    secret-share them (the compute parties call :func:`run_plan`)."""
+    integers, reals = local_statistics(plan, dataset)
+    outside.contribute(integers)
+    if plan.fixed_statistics:
+        outside.contribute(reals, fixed=True)
 
 
 def run_plan(session: Session, plan: Plan, datasets: Mapping[str, Dataset],

@@ -15,17 +15,20 @@ LeVeque, 1979, for variances and correlations) on secret shares.
 from __future__ import annotations
 
 import itertools
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from concilium.data.schema import ColumnType, Schema
+from concilium.data.schema import ColumnType, Schema, load_schemas
 from concilium.errors import QueryError, UnsupportedQuery
 from concilium.query.sql import Query, parse_query
 
-__all__ = ["MAX_GROUPS", "Plan", "Statistic", "TableEntry", "plan_query"]
+__all__ = ["MAX_GROUPS", "Catalog", "Plan", "Statistic", "TableEntry", "load_catalog",
+           "plan_query"]
 
 MAX_GROUPS = 100_000
 _DUCKDB_TYPES = {ColumnType.INT: "BIGINT", ColumnType.KEY: "BIGINT", ColumnType.FIXED: "DOUBLE",
@@ -40,6 +43,37 @@ class TableEntry:
 
     schema: Schema
     owners: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Tables by name, and the names of the parties that own them."""
+
+    tables: dict[str, TableEntry]
+    names: dict[int, str]
+
+
+def load_catalog(path: str | Path) -> Catalog:
+    """Schemas and owners from TOML: ``[tables.<name>]`` with ``owners = [...]`` (node
+    names, in party order) and ``[tables.<name>.columns.<column>]`` sections."""
+    schemas = load_schemas(path)
+    document = tomllib.loads(Path(path).read_text())
+    names: dict[int, str] = {}
+    tables = {}
+    for table, spec in document["tables"].items():
+        owners = spec.get("owners", [0, 1, 2])
+        indices = []
+        for owner in owners:
+            if isinstance(owner, int):
+                indices.append(owner)
+                continue
+            known = {v: k for k, v in names.items()}
+            if owner not in known:
+                known[owner] = len(names)
+                names[len(names)] = str(owner)
+            indices.append(known[owner])
+        tables[table] = TableEntry(schemas[table], tuple(indices))
+    return Catalog(tables, names)
 
 
 @dataclass(frozen=True)
