@@ -62,3 +62,32 @@ def test_common_mistakes_get_one_clear_line_and_status_2(tmp_path: Path) -> None
     not_a_node = runner.invoke(app, ["consortium", "add", str(tmp_path / "m.toml"),
                                      str(tmp_path)])
     assert not_a_node.exit_code == 2 and "is not a node directory" in not_a_node.output
+
+
+CATALOG = """
+[tables.admissions]
+owners = ["hospital-a", "hospital-b", "hospital-c"]
+
+[tables.admissions.columns.age]
+type = "int"
+low = 0
+high = 120
+
+[tables.admissions.columns.condition]
+type = "category"
+domain = ["asthma", "copd"]
+"""
+
+
+def test_explain_prints_the_plan_and_refuses_unsupported_sql(tmp_path: Path) -> None:
+    catalog = tmp_path / "tables.toml"
+    catalog.write_text(CATALOG)
+    result = runner.invoke(app, ["explain", "SELECT condition, AVG(age) FROM admissions "
+                                 "WHERE age > 17 GROUP BY condition", "--catalog",
+                                 str(catalog)])
+    assert result.exit_code == 0, result.output
+    assert "hospital-b (party 1)" in result.output and "WHERE age > 17" in result.output
+    assert "Revealed" in result.output and "sum / count" in result.output
+    refused = runner.invoke(app, ["explain", "SELECT * FROM admissions", "--catalog",
+                                  str(catalog)])
+    assert refused.exit_code == 2 and "SELECT * would reveal rows" in refused.output

@@ -49,3 +49,14 @@ def test_operations_doc_states_every_documented_bound() -> None:
         assert row is not None, spec.function
         assert row.group(1) == spec.domain
         assert row.group(2).startswith(f"{spec.units:g} units")
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+    import importlib
+
+    # concilium.simulate is also the name of the function the package exports
+    for name in ("concilium.simulate", "concilium.testing"):
+        module = importlib.import_module(name)
+        failures, tried = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert tried > 0 and failures == 0, name
