@@ -83,7 +83,7 @@ def test_bad_rows_are_named_by_column_and_row_not_value(column: str, values: lis
 
 def test_nan_in_a_fixed_column_that_is_not_nullable() -> None:
     schema = Schema.from_mapping({"x": {"type": "fixed"}})
-    with pytest.raises(DatasetError, match="missing value .* row 2"):
+    with pytest.raises(DatasetError, match=r"missing value .* row 2"):
         Dataset.from_frame("t", pd.DataFrame({"x": [1.0, np.nan]}), schema)
 
 
