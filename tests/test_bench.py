@@ -52,3 +52,16 @@ def test_operations_benchmark_emits_engine_records_with_adder_counts() -> None:
     assert lt["kogge_stone_bytes_per_element"] == 120.0
     assert records["eq"]["bytes_per_party"] == 34 * 512
     assert records["shuffle"]["bytes_per_element"] == 16.0
+
+
+def test_query_benchmark_emits_records_with_a_duckdb_baseline() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "queries.py"), "--json", "--rows", "2000",
+         "--repeats", "1"], capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr
+    records = {r["op"]: r for r in json.loads(completed.stdout)}
+    assert set(records) == {"grouped_avg_count", "grouped_stats"}
+    for record in records.values():
+        assert set(record) >= KEYS and record["n"] == 2000 and record["owners"] == 3
+        assert record["plaintext_seconds"] == record["numpy_seconds"] > 0
+        assert 0 < record["secure_seconds"] <= record["seconds"]

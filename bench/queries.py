@@ -1,0 +1,140 @@
+"""Query benchmark: SQL over secret tables, end to end, next to DuckDB on the plaintext.
+
+    python bench/queries.py --json
+    python bench/queries.py --queries grouped_avg_count --rows 100000
+
+Each record has the engine's fields: ``op``, ``n`` (rows per owner), ``owners``,
+``protocol``, ``transport``, ``parties``, ``seconds`` (median of ``--repeats``
+runs, end to end: checking every owner's DataFrame against its schema, the
+owners' local DuckDB work, sharing, the secure part and the reveal),
+``numpy_seconds`` (here the *plaintext baseline*: DuckDB running the same SQL on
+the union of the owners' tables, same run; also given as
+``plaintext_seconds``), ``ratio``, ``rounds`` and ``bytes_per_party`` (the
+busiest compute party), and ``secure_seconds`` (the part after the inputs are
+checked and computed locally).
+
+Data are synthetic admissions (age, condition among 20, length of stay,
+readmitted), drawn per owner with numpy's seeded generator: test data, not
+secrets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from concilium.data.dataset import Dataset
+from concilium.data.schema import Schema
+from concilium.data.session import Session
+from concilium.query import TableEntry, plan_query, run_plan
+from concilium.testing import run_parties
+
+CONDITIONS = [f"c{k:02d}" for k in range(20)]
+SCHEMA = Schema.from_mapping({
+    "age": {"type": "int", "low": 0, "high": 120},
+    "condition": {"type": "category", "domain": CONDITIONS},
+    "stay": {"type": "fixed", "low": 0, "high": 365},
+    "readmitted": {"type": "int", "low": 0, "high": 1},
+})
+QUERIES = {
+    "grouped_avg_count": "SELECT condition, COUNT(*), AVG(readmitted) FROM admissions "
+                         "GROUP BY condition",
+    "grouped_stats": "SELECT condition, COUNT(*), AVG(stay), STDDEV(stay), MAX(age) "
+                     "FROM admissions WHERE age >= 18 GROUP BY condition",
+}
+DEFAULT_ROWS = {"grouped_avg_count": 10**6, "grouped_stats": 10**6}
+
+
+def owner_frame(seed: int, rows: int) -> pd.DataFrame:
+    generator = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "age": generator.integers(0, 100, rows),
+        "condition": pd.Categorical.from_codes(generator.integers(0, 20, rows),
+                                               CONDITIONS).astype(str),
+        "stay": np.round(generator.gamma(2.0, 2.5, rows).clip(0, 365), 2),
+        "readmitted": (generator.random(rows) < 0.15).astype(np.int64),
+    })
+
+
+def _run_once(sql: str, frames: list[pd.DataFrame]) -> tuple[float, float, list[Any]]:
+    start = time.perf_counter()
+    datasets = [Dataset.from_frame("admissions", frame, SCHEMA) for frame in frames]
+    tables = {"admissions": TableEntry(SCHEMA, tuple(range(len(frames))))}
+    plan = plan_query(sql, tables)
+    secure_start: list[float] = []
+
+    def program(session: Session) -> Any:
+        before = session.stats()
+        secure_start.append(time.perf_counter())
+        result = run_plan(session, plan, {"admissions": datasets[session.party]})
+        spent = session.stats().since(before)
+        return result, spent.bytes_sent, spent.rounds
+
+    results = run_parties(3, program)
+    end = time.perf_counter()
+    return end - start, end - min(secure_start), results
+
+
+def run_query(name: str, rows: int, repeats: int) -> dict[str, Any]:
+    sql = QUERIES[name]
+    frames = [owner_frame(seed, rows) for seed in (11, 12, 13)]
+    connection = duckdb.connect()
+    connection.register("admissions", pd.concat(frames, ignore_index=True))
+
+    def plaintext() -> float:
+        start = time.perf_counter()
+        connection.sql(sql).df()
+        return time.perf_counter() - start
+
+    plaintext()
+    baseline = statistics.median(plaintext() for _ in range(repeats))
+    _run_once(sql, frames)  # warm-up
+    runs = [_run_once(sql, frames) for _ in range(repeats)]
+    seconds = statistics.median(r[0] for r in runs)
+    secure = statistics.median(r[1] for r in runs)
+    last = runs[-1][2]
+    return {
+        "op": name, "n": rows, "owners": len(frames), "protocol": "rep3",
+        "transport": "memory", "parties": 3, "seconds": seconds,
+        "numpy_seconds": baseline, "plaintext_seconds": baseline,
+        "baseline": "duckdb on the plaintext union", "ratio": seconds / baseline,
+        "secure_seconds": secure, "rounds": max(r[2] for r in last),
+        "bytes_per_party": max(r[1] for r in last), "sql": sql,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--queries", default=",".join(QUERIES))
+    parser.add_argument("--rows", type=int, default=0, help="rows per owner (default per query)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    records = []
+    for name in args.queries.split(","):
+        record = run_query(name, args.rows or DEFAULT_ROWS[name], args.repeats)
+        records.append(record)
+        if not args.json:
+            print(f"{name:>20} 3 x {record['n']:,} rows  {record['seconds']:.2f} s  "
+                  f"(secure part {record['secure_seconds']:.2f} s)  duckdb "
+                  f"{record['plaintext_seconds']:.3f} s  rounds {record['rounds']}  "
+                  f"{record['bytes_per_party']:,} bytes", file=sys.stderr)
+    if args.json:
+        json.dump(records, sys.stdout, indent=1)
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
