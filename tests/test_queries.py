@@ -69,6 +69,11 @@ QUERIES = [
     "SELECT age, COUNT(*) FROM admissions WHERE age < 3 GROUP BY age ORDER BY age",
     "SELECT condition, CASE WHEN COUNT(*) > 300 THEN AVG(stay) ELSE 0 END AS big "
     "FROM admissions GROUP BY condition ORDER BY condition",
+    "SELECT MEDIAN(age) AS a, MEDIAN(stay) AS s, MEDIAN(cost) AS c FROM admissions",
+    "SELECT condition, MEDIAN(stay) AS m, PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY age) "
+    "AS p90, QUANTILE_CONT(cost, 0.25) AS q FROM admissions WHERE urgent "
+    "GROUP BY condition ORDER BY condition",
+    "SELECT MEDIAN(age) AS m, COUNT(*) AS n FROM admissions WHERE age > 500",
 ]
 
 
@@ -123,7 +128,9 @@ def test_nullable_group_columns_form_their_own_group() -> None:
 
 @pytest.mark.parametrize(("sql", "construct"), [
     ("SELECT * FROM admissions", "*"),
-    ("SELECT MEDIAN(age) FROM admissions", "MEDIAN(age)"),
+    ("SELECT PERCENTILE_DISC(0.5) WITHIN GROUP (ORDER BY age) FROM admissions",
+     "QUANTILE_DISC"),
+    ("SELECT QUANTILE_CONT(age, 1.5) FROM admissions", "QUANTILE_CONT"),
     ("SELECT COUNT(DISTINCT age) FROM admissions", "COUNT(DISTINCT age)"),
     ("SELECT a.age FROM admissions AS a JOIN other AS b ON a.age = b.age", "JOIN"),
     ("SELECT AVG(age) OVER () FROM admissions", "OVER"),

@@ -408,6 +408,22 @@ class SecretArray:
         shares = np.stack([a._scaled(bits) for a in arrays], axis=position)
         return first._wrap(shares, bits)
 
+    @staticmethod
+    def concatenate(arrays: Sequence[SecretArray], axis: int = -1) -> SecretArray:
+        """numpy.concatenate for secret arrays of one session (local, free)."""
+        if not arrays:
+            raise InputError("concatenate needs at least one array")
+        first = arrays[0]
+        for array in arrays[1:]:
+            first._same_session(array)
+        bits = max(a._bits for a in arrays)
+        position = axis % first.ndim + 1 if first.ndim else 1
+        try:
+            shares = np.concatenate([a._scaled(bits) for a in arrays], axis=position)
+        except ValueError as error:
+            raise InputError(f"cannot concatenate: {error}") from None
+        return first._wrap(shares, bits)
+
     def cumsum(self, axis: int = -1) -> SecretArray:
         """Prefix sums along ``axis`` (local, free). Reveals: nothing."""
         (value_axis,) = self._value_axes(axis) if self.ndim else (None,)

@@ -28,7 +28,9 @@ from concilium.data.outside import OutsideParty
 from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.errors import QueryError, UnsupportedQuery
+from concilium.query import rows as rows_module
 from concilium.query.plan import Plan
+from concilium.query.sql import aggregate_key
 
 __all__ = ["contribute_statistics", "local_statistics", "run_plan"]
 
@@ -157,8 +159,8 @@ def _evaluate(node: exp.Expr, values: Mapping[str, SecretArray],
               session: Session) -> tuple[Value, Any]:
     """An output expression per group, and its definedness (public True, or a secret
     0/1 array): SQL's NULL propagates through arithmetic."""
-    if isinstance(node, exp.AggFunc):
-        text = node.sql(dialect="duckdb")
+    if isinstance(node, exp.AggFunc | exp.WithinGroup):
+        text = aggregate_key(node.this if isinstance(node, exp.WithinGroup) else node)
         return values[text], defined[text]
     if isinstance(node, exp.Paren):
         return _evaluate(node.this, values, defined, groups, session)
@@ -258,12 +260,24 @@ def contribute_statistics(outside: OutsideParty, plan: Plan, dataset: Dataset) -
 def run_plan(session: Session, plan: Plan, datasets: Mapping[str, Dataset],
              to: Sequence[int] | None = None) -> pd.DataFrame | None:
     """Run ``plan`` on this party; the result frame on recipients, else None."""
-    integers, reals = _input_statistics(session, plan, datasets.get(plan.query.table))
+    dataset = datasets.get(plan.query.table)
+    integers, reals = _input_statistics(session, plan, dataset)
     combiner = _Combiner(session, plan, integers, reals)
+    rows = rows_module.input_rows(session, plan, dataset) if plan.row_arguments else None
+    ordered: dict[int, SecretArray] = {}
     values: dict[str, SecretArray] = {}
     tests: dict[str, tuple[str, int] | None] = {}
     for aggregate in plan.query.aggregates:
         indices = tuple(plan.arguments[a.sql(dialect="duckdb")] for a in aggregate.arguments)
+        if aggregate.function == "quantile":
+            assert rows is not None and aggregate.fraction is not None
+            i = indices[0]
+            if i not in ordered:
+                ordered[i] = rows_module.sorted_values(rows, len(plan.groups), i)
+            values[aggregate.sql] = rows_module.quantile(ordered[i], combiner.total(f"c{i}"),
+                                                         aggregate.fraction)
+            tests[aggregate.sql] = (f"c{i}", 1)
+            continue
         values[aggregate.sql], tests[aggregate.sql] = combiner.aggregate(aggregate.function,
                                                                          indices)
     grouped = bool(plan.query.group_by)

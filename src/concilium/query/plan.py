@@ -99,6 +99,8 @@ class Plan:
     pairs: dict[tuple[int, int], int]  # CORR arguments -> pair index
     statistics: tuple[Statistic, ...]
     local_sql: str
+    row_arguments: tuple[int, ...] = ()  # arguments whose rows are shared (quantiles)
+    row_sql: str | None = None  # the owners' row query for them
 
     @property
     def fixed_statistics(self) -> tuple[Statistic, ...]:
@@ -162,10 +164,14 @@ def plan_query(sql: str, tables: Mapping[str, TableEntry]) -> Plan:
             key = tuple(arguments[a.sql(dialect="duckdb")] for a in aggregate.arguments)
             pairs.setdefault((key[0], key[1]), len(pairs))
     statistics = _statistics(query, arguments, tuple(fixed), pairs)
+    rows = tuple(sorted({arguments[a.arguments[0].sql(dialect="duckdb")]
+                         for a in query.aggregates if a.function == "quantile"}))
     return Plan(query=query, entry=entry, groups=_groups(query, entry.schema),
                 arguments=arguments, argument_fixed=tuple(fixed), pairs=pairs,
                 statistics=statistics, local_sql=_local_sql(query, arguments, tuple(fixed),
-                                                            statistics))
+                                                            statistics),
+                row_arguments=rows,
+                row_sql=_row_sql(query, arguments, tuple(fixed), rows) if rows else None)
 
 
 _INT_SENTINEL = float(2**62)
@@ -189,6 +195,8 @@ def _statistics(query: Query, arguments: dict[str, int], fixed: tuple[bool, ...]
             sentinel = _FIXED_SENTINEL if kind else _INT_SENTINEL
             if function in ("sum", "avg", "var_samp", "var_pop", "stddev_samp", "stddev_pop"):
                 add(Statistic(f"s{i}", f"SUM(a{i})", kind, 0, f"SUM({text})"))
+            if function == "quantile":  # per-group counts locate the quantile rows
+                continue
             if function == "min":
                 add(Statistic(f"lo{i}", f"MIN(a{i})", kind, sentinel, f"MIN({text})"))
             if function == "max":
@@ -209,6 +217,19 @@ def _statistics(query: Query, arguments: dict[str, int], fixed: tuple[bool, ...]
         add(Statistic(f"pc{j}", f"COVAR_POP(a{x}, a{y}) * COUNT(*) {both}", True, 0,
                       "co-deviations of CORR's inputs"))
     return tuple(needed.values())
+
+
+def _row_sql(query: Query, arguments: dict[str, int], fixed: tuple[bool, ...],
+             rows: tuple[int, ...]) -> str:
+    """Every row (filtered or not: sizes must not reveal the filter), its group
+    columns, whether it passes WHERE, and the quantile arguments."""
+    groups = [f'"{g}"' for g in query.group_by]
+    passes = "1" if query.where is None else (
+        f"CASE WHEN ({query.where.sql(dialect='duckdb')}) THEN 1 ELSE 0 END")
+    texts = {i: text for text, i in arguments.items()}
+    values = [f"CAST(({texts[i]}) AS {'DOUBLE' if fixed[i] else 'BIGINT'}) AS a{i}"
+              for i in rows]
+    return f"SELECT {', '.join([*groups, f'{passes} AS w', *values])}\nFROM data"
 
 
 def _local_sql(query: Query, arguments: dict[str, int], fixed: tuple[bool, ...],

@@ -8,7 +8,8 @@ forbids, raise :class:`~concilium.errors.QueryError`.
 Supported: ``SELECT`` of group columns and of arithmetic, ``CASE`` and
 comparisons over the aggregates ``COUNT(*)``, ``COUNT``, ``SUM``, ``AVG``,
 ``MIN``, ``MAX``, ``VARIANCE``/``VAR_SAMP``, ``VAR_POP``,
-``STDDEV``/``STDDEV_SAMP``, ``STDDEV_POP`` and ``CORR``, whose arguments are
+``STDDEV``/``STDDEV_SAMP``, ``STDDEV_POP``, ``CORR``, ``MEDIAN`` and
+``PERCENTILE_CONT``/``QUANTILE_CONT``, whose arguments are
 any row expression (arithmetic, ``CASE``, comparisons) over one table;
 ``WHERE`` with comparisons, ``AND``/``OR``/``NOT``, ``IN``, ``BETWEEN``,
 ``IS [NOT] NULL``; ``GROUP BY`` columns with a public domain (categories,
@@ -27,7 +28,7 @@ from sqlglot import exp
 from concilium.data.schema import Schema
 from concilium.errors import QueryError, UnsupportedQuery
 
-__all__ = ["AGGREGATES", "Aggregate", "Query", "parse_query"]
+__all__ = ["AGGREGATES", "QUANTILES", "Aggregate", "Query", "aggregate_key", "parse_query"]
 
 #: sqlglot aggregate classes and the statistic each computes.
 AGGREGATES: dict[type[exp.Expr], str] = {
@@ -44,10 +45,11 @@ AGGREGATES: dict[type[exp.Expr], str] = {
     exp.Corr: "corr",
 }
 _LATER = {
-    exp.Median: "MEDIAN (needs a secure sort of the rows; planned)",
-    exp.PercentileCont: "PERCENTILE_CONT (needs a secure sort of the rows; planned)",
-    exp.PercentileDisc: "PERCENTILE_DISC (needs a secure sort of the rows; planned)",
+    exp.PercentileDisc: "PERCENTILE_DISC (use PERCENTILE_CONT or MEDIAN)",
 }
+#: Aggregates computed from the rows themselves (a secure sort), not from partial
+#: statistics: the continuous quantiles.
+QUANTILES = (exp.Median, exp.PercentileCont)
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Aggregate:
     function: str
     arguments: tuple[exp.Expr, ...]  # empty for COUNT(*)
     sql: str  # canonical text, the aggregate's identity
+    fraction: float | None = None  # the quantile, for MEDIAN and PERCENTILE_CONT
 
     @property
     def star(self) -> bool:
@@ -180,8 +183,44 @@ def _group_columns(tree: exp.Select, schema: Schema) -> tuple[str, ...]:
     return tuple(names)
 
 
+def aggregate_key(node: exp.Expr) -> str:
+    """The identity of an aggregate call (a WITHIN GROUP clause belongs to it)."""
+    parent = node.parent
+    if isinstance(node, exp.PercentileCont) and isinstance(parent, exp.WithinGroup):
+        return parent.sql(dialect="duckdb")
+    return node.sql(dialect="duckdb")
+
+
+def _quantile(node: exp.AggFunc, schema: Schema, aggregates: dict[str, Aggregate]) -> None:
+    """MEDIAN(x), QUANTILE_CONT(x, p), PERCENTILE_CONT(p) WITHIN GROUP (ORDER BY x)."""
+    parent = node.parent
+    if isinstance(node, exp.Median):
+        argument, fraction = node.this, exp.Literal.number(0.5)
+    elif isinstance(parent, exp.WithinGroup):
+        ordered = parent.expression.expressions
+        if len(ordered) != 1:
+            raise _unsupported(parent, "PERCENTILE_CONT orders by exactly one expression")
+        argument, fraction = ordered[0].this, node.this
+        if ordered[0].args.get("desc"):
+            fraction = exp.Literal.number(1 - float(fraction.this))
+    else:
+        argument, fraction = node.this, node.expression
+    if not isinstance(fraction, exp.Literal) or fraction.is_string or not (
+            0 <= float(fraction.this) <= 1):
+        raise _unsupported(node, "the quantile must be a number between 0 and 1")
+    for column in argument.find_all(exp.Column):
+        _column(column, schema, "aggregate", node.sql(dialect="duckdb"))
+    for nested in argument.find_all(exp.AggFunc):
+        raise _unsupported(nested, "aggregates cannot be nested")
+    key = aggregate_key(node)
+    aggregates.setdefault(key, Aggregate("quantile", (argument,), key, float(fraction.this)))
+
+
 def _aggregate(node: exp.AggFunc, schema: Schema, aggregates: dict[str, Aggregate]) -> None:
     kind = type(node)
+    if isinstance(node, QUANTILES):
+        _quantile(node, schema, aggregates)
+        return
     if kind in _LATER:
         raise _unsupported(node, f"{_LATER[kind]} is not supported yet")
     if kind not in AGGREGATES:
@@ -212,7 +251,7 @@ def _check_output_expression(node: exp.Expr, schema: Schema, group_by: tuple[str
     for aggregate in node.find_all(exp.AggFunc):
         _aggregate(aggregate, schema, aggregates)
     for column in node.find_all(exp.Column):
-        if column.find_ancestor(exp.AggFunc) is None and (
+        if column.find_ancestor(exp.AggFunc, exp.WithinGroup) is None and (
                 column.name not in schema or schema.column(column.name).name not in group_by):
             raise QueryError(f"column {column.name!r} must appear in GROUP BY or inside an "
                              "aggregate")

@@ -1,0 +1,156 @@
+"""Row-level secure steps: quantiles (``MEDIAN``, ``PERCENTILE_CONT``).
+
+A quantile cannot be assembled from partial statistics, so each owner shares
+its rows of the argument: *all* of its rows, with a secret flag saying
+whether the row passes ``WHERE`` and is not NULL (so the number of shared rows
+is the owner's table size, never the filter's selectivity), and a secret
+group code. The compute parties then
+
+1. sort all rows by (group code, or past the last group if the row does not
+   count; value), with the shuffle-then-sort of :mod:`concilium.ops.sort`;
+2. locate each group's quantile: group ``g`` starts at ``sum_(h<g) n_h`` (the
+   per-group counts come from the owners' partial statistics), and quantile
+   ``p`` sits at position ``p (n_g - 1)`` within it, as in DuckDB's
+   ``quantile_cont``; the floor of that position is an exact truncation;
+3. select the two neighbouring values with a secret one-hot row (equality
+   tests against the public positions, then one matrix product) and
+   interpolate.
+
+Reveals: the number of rows each owner holds (the size of its shared
+column), and what the sort reveals (see :mod:`concilium.ops.sort`: nothing
+about the data). The quantiles themselves stay secret until the plan's
+final reveal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from concilium.data.dataset import Dataset
+from concilium.data.secret_array import SecretArray
+from concilium.data.session import Session
+from concilium.errors import QueryError
+from concilium.ops import sort as sorting
+from concilium.ops.truncation import exact_truncate
+from concilium.query.plan import Plan
+
+__all__ = ["RowData", "group_codes", "input_rows", "local_rows", "quantile"]
+
+
+def group_codes(plan: Plan, table: pa.Table) -> np.ndarray:
+    """Each row's index in the plan's public group grid (row-major, as the grid)."""
+    if not plan.query.group_by:
+        return np.zeros(table.num_rows, dtype=np.int64)
+    codes, sizes = [], []
+    for name in plan.query.group_by:
+        domain = plan.entry.schema.column(name).public_domain or ()
+        nullable = plan.entry.schema.column(name).nullable
+        values = table.column(name).to_pandas()
+        code = pd.Categorical(values, categories=list(domain)).codes.astype(np.int64)
+        if nullable:
+            code = np.where(code < 0, len(domain), code)
+        codes.append(code)
+        sizes.append(len(domain) + (1 if nullable else 0))
+    return np.ravel_multi_index(codes, sizes).astype(np.int64)
+
+
+def local_rows(plan: Plan, dataset: Dataset) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The owner's rows for the quantile arguments: (codes and flags, values)."""
+    assert plan.row_sql is not None
+    connection = duckdb.connect()
+    connection.register("data", dataset.table)
+    try:
+        table = connection.sql(plan.row_sql).to_arrow_table()
+    except duckdb.Error as error:
+        raise QueryError(f"the local part of the query failed: {str(error).splitlines()[0]}"
+                         ) from None
+    passes = np.asarray(table.column("w").to_numpy(), dtype=np.int64)
+    flags = [group_codes(plan, table)]
+    values = []
+    for i in plan.row_arguments:
+        column = table.column(f"a{i}")
+        present = ~np.asarray(column.is_null().to_numpy(), dtype=bool)
+        flags.append(passes * present)
+        kind = np.float64 if plan.argument_fixed[i] else np.int64
+        values.append(np.asarray(pc.fill_null(column, 0).to_numpy(), dtype=kind))
+    return np.stack(flags), values
+
+
+@dataclass
+class RowData:
+    """All owners' shared rows, concatenated (secret)."""
+
+    codes: SecretArray
+    counted: dict[int, SecretArray]  # argument -> 0/1: passes WHERE and is not NULL
+    values: dict[int, SecretArray]
+
+
+def input_rows(session: Session, plan: Plan, dataset: Dataset | None) -> RowData:
+    flags, values = [], []
+    for owner in plan.entry.owners:
+        local = local_rows(plan, dataset) if session.party == owner and dataset else None
+        flags.append(session.input(owner, local[0] if local else None))
+        values.append([session.input(owner, local[1][k] if local else None,
+                                     fixed=plan.argument_fixed[i])
+                       for k, i in enumerate(plan.row_arguments)])
+    every = SecretArray.concatenate(flags, axis=-1)
+    return RowData(codes=every[0],
+                   counted={i: every[1 + k] for k, i in enumerate(plan.row_arguments)},
+                   values={i: SecretArray.concatenate([v[k] for v in values], axis=-1)
+                           for k, i in enumerate(plan.row_arguments)})
+
+
+_VALUE_BITS = 48  # fixed-point values lie in (-2^47, 2^47) as ring integers
+
+
+def sorted_values(rows: RowData, groups: int, argument: int) -> SecretArray:
+    """The argument's values sorted by (group, value), rows that do not count last.
+
+    For fixed-point values and fewer than 2^14 groups both keys fit one signed
+    word, ``group * 2^48 + value + 2^47``, and the sort compares one key."""
+    value = rows.values[argument]
+    order_key = rows.codes + (1 - rows.counted[argument]) * groups
+    backend = value.session.backend
+    if value.is_fixed and 2 * groups + 1 < 2**14:
+        shifted = backend.add_public(value.shares, np.asarray(1 << (_VALUE_BITS - 1),
+                                                              dtype=np.uint64))
+        composite = backend.add(backend.mul_public(order_key.shares, np.asarray(
+            1 << _VALUE_BITS, dtype=np.uint64)), shifted)
+        outcome = sorting.sort(backend, [sorting.SortKey(composite)], [value.shares])
+        return SecretArray(value.session, outcome.payload[0], value.fractional_bits)
+    outcome = sorting.sort(backend, [sorting.SortKey(order_key.shares, full_range=False),
+                                     sorting.SortKey(value.shares,
+                                                     full_range=not value.is_fixed)])
+    return SecretArray(value.session, outcome.keys[1], value.fractional_bits)
+
+
+_POSITION_BITS = 30
+
+
+def quantile(ordered: SecretArray, counts: SecretArray, fraction: float) -> SecretArray:
+    """Per group, DuckDB's ``quantile_cont``: interpolate at ``fraction * (n_g - 1)``.
+
+    The position is an integer product ``(n_g - 1) * round(fraction * 2^30)`` (exact,
+    no truncation), its floor an exact truncation, and the interpolation weight its
+    low 30 bits, so that neighbouring ranks are never confused."""
+    session = ordered.session
+    backend = session.backend
+    length = ordered.shape[0]
+    starts = counts.cumsum() - counts
+    scaled = (counts - 1) * int(round(fraction * 2**_POSITION_BITS))
+    floor = SecretArray(session, exact_truncate(backend, scaled.shares, _POSITION_BITS), 0)
+    remainder = scaled - floor * (1 << _POSITION_BITS)  # in [0, 2^30)
+    bits = session.codec.fractional_bits
+    weight = SecretArray(session, backend.trunc(remainder.shares, _POSITION_BITS - bits,
+                                                "reliable"), bits)
+    low = starts + floor
+    targets = SecretArray.stack([low, low + 1]).reshape(-1, 1)
+    one_hot = targets == np.arange(length)  # (2 groups, rows), secret 0/1
+    picked = (one_hot @ ordered).reshape(2, -1)
+    return picked[0] + weight * (picked[1] - picked[0])
