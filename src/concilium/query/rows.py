@@ -143,7 +143,7 @@ def quantile(ordered: SecretArray, counts: SecretArray, fraction: float) -> Secr
     backend = session.backend
     length = ordered.shape[0]
     starts = counts.cumsum() - counts
-    scaled = (counts - 1) * int(round(fraction * 2**_POSITION_BITS))
+    scaled = (counts - 1) * round(fraction * 2**_POSITION_BITS)
     floor = SecretArray(session, exact_truncate(backend, scaled.shares, _POSITION_BITS), 0)
     remainder = scaled - floor * (1 << _POSITION_BITS)  # in [0, 2^30)
     bits = session.codec.fractional_bits
