@@ -33,6 +33,7 @@ from concilium.data.secret_array import Rounding
 from concilium.data.session import Session
 from concilium.errors import ConfigurationError
 from concilium.query.execute import contribute_statistics, run_plan
+from concilium.query.join import JoinPlan
 from concilium.query.plan import TableEntry, plan_query
 from concilium.testing import run_parties
 
@@ -66,11 +67,17 @@ def simulate(sql: str, tables: Mapping[str, Sequence[Any]],
         entries[name] = TableEntry(schema, tuple(range(len(frames))))
         datasets[name] = [Dataset.from_frame(name, frame, schema) for frame in frames]
     plan = plan_query(sql, entries)
-    mine = datasets[plan.query.table]
+
+    def held(party: int) -> dict[str, Dataset]:
+        return {name: tables_[party] for name, tables_ in datasets.items()
+                if party < len(tables_)}
 
     def compute(session: Session) -> pd.DataFrame | None:
-        local = {plan.query.table: mine[session.party]} if session.party < len(mine) else {}
-        return run_plan(session, plan, local)
+        return run_plan(session, plan, held(session.party))
+
+    if isinstance(plan, JoinPlan) and owners > COMPUTE_PARTIES:
+        raise ConfigurationError("joins in simulate() take at most three owners per table")
+    mine = datasets.get(plan.query.table, [])
 
     def outside(index: int) -> Any:
         return lambda party: contribute_statistics(party, plan, mine[index])

@@ -46,7 +46,8 @@ from concilium.ops.conversion import and_bits
 from concilium.ring.arithmetic import RING_DTYPE
 from concilium.ring.bits import pack_bits, unpack_bits
 
-__all__ = ["SortKey", "SortOutcome", "rank", "segment_starts", "segmented_sum", "shuffle", "sort"]
+__all__ = ["SortKey", "SortOutcome", "rank", "segment_starts", "segmented_scan", "segmented_sum",
+           "shuffle", "sort"]
 
 Indices = npt.NDArray[np.intp]
 
@@ -226,19 +227,17 @@ def segment_starts(backend: Backend, group_keys: Shares) -> Shares:
     return np.concatenate([first, changed], axis=-1)
 
 
-def segmented_sum(backend: Backend, group_keys: Shares, values: Shares) -> tuple[Shares, Shares]:
-    """Running sums of ``values`` (shape (components, columns, n)) within runs of equal
-    ``group_keys`` (rows sorted by group), and the 0/1 flag of each run's last row,
-    where the running sum is the group's total.
+def segmented_scan(backend: Backend, starts: Shares, values: Shares) -> tuple[Shares, Shares]:
+    """Running sums of ``values`` (components, columns, n) restarted wherever the 0/1
+    ``starts`` (components, n) is 1, and whether a start has been seen (a log-depth
+    scan, Blelloch 1990: one multiplication round per level). With values that are
+    zero except on start rows, it copies each start row's values forward.
 
     Reveals: nothing.
     """
-    length = value_shape(group_keys)[-1]
+    length = value_shape(starts)[-1]
     if value_shape(values)[-1] != length:
-        raise ShapeMismatch("values and group keys must have the same number of rows")
-    starts = segment_starts(backend, group_keys)
-    last = np.concatenate([starts[..., 1:], backend.share_public(
-        np.ones(min(length, 1), dtype=RING_DTYPE))], axis=-1)
+        raise ShapeMismatch("values and flags must have the same number of rows")
     sums, flags = values, starts
     shift = 1
     while shift < length:
@@ -253,4 +252,21 @@ def segmented_sum(backend: Backend, group_keys: Shares, values: Shares) -> tuple
         joined = backend.add(flags[..., shift:], product[:, width])  # f_i or f_(i-s)
         flags = np.concatenate([flags[..., :shift], joined], axis=-1)
         shift *= 2
+    return sums, flags
+
+
+def segmented_sum(backend: Backend, group_keys: Shares, values: Shares) -> tuple[Shares, Shares]:
+    """Running sums of ``values`` (shape (components, columns, n)) within runs of equal
+    ``group_keys`` (rows sorted by group), and the 0/1 flag of each run's last row,
+    where the running sum is the group's total.
+
+    Reveals: nothing.
+    """
+    length = value_shape(group_keys)[-1]
+    if value_shape(values)[-1] != length:
+        raise ShapeMismatch("values and group keys must have the same number of rows")
+    starts = segment_starts(backend, group_keys)
+    last = np.concatenate([starts[..., 1:], backend.share_public(
+        np.ones(min(length, 1), dtype=RING_DTYPE))], axis=-1)
+    sums, _ = segmented_scan(backend, starts, values)
     return sums, last

@@ -29,6 +29,7 @@ from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.errors import QueryError, UnsupportedQuery
 from concilium.query import rows as rows_module
+from concilium.query.join import JoinPlan, run_join
 from concilium.query.plan import Plan
 from concilium.query.sql import aggregate_key
 
@@ -257,9 +258,13 @@ def contribute_statistics(outside: OutsideParty, plan: Plan, dataset: Dataset) -
         outside.contribute(reals, fixed=True)
 
 
-def run_plan(session: Session, plan: Plan, datasets: Mapping[str, Dataset],
+def run_plan(session: Session, plan: Any, datasets: Mapping[str, Dataset],
              to: Sequence[int] | None = None) -> pd.DataFrame | None:
-    """Run ``plan`` on this party; the result frame on recipients, else None."""
+    """Run ``plan`` (a :class:`Plan` or a join plan) on this party; the result frame on
+    recipients, else None."""
+    if isinstance(plan, JoinPlan):
+        joined, known = run_join(session, plan, dict(datasets))
+        return _finish(session, plan, joined, known, {}, True, to)
     dataset = datasets.get(plan.query.table)
     integers, reals = _input_statistics(session, plan, dataset)
     combiner = _Combiner(session, plan, integers, reals)
@@ -292,7 +297,14 @@ def run_plan(session: Session, plan: Plan, datasets: Mapping[str, Dataset],
     defined = {text: (True if test is None else bits[test]) for text, test in tests.items()}
     columns = {name.lower(): np.array([g[k] for g in plan.groups], dtype=object)
                for k, name in enumerate(plan.query.group_by)}
-    include: Any = bits[("n", 1)] if grouped else True
+    return _finish(session, plan, values, defined, columns,
+                   bits[("n", 1)] if grouped else True, to)
+
+
+def _finish(session: Session, plan: Any, values: Mapping[str, SecretArray],
+            defined: Mapping[str, Any], columns: Mapping[str, np.ndarray], include: Any,
+            to: Sequence[int] | None) -> pd.DataFrame | None:
+    """HAVING, the groups that appear, ordering, and the reveal."""
     if plan.query.having is not None:
         passed, passed_ok = _evaluate(plan.query.having, values, defined, columns, session)
         include = _both(include, _both(passed, passed_ok))
@@ -305,7 +317,7 @@ def run_plan(session: Session, plan: Plan, datasets: Mapping[str, Dataset],
     return _reveal_rows(plan, chosen, values, defined, columns, session, to)
 
 
-def _public_order(plan: Plan, chosen: np.ndarray, columns: Mapping[str, np.ndarray]
+def _public_order(plan: Any, chosen: np.ndarray, columns: Mapping[str, np.ndarray]
                   ) -> np.ndarray:
     """Order and cut by group columns (public) before anything else is revealed."""
     group_names = {g.lower() for g in plan.query.group_by}
@@ -323,7 +335,7 @@ def _public_order(plan: Plan, chosen: np.ndarray, columns: Mapping[str, np.ndarr
     return chosen
 
 
-def _reveal_rows(plan: Plan, chosen: np.ndarray, values: Mapping[str, SecretArray],
+def _reveal_rows(plan: Any, chosen: np.ndarray, values: Mapping[str, SecretArray],
                  defined: Mapping[str, Any], columns: Mapping[str, np.ndarray],
                  session: Session, to: Sequence[int] | None) -> pd.DataFrame | None:
     output: dict[str, Any] = {}

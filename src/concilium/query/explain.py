@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
+from concilium.query.join import JoinPlan
 from concilium.query.plan import Plan
 
 __all__ = ["explain"]
@@ -24,13 +25,16 @@ _FINISH = {
 }
 
 
-def explain(plan: Plan, names: Mapping[int, str] | None = None,
+def explain(plan: Plan | JoinPlan, names: Mapping[int, str] | None = None,
             recipients: Sequence[int] | None = None) -> str:
     """A person-readable account of ``plan``; ``names`` maps parties to node names."""
     names = names or {}
 
     def who(party: int) -> str:
         return f"{names[party]} (party {party})" if party in names else f"party {party}"
+
+    if isinstance(plan, JoinPlan):
+        return _explain_join(plan, who, recipients)
 
     query = plan.query
     owners = ", ".join(who(p) for p in plan.entry.owners)
@@ -65,4 +69,36 @@ statistics for each of {group_text}, {count} values per owner whatever its data:
 4. Revealed
      - to every compute party: {appear}
      - to {to}: the selected columns ({outputs}) for those groups, and which of them are NULL
+"""
+
+
+def _explain_join(plan: JoinPlan, who: Callable[[int], str],
+                  recipients: Sequence[int] | None) -> str:
+    query = plan.query
+    sides = []
+    for side, role in ((plan.unique, "key unique"), (plan.many, "the other side")):
+        owners = ", ".join(who(p) for p in side.entry.owners)
+        local = textwrap.indent(side.local_sql(), "       ")
+        sides.append(f"   {side.table} ({role}; owners {owners}):\n{local}")
+    to = ("every compute party" if recipients is None
+          else ", ".join(who(p) for p in recipients))
+    finish = "\n".join(f"     - {a.sql}" for a in query.aggregates)
+    return f"""Query
+  {query.sql.strip()}
+
+1. Locally, at each owner, in DuckDB: every row of its table with its key, whether it
+   passes that table's WHERE, and the aggregate arguments; nothing leaves the owner yet:
+{chr(10).join(sides)}
+
+2. Shared as secret shares with the compute parties: all of those rows (so each table's
+   row count is revealed, never how many rows pass the filters).
+
+3. Computed on secret shares ({plan.kind} join): sort both tables' rows together by key
+   (a secret shuffle, then comparisons of distinct shuffled rows: they reveal nothing),
+   copy each unique row forward to the rows with its key (a segmented scan), mark matches
+   (secure equality), then the aggregates:
+{finish}
+
+4. Revealed to {to}: the selected columns ({", ".join(n for _, n in query.select)}) and
+   which of them are NULL.
 """

@@ -140,8 +140,18 @@ def _groups(query: Query, schema: Schema) -> tuple[tuple[Any, ...], ...]:
     return tuple(itertools.product(*domains))
 
 
-def plan_query(sql: str, tables: Mapping[str, TableEntry]) -> Plan:
-    """Check ``sql`` against the catalog and decide what runs where."""
+def plan_query(sql: str, tables: Mapping[str, TableEntry]) -> Any:
+    """Check ``sql`` against the catalog and decide what runs where: a :class:`Plan`,
+    or a :class:`~concilium.query.join.JoinPlan` for a join."""
+    from concilium.query import join
+
+    if join.has_join(sql):
+        return join.plan_join(sql, dict(tables))
+    return plan_single(sql, tables)
+
+
+def plan_single(sql: str, tables: Mapping[str, TableEntry]) -> Plan:
+    """Plan a query over one table (horizontal partitions)."""
     query = parse_query(sql, {name: entry.schema for name, entry in tables.items()})
     entry = tables[query.table]
     connection = duckdb.connect()
