@@ -132,7 +132,6 @@ def test_nullable_group_columns_form_their_own_group() -> None:
      "QUANTILE_DISC"),
     ("SELECT QUANTILE_CONT(age, 1.5) FROM admissions", "QUANTILE_CONT"),
     ("SELECT COUNT(DISTINCT age) FROM admissions", "COUNT(DISTINCT age)"),
-    ("SELECT a.age FROM admissions AS a JOIN other AS b ON a.age = b.age", "JOIN"),
     ("SELECT AVG(age) OVER () FROM admissions", "OVER"),
     ("SELECT COUNT(*) FROM admissions WHERE age IN (SELECT age FROM admissions)", "SELECT"),
     ("SELECT cost, COUNT(*) FROM admissions GROUP BY cost", "cost"),
@@ -149,6 +148,8 @@ def test_unsupported_sql_is_refused_naming_the_construct(sql: str, construct: st
 
 @pytest.mark.parametrize(("sql", "message"), [
     ("SELECT COUNT(*) FROM patients", "no table 'patients'"),
+    ("SELECT COUNT(*) FROM admissions AS a JOIN other AS b ON a.age = b.age",
+     "no table 'other'"),
     ("SELECT AVG(weight) FROM admissions", "column 'weight'"),
     ("SELECT condition, AVG(age) FROM admissions", "must appear in GROUP BY"),
     ("SELECT AVG(condition) FROM admissions", "not numeric"),
