@@ -14,8 +14,10 @@ busiest compute party), and ``secure_seconds`` (the part after the inputs are
 checked and computed locally).
 
 Data are synthetic admissions (age, condition among 20, length of stay,
-readmitted), drawn per owner with numpy's seeded generator: test data, not
-secrets.
+readmitted) at three hospitals, and for ``join_count`` bank A's customers
+(``n`` unique ids) joined with banks B's and C's ``n`` accounts; drawn with
+numpy's seeded generator: test data, not secrets. ``n`` is rows per owner,
+except for ``join_count`` (rows per table).
 """
 
 from __future__ import annotations
@@ -53,9 +55,15 @@ QUERIES = {
     "grouped_stats": "SELECT condition, COUNT(*), AVG(stay), STDDEV(stay), MAX(age) "
                      "FROM admissions WHERE age >= 18 GROUP BY condition",
     "median": "SELECT MEDIAN(stay) FROM admissions",
+    "join_count": "SELECT COUNT(*) FROM customers c JOIN accounts a ON c.id = a.customer",
 }
+CUSTOMERS = Schema.from_mapping({"id": {"type": "key", "unique": True},
+                                 "age": {"type": "int", "low": 0, "high": 120}})
+ACCOUNTS = Schema.from_mapping({"customer": {"type": "key"},
+                                "balance": {"type": "fixed", "low": -10**6, "high": 10**6}})
 # rows per owner: three owners; the median's 10^5 rows are the three tables together
-DEFAULT_ROWS = {"grouped_avg_count": 10**6, "grouped_stats": 10**6, "median": 33_334}
+DEFAULT_ROWS = {"grouped_avg_count": 10**6, "grouped_stats": 10**6, "median": 33_334,
+                "join_count": 10**5}
 
 
 def owner_frame(seed: int, rows: int) -> pd.DataFrame:
@@ -69,17 +77,44 @@ def owner_frame(seed: int, rows: int) -> pd.DataFrame:
     })
 
 
-def _run_once(sql: str, frames: list[pd.DataFrame]) -> tuple[float, float, list[Any]]:
+def join_tables(rows: int) -> dict[str, list[pd.DataFrame]]:
+    """Bank A's ``rows`` customers (unique ids); bank B's and C's ``rows`` accounts
+    together, most of them of A's customers."""
+    generator = np.random.default_rng(21)
+    ids = generator.permutation(4 * rows)[:rows]
+    owners = np.r_[ids, 4 * rows + np.arange(rows // 10)]
+    accounts = pd.DataFrame({"customer": generator.choice(owners, rows),
+                             "balance": np.round(generator.normal(500, 2000, rows), 2)})
+    half = rows // 2
+    return {"customers": [pd.DataFrame({"id": ids, "age": generator.integers(18, 90, rows)})],
+            "accounts": [accounts.iloc[:half], accounts.iloc[half:]]}
+
+
+def _schemas() -> dict[str, Schema]:
+    return {"admissions": SCHEMA, "customers": CUSTOMERS, "accounts": ACCOUNTS}
+
+
+def _run_once(sql: str, tables: dict[str, list[pd.DataFrame]]
+              ) -> tuple[float, float, list[Any]]:
     start = time.perf_counter()
-    datasets = [Dataset.from_frame("admissions", frame, SCHEMA) for frame in frames]
-    tables = {"admissions": TableEntry(SCHEMA, tuple(range(len(frames))))}
-    plan = plan_query(sql, tables)
+    schemas = _schemas()
+    datasets = {name: [Dataset.from_frame(name, f, schemas[name]) for f in frames]
+                for name, frames in tables.items()}
+    first_owner = {"customers": 0, "accounts": 1, "admissions": 0}
+    entries = {name: TableEntry(schemas[name], tuple(first_owner[name] + k
+                                                     for k in range(len(frames))))
+               for name, frames in tables.items()}
+    plan = plan_query(sql, entries)
     secure_start: list[float] = []
+
+    def held(party: int) -> dict[str, Dataset]:
+        return {name: datasets[name][party - first_owner[name]] for name in datasets
+                if 0 <= party - first_owner[name] < len(datasets[name])}
 
     def program(session: Session) -> Any:
         before = session.stats()
         secure_start.append(time.perf_counter())
-        result = run_plan(session, plan, {"admissions": datasets[session.party]})
+        result = run_plan(session, plan, held(session.party))
         spent = session.stats().since(before)
         return result, spent.bytes_sent, spent.rounds
 
@@ -90,9 +125,11 @@ def _run_once(sql: str, frames: list[pd.DataFrame]) -> tuple[float, float, list[
 
 def run_query(name: str, rows: int, repeats: int) -> dict[str, Any]:
     sql = QUERIES[name]
-    frames = [owner_frame(seed, rows) for seed in (11, 12, 13)]
+    tables = join_tables(rows) if name == "join_count" else {
+        "admissions": [owner_frame(seed, rows) for seed in (11, 12, 13)]}
     connection = duckdb.connect()
-    connection.register("admissions", pd.concat(frames, ignore_index=True))
+    for table, frames in tables.items():
+        connection.register(table, pd.concat(frames, ignore_index=True))
 
     def plaintext() -> float:
         start = time.perf_counter()
@@ -101,14 +138,14 @@ def run_query(name: str, rows: int, repeats: int) -> dict[str, Any]:
 
     plaintext()
     baseline = statistics.median(plaintext() for _ in range(repeats))
-    _run_once(sql, frames)  # warm-up
-    runs = [_run_once(sql, frames) for _ in range(repeats)]
+    _run_once(sql, tables)  # warm-up
+    runs = [_run_once(sql, tables) for _ in range(repeats)]
     seconds = statistics.median(r[0] for r in runs)
     secure = statistics.median(r[1] for r in runs)
     last = runs[-1][2]
     return {
-        "op": name, "n": rows, "total_rows": rows * len(frames), "owners": len(frames),
-        "protocol": "rep3",
+        "op": name, "n": rows, "total_rows": sum(len(f) for fs in tables.values() for f in fs),
+        "owners": sum(len(fs) for fs in tables.values()), "protocol": "rep3",
         "transport": "memory", "parties": 3, "seconds": seconds,
         "numpy_seconds": baseline, "plaintext_seconds": baseline,
         "baseline": "duckdb on the plaintext union", "ratio": seconds / baseline,
@@ -129,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         record = run_query(name, args.rows or DEFAULT_ROWS[name], args.repeats)
         records.append(record)
         if not args.json:
-            print(f"{name:>20} 3 x {record['n']:,} rows  {record['seconds']:.2f} s  "
+            print(f"{name:>20} {record['total_rows']:,} rows  {record['seconds']:.2f} s  "
                   f"(secure part {record['secure_seconds']:.2f} s)  duckdb "
                   f"{record['plaintext_seconds']:.3f} s  rounds {record['rounds']}  "
                   f"{record['bytes_per_party']:,} bytes", file=sys.stderr)
