@@ -74,6 +74,11 @@ QUERIES = [
     "AS p90, QUANTILE_CONT(cost, 0.25) AS q FROM admissions WHERE urgent "
     "GROUP BY condition ORDER BY condition",
     "SELECT MEDIAN(age) AS m, COUNT(*) AS n FROM admissions WHERE age > 500",
+    "SELECT COUNT(DISTINCT age) AS a, COUNT(DISTINCT condition = 'copd') AS b, "
+    "COUNT(DISTINCT cost) AS c FROM admissions WHERE urgent",
+    "SELECT condition, COUNT(DISTINCT age) AS a, COUNT(DISTINCT stay) AS s "
+    "FROM admissions GROUP BY condition ORDER BY condition",
+    "SELECT COUNT(DISTINCT age) AS a FROM admissions WHERE age > 500",
 ]
 
 
@@ -131,7 +136,7 @@ def test_nullable_group_columns_form_their_own_group() -> None:
     ("SELECT PERCENTILE_DISC(0.5) WITHIN GROUP (ORDER BY age) FROM admissions",
      "QUANTILE_DISC"),
     ("SELECT QUANTILE_CONT(age, 1.5) FROM admissions", "QUANTILE_CONT"),
-    ("SELECT COUNT(DISTINCT age) FROM admissions", "COUNT(DISTINCT age)"),
+    ("SELECT SUM(DISTINCT age) FROM admissions", "SUM(DISTINCT age)"),
     ("SELECT AVG(age) OVER () FROM admissions", "OVER"),
     ("SELECT COUNT(*) FROM admissions WHERE age IN (SELECT age FROM admissions)", "SELECT"),
     ("SELECT cost, COUNT(*) FROM admissions GROUP BY cost", "cost"),

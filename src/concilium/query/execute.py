@@ -269,17 +269,24 @@ def run_plan(session: Session, plan: Any, datasets: Mapping[str, Dataset],
     integers, reals = _input_statistics(session, plan, dataset)
     combiner = _Combiner(session, plan, integers, reals)
     rows = rows_module.input_rows(session, plan, dataset) if plan.row_arguments else None
-    ordered: dict[int, SecretArray] = {}
+    ordered: dict[int, rows_module.SortedRows] = {}
     values: dict[str, SecretArray] = {}
     tests: dict[str, tuple[str, int] | None] = {}
     for aggregate in plan.query.aggregates:
         indices = tuple(plan.arguments[a.sql(dialect="duckdb")] for a in aggregate.arguments)
-        if aggregate.function == "quantile":
-            assert rows is not None and aggregate.fraction is not None
+        if aggregate.function in ("quantile", "count_distinct"):
+            assert rows is not None
             i = indices[0]
             if i not in ordered:
                 ordered[i] = rows_module.sorted_values(rows, len(plan.groups), i)
-            values[aggregate.sql] = rows_module.quantile(ordered[i], combiner.total(f"c{i}"),
+            if aggregate.function == "count_distinct":
+                values[aggregate.sql] = rows_module.count_distinct(ordered[i],
+                                                                   combiner.total(f"c{i}"))
+                tests[aggregate.sql] = None
+                continue
+            assert aggregate.fraction is not None
+            values[aggregate.sql] = rows_module.quantile(ordered[i].values,
+                                                         combiner.total(f"c{i}"),
                                                          aggregate.fraction)
             tests[aggregate.sql] = (f"c{i}", 1)
             continue

@@ -31,6 +31,8 @@ __all__ = ["MAX_GROUPS", "Catalog", "Plan", "Statistic", "TableEntry", "load_cat
            "plan_query"]
 
 MAX_GROUPS = 100_000
+#: Aggregates computed from shared rows (a secure sort), not partial statistics.
+ROW_FUNCTIONS = ("quantile", "count_distinct")
 _DUCKDB_TYPES = {ColumnType.INT: "BIGINT", ColumnType.KEY: "BIGINT", ColumnType.FIXED: "DOUBLE",
                  ColumnType.BOOL: "BOOLEAN", ColumnType.CATEGORY: "VARCHAR"}
 _INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "BOOLEAN", "UTINYINT",
@@ -99,7 +101,7 @@ class Plan:
     pairs: dict[tuple[int, int], int]  # CORR arguments -> pair index
     statistics: tuple[Statistic, ...]
     local_sql: str
-    row_arguments: tuple[int, ...] = ()  # arguments whose rows are shared (quantiles)
+    row_arguments: tuple[int, ...] = ()  # arguments whose rows are shared (ROW_FUNCTIONS)
     row_sql: str | None = None  # the owners' row query for them
 
     @property
@@ -175,7 +177,7 @@ def plan_single(sql: str, tables: Mapping[str, TableEntry]) -> Plan:
             pairs.setdefault((key[0], key[1]), len(pairs))
     statistics = _statistics(query, arguments, tuple(fixed), pairs)
     rows = tuple(sorted({arguments[a.arguments[0].sql(dialect="duckdb")]
-                         for a in query.aggregates if a.function == "quantile"}))
+                         for a in query.aggregates if a.function in ROW_FUNCTIONS}))
     return Plan(query=query, entry=entry, groups=_groups(query, entry.schema),
                 arguments=arguments, argument_fixed=tuple(fixed), pairs=pairs,
                 statistics=statistics, local_sql=_local_sql(query, arguments, tuple(fixed),
@@ -205,7 +207,7 @@ def _statistics(query: Query, arguments: dict[str, int], fixed: tuple[bool, ...]
             sentinel = _FIXED_SENTINEL if kind else _INT_SENTINEL
             if function in ("sum", "avg", "var_samp", "var_pop", "stddev_samp", "stddev_pop"):
                 add(Statistic(f"s{i}", f"SUM(a{i})", kind, 0, f"SUM({text})"))
-            if function == "quantile":  # per-group counts locate the quantile rows
+            if function in ROW_FUNCTIONS:  # per-group counts locate the rows of a group
                 continue
             if function == "min":
                 add(Statistic(f"lo{i}", f"MIN(a{i})", kind, sentinel, f"MIN({text})"))

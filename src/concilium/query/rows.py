@@ -1,4 +1,5 @@
-"""Row-level secure steps: quantiles (``MEDIAN``, ``PERCENTILE_CONT``).
+"""Row-level secure steps: quantiles (``MEDIAN``, ``PERCENTILE_CONT``) and
+``COUNT(DISTINCT ...)``.
 
 A quantile cannot be assembled from partial statistics, so each owner shares
 its rows of the argument: *all* of its rows, with a secret flag saying
@@ -15,6 +16,10 @@ group code. The compute parties then
 3. select the two neighbouring values with a secret one-hot row (equality
    tests against the public positions, then one matrix product) and
    interpolate.
+
+A distinct count marks where (group, value) changes between neighbours of the
+sorted rows (secure equality), and counts those run starts within each group
+from their prefix sums at the group's two ends (the same selection).
 
 Reveals: the number of rows each owner holds (the size of its shared
 column), and what the sort reveals (see :mod:`concilium.ops.sort`: nothing
@@ -40,7 +45,8 @@ from concilium.ops import sort as sorting
 from concilium.ops.truncation import exact_truncate
 from concilium.query.plan import Plan
 
-__all__ = ["RowData", "group_codes", "input_rows", "local_rows", "quantile"]
+__all__ = ["RowData", "SortedRows", "count_distinct", "group_codes", "input_rows",
+           "local_rows", "quantile", "sorted_values"]
 
 
 def group_codes(plan: Plan, table: pa.Table) -> np.ndarray:
@@ -109,7 +115,16 @@ def input_rows(session: Session, plan: Plan, dataset: Dataset | None) -> RowData
 _VALUE_BITS = 48  # fixed-point values lie in (-2^47, 2^47) as ring integers
 
 
-def sorted_values(rows: RowData, groups: int, argument: int) -> SecretArray:
+@dataclass
+class SortedRows:
+    """An argument's rows sorted by (group, value); two neighbours are the same
+    (group, value) exactly when all their ``identity`` arrays are equal."""
+
+    values: SecretArray
+    identity: list[SecretArray]
+
+
+def sorted_values(rows: RowData, groups: int, argument: int) -> SortedRows:
     """The argument's values sorted by (group, value), rows that do not count last.
 
     For fixed-point values and fewer than 2^14 groups both keys fit one signed
@@ -123,14 +138,46 @@ def sorted_values(rows: RowData, groups: int, argument: int) -> SecretArray:
         composite = backend.add(backend.mul_public(order_key.shares, np.asarray(
             1 << _VALUE_BITS, dtype=np.uint64)), shifted)
         outcome = sorting.sort(backend, [sorting.SortKey(composite)], [value.shares])
-        return SecretArray(value.session, outcome.payload[0], value.fractional_bits)
+        return SortedRows(SecretArray(value.session, outcome.payload[0],
+                                      value.fractional_bits),
+                          [SecretArray(value.session, outcome.keys[0], 0)])
     outcome = sorting.sort(backend, [sorting.SortKey(order_key.shares, full_range=False),
                                      sorting.SortKey(value.shares,
                                                      full_range=not value.is_fixed)])
-    return SecretArray(value.session, outcome.keys[1], value.fractional_bits)
+    ordered = SecretArray(value.session, outcome.keys[1], value.fractional_bits)
+    return SortedRows(ordered, [SecretArray(value.session, outcome.keys[0], 0),
+                                SecretArray(value.session, outcome.keys[1], 0)])
 
 
 _POSITION_BITS = 30
+
+
+def _pick(table: SecretArray, positions: SecretArray) -> SecretArray:
+    """``table[positions]`` for secret positions (nothing where a position is outside):
+    secret one-hot rows by equality with the public indices, then one product."""
+    one_hot = positions.reshape(-1, 1) == np.arange(table.shape[0])
+    return one_hot @ table
+
+
+def count_distinct(ordered: SortedRows, counts: SecretArray) -> SecretArray:
+    """Per group, the number of distinct values among its counted rows: a run starts
+    where (group, value) changes; the runs of group ``g`` are the prefix sums of run
+    starts at its last row minus those before its first row."""
+    session = ordered.values.session
+    length = ordered.values.shape[0]
+    if length == 0:
+        return counts * 0
+    same = None
+    for identity in ordered.identity:
+        equal = identity[1:] == identity[:-1]
+        same = equal if same is None else same * equal
+    assert same is not None
+    starts_run = SecretArray.concatenate([session.constant(np.ones(1, dtype=np.int64)),
+                                          1 - same], axis=-1)
+    runs = starts_run.cumsum()
+    first = counts.cumsum() - counts
+    picked = _pick(runs, SecretArray.stack([first + counts - 1, first - 1])).reshape(2, -1)
+    return picked[0] - picked[1]
 
 
 def quantile(ordered: SecretArray, counts: SecretArray, fraction: float) -> SecretArray:
@@ -150,7 +197,5 @@ def quantile(ordered: SecretArray, counts: SecretArray, fraction: float) -> Secr
     weight = SecretArray(session, backend.trunc(remainder.shares, _POSITION_BITS - bits,
                                                 "reliable"), bits)
     low = starts + floor
-    targets = SecretArray.stack([low, low + 1]).reshape(-1, 1)
-    one_hot = targets == np.arange(length)  # (2 groups, rows), secret 0/1
-    picked = (one_hot @ ordered).reshape(2, -1)
+    picked = _pick(ordered, SecretArray.stack([low, low + 1])).reshape(2, -1)
     return picked[0] + weight * (picked[1] - picked[0])

@@ -226,8 +226,11 @@ def _aggregate(node: exp.AggFunc, schema: Schema, aggregates: dict[str, Aggregat
     if kind not in AGGREGATES:
         raise _unsupported(node, "this aggregate is not supported")
     inner = node.this
+    function = AGGREGATES[kind]
     if isinstance(inner, exp.Distinct):
-        raise _unsupported(node, "COUNT(DISTINCT ...) is not supported yet")
+        if kind is not exp.Count or len(inner.expressions) != 1:
+            raise _unsupported(node, "DISTINCT is supported in COUNT(DISTINCT x) only")
+        inner, function = inner.expressions[0], "count_distinct"
     if kind is exp.Count and isinstance(inner, exp.Star):
         arguments: tuple[exp.Expr, ...] = ()
     elif kind is exp.Corr:
@@ -242,7 +245,7 @@ def _aggregate(node: exp.AggFunc, schema: Schema, aggregates: dict[str, Aggregat
         for column in argument.find_all(exp.Column):
             _column(column, schema, "aggregate", node.sql(dialect="duckdb"))
     text = node.sql(dialect="duckdb")
-    aggregates.setdefault(text, Aggregate(AGGREGATES[kind], arguments, text))
+    aggregates.setdefault(text, Aggregate(function, arguments, text))
 
 
 def _check_output_expression(node: exp.Expr, schema: Schema, group_by: tuple[str, ...],
