@@ -188,7 +188,6 @@ def quantile(ordered: SecretArray, counts: SecretArray, fraction: float) -> Secr
     low 30 bits, so that neighbouring ranks are never confused."""
     session = ordered.session
     backend = session.backend
-    length = ordered.shape[0]
     starts = counts.cumsum() - counts
     scaled = (counts - 1) * round(fraction * 2**_POSITION_BITS)
     floor = SecretArray(session, exact_truncate(backend, scaled.shares, _POSITION_BITS), 0)
