@@ -79,6 +79,16 @@ QUERIES = [
     "SELECT condition, COUNT(DISTINCT age) AS a, COUNT(DISTINCT stay) AS s "
     "FROM admissions GROUP BY condition ORDER BY condition",
     "SELECT COUNT(DISTINCT age) AS a FROM admissions WHERE age > 500",
+    # histogram buckets and other group expressions over one public-domain column
+    "SELECT FLOOR(age / 10) AS decade, COUNT(*) AS n, AVG(stay) AS s FROM admissions "
+    "GROUP BY decade ORDER BY decade",
+    "SELECT FLOOR(cost / 1000) * 1000 AS bucket, COUNT(*) AS n, MEDIAN(stay) AS m "
+    "FROM admissions GROUP BY FLOOR(cost / 1000) * 1000 ORDER BY bucket",
+    "SELECT condition = 'copd' AS is_copd, urgent, COUNT(*) AS n FROM admissions "
+    "GROUP BY is_copd, urgent ORDER BY is_copd, urgent",
+    "SELECT CASE WHEN age < 18 THEN 'child' WHEN age < 65 THEN 'adult' ELSE 'senior' END "
+    "AS band, COUNT(*) AS n, COUNT(DISTINCT condition) AS k, COUNT(condition) AS c "
+    "FROM admissions GROUP BY band ORDER BY band",
 ]
 
 
@@ -140,6 +150,8 @@ def test_nullable_group_columns_form_their_own_group() -> None:
     ("SELECT AVG(age) OVER () FROM admissions", "OVER"),
     ("SELECT COUNT(*) FROM admissions WHERE age IN (SELECT age FROM admissions)", "SELECT"),
     ("SELECT cost, COUNT(*) FROM admissions GROUP BY cost", "cost"),
+    ("SELECT ROUND(stay) AS r, COUNT(*) FROM admissions GROUP BY r", "ROUND(stay)"),
+    ("SELECT age + stay AS r, COUNT(*) FROM admissions GROUP BY r", "age + stay"),
     ("SELECT condition, COUNT(*) FROM admissions GROUP BY condition ORDER BY COUNT(*) LIMIT 1",
      "LIMIT"),
     ("SELECT SUM(MAX(age)) FROM admissions", "MAX(age)"),
@@ -158,6 +170,7 @@ def test_unsupported_sql_is_refused_naming_the_construct(sql: str, construct: st
     ("SELECT AVG(weight) FROM admissions", "column 'weight'"),
     ("SELECT condition, AVG(age) FROM admissions", "must appear in GROUP BY"),
     ("SELECT AVG(condition) FROM admissions", "not numeric"),
+    ("SELECT MIN(condition) FROM admissions", "COUNT\\(DISTINCT\\) also take category"),
     ("SELEC COUNT(*) FROM admissions", "not valid SQL"),
     ("SELECT COUNT(*) FROM admissions WHERE agee > 3", "agee"),
 ])

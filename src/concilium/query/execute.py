@@ -36,6 +36,7 @@ from concilium.query.sql import aggregate_key
 __all__ = ["contribute_statistics", "local_statistics", "run_plan"]
 
 Value = Any  # SecretArray, or a public numpy array / Python scalar
+_GROUP_SQL = "sql:"  # prefix of group-key values looked up by expression text
 
 
 def local_statistics(plan: Plan, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -49,7 +50,8 @@ def local_statistics(plan: Plan, dataset: Dataset) -> tuple[np.ndarray, np.ndarr
         raise QueryError(f"the local part of the query failed: {str(error).splitlines()[0]}"
                          ) from None
     index = {group: i for i, group in enumerate(plan.groups)}
-    group_rows = list(zip(*(table.column(g).to_pylist() for g in plan.query.group_by),
+    keys = range(len(plan.query.group_by))
+    group_rows = list(zip(*(table.column(f"g{k}").to_pylist() for k in keys),
                           strict=True)) if plan.query.group_by else [()] * table.num_rows
     positions = np.array([index[tuple(g)] for g in group_rows], dtype=np.intp)
     count = len(plan.groups)
@@ -160,6 +162,9 @@ def _evaluate(node: exp.Expr, values: Mapping[str, SecretArray],
               session: Session) -> tuple[Value, Any]:
     """An output expression per group, and its definedness (public True, or a secret
     0/1 array): SQL's NULL propagates through arithmetic."""
+    key = _GROUP_SQL + node.sql(dialect="duckdb")
+    if key in groups:
+        return groups[key], True
     if isinstance(node, exp.AggFunc | exp.WithinGroup):
         text = aggregate_key(node.this if isinstance(node, exp.WithinGroup) else node)
         return values[text], defined[text]
@@ -304,6 +309,9 @@ def run_plan(session: Session, plan: Any, datasets: Mapping[str, Dataset],
     defined = {text: (True if test is None else bits[test]) for text, test in tests.items()}
     columns = {name.lower(): np.array([g[k] for g in plan.groups], dtype=object)
                for k, name in enumerate(plan.query.group_by)}
+    for k, expression in enumerate(plan.query.group_expressions):
+        columns[_GROUP_SQL + expression.sql(dialect="duckdb")] = np.array(
+            [g[k] for g in plan.groups], dtype=object)
     return _finish(session, plan, values, defined, columns,
                    bits[("n", 1)] if grouped else True, to)
 

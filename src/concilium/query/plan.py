@@ -15,6 +15,7 @@ LeVeque, 1979, for variances and correlations) on secret shares.
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from sqlglot import exp
 
 from concilium.data.schema import ColumnType, Schema, load_schemas
 from concilium.errors import QueryError, UnsupportedQuery
@@ -96,6 +98,7 @@ class Plan:
     query: Query
     entry: TableEntry
     groups: tuple[tuple[Any, ...], ...]
+    domains: tuple[tuple[Any, ...], ...]  # each group key's public values
     arguments: dict[str, int]  # aggregate argument SQL -> index
     argument_fixed: tuple[bool, ...]
     pairs: dict[tuple[int, int], int]  # CORR arguments -> pair index
@@ -127,19 +130,71 @@ def _duckdb_type(connection: duckdb.DuckDBPyConnection, expression: str, where: 
     return str(rows[0][1])
 
 
-def _groups(query: Query, schema: Schema) -> tuple[tuple[Any, ...], ...]:
-    domains = []
-    for name in query.group_by:
-        column = schema.column(name)
-        domain = tuple(column.public_domain or ())
-        domains.append(domain + ((None,) if column.nullable else ()))
+def _category_code(text: str, schema: Schema, query: Query) -> str:
+    """``COUNT``/``COUNT(DISTINCT)`` of a category column: its 1-based position in the
+    public domain (NULL stays NULL); other aggregates of text are refused."""
+    column: exp.Expr = exp.maybe_parse(text, dialect="duckdb")
+    uses = {a.function for a in query.aggregates
+            if any(arg.sql(dialect="duckdb") == text for arg in a.arguments)}
+    if not isinstance(column, exp.Column) or column.name not in schema or not uses <= {
+            "count", "count_distinct"}:
+        raise QueryError(f"{text} is not numeric (VARCHAR); aggregates need numbers "
+                         "(COUNT and COUNT(DISTINCT) also take category columns)")
+    domain = ", ".join("'" + value.replace("'", "''") + "'"
+                       for value in schema.column(column.name).domain)
+    return f"list_position([{domain}], {text})"
+
+
+def _domain(expression: exp.Expr, schema: Schema) -> tuple[Any, ...]:
+    """The public values a group key can take: a column's public domain, or an
+    expression over one column evaluated (in DuckDB) on that column's domain; for
+    ``FLOOR(x / width)`` buckets of a bounded column, on the bucket edges."""
+    (column_node,) = {c.name.lower(): c for c in expression.find_all(exp.Column)}.values()
+    column = schema.column(column_node.name)
+    if isinstance(expression, exp.Column):
+        values: tuple[Any, ...] = tuple(column.public_domain or ())
+        return values + ((None,) if column.nullable else ())
+    candidates: list[Any] | None = None
+    if column.public_domain is not None:
+        candidates = list(column.public_domain)
+    else:
+        for floor in expression.find_all(exp.Floor):
+            ratio = floor.this
+            if (isinstance(ratio, exp.Div) and isinstance(ratio.this, exp.Column)
+                    and isinstance(ratio.expression, exp.Literal) and column.low is not None
+                    and column.high is not None and float(ratio.expression.this) > 0):
+                width = float(ratio.expression.this)
+                first, last = math.floor(column.low / width), math.floor(column.high / width)
+                if last - first < MAX_GROUPS:
+                    candidates = [k * width for k in range(first, last + 1)]
+    if candidates is None:
+        raise UnsupportedQuery(
+            "GROUP BY on an expression needs a column with a public domain, or a bucket "
+            "FLOOR(x / width) of a column with public bounds: "
+            f"{expression.sql(dialect='duckdb')}", construct=expression.sql(dialect="duckdb"))
+    connection = duckdb.connect()
+    connection.execute(f'CREATE TABLE domain ("{column.name}" '
+                       f'{_DUCKDB_TYPES[column.type]})')
+    connection.executemany("INSERT INTO domain VALUES (?)", [[c] for c in candidates])
+    try:
+        rows = connection.execute(f"SELECT DISTINCT {expression.sql(dialect='duckdb')} AS g "
+                                  "FROM domain ORDER BY g NULLS LAST").fetchall()
+    except duckdb.Error as error:
+        raise QueryError(f"GROUP BY {expression.sql(dialect='duckdb')}: "
+                         f"{str(error).splitlines()[0]}") from None
+    values = tuple(row[0] for row in rows)
+    return values + ((None,) if column.nullable and None not in values else ())
+
+
+def _groups(query: Query, schema: Schema) -> tuple[tuple[Any, ...], tuple[tuple[Any, ...], ...]]:
+    domains = tuple(_domain(e, schema) for e in query.group_expressions)
     count = 1
     for domain in domains:
         count *= len(domain)
     if count > MAX_GROUPS:
-        raise UnsupportedQuery(f"the group columns span {count:,} public groups; at most "
+        raise UnsupportedQuery(f"the group keys span {count:,} public groups; at most "
                                f"{MAX_GROUPS:,} are supported", construct="GROUP BY")
-    return tuple(itertools.product(*domains))
+    return domains, tuple(itertools.product(*domains))
 
 
 def plan_query(sql: str, tables: Mapping[str, TableEntry]) -> Any:
@@ -165,11 +220,17 @@ def plan_single(sql: str, tables: Mapping[str, TableEntry]) -> Plan:
         for argument in aggregate.arguments:
             arguments.setdefault(argument.sql(dialect="duckdb"), len(arguments))
     fixed = []
-    for text in arguments:
+    local: dict[str, int] = {}  # the SQL each owner runs for each argument
+    for text, index in arguments.items():
         kind = _duckdb_type(connection, text, where).upper()
-        if kind == "VARCHAR" or kind.startswith(("DATE", "TIME", "INTERVAL", "BLOB")):
+        local_text = text
+        if kind == "VARCHAR":  # a category counts by its position in the public domain
+            local_text = _category_code(text, entry.schema, query)
+            kind = "BIGINT"
+        if kind.startswith(("DATE", "TIME", "INTERVAL", "BLOB")):
             raise QueryError(f"{text} is not numeric ({kind}); aggregates need numbers")
         fixed.append(not kind.startswith(_INTEGER_TYPES))
+        local[local_text] = index
     pairs: dict[tuple[int, int], int] = {}
     for aggregate in query.aggregates:
         if aggregate.function == "corr":
@@ -178,12 +239,13 @@ def plan_single(sql: str, tables: Mapping[str, TableEntry]) -> Plan:
     statistics = _statistics(query, arguments, tuple(fixed), pairs)
     rows = tuple(sorted({arguments[a.arguments[0].sql(dialect="duckdb")]
                          for a in query.aggregates if a.function in ROW_FUNCTIONS}))
-    return Plan(query=query, entry=entry, groups=_groups(query, entry.schema),
+    domains, groups = _groups(query, entry.schema)
+    return Plan(query=query, entry=entry, groups=groups, domains=domains,
                 arguments=arguments, argument_fixed=tuple(fixed), pairs=pairs,
-                statistics=statistics, local_sql=_local_sql(query, arguments, tuple(fixed),
+                statistics=statistics, local_sql=_local_sql(query, local, tuple(fixed),
                                                             statistics),
                 row_arguments=rows,
-                row_sql=_row_sql(query, arguments, tuple(fixed), rows) if rows else None)
+                row_sql=_row_sql(query, local, tuple(fixed), rows) if rows else None)
 
 
 _INT_SENTINEL = float(2**62)
@@ -231,11 +293,15 @@ def _statistics(query: Query, arguments: dict[str, int], fixed: tuple[bool, ...]
     return tuple(needed.values())
 
 
+def _group_columns(query: Query) -> list[str]:
+    return [f'({e.sql(dialect="duckdb")}) AS g{k}' for k, e in enumerate(query.group_expressions)]
+
+
 def _row_sql(query: Query, arguments: dict[str, int], fixed: tuple[bool, ...],
              rows: tuple[int, ...]) -> str:
     """Every row (filtered or not: sizes must not reveal the filter), its group
-    columns, whether it passes WHERE, and the quantile arguments."""
-    groups = [f'"{g}"' for g in query.group_by]
+    keys, whether it passes WHERE, and the row-level arguments."""
+    groups = _group_columns(query)
     passes = "1" if query.where is None else (
         f"CASE WHEN ({query.where.sql(dialect='duckdb')}) THEN 1 ELSE 0 END")
     texts = {i: text for text, i in arguments.items()}
@@ -246,13 +312,14 @@ def _row_sql(query: Query, arguments: dict[str, int], fixed: tuple[bool, ...],
 
 def _local_sql(query: Query, arguments: dict[str, int], fixed: tuple[bool, ...],
                statistics: tuple[Statistic, ...]) -> str:
-    groups = [f'"{g}"' for g in query.group_by]
+    keys = [f"g{k}" for k in range(len(query.group_by))]
+    groups = _group_columns(query)
     casts = [f"CAST(({text}) AS {'DOUBLE' if fixed[i] else 'BIGINT'}) AS a{i}"
              for text, i in arguments.items()]
     inner = ", ".join(groups + casts) or "1 AS one"
     where = "" if query.where is None else f"\n  WHERE {query.where.sql(dialect='duckdb')}"
     stats = ",\n  ".join(f"{s.sql} AS {s.name}" for s in statistics)
-    group_clause = f"\nGROUP BY {', '.join(groups)}" if groups else ""
-    select = ", ".join([*groups, stats])
+    group_clause = f"\nGROUP BY {', '.join(keys)}" if keys else ""
+    select = ", ".join([*keys, stats])
     return (f"SELECT {select}\nFROM (SELECT {inner}\n  FROM data{where}) AS base"
             f"{group_clause}")

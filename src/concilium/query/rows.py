@@ -54,15 +54,14 @@ def group_codes(plan: Plan, table: pa.Table) -> np.ndarray:
     if not plan.query.group_by:
         return np.zeros(table.num_rows, dtype=np.int64)
     codes, sizes = [], []
-    for name in plan.query.group_by:
-        domain = plan.entry.schema.column(name).public_domain or ()
-        nullable = plan.entry.schema.column(name).nullable
-        values = table.column(name).to_pandas()
-        code = pd.Categorical(values, categories=list(domain)).codes.astype(np.int64)
-        if nullable:
-            code = np.where(code < 0, len(domain), code)
+    for k, domain in enumerate(plan.domains):
+        known = [v for v in domain if v is not None]
+        values = table.column(f"g{k}").to_pandas()
+        code = pd.Categorical(values, categories=known).codes.astype(np.int64)
+        if None in domain:
+            code = np.where(code < 0, len(known), code)
         codes.append(code)
-        sizes.append(len(domain) + (1 if nullable else 0))
+        sizes.append(len(domain))
     return np.ravel_multi_index(codes, sizes).astype(np.int64)
 
 

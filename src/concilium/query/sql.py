@@ -74,11 +74,30 @@ class Query:
     table: str
     select: tuple[tuple[exp.Expr, str], ...]  # (expression, output name)
     where: exp.Expr | None
-    group_by: tuple[str, ...]
+    group_by: tuple[str, ...]  # output names of the group keys
     having: exp.Expr | None
     order_by: tuple[tuple[exp.Expr, bool], ...]  # (expression, descending)
     limit: int | None
     aggregates: tuple[Aggregate, ...]
+    group_expressions: tuple[exp.Expr, ...] = ()  # a column, or an expression over one
+
+
+@dataclass(frozen=True)
+class _Grouping:
+    names: tuple[str, ...]
+    texts: frozenset[str]  # SQL of group expressions that are not plain columns
+
+    def covers(self, column: exp.Column, schema: Schema, top: exp.Expr) -> bool:
+        if column.name in schema and schema.column(column.name).name in self.names:
+            return True
+        node: exp.Expr | None = column
+        while node is not None:
+            if node.sql(dialect="duckdb") in self.texts:
+                return True
+            if node is top:
+                return False
+            node = node.parent
+        return False
 
 
 def _unsupported(node: exp.Expr, why: str) -> UnsupportedQuery:
@@ -99,7 +118,8 @@ def parse_query(sql: str, schemas: Mapping[str, Schema]) -> Query:
         raise _unsupported(tree, "only SELECT queries run on secret data")
     _refuse_unsupported_clauses(tree)
     table, schema = _table(tree, schemas)
-    group_by = _group_columns(tree, schema)
+    names, expressions = _group_keys(tree, schema)
+    group_by = _Grouping(names, frozenset(e.sql(dialect="duckdb") for e in expressions))
     aggregates: dict[str, Aggregate] = {}
     select = tuple(_select_item(item, schema, group_by, aggregates)
                    for item in tree.expressions)
@@ -111,11 +131,11 @@ def parse_query(sql: str, schemas: Mapping[str, Schema]) -> Query:
         _check_output_expression(having.this, schema, group_by, aggregates)
     order = tuple(_order_item(o, schema, group_by, aggregates, select)
                   for o in (tree.args["order"].expressions if tree.args.get("order") else []))
-    limit = _limit(tree, order, group_by, select)
+    limit = _limit(tree, order, names, select)
     return Query(sql=sql, table=table, select=select,
-                 where=None if where is None else where.this, group_by=group_by,
+                 where=None if where is None else where.this, group_by=names,
                  having=None if having is None else having.this, order_by=order, limit=limit,
-                 aggregates=tuple(aggregates.values()))
+                 aggregates=tuple(aggregates.values()), group_expressions=expressions)
 
 
 def _refuse_unsupported_clauses(tree: exp.Select) -> None:
@@ -167,20 +187,40 @@ def _check_row_expression(node: exp.Expr, schema: Schema, usage: str,
         _column(column, schema, usage, clause)
 
 
-def _group_columns(tree: exp.Select, schema: Schema) -> tuple[str, ...]:
+def _group_keys(tree: exp.Select, schema: Schema) -> tuple[tuple[str, ...],
+                                                         tuple[exp.Expr, ...]]:
+    """GROUP BY items: columns with a public domain, select aliases, or expressions
+    over one such column (histogram buckets such as ``FLOOR(age / 10)``); the planner
+    works out each expression's public domain."""
     group = tree.args.get("group")
     if not group:
-        return ()
-    names = []
+        return (), ()
+    aliases = {item.alias.lower(): item.unalias() for item in tree.expressions
+               if isinstance(item, exp.Alias)}
+    names, expressions = [], []
     for item in group.expressions:
-        if not isinstance(item, exp.Column):
-            raise _unsupported(item, "GROUP BY takes plain columns")
-        name = _column(item, schema, "group", "GROUP BY")
-        if schema.column(name).public_domain is None:
-            raise _unsupported(item, "GROUP BY on a column without a public domain (a secret "
-                                     "key or an unbounded number) is not supported yet")
-        names.append(name)
-    return tuple(names)
+        name = None
+        if isinstance(item, exp.Column) and item.name not in schema and (
+                item.name.lower() in aliases):
+            name, item = item.name, aliases[item.name.lower()]
+        if isinstance(item, exp.Column):
+            column = _column(item, schema, "group", "GROUP BY")
+            if schema.column(column).public_domain is None:
+                raise _unsupported(item, "GROUP BY on a column without a public domain (a "
+                                         "secret key or an unbounded number) is not "
+                                         "supported yet")
+            names.append(name or column)
+            expressions.append(item)
+            continue
+        for aggregate in item.find_all(exp.AggFunc):
+            raise _unsupported(aggregate, "GROUP BY cannot use aggregates")
+        if len({c.name.lower() for c in item.find_all(exp.Column)}) != 1:
+            raise _unsupported(item, "a GROUP BY expression must use exactly one column")
+        for column_node in item.find_all(exp.Column):
+            _column(column_node, schema, "group", "GROUP BY")
+        names.append(name or item.sql(dialect="duckdb"))
+        expressions.append(item)
+    return tuple(names), tuple(expressions)
 
 
 def aggregate_key(node: exp.Expr) -> str:
@@ -248,19 +288,19 @@ def _aggregate(node: exp.AggFunc, schema: Schema, aggregates: dict[str, Aggregat
     aggregates.setdefault(text, Aggregate(function, arguments, text))
 
 
-def _check_output_expression(node: exp.Expr, schema: Schema, group_by: tuple[str, ...],
+def _check_output_expression(node: exp.Expr, schema: Schema, group_by: _Grouping,
                              aggregates: dict[str, Aggregate]) -> None:
-    """Output expressions combine aggregates, group columns and literals."""
+    """Output expressions combine aggregates, group keys and literals."""
     for aggregate in node.find_all(exp.AggFunc):
         _aggregate(aggregate, schema, aggregates)
     for column in node.find_all(exp.Column):
-        if column.find_ancestor(exp.AggFunc, exp.WithinGroup) is None and (
-                column.name not in schema or schema.column(column.name).name not in group_by):
+        if column.find_ancestor(exp.AggFunc, exp.WithinGroup) is None and not (
+                group_by.covers(column, schema, node)) and column.name not in group_by.names:
             raise QueryError(f"column {column.name!r} must appear in GROUP BY or inside an "
                              "aggregate")
 
 
-def _select_item(item: exp.Expr, schema: Schema, group_by: tuple[str, ...],
+def _select_item(item: exp.Expr, schema: Schema, group_by: _Grouping,
                  aggregates: dict[str, Aggregate]) -> tuple[exp.Expr, str]:
     if isinstance(item, exp.Star):
         raise _unsupported(item, "SELECT * would reveal rows; select aggregates instead")
@@ -270,7 +310,7 @@ def _select_item(item: exp.Expr, schema: Schema, group_by: tuple[str, ...],
     return node, name
 
 
-def _order_item(ordered: exp.Ordered, schema: Schema, group_by: tuple[str, ...],
+def _order_item(ordered: exp.Ordered, schema: Schema, group_by: _Grouping,
                 aggregates: dict[str, Aggregate],
                 select: tuple[tuple[exp.Expr, str], ...]) -> tuple[exp.Expr, bool]:
     node = ordered.this
