@@ -217,3 +217,48 @@ def test_fixed_point_sums_stay_exact_on_grid_values() -> None:
     got = simulate("SELECT SUM(stay) AS s FROM admissions", {"admissions": OWNERS},
                    {"admissions": SCHEMA})
     assert math.isclose(got["s"][0], UNION["stay"].sum(), rel_tol=0, abs_tol=1e-9)
+
+
+VISITS = {"patient": {"type": "key"},
+          "cost": {"type": "fixed", "low": 0, "high": 10000, "nullable": True},
+          "ward": {"type": "category", "domain": ["a", "b"]}}
+
+
+def _visits() -> list[pd.DataFrame]:
+    rng = np.random.default_rng(3)
+    frames = []
+    for rows in (150, 120, 0 + 90):
+        cost = np.round(rng.uniform(0, 1000, rows) * 64) / 64
+        cost[rng.random(rows) < 0.1] = np.nan
+        frames.append(pd.DataFrame({"patient": rng.integers(0, 60, rows) * 1000003 - 7,
+                                    "cost": cost, "ward": rng.choice(["a", "b"], rows)}))
+    return frames
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT patient, COUNT(*) AS n, SUM(cost) AS s, AVG(cost) AS a, COUNT(cost) AS c "
+    "FROM visits WHERE ward = 'a' GROUP BY patient ORDER BY patient",
+    "SELECT patient, COUNT(*) AS n FROM visits GROUP BY patient HAVING COUNT(*) > 8 "
+    "ORDER BY n DESC, patient",
+    "SELECT patient AS p, SUM(cost) / COUNT(*) AS per_visit FROM visits "
+    "WHERE cost > 990 GROUP BY p ORDER BY p",
+])
+def test_group_by_a_secret_key_matches_duckdb(sql: str) -> None:
+    frames = _visits()
+    connection = duckdb.connect()
+    connection.register("visits", pd.concat(frames, ignore_index=True))
+    got = simulate(sql, {"visits": frames}, {"visits": VISITS})
+    _assert_same(got, connection.sql(sql).df())
+
+
+@pytest.mark.parametrize(("sql", "construct"), [
+    ("SELECT patient, MEDIAN(cost) FROM visits GROUP BY patient", "MEDIAN(cost)"),
+    ("SELECT patient, ward, COUNT(*) FROM visits GROUP BY patient, ward", "patient"),
+    ("SELECT patient, COUNT(*) FROM visits GROUP BY patient ORDER BY patient LIMIT 3",
+     "LIMIT"),
+])
+def test_secret_key_groups_refuse_what_they_cannot_do(sql: str, construct: str) -> None:
+    tables = {"visits": TableEntry(Schema.from_mapping(VISITS), (0, 1, 2))}
+    with pytest.raises(UnsupportedQuery) as caught:
+        plan_query(sql, tables)
+    assert caught.value.construct is not None and construct in caught.value.construct

@@ -33,7 +33,8 @@ from concilium.query.join import JoinPlan, run_join
 from concilium.query.plan import Plan
 from concilium.query.sql import aggregate_key
 
-__all__ = ["contribute_statistics", "local_statistics", "run_plan"]
+__all__ = ["column_values", "contribute_statistics", "evaluate", "local_statistics",
+           "ordered_frame", "run_plan"]
 
 Value = Any  # SecretArray, or a public numpy array / Python scalar
 _GROUP_SQL = "sql:"  # prefix of group-key values looked up by expression text
@@ -157,8 +158,8 @@ class _Combiner:
         raise UnsupportedQuery(f"aggregate {function} is not supported", construct=function)
 
 
-def _evaluate(node: exp.Expr, values: Mapping[str, SecretArray],
-              defined: Mapping[str, Any], groups: Mapping[str, np.ndarray],
+def evaluate(node: exp.Expr, values: Mapping[str, SecretArray],
+              defined: Mapping[str, Any], groups: Mapping[str, Any],
               session: Session) -> tuple[Value, Any]:
     """An output expression per group, and its definedness (public True, or a secret
     0/1 array): SQL's NULL propagates through arithmetic."""
@@ -169,7 +170,7 @@ def _evaluate(node: exp.Expr, values: Mapping[str, SecretArray],
         text = aggregate_key(node.this if isinstance(node, exp.WithinGroup) else node)
         return values[text], defined[text]
     if isinstance(node, exp.Paren):
-        return _evaluate(node.this, values, defined, groups, session)
+        return evaluate(node.this, values, defined, groups, session)
     if isinstance(node, exp.Column):
         return groups[node.name.lower()], True
     if isinstance(node, exp.Literal):
@@ -180,10 +181,10 @@ def _evaluate(node: exp.Expr, values: Mapping[str, SecretArray],
     if isinstance(node, exp.Boolean):
         return int(node.this), True
     if isinstance(node, exp.Neg):
-        value, ok = _evaluate(node.this, values, defined, groups, session)
+        value, ok = evaluate(node.this, values, defined, groups, session)
         return -value, ok
     if isinstance(node, exp.Not):
-        value, ok = _evaluate(node.this, values, defined, groups, session)
+        value, ok = evaluate(node.this, values, defined, groups, session)
         return 1 - value, ok
     if isinstance(node, exp.Case):
         return _case(node, values, defined, groups, session)
@@ -192,8 +193,8 @@ def _evaluate(node: exp.Expr, values: Mapping[str, SecretArray],
         raise UnsupportedQuery(f"this expression is not supported over aggregates: "
                                f"{node.sql(dialect='duckdb')[:80]}",
                                construct=node.sql(dialect="duckdb"))
-    left, left_ok = _evaluate(node.this, values, defined, groups, session)
-    right, right_ok = _evaluate(node.expression, values, defined, groups, session)
+    left, left_ok = evaluate(node.this, values, defined, groups, session)
+    right, right_ok = evaluate(node.expression, values, defined, groups, session)
     return binary(left, right), _both(left_ok, right_ok)
 
 
@@ -206,15 +207,15 @@ def _both(a: Any, b: Any) -> Any:
 
 
 def _case(node: exp.Case, values: Mapping[str, SecretArray], defined: Mapping[str, Any],
-          groups: Mapping[str, np.ndarray], session: Session) -> tuple[Value, Any]:
+          groups: Mapping[str, Any], session: Session) -> tuple[Value, Any]:
     default = node.args.get("default")
     if default is None:
         raise UnsupportedQuery("CASE over aggregates needs an ELSE branch",
                                construct=node.sql(dialect="duckdb"))
-    result, ok = _evaluate(default, values, defined, groups, session)
+    result, ok = evaluate(default, values, defined, groups, session)
     for branch in reversed(node.args["ifs"]):
-        condition, _ = _evaluate(branch.this, values, defined, groups, session)
-        chosen, chosen_ok = _evaluate(branch.args["true"], values, defined, groups, session)
+        condition, _ = evaluate(branch.this, values, defined, groups, session)
+        chosen, chosen_ok = evaluate(branch.args["true"], values, defined, groups, session)
         if not isinstance(condition, SecretArray):
             result = np.where(np.asarray(condition, dtype=bool), chosen, result)
         else:
@@ -270,6 +271,10 @@ def run_plan(session: Session, plan: Any, datasets: Mapping[str, Dataset],
     if isinstance(plan, JoinPlan):
         joined, known = run_join(session, plan, dict(datasets))
         return _finish(session, plan, joined, known, {}, True, to)
+    if plan.query.secret_group:
+        from concilium.query.secret_groups import run_secret_groups  # uses this module
+
+        return run_secret_groups(session, plan, datasets, to)
     dataset = datasets.get(plan.query.table)
     integers, reals = _input_statistics(session, plan, dataset)
     combiner = _Combiner(session, plan, integers, reals)
@@ -321,7 +326,7 @@ def _finish(session: Session, plan: Any, values: Mapping[str, SecretArray],
             to: Sequence[int] | None) -> pd.DataFrame | None:
     """HAVING, the groups that appear, ordering, and the reveal."""
     if plan.query.having is not None:
-        passed, passed_ok = _evaluate(plan.query.having, values, defined, columns, session)
+        passed, passed_ok = evaluate(plan.query.having, values, defined, columns, session)
         include = _both(include, _both(passed, passed_ok))
     if include is True:
         chosen = np.arange(len(plan.groups))
@@ -356,7 +361,7 @@ def _reveal_rows(plan: Any, chosen: np.ndarray, values: Mapping[str, SecretArray
     output: dict[str, Any] = {}
     recipient = to is None or session.party in to
     for node, name in plan.query.select:
-        value, ok = _evaluate(node, values, defined, columns, session)
+        value, ok = evaluate(node, values, defined, columns, session)
         if isinstance(value, SecretArray):
             opened = value[chosen].reveal(to)
             known = ok[chosen].reveal(to) if isinstance(ok, SecretArray) else None
@@ -365,13 +370,18 @@ def _reveal_rows(plan: Any, chosen: np.ndarray, values: Mapping[str, SecretArray
                 chosen] if np.ndim(value) else np.full(len(chosen), value, dtype=object)
             known = None
         if recipient:
-            output[name] = _column_values(opened, known)
+            output[name] = column_values(opened, known)
     if not recipient:
         return None
-    frame = pd.DataFrame(output)
+    public = {g.lower() for g in plan.query.group_by}
+    return ordered_frame(plan, pd.DataFrame(output), public)
+
+
+def ordered_frame(plan: Any, frame: pd.DataFrame, public: set[str]) -> pd.DataFrame:
+    """Apply ORDER BY to the revealed frame unless it orders by ``public`` group keys
+    only (those were ordered before anything was revealed)."""
     private = [(e, d) for e, d in plan.query.order_by
-               if not (isinstance(e, exp.Column) and e.name.lower() in
-                       {g.lower() for g in plan.query.group_by})]
+               if not (isinstance(e, exp.Column) and e.name.lower() in public)]
     if private:
         keys = [e.sql(dialect="duckdb") if e.sql(dialect="duckdb") in frame else e.name
                 for e, _ in plan.query.order_by]
@@ -384,7 +394,7 @@ def _reveal_rows(plan: Any, chosen: np.ndarray, values: Mapping[str, SecretArray
     return frame
 
 
-def _column_values(opened: Any, known: Any) -> Any:
+def column_values(opened: Any, known: Any) -> Any:
     array = np.atleast_1d(np.asarray(opened))
     if known is None:
         return array

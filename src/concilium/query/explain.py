@@ -22,6 +22,10 @@ _FINISH = {
     "stddev_samp": "square root of the sample variance (secure sqrt)",
     "stddev_pop": "square root of the population variance (secure sqrt)",
     "corr": "parallel co-moments, / sqrt(Sxx) / sqrt(Syy) (secure roots and divisions)",
+    "quantile": "secure sort of the shared rows, exact position, one-hot selection, "
+                "interpolation",
+    "count_distinct": "secure sort of the shared rows, run starts (secure equality) "
+                      "counted per group",
 }
 
 
@@ -35,6 +39,8 @@ def explain(plan: Plan | JoinPlan, names: Mapping[int, str] | None = None,
 
     if isinstance(plan, JoinPlan):
         return _explain_join(plan, who, recipients)
+    if plan.query.secret_group:
+        return _explain_secret_groups(plan, who, recipients)
 
     query = plan.query
     owners = ", ".join(who(p) for p in plan.entry.owners)
@@ -42,6 +48,12 @@ def explain(plan: Plan | JoinPlan, names: Mapping[int, str] | None = None,
     group_text = (f"the {groups} public groups of {', '.join(query.group_by)}"
                   if query.group_by else "the whole table (one group)")
     shared = "\n".join(f"     - {s.description}" for s in plan.statistics)
+    if plan.row_sql:
+        shared += ("\n     - and every row (filtered or not) of the arguments of MEDIAN, "
+                   "PERCENTILE_CONT and COUNT(DISTINCT), with secret flags and group codes:\n"
+                   + textwrap.indent(plan.row_sql, "         ")
+                   + "\n       (each owner's row count is revealed; the rows are sorted "
+                   "securely)")
     finish = "\n".join(f"     - {a.sql}: {_FINISH[a.function]}" for a in query.aggregates)
     having = ("" if query.having is None else
               f"\n     - HAVING {query.having.sql(dialect='duckdb')}: secure comparisons")
@@ -101,4 +113,33 @@ def _explain_join(plan: JoinPlan, who: Callable[[int], str],
 
 4. Revealed to {to}: the selected columns ({", ".join(n for _, n in query.select)}) and
    which of them are NULL.
+"""
+
+
+def _explain_secret_groups(plan: Plan, who: Callable[[int], str],
+                           recipients: Sequence[int] | None) -> str:
+    query = plan.query
+    owners = ", ".join(who(p) for p in plan.entry.owners)
+    to = ("every compute party" if recipients is None
+          else ", ".join(who(p) for p in recipients))
+    local = textwrap.indent(plan.row_sql or "", "       ")
+    finish = "\n".join(f"     - {a.sql}" for a in query.aggregates)
+    return f"""Query
+  {query.sql.strip()}
+
+1. Locally, at each owner of {query.table} ({owners}), in DuckDB: every row with its
+   group key {query.group_by[0]}, whether it passes WHERE, and the aggregate arguments:
+{local}
+
+2. Shared as secret shares with the compute parties: all of those rows (each owner's
+   row count is revealed, not how many rows pass the filter).
+
+3. Computed on secret shares: sort the rows by key (a secret shuffle, then comparisons
+   of distinct shuffled rows, which reveal nothing), mark where each group starts
+   (secure equality), segmented sums so each group's last row holds its totals, then:
+{finish}
+   and the HAVING and SELECT expressions; shuffle again and open which rows are groups.
+
+4. Revealed to every compute party: the number of groups in the result. To {to}: the
+   selected columns ({", ".join(n for _, n in query.select)}), including the group keys.
 """

@@ -130,6 +130,20 @@ def _duckdb_type(connection: duckdb.DuckDBPyConnection, expression: str, where: 
     return str(rows[0][1])
 
 
+def _secret_group_plan(query: Query, entry: TableEntry, arguments: dict[str, int],
+                       local: dict[str, int], fixed: tuple[bool, ...]) -> Plan:
+    """GROUP BY a secret key: every row is shared (see concilium.query.secret_groups)."""
+    for aggregate in query.aggregates:
+        if aggregate.function not in ("count", "sum", "avg"):
+            raise UnsupportedQuery(f"with GROUP BY on a secret key, COUNT, SUM and AVG are "
+                                   f"supported yet, not {aggregate.sql}",
+                                   construct=aggregate.sql)
+    rows = tuple(range(len(arguments)))
+    return Plan(query=query, entry=entry, groups=((),), domains=(), arguments=arguments,
+                argument_fixed=fixed, pairs={}, statistics=(), local_sql="",
+                row_arguments=rows, row_sql=_row_sql(query, local, fixed, rows))
+
+
 def _category_code(text: str, schema: Schema, query: Query) -> str:
     """``COUNT``/``COUNT(DISTINCT)`` of a category column: its 1-based position in the
     public domain (NULL stays NULL); other aggregates of text are refused."""
@@ -236,6 +250,8 @@ def plan_single(sql: str, tables: Mapping[str, TableEntry]) -> Plan:
         if aggregate.function == "corr":
             key = tuple(arguments[a.sql(dialect="duckdb")] for a in aggregate.arguments)
             pairs.setdefault((key[0], key[1]), len(pairs))
+    if query.secret_group:
+        return _secret_group_plan(query, entry, arguments, local, tuple(fixed))
     statistics = _statistics(query, arguments, tuple(fixed), pairs)
     rows = tuple(sorted({arguments[a.arguments[0].sql(dialect="duckdb")]
                          for a in query.aggregates if a.function in ROW_FUNCTIONS}))

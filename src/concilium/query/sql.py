@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import sqlglot
 from sqlglot import exp
 
-from concilium.data.schema import Schema
+from concilium.data.schema import Column, ColumnType, Schema
 from concilium.errors import QueryError, UnsupportedQuery
 
 __all__ = ["AGGREGATES", "QUANTILES", "Aggregate", "Query", "aggregate_key", "parse_query"]
@@ -80,6 +80,7 @@ class Query:
     limit: int | None
     aggregates: tuple[Aggregate, ...]
     group_expressions: tuple[exp.Expr, ...] = ()  # a column, or an expression over one
+    secret_group: bool = False  # GROUP BY one secret key column (groups found securely)
 
 
 @dataclass(frozen=True)
@@ -131,11 +132,17 @@ def parse_query(sql: str, schemas: Mapping[str, Schema]) -> Query:
         _check_output_expression(having.this, schema, group_by, aggregates)
     order = tuple(_order_item(o, schema, group_by, aggregates, select)
                   for o in (tree.args["order"].expressions if tree.args.get("order") else []))
-    limit = _limit(tree, order, names, select)
+    secret = bool(expressions) and isinstance(expressions[0], exp.Column) and (
+        schema.column(expressions[0].name).public_domain is None)
+    if secret and tree.args.get("limit"):
+        raise _unsupported(tree.args["limit"], "LIMIT with GROUP BY on a secret key is not "
+                                               "supported")
+    limit = None if secret else _limit(tree, order, names, select)
     return Query(sql=sql, table=table, select=select,
                  where=None if where is None else where.this, group_by=names,
                  having=None if having is None else having.this, order_by=order, limit=limit,
-                 aggregates=tuple(aggregates.values()), group_expressions=expressions)
+                 aggregates=tuple(aggregates.values()), group_expressions=expressions,
+                 secret_group=secret)
 
 
 def _refuse_unsupported_clauses(tree: exp.Select) -> None:
@@ -205,10 +212,10 @@ def _group_keys(tree: exp.Select, schema: Schema) -> tuple[tuple[str, ...],
             name, item = item.name, aliases[item.name.lower()]
         if isinstance(item, exp.Column):
             column = _column(item, schema, "group", "GROUP BY")
-            if schema.column(column).public_domain is None:
-                raise _unsupported(item, "GROUP BY on a column without a public domain (a "
-                                         "secret key or an unbounded number) is not "
-                                         "supported yet")
+            if schema.column(column).public_domain is None and not _secret_key(
+                    schema.column(column), len(group.expressions)):
+                raise _unsupported(item, "GROUP BY needs a column with a public domain, or "
+                                         "one integer or key column that is not nullable")
             names.append(name or column)
             expressions.append(item)
             continue
@@ -221,6 +228,12 @@ def _group_keys(tree: exp.Select, schema: Schema) -> tuple[tuple[str, ...],
         names.append(name or item.sql(dialect="duckdb"))
         expressions.append(item)
     return tuple(names), tuple(expressions)
+
+
+def _secret_key(column: Column, keys: int) -> bool:
+    """A group key whose values are secret: one integer or key column, not nullable."""
+    return keys == 1 and column.type in (ColumnType.INT, ColumnType.KEY) and (
+        not column.nullable)
 
 
 def aggregate_key(node: exp.Expr) -> str:
