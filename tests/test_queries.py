@@ -262,3 +262,13 @@ def test_secret_key_groups_refuse_what_they_cannot_do(sql: str, construct: str) 
     with pytest.raises(UnsupportedQuery) as caught:
         plan_query(sql, tables)
     assert caught.value.construct is not None and construct in caught.value.construct
+
+
+def test_simulate_runs_inside_a_running_event_loop_as_in_jupyter() -> None:
+    import asyncio
+
+    async def notebook_cell() -> pd.DataFrame:  # Jupyter runs cells inside a live loop
+        return simulate("SELECT COUNT(*) AS n FROM admissions", {"admissions": OWNERS},
+                        {"admissions": SCHEMA})
+
+    assert asyncio.run(notebook_cell())["n"].tolist() == [len(UNION)]
