@@ -6,6 +6,7 @@
     concilium consortium show consortium.toml
     concilium launch consortium.toml NODE_DIR... --program package.module:function
     concilium explain "SELECT ..." --catalog tables.toml
+    concilium audit verify audit.sqlite [--manifest consortium.toml]
     concilium demo
 
 Errors print one line saying what went wrong and what to do, and exit with
@@ -41,6 +42,8 @@ app = typer.Typer(help="Concilium: governed secure multiparty computation.",
 consortium_app = typer.Typer(help="Create and inspect the consortium manifest.",
                              no_args_is_help=True)
 app.add_typer(consortium_app, name="consortium")
+audit_app = typer.Typer(help="Check audit logs.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
@@ -52,6 +55,24 @@ def _friendly() -> Iterator[None]:
     except ConciliumError as error:
         errors.print(f"[bold red]error:[/] {error}", highlight=False)
         raise typer.Exit(2) from None
+
+
+@audit_app.command("verify")
+def audit_verify(
+    log: Annotated[Path, typer.Argument(help="The node's audit log (SQLite)")],
+    manifest: Annotated[Path | None, typer.Option(
+        help="Check the log's key and the co-signers against this manifest")] = None,
+) -> None:
+    """Detect any edited, deleted, inserted or reordered entry; name the first bad one."""
+    from concilium.governance.audit import verify_log
+
+    with _friendly():
+        signers = None
+        if manifest is not None:
+            signers = {p.name: p.signing_key for p in load_manifest(manifest).parties}
+        count = verify_log(log, signers)
+        console.print(f"{log}: {count} entries, chain, signatures and checkpoints verified",
+                      highlight=False)
 
 
 @app.command()

@@ -20,7 +20,8 @@ ConciliumError
 │   └── PeerUnavailable                      a peer went silent or disconnected
 ├── BadFrame                                 a malformed, oversized or unexpected frame
 ├── PolicyViolation                          an output policy forbids the result
-└── ApprovalMissing                          a required approval is absent or invalid
+├── ApprovalMissing                          a required approval is absent or invalid
+└── AuditError                               an audit log fails verification (names the index)
 ```
 """
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "ApprovalMissing",
+    "AuditError",
     "BadFrame",
     "ConciliumError",
     "ConfigurationError",
@@ -114,3 +116,12 @@ class PolicyViolation(ConciliumError):
 
 class ApprovalMissing(ConciliumError):
     """A required approval is missing, revoked, forged or for another computation."""
+
+
+class AuditError(ConciliumError):
+    """An audit log entry was edited, deleted, inserted or reordered, or a signature
+    fails; ``index`` is the first bad entry."""
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index

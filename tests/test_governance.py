@@ -1,0 +1,235 @@
+"""Computation specs, signed approvals and the audit log: the attacks must fail."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import sqlite3
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from typer.testing import CliRunner
+
+from concilium.cli import app
+from concilium.errors import ApprovalMissing, AuditError, ConfigurationError
+from concilium.governance.approval import (
+    ApprovalPolicy,
+    require_approvals,
+    sign_approval,
+    verify_approval,
+)
+from concilium.governance.audit import AuditLog, commitment, cosign, merkle_root, verify_log
+from concilium.governance.consortium import Manifest, add_party, save_manifest
+from concilium.governance.identity import create_node, load_signing_key
+from concilium.governance.spec import ComputationSpec
+from tests.helpers_tls import free_port
+
+NAMES = ("hospital-a", "hospital-b", "hospital-c")
+
+
+@pytest.fixture(scope="module")
+def consortium(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, dict, Path]:
+    root = tmp_path_factory.mktemp("governance")
+    manifest = Manifest("hospitals", "rep3")
+    keys = {}
+    for name in NAMES:
+        node = create_node(root / name, name, f"127.0.0.1:{free_port()}",
+                           f"127.0.0.1:{free_port()}")
+        manifest = add_party(manifest, node, ("data_owner", "compute"))
+        keys[name] = load_signing_key(node)
+    save_manifest(manifest, root / "consortium.toml")
+    return manifest, keys, root / "consortium.toml"
+
+
+def _spec(manifest: Manifest, **changes: object) -> ComputationSpec:
+    spec = ComputationSpec(query="SELECT condition, COUNT(*) FROM admissions GROUP BY "
+                                 "condition", datasets=("admissions-a", "admissions-b"),
+                           consortium=manifest.hash, protocol="rep3",
+                           recipients=("hospital-a",), analyst="dr-lee",
+                           policy={"min_cohort": 10})
+    return dataclasses.replace(spec, **changes)
+
+
+POLICIES = {"admissions-a": ApprovalPolicy("admissions-a", "hospital-a", required=2),
+            "admissions-b": ApprovalPolicy("admissions-b", "hospital-b")}
+
+
+def test_the_computation_id_covers_every_field(consortium: tuple) -> None:
+    manifest, _, _ = consortium
+    spec = _spec(manifest)
+    assert len(spec.computation_id) == 64
+    assert spec.computation_id == _spec(manifest).computation_id  # canonical
+    assert spec.computation_id == dataclasses.replace(
+        spec, datasets=("admissions-b", "admissions-a")).computation_id  # order-free sets
+    for change in ({"query": spec.query + " "}, {"recipients": ("hospital-a", "hospital-b")},
+                   {"policy": {"min_cohort": 5}}, {"analyst": "mallory"}):
+        assert _spec(manifest, **change).computation_id != spec.computation_id
+    with pytest.raises(ConfigurationError, match="at least one recipient"):
+        _spec(manifest, recipients=())
+
+
+def _approvals(manifest: Manifest, keys: dict, spec: ComputationSpec) -> list:
+    return [sign_approval(spec, "approve", "officer-1", "hospital-a", keys["hospital-a"]),
+            sign_approval(spec, "approve", "officer-2", "hospital-a", keys["hospital-a"]),
+            sign_approval(spec, "approve", "officer-9", "hospital-b", keys["hospital-b"])]
+
+
+def test_valid_approvals_let_the_run_proceed(consortium: tuple) -> None:
+    manifest, keys, _ = consortium
+    spec = _spec(manifest)
+    require_approvals(spec, _approvals(manifest, keys, spec), manifest, POLICIES)
+
+
+def test_a_forged_approval_is_refused(consortium: tuple) -> None:
+    manifest, keys, _ = consortium
+    spec = _spec(manifest)
+    approvals = _approvals(manifest, keys, spec)
+    # signed by hospital-c's key but claiming hospital-b
+    forged = sign_approval(spec, "approve", "officer-9", "hospital-c", keys["hospital-c"])
+    approvals[2] = dataclasses.replace(forged, node="hospital-b")
+    with pytest.raises(ApprovalMissing, match="forged or damaged signature"):
+        require_approvals(spec, approvals, manifest, POLICIES)
+    outsider = ed25519.Ed25519PrivateKey.generate()
+    with pytest.raises(ApprovalMissing, match="forged"):
+        verify_approval(sign_approval(spec, "approve", "x", "hospital-a", outsider), manifest)
+    tampered = dataclasses.replace(approvals[0], decision="approve", comment="edited")
+    with pytest.raises(ApprovalMissing, match="forged"):
+        verify_approval(tampered, manifest)
+
+
+def test_missing_too_few_rejected_and_revoked_approvals_are_refused(consortium: tuple) -> None:
+    manifest, keys, _ = consortium
+    spec = _spec(manifest)
+    approvals = _approvals(manifest, keys, spec)
+    with pytest.raises(ApprovalMissing, match="needs 2 approval.*has 1"):
+        require_approvals(spec, approvals[1:], manifest, POLICIES)
+    with pytest.raises(ApprovalMissing, match="'admissions-b' needs 1"):
+        require_approvals(spec, approvals[:2], manifest, POLICIES)
+    rejected = sign_approval(spec, "reject", "officer-3", "hospital-a", keys["hospital-a"])
+    with pytest.raises(ApprovalMissing, match="rejected by officer-3"):
+        require_approvals(spec, [*approvals, rejected], manifest, POLICIES)
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=5)
+    revoked = sign_approval(spec, "revoke", "officer-2", "hospital-a", keys["hospital-a"],
+                            time=later)
+    with pytest.raises(ApprovalMissing, match="officer-2 revoked"):
+        require_approvals(spec, [*approvals, revoked], manifest, POLICIES)
+    with pytest.raises(ApprovalMissing, match="no approval policy"):
+        require_approvals(spec, approvals, manifest, {"admissions-a": POLICIES["admissions-a"]})
+
+
+def test_an_approval_cannot_be_reused_for_a_changed_spec(consortium: tuple) -> None:
+    manifest, keys, _ = consortium
+    spec = _spec(manifest)
+    approvals = _approvals(manifest, keys, spec)
+    changed = _spec(manifest, recipients=("hospital-a", "hospital-c"))
+    with pytest.raises(ApprovalMissing, match="another computation: the spec changed"):
+        require_approvals(changed, approvals, manifest, POLICIES)
+    other = dataclasses.replace(spec, consortium="0" * 64)
+    with pytest.raises(ApprovalMissing, match="another consortium"):
+        require_approvals(other, approvals, manifest, POLICIES)
+
+
+def _log(tmp_path: Path, keys: dict) -> Path:
+    log = AuditLog(tmp_path / "audit.sqlite", "hospital-a", keys["hospital-a"])
+    log.append("proposal", {"computation_id": "ab" * 32, "analyst": "dr-lee"})
+    log.append("approval", {"approver": "officer-1", "decision": "approve"})
+    log.append("input_commitment", {"dataset": "admissions-a", "rows": 1000,
+                                    "hash": commitment(b"rows"), "schema_hash": "cd" * 32})
+    log.append("run_end", {"result_hash": "ef" * 32, "recipients": ["hospital-a"]})
+    size, root = log.checkpoint()
+    for peer in ("hospital-b", "hospital-c"):
+        log.add_cosignature(cosign(size, root, peer, keys[peer]))
+    log.append("abort", {"reason": "peer unavailable"})
+    log.close()
+    return tmp_path / "audit.sqlite"
+
+
+def _signers(manifest: Manifest) -> dict[str, str]:
+    return {p.name: p.signing_key for p in manifest.parties}
+
+
+def test_the_audit_log_verifies_and_refuses_another_key(consortium: tuple,
+                                                        tmp_path: Path) -> None:
+    manifest, keys, _ = consortium
+    path = _log(tmp_path, keys)
+    assert verify_log(path, _signers(manifest)) == 5
+    with pytest.raises(ConfigurationError, match="under another key"):
+        AuditLog(path, "hospital-a", keys["hospital-b"])
+    with pytest.raises(AuditError, match="not 'hospital-a'"):
+        verify_log(path, {**_signers(manifest), "hospital-a": _signers(manifest)["hospital-b"]})
+
+
+@pytest.mark.parametrize(("attack", "index", "message"), [
+    ("UPDATE entries SET body = '{\"analyst\":\"nobody\"}' WHERE position = 0", 0, "edited"),
+    ("DELETE FROM entries WHERE position = 2", 2, "missing"),
+    ("UPDATE entries SET position = 10 WHERE position = 1; "
+     "UPDATE entries SET position = 1 WHERE position = 2; "
+     "UPDATE entries SET position = 2 WHERE position = 10", 1, "does not chain"),
+    ("INSERT INTO entries SELECT 5, time, kind, body, hash, hash, signature FROM entries "
+     "WHERE position = 4", 5, "edited"),
+    ("UPDATE entries SET signature = substr(signature, 3) || '00' WHERE position = 3", 3,
+     "bad signature"),
+    # the tail after the last co-signed checkpoint is only as safe as the next
+    # checkpoint: the node co-signs one at the end of every run
+    ("DELETE FROM entries WHERE position = 4", None, None),
+])
+def test_tampering_is_detected_and_the_first_bad_index_named(
+        consortium: tuple, tmp_path: Path, attack: str, index: int | None,
+        message: str | None) -> None:
+    manifest, keys, _ = consortium
+    path = _log(tmp_path, keys)
+    with sqlite3.connect(path) as connection:
+        connection.executescript(attack)
+    if index is None:
+        assert verify_log(path, _signers(manifest)) == 4
+        return
+    with pytest.raises(AuditError, match=message) as caught:
+        verify_log(path, _signers(manifest))
+    assert caught.value.index == index
+
+
+def test_rewriting_history_behind_a_checkpoint_is_detected(consortium: tuple,
+                                                          tmp_path: Path) -> None:
+    manifest, keys, _ = consortium
+    path = _log(tmp_path, keys)
+    # rebuild a consistent chain from entry 1 with the node's own key: only the
+    # peers' co-signed checkpoint reveals the rewrite
+    entries = AuditLog(path, "hospital-a", keys["hospital-a"]).entries()
+    with sqlite3.connect(path) as connection:
+        connection.execute("DELETE FROM entries WHERE position >= 1")
+    log = AuditLog(path, "hospital-a", keys["hospital-a"])
+    for entry in entries[1:]:
+        log.append(entry.kind, {**entry.body, "rewritten": True})
+    log.close()
+    with pytest.raises(AuditError, match="history was rewritten"):
+        verify_log(path, _signers(manifest))
+
+
+def test_merkle_roots_follow_rfc_6962() -> None:
+    import hashlib
+
+    a, b, c = ("11" * 32, "22" * 32, "33" * 32)
+
+    def leaf(h: str) -> bytes:
+        return hashlib.sha256(b"\x00" + bytes.fromhex(h)).digest()
+
+    def node(x: bytes, y: bytes) -> bytes:
+        return hashlib.sha256(b"\x01" + x + y).digest()
+
+    assert merkle_root([a]) == leaf(a).hex()
+    assert merkle_root([a, b, c]) == node(node(leaf(a), leaf(b)), leaf(c)).hex()
+    assert merkle_root([]) == hashlib.sha256(b"").hexdigest()
+
+
+def test_audit_verify_on_the_command_line(consortium: tuple, tmp_path: Path) -> None:
+    manifest, keys, manifest_path = consortium
+    path = _log(tmp_path, keys)
+    runner = CliRunner()
+    result = runner.invoke(app, ["audit", "verify", str(path), "--manifest",
+                                 str(manifest_path)])
+    assert result.exit_code == 0 and "5 entries" in result.output
+    with sqlite3.connect(path) as connection:
+        connection.execute("UPDATE entries SET kind = 'result' WHERE position = 1")
+    result = runner.invoke(app, ["audit", "verify", str(path)])
+    assert result.exit_code == 2 and "entry 1 was edited" in result.output
