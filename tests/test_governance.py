@@ -102,7 +102,7 @@ def test_missing_too_few_rejected_and_revoked_approvals_are_refused(consortium: 
     manifest, keys, _ = consortium
     spec = _spec(manifest)
     approvals = _approvals(manifest, keys, spec)
-    with pytest.raises(ApprovalMissing, match="needs 2 approval.*has 1"):
+    with pytest.raises(ApprovalMissing, match=r"needs 2 approval.*has 1"):
         require_approvals(spec, approvals[1:], manifest, POLICIES)
     with pytest.raises(ApprovalMissing, match="'admissions-b' needs 1"):
         require_approvals(spec, approvals[:2], manifest, POLICIES)
