@@ -223,7 +223,7 @@ def test_merkle_roots_follow_rfc_6962() -> None:
 
 
 def test_audit_verify_on_the_command_line(consortium: tuple, tmp_path: Path) -> None:
-    manifest, keys, manifest_path = consortium
+    _, keys, manifest_path = consortium
     path = _log(tmp_path, keys)
     runner = CliRunner()
     result = runner.invoke(app, ["audit", "verify", str(path), "--manifest",
