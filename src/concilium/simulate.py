@@ -33,9 +33,11 @@ from concilium.data.schema import Schema
 from concilium.data.secret_array import Rounding
 from concilium.data.session import Session
 from concilium.errors import ConfigurationError
+from concilium.governance.policy import OutputPolicy
 from concilium.query.execute import contribute_statistics, run_plan
 from concilium.query.join import JoinPlan
 from concilium.query.plan import TableEntry, plan_query
+from concilium.query.policy_check import check_policy
 from concilium.testing import run_parties
 
 __all__ = ["simulate"]
@@ -49,10 +51,13 @@ def _schema(value: Schema | Mapping[str, Any]) -> Schema:
 
 def simulate(sql: str, tables: Mapping[str, Sequence[Any]],
              schemas: Mapping[str, Schema | Mapping[str, Any]], *,
+             policy: OutputPolicy | Mapping[str, Any] | None = None,
              truncation: Rounding = "reliable", timeout: float = 300.0) -> pd.DataFrame:
     """Run ``sql`` securely over ``tables`` ({name: [one frame per owner]}) and return
     the result as a DataFrame. Every owner's rows are checked against ``schemas``
-    before anything is shared.
+    before anything is shared. ``policy``: an output policy (or its TOML mapping),
+    checked when planning and enforced on secret shares; ``result.attrs["suppressed"]``
+    lists the cells it suppressed and why.
 
     Reveals: what :func:`concilium.query.execute.run_plan` reveals (the result, and
     which public groups it has), to the caller only.
@@ -68,13 +73,16 @@ def simulate(sql: str, tables: Mapping[str, Sequence[Any]],
         entries[name] = TableEntry(schema, tuple(range(len(frames))))
         datasets[name] = [Dataset.from_frame(name, frame, schema) for frame in frames]
     plan = plan_query(sql, entries)
+    rules = policy if isinstance(policy, OutputPolicy) else OutputPolicy.from_mapping(
+        policy or {})
+    check_policy(plan, rules)
 
     def held(party: int) -> dict[str, Dataset]:
         return {name: tables_[party] for name, tables_ in datasets.items()
                 if party < len(tables_)}
 
     def compute(session: Session) -> pd.DataFrame | None:
-        return run_plan(session, plan, held(session.party))
+        return run_plan(session, plan, held(session.party), policy=rules)
 
     if isinstance(plan, JoinPlan) and owners > COMPUTE_PARTIES:
         raise ConfigurationError("joins in simulate() take at most three owners per table")

@@ -28,13 +28,15 @@ from concilium.data.outside import OutsideParty
 from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.errors import QueryError, UnsupportedQuery
+from concilium.governance.policy import OutputPolicy
+from concilium.ops.truncation import exact_truncate
 from concilium.query import rows as rows_module
 from concilium.query.join import JoinPlan, run_join
 from concilium.query.plan import Plan
 from concilium.query.sql import aggregate_key
 
 __all__ = ["column_values", "contribute_statistics", "evaluate", "local_statistics",
-           "ordered_frame", "run_plan"]
+           "ordered_frame", "round_to", "run_plan"]
 
 Value = Any  # SecretArray, or a public numpy array / Python scalar
 _GROUP_SQL = "sql:"  # prefix of group-key values looked up by expression text
@@ -265,16 +267,20 @@ def contribute_statistics(outside: OutsideParty, plan: Plan, dataset: Dataset) -
 
 
 def run_plan(session: Session, plan: Any, datasets: Mapping[str, Dataset],
-             to: Sequence[int] | None = None) -> pd.DataFrame | None:
+             to: Sequence[int] | None = None,
+             policy: OutputPolicy | None = None) -> pd.DataFrame | None:
     """Run ``plan`` (a :class:`Plan` or a join plan) on this party; the result frame on
-    recipients, else None."""
+    recipients, else None. ``policy``: the output policy enforced on secret shares
+    (cohort sizes, rounding); the frame's ``attrs["suppressed"]`` lists the cells it
+    suppressed and why."""
+    policy = policy or OutputPolicy()
     if isinstance(plan, JoinPlan):
-        joined, known = run_join(session, plan, dict(datasets))
-        return _finish(session, plan, joined, known, {}, True, to)
+        joined, known, cohort = run_join(session, plan, dict(datasets))
+        return _finish(session, plan, joined, known, {}, True, to, policy, cohort)
     if plan.query.secret_group:
         from concilium.query.secret_groups import run_secret_groups  # uses this module
 
-        return run_secret_groups(session, plan, datasets, to)
+        return run_secret_groups(session, plan, datasets, to, policy)
     dataset = datasets.get(plan.query.table)
     integers, reals = _input_statistics(session, plan, dataset)
     combiner = _Combiner(session, plan, integers, reals)
@@ -318,13 +324,17 @@ def run_plan(session: Session, plan: Any, datasets: Mapping[str, Dataset],
         columns[_GROUP_SQL + expression.sql(dialect="duckdb")] = np.array(
             [g[k] for g in plan.groups], dtype=object)
     return _finish(session, plan, values, defined, columns,
-                   bits[("n", 1)] if grouped else True, to)
+                   bits[("n", 1)] if grouped else True, to, policy, combiner.total("n"))
 
 
 def _finish(session: Session, plan: Any, values: Mapping[str, SecretArray],
             defined: Mapping[str, Any], columns: Mapping[str, np.ndarray], include: Any,
-            to: Sequence[int] | None) -> pd.DataFrame | None:
-    """HAVING, the groups that appear, ordering, and the reveal."""
+            to: Sequence[int] | None, policy: OutputPolicy,
+            cohort: SecretArray) -> pd.DataFrame | None:
+    """HAVING, the groups that appear, the cohort rule, ordering, and the reveal.
+
+    Reveals: which groups appear (non-empty, passing HAVING) and, under a
+    minimum cohort, which of them are released; the counts stay secret."""
     if plan.query.having is not None:
         passed, passed_ok = evaluate(plan.query.having, values, defined, columns, session)
         include = _both(include, _both(passed, passed_ok))
@@ -334,7 +344,38 @@ def _finish(session: Session, plan: Any, values: Mapping[str, SecretArray],
         opened = include.reveal()
         chosen = np.flatnonzero(np.atleast_1d(opened))
     chosen = _public_order(plan, chosen, columns)
-    return _reveal_rows(plan, chosen, values, defined, columns, session, to)
+    suppressed: list[dict[str, Any]] = []
+    if policy.min_cohort > 1 and len(chosen):
+        released = np.atleast_1d(np.asarray((cohort[chosen] >= policy.min_cohort).reveal(),
+                                            dtype=bool))
+        for index in chosen[~released]:
+            suppressed.append({"group": dict(zip(plan.query.group_by, plan.groups[index],
+                                                 strict=True)),
+                               "rule": f"min_cohort: fewer than {policy.min_cohort} rows"})
+        chosen = chosen[released]
+    rounded = _rounded_values(values, policy)
+    frame = _reveal_rows(plan, chosen, rounded, defined, columns, session, to)
+    if frame is not None:
+        frame.attrs["suppressed"] = suppressed
+    return frame
+
+
+def _rounded_values(values: Mapping[str, SecretArray], policy: OutputPolicy
+                    ) -> Mapping[str, SecretArray]:
+    """Released aggregates rounded to multiples of the policy's rounding, on shares
+    (``round(x / r) * r`` with an exact floor), so the exact values are never opened."""
+    if policy.rounding is None:
+        return values
+    return {text: round_to(value, policy.rounding) for text, value in values.items()}
+
+
+def round_to(value: SecretArray, step: float) -> SecretArray:
+    """``floor(value / step + 1/2) * step`` on secret shares. Reveals: nothing."""
+    scaled = value.as_fixed() * (1.0 / step) + 0.5
+    backend = value.session.backend
+    floor = SecretArray(value.session, exact_truncate(backend, scaled.shares,
+                                                      scaled.fractional_bits), 0)
+    return floor * step
 
 
 def _public_order(plan: Any, chosen: np.ndarray, columns: Mapping[str, np.ndarray]

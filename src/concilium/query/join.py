@@ -374,8 +374,9 @@ def _input_side(session: Session, side: Side, dataset: Dataset | None
 
 
 def run_join(session: Session, plan: JoinPlan, datasets: dict[str, Dataset]
-             ) -> tuple[dict[str, SecretArray], dict[str, Any]]:
-    """Per aggregate: its value (a one-element secret array) and its definedness."""
+             ) -> tuple[dict[str, SecretArray], dict[str, Any], SecretArray]:
+    """Per aggregate: its value (a one-element secret array) and its definedness; and
+    the number of joined rows (for the output policy's cohort rule)."""
     backend = session.backend
     unique_flags, unique_values = _input_side(session, plan.unique,
                                               datasets.get(plan.unique.table))
@@ -419,7 +420,8 @@ def run_join(session: Session, plan: JoinPlan, datasets: dict[str, Dataset]
     own_flag = own_sorted[0]
     rows_counted = own_flag * (match if plan.kind == "inner" or plan.unique.where is not None
                                else is_many)
-    return _aggregates(plan, rows_counted, match, copied, own_sorted)
+    values, defined = _aggregates(plan, rows_counted, match, copied, own_sorted)
+    return values, defined, rows_counted.sum().reshape(1)
 
 
 def _aggregates(plan: JoinPlan, counted: SecretArray, match: SecretArray,

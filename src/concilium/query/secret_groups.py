@@ -36,8 +36,9 @@ from concilium.data.dataset import Dataset
 from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.errors import QueryError
+from concilium.governance.policy import OutputPolicy
 from concilium.ops import sort as sorting
-from concilium.query.execute import column_values, evaluate, ordered_frame
+from concilium.query.execute import column_values, evaluate, ordered_frame, round_to
 from concilium.query.plan import Plan
 
 __all__ = ["SECRET_GROUP_FUNCTIONS", "local_group_rows", "run_secret_groups"]
@@ -81,7 +82,9 @@ def _input(session: Session, plan: Plan, dataset: Dataset | None
 
 
 def run_secret_groups(session: Session, plan: Plan, datasets: Mapping[str, Dataset],
-                      to: Sequence[int] | None) -> pd.DataFrame | None:
+                      to: Sequence[int] | None,
+                      policy: OutputPolicy | None = None) -> pd.DataFrame | None:
+    policy = policy or OutputPolicy()
     backend = session.backend
     flags, values = _input(session, plan, datasets.get(plan.query.table))
     keys, counted = flags[0], flags[1]
@@ -123,6 +126,14 @@ def run_secret_groups(session: Session, plan: Plan, datasets: Mapping[str, Datas
             aggregates[aggregate.sql] = total.as_fixed() / non_null
             defined[aggregate.sql] = non_null >= 1
     include = last * rows[0]
+    suppressed = []
+    if policy.min_cohort > 1:  # small groups are dropped; their secret keys are not listed
+        include = include * (totals[0] >= policy.min_cohort)
+        suppressed.append({"group": "groups with secret keys are not listed",
+                           "rule": f"min_cohort: fewer than {policy.min_cohort} rows"})
+    if policy.rounding is not None:
+        aggregates = {text: round_to(value, policy.rounding)
+                      for text, value in aggregates.items()}
     group_values = {plan.query.group_by[0].lower(): key,
                     "sql:" + plan.query.group_expressions[0].sql(dialect="duckdb"): key}
     if plan.query.having is not None:
@@ -130,7 +141,10 @@ def run_secret_groups(session: Session, plan: Plan, datasets: Mapping[str, Datas
                                      session)
         include = include * passed * (passed_ok if isinstance(passed_ok, SecretArray)
                                       else 1)
-    return _frame(session, plan, aggregates, defined, include, key, to)
+    frame = _frame(session, plan, aggregates, defined, include, key, to)
+    if frame is not None:
+        frame.attrs["suppressed"] = suppressed
+    return frame
 
 
 def _frame(session: Session, plan: Plan, aggregates: Mapping[str, SecretArray],

@@ -1,0 +1,113 @@
+"""Output policies: what may be released, declared per dataset (TOML), applied
+inside MPC before anything is revealed.
+
+    [policy]
+    min_cohort = 10              # a released cell needs at least 10 rows
+    rounding = 5                 # released values are rounded to multiples of 5
+    allowed_aggregates = ["count", "sum", "avg"]
+    allowed_columns = ["condition", "readmitted", "age"]
+    allowed_recipients = ["hospital-a", "ministry"]
+    metrics_only = true          # no per-record outputs (no GROUP BY a secret key)
+
+A query over several datasets obeys the strictest combination
+(:meth:`OutputPolicy.combine`). The checks on aggregates, columns and
+recipients run when the query is planned (:class:`~concilium.errors.PolicyViolation`);
+the cohort size and the rounding are enforced on secret shares by
+:mod:`concilium.query.execute`: a cell's count stays secret and only its
+released/suppressed flag is opened.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from concilium.errors import ConfigurationError
+
+__all__ = ["OutputPolicy", "load_policy"]
+
+_KNOWN = {"min_cohort", "rounding", "allowed_aggregates", "allowed_columns",
+          "allowed_recipients", "metrics_only"}
+
+
+def _names(value: Any, setting: str) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise ConfigurationError(f"policy setting {setting} must be a list of names")
+    return frozenset(v.lower() for v in value)
+
+
+def _both(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+    if a is None:
+        return b
+    return a if b is None else a & b
+
+
+@dataclass(frozen=True)
+class OutputPolicy:
+    """A dataset's output policy (public, part of the computation spec)."""
+
+    min_cohort: int = 0
+    rounding: float | None = None
+    allowed_aggregates: frozenset[str] | None = None
+    allowed_columns: frozenset[str] | None = None
+    allowed_recipients: frozenset[str] | None = None
+    metrics_only: bool = False
+
+    def __post_init__(self) -> None:
+        if self.min_cohort < 0:
+            raise ConfigurationError("min_cohort cannot be negative")
+        if self.rounding is not None and not (self.rounding > 0 and math.isfinite(
+                self.rounding)):
+            raise ConfigurationError("rounding must be a positive number")
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> OutputPolicy:
+        section = data.get("policy", data)
+        unknown = set(section) - _KNOWN
+        if unknown:
+            raise ConfigurationError(f"unknown policy settings {sorted(unknown)}; known: "
+                                     f"{sorted(_KNOWN)}")
+        rounding = section.get("rounding")
+        return cls(min_cohort=int(section.get("min_cohort", 0)),
+                   rounding=None if rounding is None else float(rounding),
+                   allowed_aggregates=_names(section.get("allowed_aggregates"),
+                                             "allowed_aggregates"),
+                   allowed_columns=_names(section.get("allowed_columns"), "allowed_columns"),
+                   allowed_recipients=_names(section.get("allowed_recipients"),
+                                             "allowed_recipients"),
+                   metrics_only=bool(section.get("metrics_only", False)))
+
+    def combine(self, other: OutputPolicy) -> OutputPolicy:
+        """The strictest policy that satisfies both."""
+        rounding = [r for r in (self.rounding, other.rounding) if r is not None]
+        return OutputPolicy(
+            min_cohort=max(self.min_cohort, other.min_cohort),
+            rounding=max(rounding) if rounding else None,
+            allowed_aggregates=_both(self.allowed_aggregates, other.allowed_aggregates),
+            allowed_columns=_both(self.allowed_columns, other.allowed_columns),
+            allowed_recipients=_both(self.allowed_recipients, other.allowed_recipients),
+            metrics_only=self.metrics_only or other.metrics_only)
+
+    def as_dict(self) -> dict[str, Any]:
+        """For the computation spec (canonical JSON)."""
+        def listed(names: frozenset[str] | None) -> list[str] | None:
+            return None if names is None else sorted(names)
+
+        return {"min_cohort": self.min_cohort, "rounding": self.rounding,
+                "allowed_aggregates": listed(self.allowed_aggregates),
+                "allowed_columns": listed(self.allowed_columns),
+                "allowed_recipients": listed(self.allowed_recipients),
+                "metrics_only": self.metrics_only}
+
+
+def load_policy(path: str | Path) -> OutputPolicy:
+    try:
+        return OutputPolicy.from_mapping(tomllib.loads(Path(path).read_text()))
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigurationError(f"cannot read the policy {path}: {error}") from None

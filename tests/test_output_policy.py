@@ -1,0 +1,94 @@
+"""Output policies: enforced inside MPC (cohorts, rounding) and at planning (the rest)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from concilium import simulate
+from concilium.errors import ConfigurationError, PolicyViolation
+from concilium.governance.policy import OutputPolicy
+from tests.test_joins import DATA, SCHEMAS
+from tests.test_queries import OWNERS, SCHEMA, UNION, VISITS, _visits
+
+SQL = "SELECT condition, COUNT(*) AS n, AVG(stay) AS s FROM admissions WHERE age < {age} " \
+      "GROUP BY condition ORDER BY condition"
+
+
+def test_small_cells_are_suppressed_and_listed_without_opening_their_counts() -> None:
+    sql = SQL.format(age=12)  # small groups: a few dozen rows each
+    counts = UNION[UNION["age"] < 12].groupby("condition").size()
+    threshold = int(counts.sort_values().iloc[1])  # the smallest group falls below
+    got = simulate(sql, {"admissions": OWNERS}, {"admissions": SCHEMA},
+                   policy={"min_cohort": threshold})
+    released = counts[counts >= threshold]
+    assert list(got["condition"]) == list(released.index)
+    assert list(got["n"]) == list(released)
+    suppressed = got.attrs["suppressed"]
+    assert [cell["group"]["condition"] for cell in suppressed] == list(
+        counts[counts < threshold].index)
+    assert all(cell["rule"].startswith("min_cohort") for cell in suppressed)
+
+
+def test_a_whole_table_result_below_the_cohort_is_suppressed() -> None:
+    got = simulate("SELECT COUNT(*) AS n, AVG(stay) AS s FROM admissions WHERE age < 2",
+                   {"admissions": OWNERS}, {"admissions": SCHEMA}, policy={"min_cohort": 100})
+    assert got.empty and got.attrs["suppressed"][0]["rule"].startswith("min_cohort")
+    joined = simulate("SELECT COUNT(*) AS n FROM customers c JOIN accounts a "
+                      "ON c.id = a.customer", DATA, SCHEMAS, policy={"min_cohort": 10**6})
+    assert joined.empty and len(joined.attrs["suppressed"]) == 1
+
+
+def test_released_values_are_rounded_on_shares() -> None:
+    got = simulate(SQL.format(age=200), {"admissions": OWNERS}, {"admissions": SCHEMA},
+                   policy={"rounding": 5})
+    exact = UNION.groupby("condition").agg(n=("age", "size"), s=("stay", "mean"))
+    assert np.array_equal(got["n"], np.round(exact["n"] / 5) * 5)
+    assert np.allclose(got["s"], np.round(exact["s"] / 5) * 5)
+    assert all(v % 5 == 0 for v in got["s"])
+
+
+def test_secret_key_groups_below_the_cohort_are_dropped_unlisted() -> None:
+    frames = _visits()
+    got = simulate("SELECT patient, COUNT(*) AS n FROM visits GROUP BY patient",
+                   {"visits": frames}, {"visits": VISITS}, policy={"min_cohort": 8})
+    sizes = pd.concat(frames).groupby("patient").size()
+    assert sorted(got["patient"]) == sorted(sizes[sizes >= 8].index)
+    assert "not listed" in got.attrs["suppressed"][0]["group"]
+
+
+@pytest.mark.parametrize(("policy", "sql", "message"), [
+    ({"allowed_aggregates": ["count"]}, "SELECT AVG(stay) FROM admissions", "AVG\\(stay\\)"),
+    ({"allowed_aggregates": ["count", "median"]}, "SELECT MEDIAN(stay) FROM admissions",
+     None),
+    ({"allowed_columns": ["condition", "stay"]},
+     "SELECT condition, AVG(stay) FROM admissions WHERE age > 3 GROUP BY condition", "age"),
+    ({"metrics_only": True}, "SELECT patient, COUNT(*) FROM visits GROUP BY patient",
+     "metrics only"),
+])
+def test_planning_refuses_what_the_policy_forbids(policy: dict, sql: str,
+                                                  message: str | None) -> None:
+    tables = ({"visits": _visits()} if "visits" in sql else {"admissions": OWNERS})
+    schemas = {"visits": VISITS, "admissions": SCHEMA}
+    if message is None:
+        simulate(sql, tables, schemas, policy=policy)
+        return
+    with pytest.raises(PolicyViolation, match=message):
+        simulate(sql, tables, schemas, policy=policy)
+
+
+def test_policies_combine_to_the_strictest_and_refuse_nonsense() -> None:
+    a = OutputPolicy.from_mapping({"policy": {"min_cohort": 5, "allowed_columns": ["x", "y"],
+                                              "rounding": 1}})
+    b = OutputPolicy.from_mapping({"min_cohort": 10, "allowed_columns": ["y", "z"],
+                                   "metrics_only": True})
+    both = a.combine(b)
+    assert both.min_cohort == 10 and both.allowed_columns == frozenset({"y"})
+    assert both.metrics_only and both.rounding == 1
+    assert both.as_dict()["allowed_columns"] == ["y"]
+    for bad, message in [({"min_cohort": -1}, "negative"), ({"rounding": 0}, "positive"),
+                         ({"k_anonymity": 3}, "unknown policy settings"),
+                         ({"allowed_columns": "x"}, "list of names")]:
+        with pytest.raises(ConfigurationError, match=message):
+            OutputPolicy.from_mapping(bad)
