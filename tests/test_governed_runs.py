@@ -44,7 +44,7 @@ def _run(tmp_path: Path, consortium: tuple, approvals_for: object, policy: Outpu
     if spec_change:
         spec = dataclasses.replace(spec, **spec_change)
 
-    def program(session):  # noqa: ANN001, ANN202
+    def program(session):
         log = AuditLog(tmp_path / f"audit-{session.party}.sqlite", NAMES[session.party],
                        keys[NAMES[session.party]])
         try:
