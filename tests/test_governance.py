@@ -20,26 +20,10 @@ from concilium.governance.approval import (
     verify_approval,
 )
 from concilium.governance.audit import AuditLog, commitment, cosign, merkle_root, verify_log
-from concilium.governance.consortium import Manifest, add_party, save_manifest
-from concilium.governance.identity import create_node, load_signing_key
+from concilium.governance.consortium import Manifest
 from concilium.governance.spec import ComputationSpec
-from tests.helpers_tls import free_port
 
 NAMES = ("hospital-a", "hospital-b", "hospital-c")
-
-
-@pytest.fixture(scope="module")
-def consortium(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, dict, Path]:
-    root = tmp_path_factory.mktemp("governance")
-    manifest = Manifest("hospitals", "rep3")
-    keys = {}
-    for name in NAMES:
-        node = create_node(root / name, name, f"127.0.0.1:{free_port()}",
-                           f"127.0.0.1:{free_port()}")
-        manifest = add_party(manifest, node, ("data_owner", "compute"))
-        keys[name] = load_signing_key(node)
-    save_manifest(manifest, root / "consortium.toml")
-    return manifest, keys, root / "consortium.toml"
 
 
 def _spec(manifest: Manifest, **changes: object) -> ComputationSpec:
@@ -55,8 +39,8 @@ POLICIES = {"admissions-a": ApprovalPolicy("admissions-a", "hospital-a", require
             "admissions-b": ApprovalPolicy("admissions-b", "hospital-b")}
 
 
-def test_the_computation_id_covers_every_field(consortium: tuple) -> None:
-    manifest, _, _ = consortium
+def test_the_computation_id_covers_every_field(signing_consortium: tuple) -> None:
+    manifest, _, _ = signing_consortium
     spec = _spec(manifest)
     assert len(spec.computation_id) == 64
     assert spec.computation_id == _spec(manifest).computation_id  # canonical
@@ -75,14 +59,14 @@ def _approvals(manifest: Manifest, keys: dict, spec: ComputationSpec) -> list:
             sign_approval(spec, "approve", "officer-9", "hospital-b", keys["hospital-b"])]
 
 
-def test_valid_approvals_let_the_run_proceed(consortium: tuple) -> None:
-    manifest, keys, _ = consortium
+def test_valid_approvals_let_the_run_proceed(signing_consortium: tuple) -> None:
+    manifest, keys, _ = signing_consortium
     spec = _spec(manifest)
     require_approvals(spec, _approvals(manifest, keys, spec), manifest, POLICIES)
 
 
-def test_a_forged_approval_is_refused(consortium: tuple) -> None:
-    manifest, keys, _ = consortium
+def test_a_forged_approval_is_refused(signing_consortium: tuple) -> None:
+    manifest, keys, _ = signing_consortium
     spec = _spec(manifest)
     approvals = _approvals(manifest, keys, spec)
     # signed by hospital-c's key but claiming hospital-b
@@ -98,8 +82,9 @@ def test_a_forged_approval_is_refused(consortium: tuple) -> None:
         verify_approval(tampered, manifest)
 
 
-def test_missing_too_few_rejected_and_revoked_approvals_are_refused(consortium: tuple) -> None:
-    manifest, keys, _ = consortium
+def test_missing_too_few_rejected_and_revoked_approvals_are_refused(
+        signing_consortium: tuple) -> None:
+    manifest, keys, _ = signing_consortium
     spec = _spec(manifest)
     approvals = _approvals(manifest, keys, spec)
     with pytest.raises(ApprovalMissing, match=r"needs 2 approval.*has 1"):
@@ -118,8 +103,8 @@ def test_missing_too_few_rejected_and_revoked_approvals_are_refused(consortium: 
         require_approvals(spec, approvals, manifest, {"admissions-a": POLICIES["admissions-a"]})
 
 
-def test_an_approval_cannot_be_reused_for_a_changed_spec(consortium: tuple) -> None:
-    manifest, keys, _ = consortium
+def test_an_approval_cannot_be_reused_for_a_changed_spec(signing_consortium: tuple) -> None:
+    manifest, keys, _ = signing_consortium
     spec = _spec(manifest)
     approvals = _approvals(manifest, keys, spec)
     changed = _spec(manifest, recipients=("hospital-a", "hospital-c"))
@@ -149,9 +134,9 @@ def _signers(manifest: Manifest) -> dict[str, str]:
     return {p.name: p.signing_key for p in manifest.parties}
 
 
-def test_the_audit_log_verifies_and_refuses_another_key(consortium: tuple,
+def test_the_audit_log_verifies_and_refuses_another_key(signing_consortium: tuple,
                                                         tmp_path: Path) -> None:
-    manifest, keys, _ = consortium
+    manifest, keys, _ = signing_consortium
     path = _log(tmp_path, keys)
     assert verify_log(path, _signers(manifest)) == 5
     with pytest.raises(ConfigurationError, match="under another key"):
@@ -175,9 +160,9 @@ def test_the_audit_log_verifies_and_refuses_another_key(consortium: tuple,
     ("DELETE FROM entries WHERE position = 4", None, None),
 ])
 def test_tampering_is_detected_and_the_first_bad_index_named(
-        consortium: tuple, tmp_path: Path, attack: str, index: int | None,
+        signing_consortium: tuple, tmp_path: Path, attack: str, index: int | None,
         message: str | None) -> None:
-    manifest, keys, _ = consortium
+    manifest, keys, _ = signing_consortium
     path = _log(tmp_path, keys)
     with sqlite3.connect(path) as connection:
         connection.executescript(attack)
@@ -189,9 +174,9 @@ def test_tampering_is_detected_and_the_first_bad_index_named(
     assert caught.value.index == index
 
 
-def test_rewriting_history_behind_a_checkpoint_is_detected(consortium: tuple,
+def test_rewriting_history_behind_a_checkpoint_is_detected(signing_consortium: tuple,
                                                           tmp_path: Path) -> None:
-    manifest, keys, _ = consortium
+    manifest, keys, _ = signing_consortium
     path = _log(tmp_path, keys)
     # rebuild a consistent chain from entry 1 with the node's own key: only the
     # peers' co-signed checkpoint reveals the rewrite
@@ -222,8 +207,8 @@ def test_merkle_roots_follow_rfc_6962() -> None:
     assert merkle_root([]) == hashlib.sha256(b"").hexdigest()
 
 
-def test_audit_verify_on_the_command_line(consortium: tuple, tmp_path: Path) -> None:
-    _, keys, manifest_path = consortium
+def test_audit_verify_on_the_command_line(signing_consortium: tuple, tmp_path: Path) -> None:
+    _, keys, manifest_path = signing_consortium
     path = _log(tmp_path, keys)
     runner = CliRunner()
     result = runner.invoke(app, ["audit", "verify", str(path), "--manifest",

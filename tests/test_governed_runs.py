@@ -17,7 +17,6 @@ from concilium.governance.spec import ComputationSpec
 from concilium.node.runner import run_computation
 from concilium.query.plan import TableEntry
 from concilium.testing import run_parties
-from tests.test_governance import consortium  # noqa: F401 - fixture
 from tests.test_queries import OWNERS, SCHEMA
 
 NAMES = ("hospital-a", "hospital-b", "hospital-c")
@@ -35,9 +34,9 @@ def _setup(manifest: object) -> tuple:
     return spec, tables, datasets, policies
 
 
-def _run(tmp_path: Path, consortium: tuple, approvals_for: object, policy: OutputPolicy,
+def _run(tmp_path: Path, signing_consortium: tuple, approvals_for: object, policy: OutputPolicy,
          spec_change: dict | None = None) -> list:
-    manifest, keys, _ = consortium
+    manifest, keys, _ = signing_consortium
     spec, tables, datasets, policies = _setup(manifest)
     approvals = [sign_approval(approvals_for or spec, "approve", "officer-1", "hospital-a",
                                keys["hospital-a"])] if approvals_for is not False else []
@@ -68,14 +67,14 @@ def _kinds(path: Path, keys: dict, name: str = "hospital-a") -> list[str]:
     return [entry.kind for entry in _entries(path, keys, name)]
 
 
-def test_an_approved_run_is_logged_end_to_end(tmp_path: Path, consortium: tuple) -> None:
-    results = _run(tmp_path, consortium, None, OutputPolicy(min_cohort=5))
+def test_an_approved_run_is_logged_end_to_end(tmp_path: Path, signing_consortium: tuple) -> None:
+    results = _run(tmp_path, signing_consortium, None, OutputPolicy(min_cohort=5))
     assert sorted(results[0]["condition"]) == ["asthma", "copd", "diabetes"]
-    _, keys, _ = consortium
+    _, keys, _ = signing_consortium
     kinds = _kinds(tmp_path / "audit-0.sqlite", keys)
     assert kinds == ["proposal", "approval", "run_start", "input_commitment",
                      "policy_decision", "result", "run_end"]
-    signers = {p.name: p.signing_key for p in consortium[0].parties}
+    signers = {p.name: p.signing_key for p in signing_consortium[0].parties}
     assert verify_log(tmp_path / "audit-0.sqlite", signers) == 7
     # inputs are committed by hash and size; no value of the data enters the log
     commitment = _entries(tmp_path / "audit-0.sqlite", keys)[3].body
@@ -84,24 +83,25 @@ def test_an_approved_run_is_logged_end_to_end(tmp_path: Path, consortium: tuple)
 
 
 def test_running_without_approval_is_refused_before_sharing(tmp_path: Path,
-                                                           consortium: tuple) -> None:
+                                                           signing_consortium: tuple) -> None:
     with pytest.raises(ApprovalMissing, match="needs 1 approval"):
-        _run(tmp_path, consortium, False, OutputPolicy())
-    _, keys, _ = consortium
+        _run(tmp_path, signing_consortium, False, OutputPolicy())
+    _, keys, _ = signing_consortium
     assert _kinds(tmp_path / "audit-0.sqlite", keys) == ["proposal", "refusal"]
 
 
 def test_an_approval_for_another_spec_is_refused_and_logged(tmp_path: Path,
-                                                           consortium: tuple) -> None:
+                                                           signing_consortium: tuple) -> None:
     with pytest.raises(ApprovalMissing, match="the spec changed"):
-        _run(tmp_path, consortium, None, OutputPolicy(),
+        _run(tmp_path, signing_consortium, None, OutputPolicy(),
              spec_change={"recipients": ("hospital-a", "hospital-b")})
-    _, keys, _ = consortium
+    _, keys, _ = signing_consortium
     assert _kinds(tmp_path / "audit-1.sqlite", keys, "hospital-b")[-1] == "refusal"
 
 
-def test_a_policy_violation_aborts_and_is_logged(tmp_path: Path, consortium: tuple) -> None:
+def test_a_policy_violation_aborts_and_is_logged(tmp_path: Path, signing_consortium: tuple) -> None:
     with pytest.raises(PolicyViolation, match="does not allow AVG"):
-        _run(tmp_path, consortium, None, OutputPolicy(allowed_aggregates=frozenset({"count"})))
-    _, keys, _ = consortium
+        _run(tmp_path, signing_consortium, None,
+             OutputPolicy(allowed_aggregates=frozenset({"count"})))
+    _, keys, _ = signing_consortium
     assert _kinds(tmp_path / "audit-0.sqlite", keys)[-1] == "abort"
