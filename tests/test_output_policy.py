@@ -22,13 +22,14 @@ def test_small_cells_are_suppressed_and_listed_without_opening_their_counts() ->
     threshold = int(counts.sort_values().iloc[1])  # the smallest group falls below
     got = simulate(sql, {"admissions": OWNERS}, {"admissions": SCHEMA},
                    policy={"min_cohort": threshold})
-    released = counts[counts >= threshold]
-    assert list(got["condition"]) == list(released.index)
-    assert list(got["n"]) == list(released)
+    small = set(counts[counts < threshold].index)
+    assert small and all(n >= threshold for n in got["n"])
+    assert list(got["n"]) == list(counts[got["condition"]])
     suppressed = got.attrs["suppressed"]
-    assert [cell["group"]["condition"] for cell in suppressed] == list(
-        counts[counts < threshold].index)
-    assert all(cell["rule"].startswith("min_cohort") for cell in suppressed)
+    primary = {c["group"]["condition"] for c in suppressed if c["rule"].startswith("min_co")}
+    assert primary == small
+    shown = set(got["condition"])
+    assert shown | {c["group"]["condition"] for c in suppressed} == set(counts.index)
 
 
 def test_a_whole_table_result_below_the_cohort_is_suppressed() -> None:
@@ -92,3 +93,37 @@ def test_policies_combine_to_the_strictest_and_refuse_nonsense() -> None:
                          ({"allowed_columns": "x"}, "list of names")]:
         with pytest.raises(ConfigurationError, match=message):
             OutputPolicy.from_mapping(bad)
+
+
+def test_a_suppressed_cell_cannot_be_recomputed_from_totals() -> None:
+    sql = SQL.format(age=12)
+    counts = UNION[UNION["age"] < 12].groupby("condition").size()
+    threshold = int(counts.min()) + 1  # exactly one cell is small
+    policy = {"min_cohort": threshold}
+    tables, schemas = {"admissions": OWNERS}, {"admissions": SCHEMA}
+    grouped = simulate(sql, tables, schemas, policy=policy)
+    total = simulate("SELECT COUNT(*) AS n FROM admissions WHERE age < 12", tables, schemas,
+                     policy=policy)["n"][0]
+    rules = [cell["rule"] for cell in grouped.attrs["suppressed"]]
+    assert len(rules) == 2 and sum(rule.startswith("min_cohort") for rule in rules) == 1
+    assert sum(rule.startswith("complementary") for rule in rules) == 1
+    # the attack: the total minus the released cells is the sum of two hidden cells,
+    # not the small one
+    small = int(counts.min())
+    assert total - grouped["n"].sum() != small and total - grouped["n"].sum() > small
+
+
+def test_complementary_suppression_protects_every_line_of_a_two_way_table() -> None:
+    sql = ("SELECT condition, urgent, COUNT(*) AS n FROM admissions WHERE age < 20 "
+           "GROUP BY condition, urgent")
+    counts = UNION[UNION["age"] < 20].groupby(["condition", "urgent"]).size()
+    threshold = int(counts.min()) + 1
+    got = simulate(sql, {"admissions": OWNERS}, {"admissions": SCHEMA},
+                   policy={"min_cohort": threshold})
+    hidden = {(c["group"]["condition"], c["group"]["urgent"]) for c in got.attrs["suppressed"]}
+    assert len(hidden) >= 4  # one small cell forces its row, its column, and their corner
+    for axis in range(2):  # every line holds zero or at least two hidden cells
+        lines: dict = {}
+        for cell in counts.index:
+            lines.setdefault(cell[1 - axis], []).append(cell in hidden)
+        assert all(sum(flags) != 1 for flags in lines.values())

@@ -348,16 +348,55 @@ def _finish(session: Session, plan: Any, values: Mapping[str, SecretArray],
     if policy.min_cohort > 1 and len(chosen):
         released = np.atleast_1d(np.asarray((cohort[chosen] >= policy.min_cohort).reveal(),
                                             dtype=bool))
-        for index in chosen[~released]:
+        rules = {int(i): f"min_cohort: fewer than {policy.min_cohort} rows"
+                 for i in chosen[~released]}
+        rules.update(complementary(plan, [int(i) for i in chosen], set(rules)))
+        for index, rule in sorted(rules.items()):
             suppressed.append({"group": dict(zip(plan.query.group_by, plan.groups[index],
-                                                 strict=True)),
-                               "rule": f"min_cohort: fewer than {policy.min_cohort} rows"})
-        chosen = chosen[released]
+                                                 strict=True)), "rule": rule})
+        chosen = np.array([i for i in chosen if int(i) not in rules], dtype=np.intp)
     rounded = _rounded_values(values, policy)
     frame = _reveal_rows(plan, chosen, rounded, defined, columns, session, to)
     if frame is not None:
         frame.attrs["suppressed"] = suppressed
     return frame
+
+
+def complementary(plan: Any, appearing: Sequence[int], suppressed: set[int]
+                  ) -> dict[int, str]:
+    """Secondary suppression: along every line of the group grid (cells that share
+    all group keys but one, whose total another query could release), a line with
+    exactly one suppressed cell gets a second one, so that no suppressed cell equals
+    a total minus released cells. The second cell is chosen by a public rule (the
+    next appearing cell along the line), never by its secret value, so the choice
+    reveals nothing. Repeats until every line is safe."""
+    domains = getattr(plan, "domains", ())
+    if not domains or len(appearing) < 2:
+        return {}
+    sizes = [len(d) for d in domains]
+    coordinates = {i: np.unravel_index(i, sizes) for i in appearing}
+    hidden = set(suppressed)
+    added: dict[int, str] = {}
+    changed = True
+    while changed:
+        changed = False
+        for axis in range(len(sizes)):
+            lines: dict[tuple[int, ...], list[int]] = {}
+            for cell, where in coordinates.items():
+                lines.setdefault(tuple(int(c) for k, c in enumerate(where) if k != axis),
+                                 []).append(cell)
+            for cells in lines.values():
+                cells.sort(key=lambda c: int(coordinates[c][axis]))
+                inside = [c for c in cells if c in hidden]
+                if len(inside) != 1 or len(cells) < 2:
+                    continue
+                start = cells.index(inside[0])
+                partner = cells[(start + 1) % len(cells)]
+                hidden.add(partner)
+                protected = dict(zip(plan.query.group_by, plan.groups[inside[0]], strict=True))
+                added[partner] = f"complementary: protects {protected} from line totals"
+                changed = True
+    return added
 
 
 def _rounded_values(values: Mapping[str, SecretArray], policy: OutputPolicy
