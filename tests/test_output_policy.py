@@ -127,3 +127,28 @@ def test_complementary_suppression_protects_every_line_of_a_two_way_table() -> N
         for cell in counts.index:
             lines.setdefault(cell[1 - axis], []).append(cell in hidden)
         assert all(sum(flags) != 1 for flags in lines.values())
+
+
+def test_the_dominance_rule_suppresses_sums_led_by_a_few_contributors() -> None:
+    rng = np.random.default_rng(11)
+    schema = {"ward": {"type": "category", "domain": ["a", "b", "c", "d"]},
+              "cost": {"type": "fixed", "low": 0, "high": 100000}}
+    frames = []
+    for owner in range(3):
+        ward = rng.choice(["a", "b", "c", "d"], 40)
+        cost = np.round(rng.uniform(10, 100, 40))
+        frames.append(pd.DataFrame({"ward": ward, "cost": cost}))
+    frames[1].loc[0, ["ward", "cost"]] = ["b", 20000.0]  # one dominant payer in ward b
+    frames[2].loc[0, ["ward", "cost"]] = ["c", 1500.0]   # a large but not dominant one in c
+    union = pd.concat(frames)
+    n, k = 2, 85.0
+    ordered = union.groupby("ward")["cost"]
+    dominated = {w for w, costs in ordered if costs.nlargest(n).sum() > k / 100 * costs.sum()}
+    got = simulate("SELECT ward, SUM(cost) AS total FROM t GROUP BY ward ORDER BY ward",
+                   {"t": frames}, {"t": schema}, policy={"dominance": [n, k]})
+    rules = {c["group"]["ward"]: c["rule"] for c in got.attrs["suppressed"]}
+    assert dominated == {"b"}
+    assert {w for w, r in rules.items() if r.startswith("dominance")} == dominated
+    assert "b" not in set(got["ward"]) and len(rules) == 2  # plus a complementary cell
+    shown = got.set_index("ward")["total"]
+    assert np.allclose(shown, ordered.sum()[shown.index])

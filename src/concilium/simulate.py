@@ -72,9 +72,9 @@ def simulate(sql: str, tables: Mapping[str, Sequence[Any]],
         schema = _schema(schemas[name])
         entries[name] = TableEntry(schema, tuple(range(len(frames))))
         datasets[name] = [Dataset.from_frame(name, frame, schema) for frame in frames]
-    plan = plan_query(sql, entries)
     rules = policy if isinstance(policy, OutputPolicy) else OutputPolicy.from_mapping(
         policy or {})
+    plan = plan_query(sql, entries, dominance=rules.dominance is not None)
     check_policy(plan, rules)
 
     def held(party: int) -> dict[str, Dataset]:

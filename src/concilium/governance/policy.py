@@ -8,6 +8,8 @@ inside MPC before anything is revealed.
     allowed_columns = ["condition", "readmitted", "age"]
     allowed_recipients = ["hospital-a", "ministry"]
     metrics_only = true          # no per-record outputs (no GROUP BY a secret key)
+    dominance = [2, 85]          # (n, k): a sum whose 2 largest contributions exceed
+                                 # 85% of it is suppressed
 
 A query over several datasets obeys the strictest combination
 (:meth:`OutputPolicy.combine`). The checks on aggregates, columns and
@@ -31,7 +33,7 @@ from concilium.errors import ConfigurationError
 __all__ = ["OutputPolicy", "load_policy"]
 
 _KNOWN = {"min_cohort", "rounding", "allowed_aggregates", "allowed_columns",
-          "allowed_recipients", "metrics_only"}
+          "allowed_recipients", "metrics_only", "dominance"}
 
 
 def _names(value: Any, setting: str) -> frozenset[str] | None:
@@ -58,8 +60,13 @@ class OutputPolicy:
     allowed_columns: frozenset[str] | None = None
     allowed_recipients: frozenset[str] | None = None
     metrics_only: bool = False
+    dominance: tuple[int, float] | None = None  # (n, k percent)
 
     def __post_init__(self) -> None:
+        if self.dominance is not None and not (
+                self.dominance[0] >= 1 and 0 < self.dominance[1] <= 100):
+            raise ConfigurationError("dominance is [n, k]: n >= 1 contributors, 0 < k <= 100 "
+                                     "percent")
         if self.min_cohort < 0:
             raise ConfigurationError("min_cohort cannot be negative")
         if self.rounding is not None and not (self.rounding > 0 and math.isfinite(
@@ -74,7 +81,13 @@ class OutputPolicy:
             raise ConfigurationError(f"unknown policy settings {sorted(unknown)}; known: "
                                      f"{sorted(_KNOWN)}")
         rounding = section.get("rounding")
-        return cls(min_cohort=int(section.get("min_cohort", 0)),
+        dominance = section.get("dominance")
+        if dominance is not None and (not isinstance(dominance, list | tuple)
+                                      or len(dominance) != 2):
+            raise ConfigurationError("dominance is [n, k]")
+        return cls(dominance=None if dominance is None else (int(dominance[0]),
+                                                             float(dominance[1])),
+                   min_cohort=int(section.get("min_cohort", 0)),
                    rounding=None if rounding is None else float(rounding),
                    allowed_aggregates=_names(section.get("allowed_aggregates"),
                                              "allowed_aggregates"),
@@ -86,7 +99,9 @@ class OutputPolicy:
     def combine(self, other: OutputPolicy) -> OutputPolicy:
         """The strictest policy that satisfies both."""
         rounding = [r for r in (self.rounding, other.rounding) if r is not None]
+        rules = [d for d in (self.dominance, other.dominance) if d is not None]
         return OutputPolicy(
+            dominance=(max(d[0] for d in rules), min(d[1] for d in rules)) if rules else None,
             min_cohort=max(self.min_cohort, other.min_cohort),
             rounding=max(rounding) if rounding else None,
             allowed_aggregates=_both(self.allowed_aggregates, other.allowed_aggregates),
@@ -103,7 +118,8 @@ class OutputPolicy:
                 "allowed_aggregates": listed(self.allowed_aggregates),
                 "allowed_columns": listed(self.allowed_columns),
                 "allowed_recipients": listed(self.allowed_recipients),
-                "metrics_only": self.metrics_only}
+                "metrics_only": self.metrics_only,
+                "dominance": None if self.dominance is None else list(self.dominance)}
 
 
 def load_policy(path: str | Path) -> OutputPolicy:

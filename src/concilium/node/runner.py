@@ -85,7 +85,7 @@ def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable
         log.append("input_commitment", {"computation_id": identifier,
                                         **dataset_commitment(dataset)})
     try:
-        plan = plan_query(spec.query, tables)
+        plan = plan_query(spec.query, tables, dominance=output_policy.dominance is not None)
         check_policy(plan, output_policy, spec.recipients)
         frame = run_plan(session, plan, datasets, recipients, policy=output_policy)
     except ConciliumError as error:

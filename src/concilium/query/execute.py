@@ -323,14 +323,37 @@ def run_plan(session: Session, plan: Any, datasets: Mapping[str, Dataset],
     for k, expression in enumerate(plan.query.group_expressions):
         columns[_GROUP_SQL + expression.sql(dialect="duckdb")] = np.array(
             [g[k] for g in plan.groups], dtype=object)
+    rules = _dominance_rules(plan, policy, rows, ordered, combiner)
     return _finish(session, plan, values, defined, columns,
-                   bits[("n", 1)] if grouped else True, to, policy, combiner.total("n"))
+                   bits[("n", 1)] if grouped else True, to, policy, combiner.total("n"), rules)
+
+
+def _dominance_rules(plan: Plan, policy: OutputPolicy, rows: Any,
+                     ordered: dict[int, Any], combiner: _Combiner
+                     ) -> list[tuple[str, SecretArray]]:
+    """Per summed argument, a secret 0/1 per group: its ``n`` largest contributions
+    exceed ``k`` percent of its sum (the (n, k) dominance rule)."""
+    if policy.dominance is None or rows is None:
+        return []
+    n, k = policy.dominance
+    rules = []
+    for aggregate in plan.query.aggregates:
+        if aggregate.function not in ("sum", "avg"):
+            continue
+        i = plan.arguments[aggregate.arguments[0].sql(dialect="duckdb")]
+        if i not in ordered:
+            ordered[i] = rows_module.sorted_values(rows, len(plan.groups), i)
+        top = rows_module.largest(ordered[i], combiner.total(f"c{i}"), n)
+        total = combiner.total(f"s{i}")
+        rules.append((f"dominance ({n}, {k:g}): the {n} largest contributions to "
+                      f"{aggregate.sql} exceed {k:g}%", top * 100 > total * k))
+    return rules
 
 
 def _finish(session: Session, plan: Any, values: Mapping[str, SecretArray],
             defined: Mapping[str, Any], columns: Mapping[str, np.ndarray], include: Any,
-            to: Sequence[int] | None, policy: OutputPolicy,
-            cohort: SecretArray) -> pd.DataFrame | None:
+            to: Sequence[int] | None, policy: OutputPolicy, cohort: SecretArray,
+            rules: Sequence[tuple[str, SecretArray]] = ()) -> pd.DataFrame | None:
     """HAVING, the groups that appear, the cohort rule, ordering, and the reveal.
 
     Reveals: which groups appear (non-empty, passing HAVING) and, under a
@@ -345,16 +368,22 @@ def _finish(session: Session, plan: Any, values: Mapping[str, SecretArray],
         chosen = np.flatnonzero(np.atleast_1d(opened))
     chosen = _public_order(plan, chosen, columns)
     suppressed: list[dict[str, Any]] = []
-    if policy.min_cohort > 1 and len(chosen):
-        released = np.atleast_1d(np.asarray((cohort[chosen] >= policy.min_cohort).reveal(),
-                                            dtype=bool))
-        rules = {int(i): f"min_cohort: fewer than {policy.min_cohort} rows"
-                 for i in chosen[~released]}
-        rules.update(complementary(plan, [int(i) for i in chosen], set(rules)))
-        for index, rule in sorted(rules.items()):
+    checks = list(rules)
+    if policy.min_cohort > 1:
+        checks.insert(0, (f"min_cohort: fewer than {policy.min_cohort} rows",
+                          cohort < policy.min_cohort))
+    if checks and len(chosen):
+        # only each cell's suppressed-or-not flag per rule is opened, never a count
+        flags = SecretArray.stack([flag[chosen] for _, flag in checks]).reveal()
+        reasons: dict[int, str] = {}
+        for (rule, _), hits in zip(checks, np.atleast_2d(np.asarray(flags)), strict=True):
+            for index in chosen[np.asarray(hits, dtype=bool)]:
+                reasons.setdefault(int(index), rule)
+        reasons.update(complementary(plan, [int(i) for i in chosen], set(reasons)))
+        for index, rule in sorted(reasons.items()):
             suppressed.append({"group": dict(zip(plan.query.group_by, plan.groups[index],
                                                  strict=True)), "rule": rule})
-        chosen = np.array([i for i in chosen if int(i) not in rules], dtype=np.intp)
+        chosen = np.array([i for i in chosen if int(i) not in reasons], dtype=np.intp)
     rounded = _rounded_values(values, policy)
     frame = _reveal_rows(plan, chosen, rounded, defined, columns, session, to)
     if frame is not None:

@@ -211,17 +211,19 @@ def _groups(query: Query, schema: Schema) -> tuple[tuple[Any, ...], tuple[tuple[
     return domains, tuple(itertools.product(*domains))
 
 
-def plan_query(sql: str, tables: Mapping[str, TableEntry]) -> Any:
+def plan_query(sql: str, tables: Mapping[str, TableEntry], *, dominance: bool = False) -> Any:
     """Check ``sql`` against the catalog and decide what runs where: a :class:`Plan`,
-    or a :class:`~concilium.query.join.JoinPlan` for a join."""
+    or a :class:`~concilium.query.join.JoinPlan` for a join. ``dominance``: the output
+    policy has a dominance rule, so the rows of summed arguments are shared too."""
     from concilium.query import join
 
     if join.has_join(sql):
         return join.plan_join(sql, dict(tables))
-    return plan_single(sql, tables)
+    return plan_single(sql, tables, dominance=dominance)
 
 
-def plan_single(sql: str, tables: Mapping[str, TableEntry]) -> Plan:
+def plan_single(sql: str, tables: Mapping[str, TableEntry], *,
+                dominance: bool = False) -> Plan:
     """Plan a query over one table (horizontal partitions)."""
     query = parse_query(sql, {name: entry.schema for name, entry in tables.items()})
     entry = tables[query.table]
@@ -253,8 +255,9 @@ def plan_single(sql: str, tables: Mapping[str, TableEntry]) -> Plan:
     if query.secret_group:
         return _secret_group_plan(query, entry, arguments, local, tuple(fixed))
     statistics = _statistics(query, arguments, tuple(fixed), pairs)
+    row_functions = ROW_FUNCTIONS + (("sum", "avg") if dominance else ())
     rows = tuple(sorted({arguments[a.arguments[0].sql(dialect="duckdb")]
-                         for a in query.aggregates if a.function in ROW_FUNCTIONS}))
+                         for a in query.aggregates if a.function in row_functions}))
     domains, groups = _groups(query, entry.schema)
     return Plan(query=query, entry=entry, groups=groups, domains=domains,
                 arguments=arguments, argument_fixed=tuple(fixed), pairs=pairs,

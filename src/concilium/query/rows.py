@@ -46,7 +46,7 @@ from concilium.ops.truncation import exact_truncate
 from concilium.query.plan import Plan
 
 __all__ = ["RowData", "SortedRows", "count_distinct", "group_codes", "input_rows",
-           "local_rows", "quantile", "sorted_values"]
+           "largest", "local_rows", "quantile", "sorted_values"]
 
 
 def group_codes(plan: Plan, table: pa.Table) -> np.ndarray:
@@ -177,6 +177,17 @@ def count_distinct(ordered: SortedRows, counts: SecretArray) -> SecretArray:
     first = counts.cumsum() - counts
     picked = _pick(runs, SecretArray.stack([first + counts - 1, first - 1])).reshape(2, -1)
     return picked[0] - picked[1]
+
+
+def largest(ordered: SortedRows, counts: SecretArray, n: int) -> SecretArray:
+    """Per group, the sum of its ``n`` largest counted values (all of them if fewer):
+    the last ``n`` rows of each group in the sorted order."""
+    first = counts.cumsum() - counts
+    last = first + counts - 1
+    positions = SecretArray.stack([last - j for j in range(n)])
+    picked = _pick(ordered.values, positions).reshape(n, -1)
+    present = SecretArray.stack([counts > j for j in range(n)])
+    return (picked * present).sum(axis=0)
 
 
 def quantile(ordered: SecretArray, counts: SecretArray, fraction: float) -> SecretArray:
