@@ -134,7 +134,7 @@ def test_the_dominance_rule_suppresses_sums_led_by_a_few_contributors() -> None:
     schema = {"ward": {"type": "category", "domain": ["a", "b", "c", "d"]},
               "cost": {"type": "fixed", "low": 0, "high": 100000}}
     frames = []
-    for owner in range(3):
+    for _ in range(3):
         ward = rng.choice(["a", "b", "c", "d"], 40)
         cost = np.round(rng.uniform(10, 100, 40))
         frames.append(pd.DataFrame({"ward": ward, "cost": cost}))
