@@ -21,6 +21,7 @@ ConciliumError
 ├── BadFrame                                 a malformed, oversized or unexpected frame
 ├── PolicyViolation                          an output policy forbids the result
 ├── ApprovalMissing                          a required approval is absent or invalid
+├── AccessDenied                             a user's role does not allow the action
 └── AuditError                               an audit log fails verification (names the index)
 ```
 """
@@ -28,6 +29,7 @@ ConciliumError
 from __future__ import annotations
 
 __all__ = [
+    "AccessDenied",
     "ApprovalMissing",
     "AuditError",
     "BadFrame",
@@ -125,3 +127,7 @@ class AuditError(ConciliumError):
     def __init__(self, message: str, *, index: int | None = None) -> None:
         super().__init__(message)
         self.index = index
+
+
+class AccessDenied(ConciliumError):
+    """An unknown or revoked token, or a role that does not allow the action."""
