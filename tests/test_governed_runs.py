@@ -48,7 +48,8 @@ def _run(tmp_path: Path, signing_consortium: tuple, approvals_for: object, polic
                        keys[NAMES[session.party]])
         try:
             return run_computation(session, spec, approvals, manifest, policies, tables,
-                                   {"admissions": datasets[session.party]}, policy, log)
+                                   {"admissions": datasets[session.party]}, policy, log,
+                                   key=keys[NAMES[session.party]], names=dict(enumerate(NAMES)))
         finally:
             log.close()
 
@@ -76,6 +77,12 @@ def test_an_approved_run_is_logged_end_to_end(tmp_path: Path, signing_consortium
                      "policy_decision", "result", "run_end"]
     signers = {p.name: p.signing_key for p in signing_consortium[0].parties}
     assert verify_log(tmp_path / "audit-0.sqlite", signers) == 7
+    # the peers co-signed the checkpoint of all 7 entries at the end of the run
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "audit-0.sqlite") as connection:
+        cosigners = connection.execute("SELECT size, signer FROM checkpoints").fetchall()
+    assert sorted(cosigners) == [(7, "hospital-b"), (7, "hospital-c")]
     # inputs are committed by hash and size; no value of the data enters the log
     commitment = _entries(tmp_path / "audit-0.sqlite", keys)[3].body
     assert set(commitment) == {"computation_id", "dataset", "rows", "hash", "schema_hash"}

@@ -144,6 +144,11 @@ class Backend(ABC):
     def compute_parties(self) -> tuple[int, ...]:
         """Network indices of the compute parties, in protocol order."""
 
+    @abstractmethod
+    def next_tag(self, count: int = 1) -> int:
+        """The first of ``count`` new plan tags (every compute party reserves the same
+        tags in the same order), for messages outside the primitives."""
+
     def stats(self) -> TrafficSnapshot:
         """Bytes, messages and rounds this party has used so far."""
         return self.channel.stats()

@@ -13,7 +13,9 @@ order, writing each step to its audit log:
 4. the query under the output policy; ``policy_decision`` lists suppressed
    cells and rules; ``result`` holds the result's hash and recipients;
 5. ``run_end`` (the launcher adds the TLS transcript digests it compares at the
-   end of the session), or ``abort`` with the reason if anything failed.
+   end of the session), or ``abort`` with the reason if anything failed;
+6. a checkpoint of the log, co-signed by the other compute parties
+   (:func:`exchange_checkpoints`).
 
 Secrets never enter the log: only names, counts, hashes and rules.
 """
@@ -21,17 +23,20 @@ Secrets never enter the log: only names, counts, hashes and rules.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from concilium.data.dataset import Dataset
 from concilium.data.session import Session
 from concilium.errors import ApprovalMissing, ConciliumError
 from concilium.governance.approval import Approval, ApprovalPolicy, require_approvals
-from concilium.governance.audit import AuditLog
+from concilium.governance.audit import AuditLog, Checkpoint, cosign
 from concilium.governance.consortium import Manifest
 from concilium.governance.policy import OutputPolicy
 from concilium.governance.spec import ComputationSpec, canonical_json
@@ -39,7 +44,7 @@ from concilium.query.execute import run_plan
 from concilium.query.plan import TableEntry, plan_query
 from concilium.query.policy_check import check_policy
 
-__all__ = ["dataset_commitment", "result_hash", "run_computation"]
+__all__ = ["dataset_commitment", "exchange_checkpoints", "result_hash", "run_computation"]
 
 
 def dataset_commitment(dataset: Dataset) -> dict[str, Any]:
@@ -65,8 +70,12 @@ def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable
                     manifest: Manifest, approval_policies: Mapping[str, ApprovalPolicy],
                     tables: Mapping[str, TableEntry], datasets: Mapping[str, Dataset],
                     output_policy: OutputPolicy, log: AuditLog,
-                    recipients: Sequence[int] | None = None) -> pd.DataFrame | None:
-    """Check, run and log one computation on this node (every compute party calls it)."""
+                    recipients: Sequence[int] | None = None,
+                    key: ed25519.Ed25519PrivateKey | None = None,
+                    names: Mapping[int, str] | None = None) -> pd.DataFrame | None:
+    """Check, run and log one computation on this node (every compute party calls it).
+    With the node's ``key`` (and the parties' ``names``), the compute parties
+    co-sign each other's audit checkpoints at the end of the run."""
     identifier = spec.computation_id
     log.append("proposal", {"computation_id": identifier, "spec": spec.as_dict()})
     approvals = list(approvals)
@@ -102,4 +111,41 @@ def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable
                           "recipients": list(spec.recipients)})
     log.append("run_end", {"computation_id": identifier,
                            "bytes_sent": session.stats().bytes_sent})
+    if key is not None:
+        exchange_checkpoints(session, log, key, names or {})
     return frame
+
+
+def exchange_checkpoints(session: Session, log: AuditLog, key: ed25519.Ed25519PrivateKey,
+                         names: Mapping[int, str]) -> list[Checkpoint]:
+    """Co-sign checkpoints with the other compute parties (two rounds): each sends its
+    log's (size, Merkle root), signs the others', and stores their signatures on its
+    own. Afterwards no node can rewrite its history up to that size unnoticed.
+
+    Reveals: each node's audit log size and root hash (no entry content).
+    """
+    backend = session.backend
+    me = session.party
+    peers = [p for p in backend.compute_parties if p != me]
+    size, root = log.checkpoint()
+    announce = backend.next_tag()
+    answer = backend.next_tag()
+    mine = canonical_json({"size": size, "root": root})
+    for peer in peers:
+        backend.channel.send(peer, announce, np.frombuffer(mine, dtype=np.uint8))
+    theirs = {}
+    for peer in peers:
+        data = json.loads(bytes(backend.channel.receive(peer, announce)).decode())
+        theirs[peer] = (int(data["size"]), str(data["root"]))
+    signer = names.get(me, str(me))
+    for peer, (peer_size, peer_root) in theirs.items():
+        signature = cosign(peer_size, peer_root, signer, key).signature
+        backend.channel.send(peer, answer, np.frombuffer(bytes.fromhex(signature),
+                                                         dtype=np.uint8))
+    stored = []
+    for peer in peers:
+        signature = bytes(backend.channel.receive(peer, answer)).hex()
+        checkpoint = Checkpoint(size, root, names.get(peer, str(peer)), signature)
+        log.add_cosignature(checkpoint)
+        stored.append(checkpoint)
+    return stored
