@@ -82,6 +82,33 @@ def test_the_operations_library_runs_over_tls_processes(consortium: Consortium) 
         assert np.array_equal(result["payload"], y[order]) and result["max"] == x.max()
 
 
+def test_a_governed_run_over_tls_logs_transcripts_and_cosigned_checkpoints(
+        consortium: Consortium, tmp_path: Path) -> None:
+    from concilium.governance.audit import AuditLog, verify_log
+    from concilium.governance.consortium import load_manifest
+    from concilium.governance.identity import load_node, load_signing_key
+
+    outcomes = launch_local(consortium.manifest_path, consortium.node_dirs,
+                            "tests.tls_programs:governed_query",
+                            args={"manifest_path": str(consortium.manifest_path),
+                                  "node_dirs": [str(d) for d in consortium.node_dirs],
+                                  "audit_dir": str(tmp_path)},
+                            python_path=[ROOT], timeout=120)
+    for result in values_or_raise(outcomes):
+        assert result["n"] == [30, 30] and np.allclose(result["s"], [10.0, 11.0], atol=1e-3)
+    manifest = load_manifest(consortium.manifest_path)
+    signers = {p.name: p.signing_key for p in manifest.parties}
+    for node_dir in consortium.node_dirs:
+        identity = load_node(node_dir)
+        path = tmp_path / f"{identity.name}.sqlite"
+        assert verify_log(path, signers) == 7
+        log = AuditLog(path, identity.name, load_signing_key(identity))
+        end = [e for e in log.entries() if e.kind == "run_end"][0]
+        log.close()
+        assert len(end.body["transcript"]) == 2  # digests for both peers
+        assert all(len(t["sent"]) == 64 for t in end.body["transcript"])
+
+
 def test_unknown_certificates_and_garbage_are_refused_while_the_party_keeps_serving(
         consortium: Consortium, tmp_path: Path) -> None:
     intruder = create_node(tmp_path / "intruder", "intruder", f"127.0.0.1:{free_port()}")

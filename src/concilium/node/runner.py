@@ -12,8 +12,9 @@ order, writing each step to its audit log:
    its rows in a canonical Arrow IPC form, the row count, the schema hash);
 4. the query under the output policy; ``policy_decision`` lists suppressed
    cells and rules; ``result`` holds the result's hash and recipients;
-5. ``run_end`` (the launcher adds the TLS transcript digests it compares at the
-   end of the session), or ``abort`` with the reason if anything failed;
+5. ``run_end`` with the node's transcript digests per peer (over TLS; the
+   launcher compares them pairwise when the session ends), or ``abort`` with
+   the reason if anything failed;
 6. a checkpoint of the log, co-signed by the other compute parties
    (:func:`exchange_checkpoints`).
 
@@ -110,10 +111,25 @@ def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable
     log.append("result", {"computation_id": identifier, "result_hash": result_hash(frame),
                           "recipients": list(spec.recipients)})
     log.append("run_end", {"computation_id": identifier,
-                           "bytes_sent": session.stats().bytes_sent})
+                           "bytes_sent": session.stats().bytes_sent,
+                           "transcript": _transcript(session)})
     if key is not None:
         exchange_checkpoints(session, log, key, names or {})
     return frame
+
+
+def _transcript(session: Session) -> list[dict[str, Any]]:
+    """This node's running SHA-256 digests of what it sent to and received from each
+    peer (TLS channels keep them; the launcher compares them pairwise at the end)."""
+    transcript = getattr(session.backend.channel, "transcript", None)
+    if transcript is None:
+        return []
+    entries = []
+    for peer in session.backend.compute_parties:
+        if peer != session.party:
+            sent, received = transcript.digests(peer)
+            entries.append({"peer": peer, "sent": sent.hex(), "received": received.hex()})
+    return entries
 
 
 def exchange_checkpoints(session: Session, log: AuditLog, key: ed25519.Ed25519PrivateKey,
