@@ -103,7 +103,7 @@ def test_a_governed_run_over_tls_logs_transcripts_and_cosigned_checkpoints(
         path = tmp_path / f"{identity.name}.sqlite"
         assert verify_log(path, signers) == 7
         log = AuditLog(path, identity.name, load_signing_key(identity))
-        end = [e for e in log.entries() if e.kind == "run_end"][0]
+        end = next(e for e in log.entries() if e.kind == "run_end")
         log.close()
         assert len(end.body["transcript"]) == 2  # digests for both peers
         assert all(len(t["sent"]) == 64 for t in end.body["transcript"])
