@@ -341,8 +341,11 @@ def test_a_failing_program_aborts_everyone_with_its_reason(consortium: Consortiu
                             "tests.tls_programs:fail_on_party_two", python_path=[ROOT],
                             timeout=60)
     assert outcomes[2].error_type == "ValueError"
+    # the first party to stop got party 2's abort message; the other may see that
+    # party's connection close first (PeerUnavailable is a ProtocolAbort too)
     for other in outcomes[:2]:
-        assert other.error_type == "ProtocolAbort"
-        assert other.error == "aborted by party 2: ValueError in the program"
+        assert other.error_type in {"ProtocolAbort", "PeerUnavailable"}
+    assert any(other.error == "aborted by party 2: ValueError in the program"
+               for other in outcomes[:2])
     with pytest.raises(ProtocolAbort, match="party alpha failed"):
         values_or_raise(outcomes)
