@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
@@ -29,9 +28,10 @@ from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.errors import QueryError, UnsupportedQuery
 from concilium.governance.policy import OutputPolicy
-from concilium.ops.truncation import exact_truncate
 from concilium.query import rows as rows_module
+from concilium.query.disclosure import complementary, dominance_rules, round_to, rounded_values
 from concilium.query.join import JoinPlan, run_join
+from concilium.query.local import run_local
 from concilium.query.plan import Plan
 from concilium.query.sql import aggregate_key
 
@@ -45,13 +45,7 @@ _GROUP_SQL = "sql:"  # prefix of group-key values looked up by expression text
 def local_statistics(plan: Plan, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """The owner's partial statistics over the public group domain, computed alone in
     DuckDB: (integers, reals), each of shape (statistics, groups)."""
-    connection = duckdb.connect()
-    connection.register("data", dataset.table)
-    try:
-        table = connection.sql(plan.local_sql).to_arrow_table()
-    except duckdb.Error as error:
-        raise QueryError(f"the local part of the query failed: {str(error).splitlines()[0]}"
-                         ) from None
+    table = run_local(plan.local_sql, dataset)
     index = {group: i for i, group in enumerate(plan.groups)}
     keys = range(len(plan.query.group_by))
     group_rows = list(zip(*(table.column(f"g{k}").to_pylist() for k in keys),
@@ -323,31 +317,9 @@ def run_plan(session: Session, plan: Any, datasets: Mapping[str, Dataset],
     for k, expression in enumerate(plan.query.group_expressions):
         columns[_GROUP_SQL + expression.sql(dialect="duckdb")] = np.array(
             [g[k] for g in plan.groups], dtype=object)
-    rules = _dominance_rules(plan, policy, rows, ordered, combiner)
+    rules = dominance_rules(plan, policy, rows, ordered, combiner.total)
     return _finish(session, plan, values, defined, columns,
                    bits[("n", 1)] if grouped else True, to, policy, combiner.total("n"), rules)
-
-
-def _dominance_rules(plan: Plan, policy: OutputPolicy, rows: Any,
-                     ordered: dict[int, Any], combiner: _Combiner
-                     ) -> list[tuple[str, SecretArray]]:
-    """Per summed argument, a secret 0/1 per group: its ``n`` largest contributions
-    exceed ``k`` percent of its sum (the (n, k) dominance rule)."""
-    if policy.dominance is None or rows is None:
-        return []
-    n, k = policy.dominance
-    rules = []
-    for aggregate in plan.query.aggregates:
-        if aggregate.function not in ("sum", "avg"):
-            continue
-        i = plan.arguments[aggregate.arguments[0].sql(dialect="duckdb")]
-        if i not in ordered:
-            ordered[i] = rows_module.sorted_values(rows, len(plan.groups), i)
-        top = rows_module.largest(ordered[i], combiner.total(f"c{i}"), n)
-        total = combiner.total(f"s{i}")
-        rules.append((f"dominance ({n}, {k:g}): the {n} largest contributions to "
-                      f"{aggregate.sql} exceed {k:g}%", top * 100 > total * k))
-    return rules
 
 
 def _finish(session: Session, plan: Any, values: Mapping[str, SecretArray],
@@ -384,66 +356,11 @@ def _finish(session: Session, plan: Any, values: Mapping[str, SecretArray],
             suppressed.append({"group": dict(zip(plan.query.group_by, plan.groups[index],
                                                  strict=True)), "rule": rule})
         chosen = np.array([i for i in chosen if int(i) not in reasons], dtype=np.intp)
-    rounded = _rounded_values(values, policy)
+    rounded = rounded_values(values, policy)
     frame = _reveal_rows(plan, chosen, rounded, defined, columns, session, to)
     if frame is not None:
         frame.attrs["suppressed"] = suppressed
     return frame
-
-
-def complementary(plan: Any, appearing: Sequence[int], suppressed: set[int]
-                  ) -> dict[int, str]:
-    """Secondary suppression: along every line of the group grid (cells that share
-    all group keys but one, whose total another query could release), a line with
-    exactly one suppressed cell gets a second one, so that no suppressed cell equals
-    a total minus released cells. The second cell is chosen by a public rule (the
-    next appearing cell along the line), never by its secret value, so the choice
-    reveals nothing. Repeats until every line is safe."""
-    domains = getattr(plan, "domains", ())
-    if not domains or len(appearing) < 2:
-        return {}
-    sizes = [len(d) for d in domains]
-    coordinates = {i: np.unravel_index(i, sizes) for i in appearing}
-    hidden = set(suppressed)
-    added: dict[int, str] = {}
-    changed = True
-    while changed:
-        changed = False
-        for axis in range(len(sizes)):
-            lines: dict[tuple[int, ...], list[int]] = {}
-            for cell, where in coordinates.items():
-                lines.setdefault(tuple(int(c) for k, c in enumerate(where) if k != axis),
-                                 []).append(cell)
-            for cells in lines.values():
-                cells.sort(key=lambda c: int(coordinates[c][axis]))
-                inside = [c for c in cells if c in hidden]
-                if len(inside) != 1 or len(cells) < 2:
-                    continue
-                start = cells.index(inside[0])
-                partner = cells[(start + 1) % len(cells)]
-                hidden.add(partner)
-                protected = dict(zip(plan.query.group_by, plan.groups[inside[0]], strict=True))
-                added[partner] = f"complementary: protects {protected} from line totals"
-                changed = True
-    return added
-
-
-def _rounded_values(values: Mapping[str, SecretArray], policy: OutputPolicy
-                    ) -> Mapping[str, SecretArray]:
-    """Released aggregates rounded to multiples of the policy's rounding, on shares
-    (``round(x / r) * r`` with an exact floor), so the exact values are never opened."""
-    if policy.rounding is None:
-        return values
-    return {text: round_to(value, policy.rounding) for text, value in values.items()}
-
-
-def round_to(value: SecretArray, step: float) -> SecretArray:
-    """``floor(value / step + 1/2) * step`` on secret shares. Reveals: nothing."""
-    scaled = value.as_fixed() * (1.0 / step) + 0.5
-    backend = value.session.backend
-    floor = SecretArray(value.session, exact_truncate(backend, scaled.shares,
-                                                      scaled.fractional_bits), 0)
-    return floor * step
 
 
 def _public_order(plan: Any, chosen: np.ndarray, columns: Mapping[str, np.ndarray]

@@ -47,6 +47,7 @@ from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.errors import QueryError, UnsupportedQuery
 from concilium.ops import sort as sorting
+from concilium.query.local import run_local
 from concilium.query.plan import TableEntry
 from concilium.query.sql import AGGREGATES, Aggregate, Query
 
@@ -335,13 +336,7 @@ def _unique_side(sides: dict[str, Side], left: str, right: str, left_join: bool,
 def local_side_rows(side: Side, dataset: Dataset) -> tuple[np.ndarray, list[np.ndarray]]:
     """The owner's rows: (key, passes WHERE, key not NULL, arguments not NULL) as
     integers, and the arguments."""
-    connection = duckdb.connect()
-    connection.register("data", dataset.table)
-    try:
-        table = connection.sql(side.local_sql()).to_arrow_table()
-    except duckdb.Error as error:
-        raise QueryError(f"the local part of the join failed: {str(error).splitlines()[0]}"
-                         ) from None
+    table = run_local(side.local_sql(), dataset)
     keys = np.asarray(pc.fill_null(table.column("k"), 0).to_numpy(), dtype=np.int64)
     if np.any(np.abs(keys) >= KEY_LIMIT):
         raise QueryError(f"join keys of {side.table!r} must lie within +-2^61")

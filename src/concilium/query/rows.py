@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -40,9 +39,9 @@ import pyarrow.compute as pc
 from concilium.data.dataset import Dataset
 from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
-from concilium.errors import QueryError
 from concilium.ops import sort as sorting
 from concilium.ops.truncation import exact_truncate
+from concilium.query.local import run_local
 from concilium.query.plan import Plan
 
 __all__ = ["RowData", "SortedRows", "count_distinct", "group_codes", "input_rows",
@@ -68,13 +67,7 @@ def group_codes(plan: Plan, table: pa.Table) -> np.ndarray:
 def local_rows(plan: Plan, dataset: Dataset) -> tuple[np.ndarray, list[np.ndarray]]:
     """The owner's rows for the quantile arguments: (codes and flags, values)."""
     assert plan.row_sql is not None
-    connection = duckdb.connect()
-    connection.register("data", dataset.table)
-    try:
-        table = connection.sql(plan.row_sql).to_arrow_table()
-    except duckdb.Error as error:
-        raise QueryError(f"the local part of the query failed: {str(error).splitlines()[0]}"
-                         ) from None
+    table = run_local(plan.row_sql, dataset)
     passes = np.asarray(table.column("w").to_numpy(), dtype=np.int64)
     flags = [group_codes(plan, table)]
     values = []

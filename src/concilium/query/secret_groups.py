@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
@@ -35,10 +34,10 @@ import pyarrow.compute as pc
 from concilium.data.dataset import Dataset
 from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
-from concilium.errors import QueryError
 from concilium.governance.policy import OutputPolicy
 from concilium.ops import sort as sorting
 from concilium.query.execute import column_values, evaluate, ordered_frame, round_to
+from concilium.query.local import run_local
 from concilium.query.plan import Plan
 
 __all__ = ["SECRET_GROUP_FUNCTIONS", "local_group_rows", "run_secret_groups"]
@@ -49,13 +48,7 @@ SECRET_GROUP_FUNCTIONS = ("count", "sum", "avg")
 def local_group_rows(plan: Plan, dataset: Dataset) -> tuple[np.ndarray, list[np.ndarray]]:
     """(key, passes WHERE, arguments not NULL) as integers, and the arguments."""
     assert plan.row_sql is not None
-    connection = duckdb.connect()
-    connection.register("data", dataset.table)
-    try:
-        table = connection.sql(plan.row_sql).to_arrow_table()
-    except duckdb.Error as error:
-        raise QueryError(f"the local part of the query failed: {str(error).splitlines()[0]}"
-                         ) from None
+    table = run_local(plan.row_sql, dataset)
     flags = [np.asarray(table.column("g0").to_numpy(), dtype=np.int64),
              np.asarray(table.column("w").to_numpy(), dtype=np.int64)]
     values = []
