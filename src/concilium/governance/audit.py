@@ -23,6 +23,7 @@ import datetime
 import hashlib
 import json
 import sqlite3
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +115,8 @@ class AuditLog:
         self.path = Path(path)
         self.node = node
         self._key = key
-        self._connection = sqlite3.connect(self.path)
+        self._connection = sqlite3.connect(self.path, check_same_thread=False)
+        self._lock = threading.Lock()  # appends from several threads stay one chain
         self._connection.executescript(_SCHEMA)
         mine = "ed25519:" + key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
         stored = dict(self._connection.execute("SELECT key, value FROM meta").fetchall())
@@ -133,7 +135,7 @@ class AuditLog:
         """Add a signed entry chained to the last one (in one SQLite transaction)."""
         text = canonical_json(dict(body)).decode()
         when = (time or datetime.datetime.now(datetime.UTC)).isoformat(timespec="microseconds")
-        with self._connection:
+        with self._lock, self._connection:
             last = self._connection.execute(
                 "SELECT position, hash FROM entries ORDER BY position DESC LIMIT 1").fetchone()
             index, previous = (0, GENESIS) if last is None else (last[0] + 1, last[1])

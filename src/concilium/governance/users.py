@@ -55,7 +55,8 @@ class UserStore:
     """A node's users (SQLite)."""
 
     def __init__(self, path: str | Path) -> None:
-        self._connection = sqlite3.connect(Path(path))
+        # the API serves requests from worker threads; sqlite3 serializes each call
+        self._connection = sqlite3.connect(Path(path), check_same_thread=False)
         self._connection.executescript(_SCHEMA)
 
     def close(self) -> None:

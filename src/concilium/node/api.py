@@ -1,0 +1,206 @@
+"""The node's HTTP API (FastAPI): datasets (schemas only), computations
+(propose, list, show, approve, reject, result), audit (entries, verify), health.
+
+Every endpoint but ``/health`` needs ``Authorization: Bearer <token>`` and
+checks the caller's role (:mod:`concilium.governance.users`). Errors are JSON
+``{"error": <type>, "message": <what to do>}`` with the matching status code
+(401 no or unknown token, 403 role or policy, 404 unknown thing, 400 bad
+input, 422 unsupported SQL, 409 state conflicts such as missing approvals or a
+failed audit). The OpenAPI description is at ``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from concilium.data.dataset import Dataset
+from concilium.data.schema import Schema
+from concilium.errors import (
+    AccessDenied,
+    ApprovalMissing,
+    AuditError,
+    ConciliumError,
+    InputError,
+    PolicyViolation,
+    UnsupportedQuery,
+)
+from concilium.governance.approval import ApprovalPolicy, require_approvals, sign_approval
+from concilium.governance.audit import AuditLog, verify_log
+from concilium.governance.consortium import Manifest
+from concilium.governance.spec import ComputationSpec
+from concilium.governance.users import User, UserStore
+from concilium.node.store import ComputationRecord, NodeStore, NotFound
+from concilium.query.plan import TableEntry, plan_query
+
+__all__ = ["NodeContext", "create_app"]
+
+_STATUS = ((AccessDenied, 403), (PolicyViolation, 403), (NotFound, 404),
+           (UnsupportedQuery, 422), (ApprovalMissing, 409), (AuditError, 409),
+           (InputError, 400), (ConciliumError, 400))
+
+
+@dataclass
+class NodeContext:
+    """What the API serves: this node's identity, state, users and audit log."""
+
+    name: str
+    key: ed25519.Ed25519PrivateKey
+    store: NodeStore
+    users: UserStore
+    audit: AuditLog
+    audit_path: Path
+    manifest: Manifest | None = None
+    approval_policies: dict[str, ApprovalPolicy] = field(default_factory=dict)
+
+
+class ProposalIn(BaseModel):
+    query: str
+    datasets: list[str]
+    recipients: list[str]
+    policy: dict[str, Any] = {}
+
+
+class DecisionIn(BaseModel):
+    comment: str = ""
+
+
+def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> User:
+    """The authenticated user of a request (every endpoint but /health)."""
+    if not authorization or not authorization.startswith("Bearer "):
+        raise AccessDenied("send your API token as 'Authorization: Bearer <token>'")
+    context: NodeContext = request.app.state.context
+    return context.users.authenticate(authorization.removeprefix("Bearer ").strip())
+
+
+Caller = Annotated[User, Depends(_caller)]
+
+
+def _summary(record: ComputationRecord) -> dict[str, Any]:
+    return {"id": record.id, "status": record.status, "progress": record.progress,
+            "analyst": record.spec.analyst, "query": record.spec.query}
+
+
+def create_app(context: NodeContext) -> FastAPI:
+    """The API of one node."""
+    app = FastAPI(title=f"Concilium node {context.name}", version="0.1.0")
+    app.state.context = context
+
+    @app.exception_handler(ConciliumError)
+    async def refused(_: Request, error: ConciliumError) -> JSONResponse:
+        status = next(code for kind, code in _STATUS if isinstance(error, kind))
+        if isinstance(error, AccessDenied) and "token" in str(error):
+            status = 401
+        return JSONResponse({"error": type(error).__name__, "message": str(error)},
+                            status_code=status)
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {"status": "ok", "node": context.name,
+                "consortium": None if context.manifest is None else context.manifest.hash}
+
+    @app.get("/datasets")
+    def datasets(user: Caller) -> list[dict[str, Any]]:
+        return [{"name": d.name, "rows": d.rows, "schema": d.schema}
+                for d in context.store.datasets()]
+
+    @app.post("/datasets", status_code=201)
+    def register(body: dict[str, Any], user: Caller) -> dict[str, Any]:
+        context.users.require(user, "register_dataset")
+        try:
+            name, path, schema = body["name"], body["path"], body["schema"]
+        except KeyError as missing:
+            raise InputError(f"the request needs {missing}") from None
+        kind = body.get("format", "csv")
+        loaders = {"csv": Dataset.from_csv, "parquet": Dataset.from_parquet}
+        if kind not in loaders:
+            raise InputError(f"format must be one of {', '.join(loaders)}")
+        dataset = loaders[kind](name, path, Schema.from_mapping(schema))
+        context.store.add_dataset(name, schema, str(path), dataset.rows)
+        context.audit.append("dataset_registered", {"dataset": name, "rows": dataset.rows})
+        return {"name": name, "rows": dataset.rows}
+
+    @app.post("/computations", status_code=201)
+    def propose(body: ProposalIn, user: Caller) -> dict[str, Any]:
+        context.users.require(user, "propose")
+        tables = {}
+        for name in body.datasets:
+            known = context.store.dataset(name)
+            tables[name] = TableEntry(Schema.from_mapping(known.schema), (0,))
+        plan_query(body.query, tables)  # the SQL must fit the datasets' schemas
+        spec = ComputationSpec(query=body.query, datasets=tuple(body.datasets),
+                               consortium=context.manifest.hash if context.manifest else "",
+                               protocol=context.manifest.protocol if context.manifest
+                               else "rep3", recipients=tuple(body.recipients),
+                               analyst=user.name, policy=body.policy)
+        record = context.store.add_computation(spec)
+        context.audit.append("proposal", {"computation_id": spec.computation_id,
+                                          "spec": spec.as_dict()})
+        return {"id": record.id, "status": record.status}
+
+    @app.get("/computations")
+    def computations(user: Caller) -> list[dict[str, Any]]:
+        return [_summary(r) for r in context.store.computations()]
+
+    @app.get("/computations/{identifier}")
+    def show(identifier: str, user: Caller) -> dict[str, Any]:
+        record = context.store.computation(identifier)
+        return {**_summary(record), "spec": record.spec.as_dict(), "error": record.error,
+                "approvals": [a.as_dict() for a in context.store.approvals(identifier)]}
+
+    def decide(identifier: str, decision: str, body: DecisionIn, user: User) -> dict[str, Any]:
+        context.users.require(user, "approve")
+        record = context.store.computation(identifier)
+        approval = sign_approval(record.spec, decision,  # type: ignore[arg-type]
+                                 user.name, context.name, context.key, comment=body.comment)
+        context.store.add_approval(approval)
+        context.audit.append("approval", {k: v for k, v in approval.as_dict().items()})
+        if decision == "reject":
+            context.store.update(identifier, status="refused")
+        elif context.manifest is not None and context.approval_policies:
+            try:
+                require_approvals(record.spec, context.store.approvals(identifier),
+                                  context.manifest, context.approval_policies)
+                context.store.update(identifier, status="approved")
+            except ApprovalMissing:
+                pass  # more approvals are still needed
+        return approval.as_dict()
+
+    @app.post("/computations/{identifier}/approve")
+    def approve(identifier: str, body: DecisionIn, user: Caller) -> dict[str, Any]:
+        return decide(identifier, "approve", body, user)
+
+    @app.post("/computations/{identifier}/reject")
+    def reject(identifier: str, body: DecisionIn, user: Caller) -> dict[str, Any]:
+        return decide(identifier, "reject", body, user)
+
+    @app.get("/computations/{identifier}/result")
+    def result(identifier: str, user: Caller) -> dict[str, Any]:
+        context.users.require(user, "receive")
+        record = context.store.computation(identifier)
+        if user.name not in record.spec.recipients and user.name != record.spec.analyst:
+            raise AccessDenied(f"{user.name!r} is not a recipient of this computation")
+        if record.status != "completed" or record.result is None:
+            raise ApprovalMissing(f"the computation is {record.status}; no result yet")
+        return record.result
+
+    @app.get("/audit/entries")
+    def audit_entries(user: Caller) -> list[dict[str, Any]]:
+        context.users.require(user, "read_audit")
+        return [{"index": e.index, "time": e.time, "kind": e.kind, "body": e.body,
+                 "hash": e.hash} for e in context.audit.entries()]
+
+    @app.get("/audit/verify")
+    def audit_verify(user: Caller) -> dict[str, Any]:
+        context.users.require(user, "read_audit")
+        signers = None if context.manifest is None else {
+            p.name: p.signing_key for p in context.manifest.parties}
+        return {"entries": verify_log(context.audit_path, signers), "verified": True}
+
+    return app
