@@ -7,6 +7,13 @@
     concilium launch consortium.toml NODE_DIR... --program package.module:function
     concilium explain "SELECT ..." --catalog tables.toml
     concilium audit verify audit.sqlite [--manifest consortium.toml]
+    concilium user add NODE_DIR NAME --role analyst        (prints the API token once)
+    concilium node start NODE_DIR [--manifest consortium.toml]
+    concilium dataset add NAME FILE --schema columns.toml --node NODE_DIR
+    concilium propose "SELECT ..." --dataset NAME --recipient NAME --node NODE_DIR
+    concilium approve|reject ID --node NODE_DIR
+    concilium status [ID] --node NODE_DIR
+    concilium result ID --node NODE_DIR [--format table|csv|json]
     concilium demo
 
 Errors print one line saying what went wrong and what to do, and exit with
@@ -19,7 +26,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -44,6 +51,15 @@ consortium_app = typer.Typer(help="Create and inspect the consortium manifest.",
 app.add_typer(consortium_app, name="consortium")
 audit_app = typer.Typer(help="Check audit logs.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+node_app = typer.Typer(help="Run a node.", no_args_is_help=True)
+app.add_typer(node_app, name="node")
+user_app = typer.Typer(help="Manage a node's users.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
+dataset_app = typer.Typer(help="Register datasets at a node.", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
+NodeOption = Annotated[Path, typer.Option("--node", help="The node's directory")]
+TokenOption = Annotated[str | None, typer.Option(envvar="CONCILIUM_TOKEN",
+                                                 help="Your API token at that node")]
 console = Console(soft_wrap=True)
 errors = Console(stderr=True, soft_wrap=True)
 
@@ -73,6 +89,147 @@ def audit_verify(
         count = verify_log(log, signers)
         console.print(f"{log}: {count} entries, chain, signatures and checkpoints verified",
                       highlight=False)
+
+
+@user_app.command("add")
+def user_add(
+    node_dir: Annotated[Path, typer.Argument(help="The node's directory")],
+    name: Annotated[str, typer.Argument(help="User name")],
+    role: Annotated[str, typer.Option(help="admin, analyst, approver or recipient")],
+) -> None:
+    """Create a user and print their API token (shown this once, stored hashed)."""
+    from concilium.governance.users import UserStore
+
+    with _friendly():
+        load_node(node_dir)
+        store = UserStore(node_dir / "users.sqlite")
+        try:
+            token = store.add_user(name, role)
+        finally:
+            store.close()
+    console.print(token, highlight=False)
+
+
+@node_app.command("start")
+def node_start(
+    node_dir: Annotated[Path, typer.Argument(help="The node's directory")],
+    manifest: Annotated[Path | None, typer.Option(help="The consortium manifest")] = None,
+) -> None:
+    """Serve the node's HTTP API over HTTPS until Ctrl-C or SIGTERM."""
+    from concilium.node.service import serve
+
+    with _friendly():
+        identity = load_node(node_dir)
+        errors.print(f"node {identity.name} serving https://{identity.api_address}",
+                     highlight=False)
+        serve(node_dir, manifest)
+    errors.print(f"node {identity.name} stopped", highlight=False)
+
+
+def _client(node: Path, token: str | None) -> Any:
+    from concilium.node.client import NodeClient
+
+    return NodeClient(node, token)
+
+
+@dataset_app.command("add")
+def dataset_add(
+    name: Annotated[str, typer.Argument(help="Dataset name")],
+    file: Annotated[Path, typer.Argument(help="CSV or Parquet file on this node's host")],
+    schema: Annotated[Path, typer.Option(help="TOML with [columns.<name>] sections")],
+    node: NodeOption, token: TokenOption = None,
+) -> None:
+    """Register a dataset (its rows are checked against the schema; nothing is shared)."""
+    import tomllib
+
+    with _friendly():
+        try:
+            columns = tomllib.loads(schema.read_text())
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigurationError(f"cannot read the schema {schema}: {error}") from None
+        kind = "parquet" if file.suffix == ".parquet" else "csv"
+        answer = _client(node, token).request("POST", "/datasets", json={
+            "name": name, "path": str(file.resolve()), "format": kind,
+            "schema": columns.get("columns", columns)})
+    console.print(f"registered {answer['name']}: {answer['rows']} rows checked")
+
+
+@app.command()
+def propose(
+    sql: Annotated[str, typer.Argument(help="The SQL query")],
+    dataset: Annotated[list[str], typer.Option(help="A dataset the query uses")],
+    recipient: Annotated[list[str], typer.Option(help="Who receives the result")],
+    node: NodeOption, token: TokenOption = None,
+) -> None:
+    """Propose a computation; prints its id (what approvers approve)."""
+    with _friendly():
+        answer = _client(node, token).request("POST", "/computations", json={
+            "query": sql, "datasets": dataset, "recipients": recipient})
+    console.print(answer["id"], highlight=False)
+
+
+def _decide(identifier: str, decision: str, comment: str, node: Path,
+            token: str | None) -> None:
+    with _friendly():
+        _client(node, token).request("POST", f"/computations/{identifier}/{decision}",
+                                     json={"comment": comment})
+    console.print(f"{decision}d {identifier[:16]}...", highlight=False)
+
+
+@app.command()
+def approve(identifier: Annotated[str, typer.Argument(help="Computation id")],
+            node: NodeOption, token: TokenOption = None,
+            comment: Annotated[str, typer.Option(help="Why")] = "") -> None:
+    """Approve a computation (the node signs your decision)."""
+    _decide(identifier, "approve", comment, node, token)
+
+
+@app.command()
+def reject(identifier: Annotated[str, typer.Argument(help="Computation id")],
+           node: NodeOption, token: TokenOption = None,
+           comment: Annotated[str, typer.Option(help="Why")] = "") -> None:
+    """Reject a computation (the node signs your decision)."""
+    _decide(identifier, "reject", comment, node, token)
+
+
+@app.command()
+def status(identifier: Annotated[str | None, typer.Argument(help="Computation id")] = None,
+           *, node: NodeOption, token: TokenOption = None) -> None:
+    """Show computations and their progress."""
+    with _friendly():
+        client = _client(node, token)
+        rows = ([client.request("GET", f"/computations/{identifier}")] if identifier
+                else client.request("GET", "/computations"))
+    table = Table("id", "status", "progress", "analyst", "query")
+    table.columns[0].no_wrap = table.columns[1].no_wrap = True
+    for row in rows:
+        table.add_row(row["id"][:12], row["status"], f"{row['progress']:.0%}", row["analyst"],
+                      row["query"][:60])
+    console.print(table)
+
+
+@app.command()
+def result(identifier: Annotated[str, typer.Argument(help="Computation id")],
+           node: NodeOption, token: TokenOption = None,
+           format: Annotated[str, typer.Option(help="table, csv or json")] = "table") -> None:
+    """Print a computation's result (recipients only)."""
+    with _friendly():
+        answer = _client(node, token).request("GET", f"/computations/{identifier}/result")
+        if format not in ("table", "csv", "json"):
+            raise ConfigurationError("--format is table, csv or json")
+    if format == "json":
+        console.print_json(json.dumps(answer))
+        return
+    columns, rows = answer["columns"], answer["rows"]
+    if format == "csv":
+        console.print(",".join(columns))
+        for row in rows:
+            console.print(",".join("" if v is None else str(v) for v in row), highlight=False)
+        return
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*("-" if v is None else str(v) for v in row))
+    console.print(table)
 
 
 @app.command()

@@ -1,0 +1,65 @@
+"""``concilium node start``: a long-running node serving its HTTP API over HTTPS
+with its own pinned certificate, state in SQLite under the node directory.
+
+State files (created on first start): ``state.sqlite`` (datasets,
+computations, approvals), ``users.sqlite`` (users and token hashes),
+``audit.sqlite`` (the signed, hash-chained audit log). Shutdown on SIGINT or
+SIGTERM is graceful: uvicorn stops accepting requests, finishes the ones in
+flight, and the stores are closed.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from concilium.governance.approval import ApprovalPolicy
+from concilium.governance.audit import AuditLog
+from concilium.governance.consortium import load_manifest
+from concilium.governance.identity import load_node, load_signing_key
+from concilium.governance.users import UserStore
+from concilium.node.api import NodeContext, create_app
+from concilium.node.store import NodeStore
+
+__all__ = ["open_node", "serve"]
+
+
+def open_node(node_dir: str | Path, manifest_path: str | Path | None = None) -> NodeContext:
+    """The node's context: identity, key, stores, audit log (and manifest if given).
+    Every dataset this node registers needs one approval from this node."""
+    root = Path(node_dir)
+    identity = load_node(root)
+    key = load_signing_key(identity)
+    store = NodeStore(root / "state.sqlite")
+    policies = {d.name: ApprovalPolicy(d.name, identity.name) for d in store.datasets()}
+    return NodeContext(name=identity.name, key=key, store=store,
+                       users=UserStore(root / "users.sqlite"),
+                       audit=AuditLog(root / "audit.sqlite", identity.name, key),
+                       audit_path=root / "audit.sqlite",
+                       manifest=None if manifest_path is None else load_manifest(manifest_path),
+                       approval_policies=policies)
+
+
+def serve(node_dir: str | Path, manifest_path: str | Path | None = None) -> None:
+    """Serve the node's API until SIGINT/SIGTERM (blocking)."""
+    import uvicorn
+
+    context = open_node(node_dir, manifest_path)
+    identity = load_node(node_dir)
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, restores the handlers it found
+    # and raises the signal again: with these no-op handlers the node then returns
+    # normally (exit status 0) instead of dying by the signal
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda number, _: received.append(number))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.run(create_app(context), host=identity.api_address.host,
+                    port=identity.api_address.port, log_level="warning",
+                    ssl_certfile=str(identity.tls_certificate_path),
+                    ssl_keyfile=str(identity.tls_key_path), timeout_graceful_shutdown=10)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        context.store.close()
+        context.users.close()
+        context.audit.close()
