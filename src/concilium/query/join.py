@@ -47,7 +47,7 @@ from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.errors import QueryError, UnsupportedQuery
 from concilium.ops import sort as sorting
-from concilium.query.local import run_local
+from concilium.query.local import run_local, share_rows
 from concilium.query.plan import TableEntry
 from concilium.query.sql import AGGREGATES, Aggregate, Query
 
@@ -353,19 +353,9 @@ def local_side_rows(side: Side, dataset: Dataset) -> tuple[np.ndarray, list[np.n
 
 def _input_side(session: Session, side: Side, dataset: Dataset | None
                 ) -> tuple[SecretArray, list[SecretArray]]:
-    flags, values = [], []
-    for owner in side.entry.owners:
-        local = (local_side_rows(side, dataset) if session.party == owner and dataset
-                 else None)
-        if session.party == owner and local is None:
-            raise QueryError(f"party {owner} owns part of {side.table!r} but has no dataset")
-        flags.append(session.input(owner, local[0] if local else None))
-        values.append([session.input(owner, local[1][i] if local else None, fixed=fixed)
-                       for i, fixed in enumerate(side.fixed)])
-    every = SecretArray.concatenate(flags, axis=-1)
-    columns = [SecretArray.concatenate([v[i] for v in values], axis=-1)
-               for i in range(len(side.fixed))]
-    return every, columns
+    return share_rows(session, side.entry.owners, side.table,
+                      None if dataset is None else (lambda: local_side_rows(side, dataset)),
+                      side.fixed)
 
 
 def run_join(session: Session, plan: JoinPlan, datasets: dict[str, Dataset]

@@ -41,7 +41,7 @@ from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.ops import sort as sorting
 from concilium.ops.truncation import exact_truncate
-from concilium.query.local import run_local
+from concilium.query.local import run_local, share_rows
 from concilium.query.plan import Plan
 
 __all__ = ["RowData", "SortedRows", "count_distinct", "group_codes", "input_rows",
@@ -90,18 +90,13 @@ class RowData:
 
 
 def input_rows(session: Session, plan: Plan, dataset: Dataset | None) -> RowData:
-    flags, values = [], []
-    for owner in plan.entry.owners:
-        local = local_rows(plan, dataset) if session.party == owner and dataset else None
-        flags.append(session.input(owner, local[0] if local else None))
-        values.append([session.input(owner, local[1][k] if local else None,
-                                     fixed=plan.argument_fixed[i])
-                       for k, i in enumerate(plan.row_arguments)])
-    every = SecretArray.concatenate(flags, axis=-1)
+    every, columns = share_rows(
+        session, plan.entry.owners, plan.query.table,
+        None if dataset is None else (lambda: local_rows(plan, dataset)),
+        [plan.argument_fixed[i] for i in plan.row_arguments])
     return RowData(codes=every[0],
                    counted={i: every[1 + k] for k, i in enumerate(plan.row_arguments)},
-                   values={i: SecretArray.concatenate([v[k] for v in values], axis=-1)
-                           for k, i in enumerate(plan.row_arguments)})
+                   values=dict(zip(plan.row_arguments, columns, strict=True)))
 
 
 _VALUE_BITS = 48  # fixed-point values lie in (-2^47, 2^47) as ring integers

@@ -37,7 +37,7 @@ from concilium.data.session import Session
 from concilium.governance.policy import OutputPolicy
 from concilium.ops import sort as sorting
 from concilium.query.execute import column_values, evaluate, ordered_frame, round_to
-from concilium.query.local import run_local
+from concilium.query.local import run_local, share_rows
 from concilium.query.plan import Plan
 
 __all__ = ["SECRET_GROUP_FUNCTIONS", "local_group_rows", "run_secret_groups"]
@@ -62,16 +62,9 @@ def local_group_rows(plan: Plan, dataset: Dataset) -> tuple[np.ndarray, list[np.
 
 def _input(session: Session, plan: Plan, dataset: Dataset | None
            ) -> tuple[SecretArray, list[SecretArray]]:
-    flags, values = [], []
-    for owner in plan.entry.owners:
-        local = local_group_rows(plan, dataset) if session.party == owner and dataset else None
-        flags.append(session.input(owner, local[0] if local else None))
-        values.append([session.input(owner, local[1][k] if local else None,
-                                     fixed=plan.argument_fixed[i])
-                       for k, i in enumerate(plan.row_arguments)])
-    every = SecretArray.concatenate(flags, axis=-1)
-    return every, [SecretArray.concatenate([v[k] for v in values], axis=-1)
-                   for k in range(len(plan.row_arguments))]
+    return share_rows(session, plan.entry.owners, plan.query.table,
+                      None if dataset is None else (lambda: local_group_rows(plan, dataset)),
+                      [plan.argument_fixed[i] for i in plan.row_arguments])
 
 
 def run_secret_groups(session: Session, plan: Plan, datasets: Mapping[str, Dataset],
