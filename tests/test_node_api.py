@@ -10,7 +10,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from concilium.governance.approval import ApprovalPolicy
+from concilium.governance.approval import ApprovalPolicy, sign_approval
 from concilium.governance.audit import AuditLog
 from concilium.governance.users import UserStore
 from concilium.node.api import NodeContext, create_app
@@ -36,7 +36,9 @@ class Node:
             users=self.users, audit=AuditLog(root / "audit.sqlite", "hospital-a",
                                              keys["hospital-a"]),
             audit_path=root / "audit.sqlite", manifest=manifest,
-            approval_policies={"admissions": ApprovalPolicy("admissions", "hospital-a")})
+            approval_policies={"admissions": ApprovalPolicy("admissions", "hospital-a")},
+            run_jobs=False)
+        self.keys = keys
         self.app = create_app(self.context)
 
     def call(self, method: str, path: str, user: str | None = None,
@@ -57,6 +59,22 @@ def node(tmp_path: Path, signing_consortium: tuple) -> Node:
     pd.DataFrame({"age": [30, 40, 50], "condition": ["asthma", "copd", "copd"]}).to_csv(
         tmp_path / "admissions.csv", index=False)
     return Node(tmp_path, signing_consortium)
+
+
+def _peer_post(node: Node, sender: str, path: str, body: dict,
+               signer: str | None = None) -> httpx.Response:
+    """A request from another node, signed as the control plane signs it."""
+    import datetime
+
+    from concilium.governance.spec import canonical_json
+    from concilium.node.control import _message
+
+    data = canonical_json(body)
+    time = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    signature = node.keys[signer or sender].sign(_message("POST", path, time, data)).hex()
+    return node.call("POST", path, content=data, headers={
+        "Content-Type": "application/json", "X-Concilium-Node": sender,
+        "X-Concilium-Time": time, "X-Concilium-Signature": signature})
 
 
 def _register(node: Node) -> httpx.Response:
@@ -99,7 +117,7 @@ def test_datasets_show_schemas_only(node: Node) -> None:
 def test_propose_approve_and_audit(node: Node) -> None:
     _register(node)
     proposal = node.call("POST", "/computations", "dr-lee", json={
-        "query": QUERY, "datasets": ["admissions"], "recipients": ["ministry"]})
+        "query": QUERY, "datasets": ["admissions"], "recipients": ["hospital-a"]})
     assert proposal.status_code == 201
     identifier = proposal.json()["id"]
     assert proposal.json() == {"id": identifier, "status": "proposed"}
@@ -113,11 +131,26 @@ def test_propose_approve_and_audit(node: Node) -> None:
         "computation_id": identifier, "decision": "approve", "approver": "officer-1",
         "node": "hospital-a", "comment": "fine"}
     shown = node.call("GET", f"/computations/{identifier}", "dr-lee").json()
-    assert shown["status"] == "approved" and len(shown["approvals"]) == 1
+    assert shown["status"] == "proposed" and len(shown["approvals"]) == 1  # 1 of 3 owners
+    # the other owners' approvals arrive from their nodes, signed by those nodes
+    spec = node.context.store.computation(identifier).spec
+    for peer in ("hospital-b", "hospital-c"):
+        theirs = sign_approval(spec, "approve", "officer-9", peer, node.keys[peer])
+        arrived = _peer_post(node, peer, "/peer/approvals", theirs.as_dict())
+        assert arrived.status_code == 201 and arrived.json() == {"id": identifier, "from": peer}
+    assert node.call("GET", f"/computations/{identifier}", "dr-lee").json()[
+        "status"] == "approved"
+    forged = sign_approval(spec, "approve", "officer-9", "hospital-b", node.keys["hospital-c"])
+    refused = _peer_post(node, "hospital-b", "/peer/approvals", forged.as_dict())
+    assert refused.status_code == 409 and "forged" in refused.json()["message"]
+    impostor = _peer_post(node, "hospital-b", "/peer/approvals", forged.as_dict(),
+                          signer="hospital-c")
+    assert impostor.status_code == 403 and "not signed by that node" in impostor.json()[
+        "message"]
     assert node.call("GET", f"/computations/{identifier}/result", "ministry").status_code == 409
     kinds = [e["kind"] for e in node.call("GET", "/audit/entries", "root").json()]
-    assert kinds == ["dataset_registered", "proposal", "approval"]
-    assert node.call("GET", "/audit/verify", "officer-1").json() == {"entries": 3,
+    assert kinds == ["dataset_registered", "proposal", "approval", "approval", "approval"]
+    assert node.call("GET", "/audit/verify", "officer-1").json() == {"entries": 5,
                                                                      "verified": True}
 
 

@@ -11,6 +11,8 @@ failed audit). The OpenAPI description is at ``/openapi.json``.
 
 from __future__ import annotations
 
+import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,11 +33,18 @@ from concilium.errors import (
     PolicyViolation,
     UnsupportedQuery,
 )
-from concilium.governance.approval import ApprovalPolicy, require_approvals, sign_approval
+from concilium.governance.approval import (
+    Approval,
+    ApprovalPolicy,
+    sign_approval,
+    verify_approval,
+)
 from concilium.governance.audit import AuditLog, verify_log
 from concilium.governance.consortium import Manifest
+from concilium.governance.identity import NodeIdentity
 from concilium.governance.spec import ComputationSpec
 from concilium.governance.users import User, UserStore
+from concilium.node import control
 from concilium.node.store import ComputationRecord, NodeStore, NotFound
 from concilium.query.plan import TableEntry, plan_query
 
@@ -58,6 +67,9 @@ class NodeContext:
     audit_path: Path
     manifest: Manifest | None = None
     approval_policies: dict[str, ApprovalPolicy] = field(default_factory=dict)
+    identity: NodeIdentity | None = None  # for the MPC transport of jobs
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    run_jobs: bool = True  # start approved computations (off in API-only tests)
 
 
 class ProposalIn(BaseModel):
@@ -142,6 +154,7 @@ def create_app(context: NodeContext) -> FastAPI:
         record = context.store.add_computation(spec)
         context.audit.append("proposal", {"computation_id": spec.computation_id,
                                           "spec": spec.as_dict()})
+        control.forward(context, "/peer/computations", spec.as_dict())
         return {"id": record.id, "status": record.status}
 
     @app.get("/computations")
@@ -159,18 +172,52 @@ def create_app(context: NodeContext) -> FastAPI:
         record = context.store.computation(identifier)
         approval = sign_approval(record.spec, decision,  # type: ignore[arg-type]
                                  user.name, context.name, context.key, comment=body.comment)
-        context.store.add_approval(approval)
-        context.audit.append("approval", {k: v for k, v in approval.as_dict().items()})
-        if decision == "reject":
-            context.store.update(identifier, status="refused")
-        elif context.manifest is not None and context.approval_policies:
-            try:
-                require_approvals(record.spec, context.store.approvals(identifier),
-                                  context.manifest, context.approval_policies)
-                context.store.update(identifier, status="approved")
-            except ApprovalMissing:
-                pass  # more approvals are still needed
+        _record_approval(approval)
+        control.forward(context, "/peer/approvals", approval.as_dict())
+        control.maybe_start(context, identifier)
         return approval.as_dict()
+
+    def _record_approval(approval: Approval) -> None:
+        context.store.add_approval(approval)
+        context.audit.append("approval", dict(approval.as_dict()))
+        identifier = approval.computation_id
+        if approval.decision == "reject":
+            context.store.update(identifier, status="refused")
+            return
+        record = context.store.computation(identifier)
+        if context.manifest is not None and record.status == "proposed" and (
+                control.all_owners_approved(record.spec, context.store.approvals(identifier),
+                                            context.manifest)):
+            context.store.update(identifier, status="approved")
+
+    async def _peer(request: Request) -> tuple[str, bytes]:
+        body = await request.body()
+        node = control.verify_peer(context.manifest, request.method, request.url.path,
+                                   request.headers.get("X-Concilium-Node"),
+                                   request.headers.get("X-Concilium-Time"),
+                                   request.headers.get("X-Concilium-Signature"), body)
+        return node, body
+
+    @app.post("/peer/computations", status_code=201, include_in_schema=False)
+    async def peer_computation(request: Request) -> dict[str, Any]:
+        node, body = await _peer(request)
+        spec = ComputationSpec.from_dict(json.loads(body))
+        if context.manifest is None or spec.consortium != context.manifest.hash:
+            raise AccessDenied(f"{node!r} proposed a computation for another consortium")
+        record = context.store.add_computation(spec)
+        context.audit.append("proposal", {"computation_id": record.id, "from": node,
+                                          "spec": spec.as_dict()})
+        return {"id": record.id}
+
+    @app.post("/peer/approvals", status_code=201, include_in_schema=False)
+    async def peer_approval(request: Request) -> dict[str, Any]:
+        node, body = await _peer(request)
+        approval = Approval(**json.loads(body))
+        assert context.manifest is not None
+        verify_approval(approval, context.manifest)
+        _record_approval(approval)
+        control.maybe_start(context, approval.computation_id)
+        return {"id": approval.computation_id, "from": node}
 
     @app.post("/computations/{identifier}/approve")
     def approve(identifier: str, body: DecisionIn, user: Caller) -> dict[str, Any]:
@@ -184,8 +231,8 @@ def create_app(context: NodeContext) -> FastAPI:
     def result(identifier: str, user: Caller) -> dict[str, Any]:
         context.users.require(user, "receive")
         record = context.store.computation(identifier)
-        if user.name not in record.spec.recipients and user.name != record.spec.analyst:
-            raise AccessDenied(f"{user.name!r} is not a recipient of this computation")
+        if context.name not in record.spec.recipients and user.name != record.spec.analyst:
+            raise AccessDenied(f"node {context.name!r} is not a recipient of this computation")
         if record.status != "completed" or record.result is None:
             raise ApprovalMissing(f"the computation is {record.status}; no result yet")
         return record.result

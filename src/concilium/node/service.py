@@ -37,7 +37,7 @@ def open_node(node_dir: str | Path, manifest_path: str | Path | None = None) -> 
                        audit=AuditLog(root / "audit.sqlite", identity.name, key),
                        audit_path=root / "audit.sqlite",
                        manifest=None if manifest_path is None else load_manifest(manifest_path),
-                       approval_policies=policies)
+                       approval_policies=policies, identity=identity)
 
 
 def serve(node_dir: str | Path, manifest_path: str | Path | None = None) -> None:
