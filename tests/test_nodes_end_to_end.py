@@ -1,0 +1,154 @@
+"""Three real node processes: propose, approve at every owner, run over TLS,
+result at the recipient, audit logs that verify."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from concilium.cli import app
+from concilium.governance.audit import verify_log
+from concilium.governance.consortium import Manifest, add_party, save_manifest
+from concilium.governance.identity import create_node
+from concilium.node.client import NodeClient
+from tests.helpers_tls import free_port
+from tests.test_node_service import _wait_until_up
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ("hospital-a", "hospital-b", "hospital-c")
+runner = CliRunner()
+SCHEMA = ('[columns.condition]\ntype = "category"\ndomain = ["asthma", "copd", "sepsis"]\n'
+          '[columns.readmitted]\ntype = "int"\nlow = 0\nhigh = 1\n')
+
+
+@pytest.fixture
+def three_nodes(tmp_path: Path) -> Iterator[tuple[list[Path], dict, Path, list]]:
+    manifest = Manifest("hospitals", "rep3")
+    dirs = []
+    for name in NAMES:
+        node = create_node(tmp_path / name, name, f"127.0.0.1:{free_port()}",
+                           f"127.0.0.1:{free_port()}")
+        manifest = add_party(manifest, node, ("data_owner", "compute"))
+        dirs.append(tmp_path / name)
+    save_manifest(manifest, tmp_path / "consortium.toml")
+    tokens: dict[tuple[str, str], str] = {}
+    for node_dir, name in zip(dirs, NAMES, strict=True):
+        for user, role in (("root", "admin"), ("dr-lee", "analyst"), ("officer", "approver")):
+            made = runner.invoke(app, ["user", "add", str(node_dir), user, "--role", role])
+            tokens[(name, user)] = made.output.strip()
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    processes = [subprocess.Popen([sys.executable, "-m", "concilium.cli", "node", "start",
+                                   str(d), "--manifest", str(tmp_path / "consortium.toml")],
+                                  stderr=subprocess.PIPE, text=True, env=environment)
+                 for d in dirs]
+    try:
+        for node_dir, process in zip(dirs, processes, strict=True):
+            _wait_until_up(node_dir, process)
+        yield dirs, tokens, tmp_path / "consortium.toml", processes
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def _cli(arguments: list[str], token: str) -> object:
+    return runner.invoke(app, arguments, env={"CONCILIUM_TOKEN": token})
+
+
+def test_a_governed_computation_between_three_node_processes(three_nodes: tuple,
+                                                            tmp_path: Path) -> None:
+    dirs, tokens, manifest_path, _ = three_nodes
+    (tmp_path / "schema.toml").write_text(SCHEMA)
+    frames = []
+    for k, (node_dir, name) in enumerate(zip(dirs, NAMES, strict=True)):
+        rng = np.random.default_rng(k)
+        frame = pd.DataFrame({"condition": rng.choice(["asthma", "copd"], 60),
+                              "readmitted": (rng.random(60) < 0.3).astype(int)})
+        frame.loc[:1, "condition"] = "sepsis" if k == 0 else frame.loc[:1, "condition"]
+        frames.append(frame)
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        added = _cli(["dataset", "add", "admissions", str(tmp_path / f"{name}.csv"),
+                      "--schema", str(tmp_path / "schema.toml"), "--node", str(node_dir)],
+                     tokens[(name, "root")])
+        assert added.exit_code == 0, added.output
+    query = ("SELECT condition, COUNT(*) AS n, AVG(readmitted) AS rate FROM admissions "
+             "GROUP BY condition ORDER BY condition")
+    proposed = runner.invoke(app, ["propose", query, "--dataset", "admissions",
+                                   "--recipient", "hospital-a", "--node", str(dirs[0])],
+                             env={"CONCILIUM_TOKEN": tokens[("hospital-a", "dr-lee")]})
+    assert proposed.exit_code == 0, proposed.output
+    identifier = proposed.output.strip()
+    for node_dir, name in zip(dirs, NAMES, strict=True):
+        decided = _cli(["approve", identifier, "--node", str(node_dir)],
+                       tokens[(name, "officer")])
+        assert decided.exit_code == 0, decided.output
+    client = NodeClient(dirs[0], tokens[("hospital-a", "dr-lee")])
+    deadline = time.monotonic() + 90
+    while True:
+        state = client.request("GET", f"/computations/{identifier}")
+        if state["status"] in ("completed", "failed") or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert state["status"] == "completed", state
+    result = client.request("GET", f"/computations/{identifier}/result")
+    client.close()
+    union = pd.concat(frames)
+    expected = union.groupby("condition").agg(n=("readmitted", "size"),
+                                              rate=("readmitted", "mean"))
+    assert result["columns"] == ["condition", "n", "rate"]
+    assert [row[0] for row in result["rows"]] == list(expected.index)
+    assert [row[1] for row in result["rows"]] == list(expected["n"])
+    assert np.allclose([row[2] for row in result["rows"]], expected["rate"], atol=1e-3)
+    shown = _cli(["result", identifier, "--node", str(dirs[0]), "--format", "csv"],
+                 tokens[("hospital-a", "dr-lee")])
+    assert shown.exit_code == 0 and shown.output.splitlines()[0] == "condition,n,rate"
+    for node_dir in dirs:
+        verified = runner.invoke(app, ["audit", "verify", str(node_dir / "audit.sqlite"),
+                                       "--manifest", str(manifest_path)])
+        assert verified.exit_code == 0, verified.output
+    assert verify_log(dirs[1] / "audit.sqlite") >= 7
+
+
+def test_a_run_waits_for_every_owner_and_a_rejection_refuses_it(three_nodes: tuple,
+                                                                tmp_path: Path) -> None:
+    dirs, tokens, _, _ = three_nodes
+    (tmp_path / "schema.toml").write_text(SCHEMA)
+    for node_dir, name in zip(dirs, NAMES, strict=True):
+        pd.DataFrame({"condition": ["asthma"] * 5, "readmitted": [0, 1, 0, 1, 1]}).to_csv(
+            tmp_path / f"{name}.csv", index=False)
+        _cli(["dataset", "add", "admissions", str(tmp_path / f"{name}.csv"), "--schema",
+              str(tmp_path / "schema.toml"), "--node", str(node_dir)], tokens[(name, "root")])
+    identifier = _cli(["propose", "SELECT COUNT(*) AS n FROM admissions", "--dataset",
+                       "admissions", "--recipient", "hospital-a", "--node", str(dirs[0])],
+                      tokens[("hospital-a", "dr-lee")]).output.strip()
+    for node_dir, name in zip(dirs[:2], NAMES[:2], strict=True):
+        _cli(["approve", identifier, "--node", str(node_dir)], tokens[(name, "officer")])
+    time.sleep(1.0)
+    client = NodeClient(dirs[0], tokens[("hospital-a", "dr-lee")])
+    assert client.request("GET", f"/computations/{identifier}")["status"] == "proposed"
+    refused = _cli(["reject", identifier, "--node", str(dirs[2]), "--comment", "no"],
+                   tokens[("hospital-c", "officer")])
+    assert refused.exit_code == 0
+    deadline = time.monotonic() + 10
+    while client.request("GET", f"/computations/{identifier}")["status"] != "refused":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    pending = _cli(["result", identifier, "--node", str(dirs[0])],
+                   tokens[("hospital-a", "dr-lee")])
+    assert pending.exit_code == 2 and "refused" in pending.output
+    client.close()
