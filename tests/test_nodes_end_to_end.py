@@ -152,3 +152,66 @@ def test_a_run_waits_for_every_owner_and_a_rejection_refuses_it(three_nodes: tup
                    tokens[("hospital-a", "dr-lee")])
     assert pending.exit_code == 2 and "refused" in pending.output
     client.close()
+
+
+def test_a_node_killed_mid_run_fails_the_run_everywhere_and_a_retry_succeeds(
+        three_nodes: tuple, tmp_path: Path) -> None:
+    dirs, tokens, manifest_path, processes = three_nodes
+    (tmp_path / "schema.toml").write_text(SCHEMA)
+    rng = np.random.default_rng(4)
+    for node_dir, name in zip(dirs, NAMES, strict=True):
+        pd.DataFrame({"condition": rng.choice(["asthma", "copd"], 40000),
+                      "readmitted": rng.integers(0, 2, 40000)}).to_csv(
+            tmp_path / f"{name}.csv", index=False)
+        _cli(["dataset", "add", "admissions", str(tmp_path / f"{name}.csv"), "--schema",
+              str(tmp_path / "schema.toml"), "--node", str(node_dir)], tokens[(name, "root")])
+    # a median sorts all 120,000 rows: long enough to kill a node in the middle
+    identifier = _cli(["propose", "SELECT MEDIAN(readmitted) AS m, COUNT(*) AS n "
+                       "FROM admissions", "--dataset", "admissions", "--recipient",
+                       "hospital-a", "--node", str(dirs[0])],
+                      tokens[("hospital-a", "dr-lee")]).output.strip()
+    for node_dir, name in zip(dirs, NAMES, strict=True):
+        _cli(["approve", identifier, "--node", str(node_dir)], tokens[(name, "officer")])
+    client = NodeClient(dirs[0], tokens[("hospital-a", "dr-lee")])
+
+    def status() -> str:
+        return str(client.request("GET", f"/computations/{identifier}")["status"])
+
+    deadline = time.monotonic() + 30
+    while status() != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.5)
+    processes[2].kill()  # hospital-c dies mid-run
+    processes[2].wait()
+    deadline = time.monotonic() + 60
+    while status() not in ("failed", "completed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    shown = client.request("GET", f"/computations/{identifier}")
+    assert shown["status"] == "failed"
+    assert any(word in (shown["error"] or "") for word in ("PeerUnavailable", "ProtocolAbort"))
+    other = NodeClient(dirs[1], tokens[("hospital-b", "dr-lee")])
+    deadline = time.monotonic() + 60
+    while other.request("GET", f"/computations/{identifier}")["status"] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert other.request("GET", f"/computations/{identifier}")["status"] == "failed"
+    other.close()
+    # hospital-c comes back with its state; the analyst retries
+    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    processes[2] = subprocess.Popen([sys.executable, "-m", "concilium.cli", "node", "start",
+                                     str(dirs[2]), "--manifest", str(manifest_path)],
+                                    stderr=subprocess.PIPE, text=True, env=environment)
+    _wait_until_up(dirs[2], processes[2])
+    retried = _cli(["retry", identifier, "--node", str(dirs[0])],
+                   tokens[("hospital-a", "dr-lee")])
+    assert retried.exit_code == 0, retried.output
+    deadline = time.monotonic() + 120
+    while status() not in ("failed", "completed"):
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert status() == "completed"
+    result = client.request("GET", f"/computations/{identifier}/result")
+    assert result["rows"][0][1] == 120000
+    client.close()

@@ -13,6 +13,7 @@
     concilium propose "SELECT ..." --dataset NAME --recipient NAME --node NODE_DIR
     concilium approve|reject ID --node NODE_DIR
     concilium status [ID] --node NODE_DIR
+    concilium retry ID --node NODE_DIR
     concilium result ID --node NODE_DIR [--format table|csv|json]
     concilium demo
 
@@ -190,6 +191,15 @@ def reject(identifier: Annotated[str, typer.Argument(help="Computation id")],
            comment: Annotated[str, typer.Option(help="Why")] = "") -> None:
     """Reject a computation (the node signs your decision)."""
     _decide(identifier, "reject", comment, node, token)
+
+
+@app.command()
+def retry(identifier: Annotated[str, typer.Argument(help="Computation id")],
+          node: NodeOption, token: TokenOption = None) -> None:
+    """Run a failed computation again (every node restarts it)."""
+    with _friendly():
+        answer = _client(node, token).request("POST", f"/computations/{identifier}/retry")
+    console.print(f"{identifier[:16]}... {answer['status']}", highlight=False)
 
 
 @app.command()

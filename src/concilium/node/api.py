@@ -227,6 +227,34 @@ def create_app(context: NodeContext) -> FastAPI:
     def reject(identifier: str, body: DecisionIn, user: Caller) -> dict[str, Any]:
         return decide(identifier, "reject", body, user)
 
+    def _reset(identifier: str) -> bool:
+        record = context.store.computation(identifier)
+        if record.status not in ("failed", "running"):
+            return False
+        with context.lock:
+            context.store.update(identifier, status="approved", progress=0.0)
+        context.audit.append("retry", {"computation_id": identifier})
+        return True
+
+    @app.post("/computations/{identifier}/retry")
+    def retry(identifier: str, user: Caller) -> dict[str, Any]:
+        context.users.require(user, "propose")
+        record = context.store.computation(identifier)
+        if not _reset(identifier):
+            raise ApprovalMissing(f"only a failed computation can be retried; this one is "
+                                  f"{record.status}")
+        control.forward(context, "/peer/retry", {"id": identifier})
+        control.maybe_start(context, identifier)
+        return {"id": identifier, "status": context.store.computation(identifier).status}
+
+    @app.post("/peer/retry", include_in_schema=False)
+    async def peer_retry(request: Request) -> dict[str, Any]:
+        node, body = await _peer(request)
+        identifier = str(json.loads(body)["id"])
+        _reset(identifier)
+        control.maybe_start(context, identifier)
+        return {"id": identifier, "from": node}
+
     @app.get("/computations/{identifier}/result")
     def result(identifier: str, user: Caller) -> dict[str, Any]:
         context.users.require(user, "receive")
