@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import subprocess
 import sys
@@ -24,21 +25,24 @@ def test_readme_example_prints_what_the_comment_promises() -> None:
     assert printed == [float(v) for v in re.findall(r"[-\d.]+", promised)]
 
 
-def test_demo_runs_and_matches_the_plaintext_check() -> None:
+def test_demo_runs_three_nodes_and_matches_the_plaintext_check() -> None:
     completed = subprocess.run([sys.executable, "-m", "concilium.demo"], capture_output=True,
-                               text=True, timeout=120, check=False)
-    assert completed.returncode == 0, completed.stderr
+                               text=True, timeout=180, check=False,
+                               env={**os.environ, "COLUMNS": "120"})
+    assert completed.returncode == 0, completed.stdout + completed.stderr
     out = completed.stdout
     for hospital in ("hospital-a", "hospital-b", "hospital-c"):
-        assert f"{hospital} contributes" in out
-        assert re.search(rf"{hospital}: sent [\d,]+ bytes in \d+ messages", out)
-    rows = re.findall(r"^  (readmission rate|mean length of stay \(days\))\s+([\d.]+)\s+([\d.]+)",
-                      out, re.M)
-    assert len(rows) == 2
-    for _, secure, plain in rows:
-        assert abs(float(secure) - float(plain)) < 1e-3
+        assert re.search(rf"{hospital} registered [\d,]+ admissions", out)
+        assert f"approved by {hospital}'s officer" in out
+        assert re.search(rf"audit log of {hospital}: \d+ entries, .* verified", out)
+    rows = re.findall(r"│ ([a-z ]+?) +│ (\d+) +│ ([\d.]+) +│ ([\d.]+) +│ ([\d.]+) / ([\d.]+)",
+                      out)
+    assert len(rows) == 4
+    for _, _, rate, stay, plain_rate, plain_stay in rows:
+        assert abs(float(rate) - float(plain_rate)) < 1e-3
+        assert abs(float(stay) - float(plain_stay)) < 1e-2
+    assert "(min_cohort)" in out and "(complementary" in out
     assert "semi-honest" in out
-
 
 def test_operations_doc_states_every_documented_bound() -> None:
     from concilium.ops.accuracy import ACCURACY

@@ -178,7 +178,8 @@ def _job(context: Any, identifier: str) -> None:
             "columns": [str(c) for c in frame.columns],
             "rows": [[None if v != v else v for v in row]  # NaN (NULL) -> None
                      for row in frame.astype(object).values.tolist()],
-            "suppressed": [{"group": str(c["group"]), "rule": c["rule"]}
+            "suppressed": [{"group": c["group"] if isinstance(c["group"], dict)
+                            else str(c["group"]), "rule": c["rule"]}
                            for c in frame.attrs.get("suppressed", [])]}
         context.store.update(identifier, status="completed", progress=1.0,
                              result=result)
