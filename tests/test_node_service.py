@@ -82,7 +82,7 @@ def test_a_node_serves_the_cli_over_pinned_https_and_stops_gracefully(
                  str(tmp_path / "schema.toml"), *node, token=tokens["root"])
     assert added.exit_code == 0 and "3 rows checked" in added.output
     proposed = _cli("propose", "SELECT condition, COUNT(*) FROM admissions GROUP BY condition",
-                    "--dataset", "admissions", "--recipient", "ministry", *node,
+                    "--dataset", "admissions", "--recipient", "hospital-a", *node,
                     token=tokens["dr-lee"])
     assert proposed.exit_code == 0, proposed.output
     identifier = proposed.output.strip()
