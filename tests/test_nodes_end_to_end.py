@@ -97,14 +97,15 @@ def test_a_governed_computation_between_three_node_processes(three_nodes: tuple,
         decided = _cli(["approve", identifier, "--node", str(node_dir)],
                        tokens[(name, "officer")])
         assert decided.exit_code == 0, decided.output
+    followed = _cli(["status", identifier, "--wait", "--node", str(dirs[0])],
+                    tokens[("hospital-a", "dr-lee")])
+    assert followed.exit_code == 0 and "completed" in followed.output, followed.output
     client = NodeClient(dirs[0], tokens[("hospital-a", "dr-lee")])
-    deadline = time.monotonic() + 90
-    while True:
-        state = client.request("GET", f"/computations/{identifier}")
-        if state["status"] in ("completed", "failed") or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
-    assert state["status"] == "completed", state
+    state = client.request("GET", f"/computations/{identifier}")
+    assert state["status"] == "completed" and state["progress"] == 1.0, state
+    checkpoints = NodeClient(dirs[1], tokens[("hospital-b", "root")]).request(
+        "GET", "/audit/checkpoints")
+    assert {c["signer"] for c in checkpoints} == {"hospital-a", "hospital-c"}
     result = client.request("GET", f"/computations/{identifier}/result")
     client.close()
     union = pd.concat(frames)

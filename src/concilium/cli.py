@@ -204,10 +204,14 @@ def retry(identifier: Annotated[str, typer.Argument(help="Computation id")],
 
 @app.command()
 def status(identifier: Annotated[str | None, typer.Argument(help="Computation id")] = None,
-           *, node: NodeOption, token: TokenOption = None) -> None:
+           *, node: NodeOption, token: TokenOption = None,
+           wait: Annotated[bool, typer.Option(help="Follow one computation with a progress "
+                                                   "bar until it ends")] = False) -> None:
     """Show computations and their progress."""
     with _friendly():
         client = _client(node, token)
+        if wait and identifier:
+            _follow(client, identifier)
         rows = ([client.request("GET", f"/computations/{identifier}")] if identifier
                 else client.request("GET", "/computations"))
     table = Table("id", "status", "progress", "analyst", "query")
@@ -216,6 +220,23 @@ def status(identifier: Annotated[str | None, typer.Argument(help="Computation id
         table.add_row(row["id"][:12], row["status"], f"{row['progress']:.0%}", row["analyst"],
                       row["query"][:60])
     console.print(table)
+
+
+def _follow(client: Any, identifier: str) -> None:
+    """A progress bar until the computation completes, fails or is refused."""
+    import time
+
+    from rich.progress import Progress
+
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"computation {identifier[:12]}", total=1.0)
+        while True:
+            state = client.request("GET", f"/computations/{identifier}")
+            progress.update(task, completed=state["progress"],
+                            description=f"{identifier[:12]} {state['status']}")
+            if state["status"] in ("completed", "failed", "refused"):
+                return
+            time.sleep(0.3)
 
 
 @app.command()

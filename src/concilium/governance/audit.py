@@ -154,6 +154,10 @@ class AuditLog:
         hashes = [e.hash for e in self.entries()]
         return len(hashes), merkle_root(hashes)
 
+    def checkpoints(self) -> list[Checkpoint]:
+        return [Checkpoint(*row) for row in self._connection.execute(
+            "SELECT size, root, signer, signature FROM checkpoints ORDER BY size, signer")]
+
     def add_cosignature(self, checkpoint: Checkpoint) -> None:
         with self._connection:
             self._connection.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",

@@ -271,6 +271,12 @@ def create_app(context: NodeContext) -> FastAPI:
         return [{"index": e.index, "time": e.time, "kind": e.kind, "body": e.body,
                  "hash": e.hash} for e in context.audit.entries()]
 
+    @app.get("/audit/checkpoints")
+    def audit_checkpoints(user: Caller) -> list[dict[str, Any]]:
+        context.users.require(user, "read_audit")
+        return [{"size": c.size, "root": c.root, "signer": c.signer, "signature": c.signature}
+                for c in context.audit.checkpoints()]
+
     @app.get("/audit/verify")
     def audit_verify(user: Caller) -> dict[str, Any]:
         context.users.require(user, "read_audit")
