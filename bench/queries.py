@@ -2,6 +2,7 @@
 
     python bench/queries.py --json
     python bench/queries.py --queries grouped_avg_count --rows 100000
+    python bench/queries.py --transport tls       # the secure part over mutual TLS
 
 Each record has the engine's fields: ``op``, ``n`` (rows per owner), ``owners``,
 ``protocol``, ``transport``, ``parties``, ``seconds`` (median of ``--repeats``
@@ -123,10 +124,69 @@ def _run_once(sql: str, tables: dict[str, list[pd.DataFrame]]
     return end - start, end - min(secure_start), results
 
 
+def _tables_for(name: str, rows: int) -> dict[str, list[pd.DataFrame]]:
+    return join_tables(rows) if name == "join_count" else {
+        "admissions": [owner_frame(seed, rows) for seed in (11, 12, 13)]}
+
+
+def tls_party(session: Session, query: str, rows: int, repeats: int) -> list[dict[str, Any]]:
+    """A party process of ``--transport tls`` (queries:tls_party): loads only its own
+    tables, then times the secure part (local DuckDB work, sharing, MPC, reveal)."""
+    from engine import _barrier
+
+    schemas = _schemas()
+    tables = _tables_for(query, rows)
+    first_owner = {"customers": 0, "accounts": 1, "admissions": 0}
+    entries = {name: TableEntry(schemas[name], tuple(first_owner[name] + k
+                                                     for k in range(len(frames))))
+               for name, frames in tables.items()}
+    mine = {name: Dataset.from_frame(name, frames[session.party - first_owner[name]],
+                                     schemas[name])
+            for name, frames in tables.items()
+            if 0 <= session.party - first_owner[name] < len(frames)}
+    plan = plan_query(QUERIES[query], entries)
+    samples = []
+    for index in range(repeats + 1):
+        _barrier(session)
+        before, start = session.stats(), time.perf_counter()
+        run_plan(session, plan, mine)
+        end = time.perf_counter()
+        if index:  # the first run warms up
+            samples.append({"start": start, "end": end,
+                            "bytes": session.stats().bytes_sent - before.bytes_sent})
+    _barrier(session)
+    return samples
+
+
+def run_query_tls(name: str, rows: int, repeats: int) -> dict[str, Any]:
+    """The secure part over mutual TLS between three processes, next to the same
+    part in memory, in the same invocation."""
+    from concilium.node.launcher import launch_local, values_or_raise
+    from engine import TlsRunner
+
+    runner = TlsRunner()
+    here = Path(__file__).resolve().parent
+    per_party = values_or_raise(launch_local(
+        runner.manifest_path, runner.node_dirs, "queries:tls_party",
+        args={"query": name, "rows": rows, "repeats": repeats}, python_path=[str(here)],
+        timeout=900, receive_timeout=300))
+    seconds = statistics.median(
+        max(p[k]["end"] for p in per_party) - min(p[k]["start"] for p in per_party)
+        for k in range(repeats))
+    memory = run_query(name, rows, repeats)
+    return {"op": name, "n": rows, "protocol": "rep3", "transport": "tls", "parties": 3,
+            "seconds": seconds, "memory_seconds": memory["secure_seconds"],
+            "tls_over_memory": seconds / memory["secure_seconds"],
+            "numpy_seconds": memory["plaintext_seconds"],
+            "plaintext_seconds": memory["plaintext_seconds"],
+            "ratio": seconds / memory["plaintext_seconds"], "rounds": memory["rounds"],
+            "bytes_per_party": max(p[-1]["bytes"] for p in per_party),
+            "sql": QUERIES[name]}
+
+
 def run_query(name: str, rows: int, repeats: int) -> dict[str, Any]:
     sql = QUERIES[name]
-    tables = join_tables(rows) if name == "join_count" else {
-        "admissions": [owner_frame(seed, rows) for seed in (11, 12, 13)]}
+    tables = _tables_for(name, rows)
     connection = duckdb.connect()
     for table, frames in tables.items():
         connection.register(table, pd.concat(frames, ignore_index=True))
@@ -160,12 +220,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", default=",".join(QUERIES))
     parser.add_argument("--rows", type=int, default=0, help="rows per owner (default per query)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--transport", default="memory", choices=["memory", "tls"],
+                        help="tls: the secure part between 3 OS processes over mutual TLS")
     args = parser.parse_args(argv)
     records = []
+    run = run_query_tls if args.transport == "tls" else run_query
     for name in args.queries.split(","):
-        record = run_query(name, args.rows or DEFAULT_ROWS[name], args.repeats)
+        record = run(name, args.rows or DEFAULT_ROWS[name], args.repeats)
         records.append(record)
         if not args.json:
+            if args.transport == "tls":
+                print(f"{name:>20} n={record['n']:,}  tls {record['seconds']:.2f} s  memory "
+                      f"{record['memory_seconds']:.2f} s  (x{record['tls_over_memory']:.2f})  "
+                      f"{record['bytes_per_party']:,} bytes", file=sys.stderr)
+                continue
             print(f"{name:>20} {record['total_rows']:,} rows  {record['seconds']:.2f} s  "
                   f"(secure part {record['secure_seconds']:.2f} s)  duckdb "
                   f"{record['plaintext_seconds']:.3f} s  rounds {record['rounds']}  "
