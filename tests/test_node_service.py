@@ -3,10 +3,8 @@ graceful shutdown, and the common mistakes."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from concilium.cli import app
 from concilium.errors import ConfigurationError
 from concilium.governance.identity import create_node
 from concilium.node.client import NodeClient
+from concilium.node.service import spawn
 from tests.helpers_tls import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,10 +50,7 @@ def running_node(tmp_path: Path) -> Iterator[tuple]:
         made = runner.invoke(app, ["user", "add", str(node_dir), name, "--role", role])
         assert made.exit_code == 0, made.output
         tokens[name] = made.output.strip()
-    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    process = subprocess.Popen([sys.executable, "-m", "concilium.cli", "node", "start",
-                                str(node_dir)], stderr=subprocess.PIPE, text=True,
-                               env=environment)
+    process = spawn(node_dir, quiet=False)
     try:
         _wait_until_up(node_dir, process)
         yield node_dir, tokens, process

@@ -3,10 +3,6 @@ result at the recipient, audit logs that verify."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +17,7 @@ from concilium.governance.audit import verify_log
 from concilium.governance.consortium import Manifest, add_party, save_manifest
 from concilium.governance.identity import create_node
 from concilium.node.client import NodeClient
+from concilium.node.service import spawn, stop
 from tests.helpers_tls import free_port
 from tests.test_node_service import _wait_until_up
 
@@ -46,24 +43,13 @@ def three_nodes(tmp_path: Path) -> Iterator[tuple[list[Path], dict, Path, list]]
         for user, role in (("root", "admin"), ("dr-lee", "analyst"), ("officer", "approver")):
             made = runner.invoke(app, ["user", "add", str(node_dir), user, "--role", role])
             tokens[(name, user)] = made.output.strip()
-    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    processes = [subprocess.Popen([sys.executable, "-m", "concilium.cli", "node", "start",
-                                   str(d), "--manifest", str(tmp_path / "consortium.toml")],
-                                  stderr=subprocess.PIPE, text=True, env=environment)
-                 for d in dirs]
+    processes = [spawn(d, tmp_path / "consortium.toml", quiet=False) for d in dirs]
     try:
         for node_dir, process in zip(dirs, processes, strict=True):
             _wait_until_up(node_dir, process)
         yield dirs, tokens, tmp_path / "consortium.toml", processes
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(processes)
 
 
 def _cli(arguments: list[str], token: str) -> object:
@@ -200,10 +186,7 @@ def test_a_node_killed_mid_run_fails_the_run_everywhere_and_a_retry_succeeds(
     assert other.request("GET", f"/computations/{identifier}")["status"] == "failed"
     other.close()
     # hospital-c comes back with its state; the analyst retries
-    environment = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    processes[2] = subprocess.Popen([sys.executable, "-m", "concilium.cli", "node", "start",
-                                     str(dirs[2]), "--manifest", str(manifest_path)],
-                                    stderr=subprocess.PIPE, text=True, env=environment)
+    processes[2] = spawn(dirs[2], manifest_path, quiet=False)
     _wait_until_up(dirs[2], processes[2])
     retried = _cli(["retry", identifier, "--node", str(dirs[0])],
                    tokens[("hospital-a", "dr-lee")])

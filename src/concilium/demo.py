@@ -21,11 +21,7 @@ all three hospitals' data in one place.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +37,7 @@ from concilium.governance.consortium import Manifest, add_party, load_manifest, 
 from concilium.governance.identity import create_node
 from concilium.governance.users import UserStore
 from concilium.node.client import NodeClient
+from concilium.node.service import spawn, stop
 
 __all__ = ["main", "synthetic_admissions"]
 
@@ -101,17 +98,6 @@ def _setup(root: Path) -> tuple[list[Path], dict[tuple[str, str], str], Path]:
     return dirs, tokens, root / "consortium.toml"
 
 
-def _start(dirs: list[Path], manifest: Path) -> list[subprocess.Popen[bytes]]:
-    environment = dict(os.environ)
-    source = str(Path(__file__).resolve().parents[1])
-    environment["PYTHONPATH"] = os.pathsep.join(
-        [source, *filter(None, [environment.get("PYTHONPATH")])])
-    return [subprocess.Popen([sys.executable, "-m", "concilium.cli", "node", "start",
-                              str(d), "--manifest", str(manifest)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env=environment) for d in dirs]
-
-
 def _wait_up(node_dir: Path, deadline: float) -> None:
     client = NodeClient(node_dir, None)
     try:
@@ -145,7 +131,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="concilium-demo-") as scratch:
         root = Path(scratch)
         dirs, tokens, manifest = _setup(root)
-        processes = _start(dirs, manifest)
+        processes = [spawn(d, manifest) for d in dirs]
         try:
             for node_dir in dirs:
                 _wait_up(node_dir, time.monotonic() + 30)
@@ -197,14 +183,7 @@ def main() -> int:
                 console.print(f"audit log of {name}: {count} entries, chain, signatures and "
                               "co-signed checkpoints verified")
         finally:
-            for process in processes:
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stop(processes)
     console.print(f"\nProtocol rep3: semi-honest, honest majority (1 corrupted party of 3). "
                   f"Demo finished in {time.monotonic() - started:.1f} s; the nodes are "
                   "stopped and their directory removed.")

@@ -10,7 +10,11 @@ flight, and the stores are closed.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from concilium.governance.approval import ApprovalPolicy
@@ -21,7 +25,7 @@ from concilium.governance.users import UserStore
 from concilium.node.api import NodeContext, create_app
 from concilium.node.store import NodeStore
 
-__all__ = ["open_node", "serve"]
+__all__ = ["open_node", "serve", "spawn", "stop"]
 
 
 def open_node(node_dir: str | Path, manifest_path: str | Path | None = None) -> NodeContext:
@@ -63,3 +67,32 @@ def serve(node_dir: str | Path, manifest_path: str | Path | None = None) -> None
         context.store.close()
         context.users.close()
         context.audit.close()
+
+
+def spawn(node_dir: str | Path, manifest_path: str | Path | None = None, *,
+          quiet: bool = True) -> subprocess.Popen[str]:
+    """Start ``concilium node start`` for ``node_dir`` as a child process (this
+    checkout's package first on the path); stderr is captured unless ``quiet``."""
+    environment = dict(os.environ)
+    source = str(Path(__file__).resolve().parents[2])
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [source, *filter(None, [environment.get("PYTHONPATH")])])
+    command = [sys.executable, "-m", "concilium.cli", "node", "start", str(node_dir)]
+    if manifest_path is not None:
+        command += ["--manifest", str(manifest_path)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL if quiet else subprocess.PIPE,
+                            text=True, env=environment)
+
+
+def stop(processes: Sequence[subprocess.Popen[str]], timeout: float = 20.0) -> None:
+    """SIGTERM every node still running, wait for its graceful exit, kill stragglers."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
