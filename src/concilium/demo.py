@@ -21,6 +21,7 @@ all three hospitals' data in one place.
 
 from __future__ import annotations
 
+import hashlib
 import socket
 import tempfile
 import time
@@ -38,6 +39,7 @@ from concilium.governance.identity import create_node
 from concilium.governance.users import UserStore
 from concilium.node.client import NodeClient
 from concilium.node.service import spawn, stop
+from concilium.ring import Prg
 
 __all__ = ["main", "synthetic_admissions"]
 
@@ -59,18 +61,25 @@ console = Console(highlight=False)
 
 
 def synthetic_admissions(seed: int, patients: int) -> pd.DataFrame:
-    """A hospital's admissions from a seeded generator (demo data, not secrets)."""
-    generator = np.random.default_rng(seed)
+    """A hospital's admissions, reproducible from ``seed`` (demo data, not secrets).
+
+    The uniform draws come from the project's AES-CTR PRG under a key derived
+    from the seed, like every other random number in the package."""
+    key = hashlib.sha256(f"concilium-demo-{seed}".encode()).digest()[:16]
+    uniform = Prg(key).uniform((5, patients))
     names = sorted(CONDITIONS)
     shares = np.array([CONDITIONS[n][0] for n in names])
-    condition = generator.choice(len(names), patients, p=shares / shares.sum())
+    edges = np.cumsum(shares / shares.sum())
+    condition = np.minimum(np.searchsorted(edges, uniform[0], side="right"), len(names) - 1)
     rates = np.array([CONDITIONS[n][1] for n in names])[condition]
     stays = np.array([CONDITIONS[n][2] for n in names])[condition]
+    # gamma(2, mean / 2): the sum of two exponential draws with mean stay / 2
+    exponentials = -np.log1p(-uniform[1]) - np.log1p(-uniform[2])
     return pd.DataFrame({
         "condition": np.array(names)[condition],
-        "age": generator.integers(18, 100, patients),
-        "stay": np.round(generator.gamma(2.0, stays / 2.0).clip(0.5, 365), 1),
-        "readmitted": (generator.random(patients) < rates).astype(int),
+        "age": 18 + (uniform[3] * 82).astype(np.int64),
+        "stay": np.round((exponentials * stays / 2.0).clip(0.5, 365), 1),
+        "readmitted": (uniform[4] < rates).astype(int),
     })
 
 
