@@ -65,3 +65,30 @@ def test_query_benchmark_emits_records_with_a_duckdb_baseline() -> None:
         assert set(record) >= KEYS and record["n"] == 2000 and record["owners"] == 3
         assert record["plaintext_seconds"] == record["numpy_seconds"] > 0
         assert 0 < record["secure_seconds"] <= record["seconds"]
+
+
+def test_transport_benchmark_measures_every_layer_against_memory() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "transport.py"), "--json", "--sizes", "1500",
+         "--repeats", "1", "--warmup", "0"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    records = {r["transport"]: r for r in json.loads(completed.stdout)}
+    assert list(records) == ["memory", "tcp", "tcp+sha256", "tls-no-transcript", "tls"]
+    memory = records["memory"]["seconds"]
+    for record in records.values():
+        assert record["op"] == "mul_fxp" and record["n"] == 1500 and record["parties"] == 3
+        # every variant runs the same protocol: the same payload bytes per party
+        assert record["bytes_per_party"] == 8 * 1500
+        assert record["memory_seconds"] == memory
+        assert record["over_memory"] == record["seconds"] / memory
+        assert record["cpu_seconds_per_party"] > 0
+
+
+def test_transport_benchmark_refuses_an_unknown_variant() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "transport.py"), "--variants", "udp"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert completed.returncode == 2 and "unknown variants ['udp']" in completed.stderr

@@ -53,7 +53,10 @@ class TlsChannel(Channel):
     """One party's authenticated connections to all other parties of a computation."""
 
     def __init__(self, me: int, parties: int, connections: dict[int, TlsConnection],
-                 session: bytes, settings: TlsSettings) -> None:
+                 session: bytes, settings: TlsSettings,
+                 transcript: Transcript | None = None) -> None:
+        """``transcript``: where frames are hashed (SHA-256 per peer unless given;
+        ``bench/transport.py`` passes a null one to measure what hashing costs)."""
         self._me = me
         self._parties = parties
         self._connections = connections
@@ -61,7 +64,7 @@ class TlsChannel(Channel):
         self._settings = settings
         self._mailbox = Mailbox(max_pending_bytes=settings.max_pending_bytes)
         self._counter = TrafficCounter()
-        self.transcript = Transcript(sorted(connections))
+        self.transcript = transcript or Transcript(sorted(connections))
         self._closing = threading.Event()
         self._readers = [
             threading.Thread(target=self._read_loop, args=(peer, connection),
