@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import ssl
 import struct
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -142,7 +144,7 @@ def test_unknown_certificates_and_garbage_are_refused_while_the_party_keeps_serv
         connection = _wrap(raw, context, server=False)
         try:
             connection.handshake(time.monotonic() + 5)
-            connection.send([b"hello?"])
+            connection.send([b"hello?"], 5.0)
             raw.settimeout(5)
             answers.append(raw.recv(100))
         except (ssl.SSLError, OSError) as error:
@@ -210,7 +212,7 @@ def test_bad_frames_from_an_authenticated_peer_stop_the_run(consortium: Consorti
             data = os.urandom(200)
         else:
             data = _raw_frame(FrameKind.DATA, session, 0, 5, good)[:70]
-        connection.send([data])
+        connection.send([data], 5.0)
         if attack == "truncated":
             connection.close()
         with pytest.raises((ProtocolAbort, PeerUnavailable)) as caught:
@@ -323,6 +325,40 @@ def test_killing_a_party_aborts_the_others_within_the_timeout(consortium: Consor
         assert survivor.error_type in {"PeerUnavailable", "ProtocolAbort"}, survivor
         assert survivor.value is None
     assert elapsed < delay + 5 + 10
+    assert _ports_free(consortium.ports())
+
+
+def test_a_stalled_party_cannot_hold_the_others_hostage(consortium: Consortium) -> None:
+    """A stopped process keeps its connections open and reads nothing, so a party
+    sending it a frame larger than the socket buffers waits on a full buffer: it
+    must still give up within the timeout, and exit by itself."""
+    times: dict[str, float] = {}
+
+    def stop_then_reap(processes) -> None:
+        def watch() -> None:
+            try:
+                time.sleep(3.0)
+                os.kill(processes[1].pid, signal.SIGSTOP)
+                times["stopped"] = time.monotonic()
+                for survivor in (processes[0], processes[2]):
+                    survivor.wait(timeout=60)
+                times["survivors_exited"] = time.monotonic()
+            except subprocess.TimeoutExpired:
+                times["survivors_exited"] = float("inf")  # hostages until the kill below
+            finally:
+                processes[1].kill()
+        threading.Thread(target=watch, daemon=True).start()
+
+    outcomes = launch_local(consortium.manifest_path, consortium.node_dirs,
+                            "tests.tls_programs:large_multiplications", python_path=[ROOT],
+                            receive_timeout=3, startup_timeout=10, timeout=120,
+                            on_started=stop_then_reap)
+    for survivor in (outcomes[0], outcomes[2]):
+        assert survivor.error_type in {"PeerUnavailable", "ProtocolAbort"}, survivor
+        assert survivor.value is None and survivor.exit_code == 1  # not killed: it gave up
+    assert outcomes[1].value is None
+    # the receive or send timeout (3 s), the abort's grace for stuck sends, exit
+    assert times["survivors_exited"] - times["stopped"] < 15
     assert _ports_free(consortium.ports())
 
 

@@ -39,6 +39,14 @@ def slow_multiplications(session: Session, rounds: int = 200, n: int = 20000) ->
     return int(np.asarray(a.reveal()).sum() % 1000)
 
 
+def large_multiplications(session: Session, rounds: int = 400, n: int = 4_000_000) -> int:
+    """Frames of 32 MB, larger than the sockets' buffers: a stalled peer fills them."""
+    a = session.input(0, np.arange(n) if session.party == 0 else None)
+    for _ in range(rounds):
+        a = a * a
+    return int(np.asarray(a[:10].reveal()).sum() % 1000)
+
+
 def exit_abruptly(session: Session) -> None:
     """Party 1 dies without a word after the inputs."""
     a = session.input(0, np.ones(10, dtype=int) if session.party == 0 else None)

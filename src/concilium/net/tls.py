@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import select
 import socket
 import ssl
 import threading
@@ -50,6 +51,8 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 18
+_POLL_SECONDS = 0.1
+_STUCK_SECONDS = 1.0
 _HELLO_BYTES = 96
 _ZERO_SESSION = bytes(32)
 
@@ -76,11 +79,17 @@ class TlsIdentity:
 
 @dataclass(frozen=True)
 class TlsSettings:
-    """Timeouts and limits of the TLS transport."""
+    """Timeouts and limits of the TLS transport.
+
+    ``receive_timeout``: how long a receive waits for a peer's message;
+    ``send_timeout``: how long a send waits for a peer that accepts no data
+    (a stalled process whose socket buffers are full). Either way the peer is
+    unavailable and the run is aborted."""
 
     startup_timeout: float = 30.0
     handshake_timeout: float = 10.0
     receive_timeout: float = 60.0
+    send_timeout: float = 60.0
     limits: FrameLimits = field(default_factory=FrameLimits)
     max_pending_bytes: int = 4 << 30
 
@@ -136,6 +145,7 @@ class TlsConnection:
         self._buffer = bytearray(_CHUNK)
         self.wire_bytes_sent = 0
         self.wire_bytes_received = 0
+        self.broken = False  # a frame was cut off mid-way: the stream is unusable
 
     # -- handshake ------------------------------------------------------------
     def handshake(self, deadline: float) -> None:
@@ -164,17 +174,55 @@ class TlsConnection:
             self.sock.sendall(data)
             self.wire_bytes_sent += len(data)
 
-    def send(self, parts: Sequence[bytes | memoryview]) -> None:
-        """Encrypt and send byte strings in order (thread-safe; one frame at a time)."""
-        with self._send_lock:
+    def send(self, parts: Sequence[bytes | memoryview], timeout: float,
+             interrupted: Callable[[], bool] | None = None) -> None:
+        """Encrypt and send byte strings in order (thread-safe; one frame at a time).
+
+        A peer that accepts no byte for ``timeout`` seconds raises
+        ``TimeoutError``; so does waiting that long for another frame to finish.
+        While the peer accepts nothing, ``interrupted()`` is polled: once it is
+        true (the run was aborted) and the peer has been stuck for
+        ``_STUCK_SECONDS``, the send stops with ``ConnectionAbortedError``. A
+        live peer process always drains its socket (its reader thread files
+        frames in the mailbox), so only a stalled one is given up on. A frame
+        cut off this way leaves the stream unusable: later sends refuse."""
+        if not self._send_lock.acquire(timeout=timeout):
+            raise TimeoutError(f"another frame to this peer has not finished in {timeout:g} s")
+        try:
+            if self.broken:
+                raise ConnectionAbortedError("an earlier frame to this peer was cut off")
             for part in parts:
                 view = memoryview(part).cast("B")
                 for start in range(0, len(view), _CHUNK):
                     with self._ssl_lock:
                         self.tls.write(view[start:start + _CHUNK])
                         data = self._outgoing.read()
-                    self.sock.sendall(data)
-                    self.wire_bytes_sent += len(data)
+                    self._send_ciphertext(memoryview(data), timeout, interrupted)
+        finally:
+            self._send_lock.release()
+
+    def _send_ciphertext(self, data: memoryview, timeout: float,
+                         interrupted: Callable[[], bool] | None) -> None:
+        sent, last_progress = 0, time.monotonic()
+        while sent < len(data):
+            try:
+                count = self.sock.send(data[sent:], socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                count = 0
+            if count:
+                sent += count
+                self.wire_bytes_sent += count
+                last_progress = time.monotonic()
+                continue
+            stuck = time.monotonic() - last_progress
+            if stuck >= timeout or (stuck >= _STUCK_SECONDS and interrupted is not None
+                                    and interrupted()):
+                self.broken = sent > 0 or self.broken
+                if stuck >= timeout:
+                    raise TimeoutError(f"the peer accepted no data for {timeout:g} s")
+                raise ConnectionAbortedError("the run was aborted while the peer accepted "
+                                             "no data")
+            select.select([], [self.sock], [], _POLL_SECONDS)
 
     # -- reading --------------------------------------------------------------
     def _receive_ciphertext(self) -> None:
@@ -221,10 +269,11 @@ def _hello_payload(manifest_hash: bytes, computation_id: bytes, nonce: bytes) ->
 
 
 def _exchange_hello(connection: TlsConnection, me: int, expected: int, manifest_hash: bytes,
-                    computation_id: bytes, nonce: bytes, limits: FrameLimits) -> Hello:
+                    computation_id: bytes, nonce: bytes, limits: FrameLimits,
+                    timeout: float) -> Hello:
     header, payload = encode_frame(FrameKind.HELLO, _ZERO_SESSION, me, 0, 0,
                                    _hello_payload(manifest_hash, computation_id, nonce))
-    connection.send([header, payload])
+    connection.send([header, payload], timeout)
     frame = read_frame(connection.read_exact, limits)
     data = frame.array.tobytes()
     if frame.kind != FrameKind.HELLO or frame.array.dtype != np.uint8 or len(data) != (
@@ -312,7 +361,7 @@ def establish_connections(
                 raise BadFrame("a certificate that may not dial this party")
             raw.settimeout(settings.handshake_timeout)
             hello = _exchange_hello(connection, me, peer.index, manifest_hash, computation_id,
-                                    nonce, settings.limits)
+                                    nonce, settings.limits, settings.handshake_timeout)
             raw.settimeout(None)
             register(peer.index, connection, hello)
         except (OSError, EOFError, ssl.SSLError, BadFrame, ConfigurationError) as error:
@@ -349,7 +398,8 @@ def establish_connections(
                                    "that is not the one pinned in the manifest")
                 connection.sock.settimeout(settings.handshake_timeout)
                 hello = _exchange_hello(connection, me, peer.index, manifest_hash,
-                                        computation_id, nonce, settings.limits)
+                                        computation_id, nonce, settings.limits,
+                                        settings.handshake_timeout)
                 connection.sock.settimeout(None)
             except (OSError, EOFError, ssl.SSLError) as error:
                 connection.close()

@@ -47,6 +47,8 @@ __all__ = ["DIGEST_TAG", "TlsChannel", "TranscriptDigest"]
 
 #: Tag of the transcript-digest frames, above every plan and outside-party tag.
 DIGEST_TAG = 1 << 63
+#: How long an ABORT frame may wait for a peer that accepts no data.
+_ABORT_SECONDS = 2.0
 
 
 class TlsChannel(Channel):
@@ -116,7 +118,11 @@ class TlsChannel(Channel):
         header, payload = encode_frame(FrameKind.DATA, self.session, self._me, tag, stamp, array)
         self.transcript.sent(peer, header, payload)
         try:
-            connection.send([header, payload])
+            connection.send([header, payload], self._settings.send_timeout, self._aborted)
+        except TimeoutError:
+            raise PeerUnavailable(
+                f"party {peer} accepted no data for {self._settings.send_timeout:g} s; it may "
+                "have stalled. The run is aborted and nothing further is revealed") from None
         except OSError as error:
             # the peer may have aborted and closed: report its reason if it arrives
             deadline = time.monotonic() + 0.5
@@ -126,6 +132,9 @@ class TlsChannel(Channel):
                 raise ProtocolAbort(self._mailbox.aborted) from None
             raise PeerUnavailable(f"lost the connection to party {peer} while sending: "
                                   f"{error}") from None
+
+    def _aborted(self) -> bool:
+        return self._mailbox.aborted is not None
 
     def receive(self, peer: int, tag: int) -> npt.NDArray[np.generic]:
         self._connection(peer)
@@ -141,14 +150,19 @@ class TlsChannel(Channel):
         return sum(c.wire_bytes_sent for c in self._connections.values())
 
     def abort(self, reason: str) -> None:
-        """Abort on every party: tell each peer (best effort), then stop locally."""
-        if self._mailbox.aborted is None:
+        """Abort on every party: stop locally, then tell each peer (best effort).
+
+        Stopping first lets a send stuck on a stalled peer give up (see
+        :meth:`TlsConnection.send`), so the ABORT frames can go out; each waits
+        at most ``_ABORT_SECONDS`` for a peer that accepts nothing."""
+        first = self._mailbox.aborted is None
+        self._mailbox.abort(reason)
+        if first:
             text = np.frombuffer(f"party {self._me}: {reason}"[:1000].encode(), dtype=np.uint8)
             header, payload = encode_frame(FrameKind.ABORT, self.session, self._me, 0, 0, text)
             for connection in self._connections.values():
                 with contextlib.suppress(OSError):
-                    connection.send([header, payload])
-        self._mailbox.abort(reason)
+                    connection.send([header, payload], _ABORT_SECONDS)
 
     # -- reading --------------------------------------------------------------------
     def _read_loop(self, peer: int, connection: TlsConnection) -> None:
@@ -191,7 +205,7 @@ class TlsChannel(Channel):
             sent, received = mine[peer]
             header, payload = encode_frame(FrameKind.DIGEST, self.session, self._me, DIGEST_TAG,
                                            0, np.frombuffer(sent + received, dtype=np.uint8))
-            connection.send([header, payload])
+            connection.send([header, payload], self._settings.send_timeout)
         digests = []
         for peer in sorted(self._connections):
             theirs = self._mailbox.take(peer, DIGEST_TAG, self._settings.receive_timeout)

@@ -175,7 +175,8 @@ def _party_main(argv: Sequence[str] | None = None) -> int:
     options = parser.parse_args(argv)
     tune_allocator()
     settings = TlsSettings(startup_timeout=options.startup_timeout,
-                           receive_timeout=options.receive_timeout)
+                           receive_timeout=options.receive_timeout,
+                           send_timeout=options.receive_timeout)
     try:
         name = load_node(options.node_dir).name
     except ConciliumError:
@@ -202,6 +203,8 @@ def launch_local(manifest_path: Path | str, node_dirs: Sequence[Path | str], pro
                  ) -> list[PartyOutcome]:
     """Start one process per node directory and wait for all; outcomes in the given order.
 
+    ``receive_timeout``: how long a party waits for a peer that sends nothing,
+    or accepts nothing it is sent, before the run is aborted.
     ``on_started`` receives the processes once they run (tests use it to kill one).
     """
     manifest = load_manifest(manifest_path)
