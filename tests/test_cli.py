@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 from typer.testing import CliRunner
 
 from concilium.cli import app
@@ -91,3 +93,42 @@ def test_explain_prints_the_plan_and_refuses_unsupported_sql(tmp_path: Path) -> 
     refused = runner.invoke(app, ["explain", "SELECT * FROM admissions", "--catalog",
                                   str(catalog)])
     assert refused.exit_code == 2 and "SELECT * would reveal rows" in refused.output
+
+
+def _consortium(tmp_path: Path) -> tuple[Path, list[Path]]:
+    manifest, nodes = tmp_path / "consortium.toml", []
+    runner.invoke(app, ["consortium", "create", str(manifest), "--name", "hospitals"])
+    for name in ("hospital-a", "hospital-b", "hospital-c"):
+        _init(tmp_path / name, name)
+        added = runner.invoke(app, ["consortium", "add", str(manifest), str(tmp_path / name)])
+        assert added.exit_code == 0, added.output
+        nodes.append(tmp_path / name)
+    return manifest, nodes
+
+
+def test_launch_runs_a_program_on_three_processes_over_tls(tmp_path: Path) -> None:
+    manifest, nodes = _consortium(tmp_path)
+    weights = [1.0, 0.5, 2.0]
+    result = runner.invoke(app, ["launch", str(manifest), *map(str, nodes),
+                                 "--program", "tests.tls_programs:weighted_total",
+                                 "--args", json.dumps({"weights": weights}),
+                                 "--peer-timeout", "20"])
+    assert result.exit_code == 0, result.output
+    expected = float(np.array([7.5, 8.25, 6.0]) * weights @ np.array([42.0, 55.5, 61.25]))
+    lines = result.output.strip().splitlines()
+    assert [line.split(": ")[0] for line in lines] == ["hospital-a", "hospital-b", "hospital-c"]
+    for line in lines:  # fixed point: within a few units of 2^-16 of the plaintext
+        assert abs(float(line.split(": ")[1]) - expected) < 1e-3
+
+
+def test_launch_reports_a_failing_program_on_every_party(tmp_path: Path) -> None:
+    manifest, nodes = _consortium(tmp_path)
+    result = runner.invoke(app, ["launch", str(manifest), *map(str, nodes),
+                                 "--program", "tests.tls_programs:fail_on_party_two"])
+    assert result.exit_code == 1
+    assert "hospital-c: ValueError: party 2's program failed" in result.output
+    assert "Traceback" not in result.output
+    bad = runner.invoke(app, ["launch", str(manifest), *map(str, nodes),
+                              "--program", "no_colon_here"])
+    assert bad.exit_code == 2
+    assert "must be given as package.module:function" in bad.output

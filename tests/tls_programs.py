@@ -131,3 +131,12 @@ def governed_query(session: Session, manifest_path: str, node_dirs: list[str],
     finally:
         log.close()
     return {"n": list(result["n"]), "s": list(result["s"])}
+
+
+
+def weighted_total(session: Session, weights: list[float]) -> float:
+    """Party 0's hours times party 1's rates, weighted by public weights: one opened total."""
+    me = session.party
+    hours = session.input(0, np.array([7.5, 8.25, 6.0]) if me == 0 else None, fixed=True)
+    rates = session.input(1, np.array([42.0, 55.5, 61.25]) if me == 1 else None, fixed=True)
+    return float(((hours * np.array(weights)) @ rates).reveal())

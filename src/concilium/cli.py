@@ -355,6 +355,8 @@ def launch(
     program: Annotated[str, typer.Option(help="package.module:function run by each party")],
     args: Annotated[str, typer.Option(help="JSON object of keyword arguments")] = "{}",
     timeout: Annotated[float, typer.Option(help="Seconds before the launch gives up")] = 300.0,
+    peer_timeout: Annotated[float, typer.Option(
+        help="Seconds a party waits for a peer that sends, or accepts, nothing")] = 60.0,
 ) -> None:
     """Run a program on local node processes over mutual TLS on this machine."""
     from concilium.node.launcher import encode_value, launch_local
@@ -365,7 +367,7 @@ def launch(
         except json.JSONDecodeError as error:
             raise ConfigurationError(f"--args is not JSON: {error}") from None
         outcomes = launch_local(manifest, node_dirs, program, args=keyword, timeout=timeout,
-                                python_path=[str(Path.cwd())])
+                                receive_timeout=peer_timeout, python_path=[str(Path.cwd())])
     failed = False
     for outcome in outcomes:
         if outcome.ok:

@@ -112,10 +112,15 @@ class PartyOutcome:
         return self.error_type is None and self.exit_code == 0
 
 
-def _load_program(spec: str) -> Callable[..., Any]:
+def _parse_program(spec: str) -> tuple[str, str]:
     module_name, _, function = spec.partition(":")
     if not module_name or not function:
         raise ConfigurationError(f"program {spec!r} must be given as package.module:function")
+    return module_name, function
+
+
+def _load_program(spec: str) -> Callable[..., Any]:
+    module_name, function = _parse_program(spec)
     try:
         return getattr(importlib.import_module(module_name), function)
     except (ImportError, AttributeError) as error:
@@ -209,6 +214,7 @@ def launch_local(manifest_path: Path | str, node_dirs: Sequence[Path | str], pro
     """
     manifest = load_manifest(manifest_path)
     manifest.require_ready()
+    _parse_program(program)
     cid = (computation_id or os.urandom(32)).hex()
     environment = dict(os.environ)
     paths = [*python_path, environment.get("PYTHONPATH", "")]
