@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,9 @@ class PlainConnection:
         self.sock = sock
         self.wire_bytes_sent = 0
 
-    def send(self, parts: Sequence[bytes | memoryview]) -> None:
+    def send(self, parts: Sequence[bytes | memoryview], timeout: float,
+             interrupted: Callable[[], bool] | None = None) -> None:
+        """Blocking sends (the floor: no timeouts to watch)."""
         for part in parts:
             self.sock.sendall(part)
             self.wire_bytes_sent += memoryview(part).nbytes
