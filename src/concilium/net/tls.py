@@ -145,7 +145,7 @@ class TlsConnection:
         self._buffer = bytearray(_CHUNK)
         self.wire_bytes_sent = 0
         self.wire_bytes_received = 0
-        self.broken = False  # a frame was cut off mid-way: the stream is unusable
+        self.broken = False  # sealed records were not sent: the stream is unusable
 
     # -- handshake ------------------------------------------------------------
     def handshake(self, deadline: float) -> None:
@@ -184,8 +184,8 @@ class TlsConnection:
         true (the run was aborted) and the peer has been stuck for
         ``_STUCK_SECONDS``, the send stops with ``ConnectionAbortedError``. A
         live peer process always drains its socket (its reader thread files
-        frames in the mailbox), so only a stalled one is given up on. A frame
-        cut off this way leaves the stream unusable: later sends refuse."""
+        frames in the mailbox), so only a stalled one is given up on. Records
+        sealed but not sent leave the stream unusable: later sends refuse."""
         if not self._send_lock.acquire(timeout=timeout):
             raise TimeoutError(f"another frame to this peer has not finished in {timeout:g} s")
         try:
@@ -217,7 +217,7 @@ class TlsConnection:
             stuck = time.monotonic() - last_progress
             if stuck >= timeout or (stuck >= _STUCK_SECONDS and interrupted is not None
                                     and interrupted()):
-                self.broken = sent > 0 or self.broken
+                self.broken = True  # TLS already sealed these records: the stream has a gap
                 if stuck >= timeout:
                     raise TimeoutError(f"the peer accepted no data for {timeout:g} s")
                 raise ConnectionAbortedError("the run was aborted while the peer accepted "
