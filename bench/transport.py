@@ -49,16 +49,17 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from concilium.data import Session
-from concilium.governance.consortium import Manifest, add_party, load_manifest, save_manifest
-from concilium.governance.identity import create_node, load_node
+from concilium.governance.consortium import load_manifest
+from concilium.governance.identity import load_node
 from concilium.mpc.rep3 import Rep3
 from concilium.net.tls import TlsIdentity, TlsSettings, establish_connections
+from concilium.net.tls import _tune as tune_like_tls  # the same socket options
 from concilium.net.tls_channel import TlsChannel
 from concilium.net.transcript import Transcript
 from concilium.node.launcher import endpoints
 from concilium.ring.memory import tune_allocator
 from concilium.testing import run_parties
-from engine import OPS, OpSpec, _barrier
+from engine import OPS, OpSpec, TlsRunner, _barrier
 
 VARIANTS = ("memory", "tcp", "tcp+sha256", "tls-no-transcript", "tls")
 _COMPUTATION = bytes(32)
@@ -114,13 +115,6 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _tune(sock: socket.socket) -> None:
-    """The TLS transport's socket options (no Nagle delay, 4 MB buffers)."""
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
-        sock.setsockopt(socket.SOL_SOCKET, option, 4 << 20)
-
-
 def _plain_connections(me: int, ports: Sequence[int]) -> dict[int, PlainConnection]:
     """Lower index dials, higher listens, as the TLS transport does."""
     listener = socket.socket()
@@ -145,7 +139,7 @@ def _plain_connections(me: int, ports: Sequence[int]) -> dict[int, PlainConnecti
         connections[sock.recv(1)[0]] = PlainConnection(sock)
     listener.close()
     for connection in connections.values():
-        _tune(connection.sock)
+        tune_like_tls(connection.sock)
     return connections
 
 
@@ -210,24 +204,7 @@ def _party(variant: str, node_dir: Path, manifest_path: Path, ports: list[int], 
         channel.close()
 
 
-class Consortium:
-    """Three node identities and a manifest in a scratch directory."""
-
-    def __init__(self) -> None:
-        self._scratch = tempfile.TemporaryDirectory(prefix="concilium-transport-")
-        root = Path(self._scratch.name)
-        manifest = Manifest("transport-bench", "rep3")
-        self.node_dirs = []
-        for name in ("bench-a", "bench-b", "bench-c"):
-            node = create_node(root / name, name, f"127.0.0.1:{_free_port()}",
-                               f"127.0.0.1:{_free_port()}")
-            manifest = add_party(manifest, node, ("data_owner", "compute"))
-            self.node_dirs.append(root / name)
-        self.manifest_path = root / "manifest.toml"
-        save_manifest(manifest, self.manifest_path)
-
-
-def _run_processes(variant: str, consortium: Consortium, op: str, n: int, repeats: int,
+def _run_processes(variant: str, consortium: TlsRunner, op: str, n: int, repeats: int,
                    warmup: int) -> list[list[dict[str, float]]]:
     """Three party processes (``python bench/transport.py --party ...``); JSON results."""
     ports = [str(_free_port()) for _ in consortium.node_dirs]
@@ -271,7 +248,7 @@ def _summary(per_party: list[list[dict[str, float]]], repeats: int) -> dict[str,
 def measure(op: str, n: int, variants: Sequence[str], repeats: int, warmup: int) -> (
         list[dict[str, Any]]):
     """One record per variant; ``memory`` is always measured, as the baseline."""
-    consortium = Consortium()
+    consortium = TlsRunner()  # its three node identities and manifest
     memory = _summary(_run_memory(op, n, repeats, warmup), repeats)
     records = []
     for variant in variants:
