@@ -285,6 +285,14 @@ def run_op(spec: OpSpec, n: int, *, repeats: int, warmup: int, transport: str,
     return record
 
 
+def emit(records: list[dict[str, Any]], as_json: bool) -> int:
+    """The end of every benchmark: the records as a JSON list on stdout if asked."""
+    if as_json:
+        json.dump(records, sys.stdout, indent=1)
+        print()
+    return 0
+
+
 def elements_of(spec: OpSpec, n: int) -> int:
     return spec.elements(n)
 
@@ -319,10 +327,7 @@ def main(argv: list[str] | None = None, registry: dict[str, OpSpec] | None = Non
                       f"numpy {record['numpy_seconds'] * 1e3:7.3f} ms  x{record['ratio']:6.1f}  "
                       f"rounds {record['rounds']}  {record['bytes_per_element']:.1f} B/elem"
                       f"{extra}", file=sys.stderr)
-    if args.json:
-        json.dump(records, sys.stdout, indent=1)
-        print()
-    return 0
+    return emit(records, args.json)
 
 
 if __name__ == "__main__":

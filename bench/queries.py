@@ -24,7 +24,6 @@ except for ``join_count`` (rows per table).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -36,12 +35,14 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from concilium.data.dataset import Dataset
 from concilium.data.schema import Schema
 from concilium.data.session import Session
 from concilium.query import TableEntry, plan_query, run_plan
 from concilium.testing import run_parties
+from engine import emit
 
 CONDITIONS = [f"c{k:02d}" for k in range(20)]
 SCHEMA = Schema.from_mapping({
@@ -238,10 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(secure part {record['secure_seconds']:.2f} s)  duckdb "
                   f"{record['plaintext_seconds']:.3f} s  rounds {record['rounds']}  "
                   f"{record['bytes_per_party']:,} bytes", file=sys.stderr)
-    if args.json:
-        json.dump(records, sys.stdout, indent=1)
-        print()
-    return 0
+    return emit(records, args.json)
 
 
 if __name__ == "__main__":

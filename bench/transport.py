@@ -59,7 +59,7 @@ from concilium.net.transcript import Transcript
 from concilium.node.launcher import endpoints
 from concilium.ring.memory import tune_allocator
 from concilium.testing import run_parties
-from engine import OPS, OpSpec, TlsRunner, _barrier
+from engine import OPS, OpSpec, TlsRunner, _barrier, emit
 
 VARIANTS = ("memory", "tcp", "tcp+sha256", "tls-no-transcript", "tls")
 _COMPUTATION = bytes(32)
@@ -295,10 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"{record['seconds'] * 1e3:8.2f} ms  x{record['over_memory']:5.2f} "
                           f"memory  cpu/party {record['cpu_seconds_per_party'] * 1e3:6.2f} ms",
                           file=sys.stderr)
-    if args.json:
-        json.dump(records, sys.stdout, indent=1)
-        print()
-    return 0
+    return emit(records, args.json)
 
 
 if __name__ == "__main__":
