@@ -128,3 +128,39 @@ def test_schemas_load_from_toml_and_refuse_nonsense(tmp_path: Path) -> None:
                           ({"x": {"type": "int", "colour": 1}}, "unknown settings")]:
         with pytest.raises(ConfigurationError, match=message):
             Schema.from_mapping(spec)
+
+
+def test_a_column_the_schema_does_not_list_is_refused(tmp_path: Path) -> None:
+    FRAME.assign(ssn=["123-45-6789", "987-65-4321", "555-12-3456"]).to_csv(
+        tmp_path / "t.csv", index=False)
+    with pytest.raises(DatasetError, match="'ssn' that the schema does not list") as caught:
+        Dataset.from_csv("t", tmp_path / "t.csv", SCHEMA)
+    assert "123-45" not in str(caught.value) and caught.value.column == "ssn"
+    with pytest.raises(DatasetError, match="'ssn'"):
+        Dataset.from_frame("t", FRAME.assign(ssn=1), SCHEMA)
+
+
+def test_an_ignored_column_is_dropped_on_load_without_being_read(tmp_path: Path) -> None:
+    schema = Schema.from_mapping({**SCHEMA.as_mapping(), "ssn": {"usage": "ignore"}})
+    assert schema.ignored == ("ssn",) and "ssn" not in schema
+    # an ignored column may hold anything: it is never parsed
+    FRAME.assign(ssn=["x", "1", ""]).to_csv(tmp_path / "t.csv", index=False)
+    dataset = Dataset.from_csv("t", tmp_path / "t.csv", schema)
+    _check(dataset)
+    assert dataset.table.column_names == ["id", "age", "cost", "ward", "urgent"]
+    assert Schema.from_mapping(schema.as_mapping()) == schema
+    with pytest.raises(ConfigurationError, match="ignored; it takes no other settings"):
+        Schema.from_mapping({"a": {"type": "int"}, "b": {"usage": "ignore", "low": 0}})
+    with pytest.raises(ConfigurationError, match='usage is a list'):
+        Schema.from_mapping({"a": {"type": "int", "usage": "filter"}})
+
+
+def test_a_ragged_csv_row_is_named(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text("age,ward\n30,a\n41,b\n52,a,secret-extra\n60,b\n")
+    schema = Schema.from_mapping({"age": {"type": "int"},
+                                  "ward": {"type": "category", "domain": ["a", "b"]}})
+    with pytest.raises(DatasetError) as caught:
+        Dataset.from_csv("t", tmp_path / "t.csv", schema)
+    assert "data row 3 (line 4 of the file) has 3 fields, the header has 2" in str(
+        caught.value)
+    assert "secret-extra" not in str(caught.value)

@@ -98,14 +98,15 @@ class Dataset:
         import pyarrow.csv as pacsv
 
         _require_file(name, path)
-        # read every schema column as text and convert here, so that a bad value is
-        # reported by column and row, never by its content
-        types = {c.name: pa.string() for c in schema.columns}
+        # read every column as text and convert here, so that a bad value is reported
+        # by column and row, never by its content
+        types = {column: pa.string() for column in _csv_header(name, path)}
+        convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
         try:
-            table = pacsv.read_csv(str(path), convert_options=pacsv.ConvertOptions(
-                column_types=types, strings_can_be_null=True))
+            table = pacsv.read_csv(str(path), convert_options=convert)
         except pa.ArrowInvalid as error:
-            raise DatasetError(f"dataset {name!r} ({path}): {_csv_problem(error)}") from None
+            raise DatasetError(f"dataset {name!r} ({path}): "
+                               f"{_csv_problem(error, path, convert)}") from None
         return cls.from_arrow(name, table, schema)
 
     @classmethod
@@ -165,12 +166,48 @@ def _require_file(name: str, path: str | Path) -> None:
         raise DatasetError(f"dataset {name!r}: {path} is empty")
 
 
-def _csv_problem(error: Exception) -> str:
+def _csv_header(name: str, path: str | Path) -> list[str]:
+    """The column names of a CSV file's first line."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        raise DatasetError(f"dataset {name!r}: {path} is not a readable UTF-8 CSV "
+                           "file") from None
+    if not header:
+        raise DatasetError(f"dataset {name!r}: {path} has no header line")
+    return header
+
+
+def _csv_problem(error: Exception, path: str | Path, convert: Any) -> str:
+    import pyarrow.csv as pacsv
+
     text = str(error)
     if "Empty CSV file" in text:
         return "the file is empty"
     if "column" in text and "not exist" in text:
         return "a schema column is missing from the header"
+    if "Expected" in text and "columns, got" in text:
+        # read again on one thread, which numbers the lines, to name the ragged row
+        found: list[tuple[int | None, int, int]] = []
+
+        def record(row: Any) -> str:
+            found.append((row.number, row.expected_columns, row.actual_columns))
+            return "error"
+
+        try:
+            pacsv.read_csv(str(path), read_options=pacsv.ReadOptions(use_threads=False),
+                           parse_options=pacsv.ParseOptions(invalid_row_handler=record),
+                           convert_options=convert)
+        except pa.ArrowInvalid:
+            pass
+        if found and found[0][0] is not None:
+            line, expected, actual = found[0]
+            assert line is not None
+            return (f"data row {line - 1} (line {line} of the file) has {actual} fields, "
+                    f"the header has {expected}")
     return "the file is not well-formed CSV (check the header and the field counts)"
 
 
@@ -178,6 +215,13 @@ def _validated(table: pa.Table, schema: Schema) -> pa.Table:
     if table.num_rows == 0:
         raise DatasetError("the dataset has no rows")
     present = {n.lower(): n for n in table.column_names}
+    listed = {n.lower() for n in (*schema.names, *schema.ignored)}
+    unknown = [n for n in table.column_names if n.lower() not in listed]
+    if unknown:
+        raise DatasetError(f"the data has column(s) {', '.join(map(repr, unknown))} that the "
+                           "schema does not list; remove them from the file, or list them "
+                           'in the schema (usage = "ignore" drops a column on load)',
+                           column=unknown[0])
     columns = {}
     for column in schema.columns:
         source = present.get(column.name.lower())

@@ -12,6 +12,13 @@ spec. It states per column:
 * ``unique``: for keys, whether a value may appear once only;
 * ``usage``: what queries may do with the column (``filter``, ``group``,
   ``aggregate``, ``join``); anything else is refused at planning time.
+  ``usage = "ignore"`` declares a column of the data file that is dropped
+  when the file is loaded (it needs no type and is never read); any other
+  column of a file that the schema does not list is refused.
+
+Key columns (``type = "key"``) identify people or entities: a query may only
+join on them or count them (``COUNT``, ``COUNT(DISTINCT ...)``); they are never
+output, grouped by, filtered on or otherwise aggregated.
 
 Schemas load from a mapping or TOML::
 
@@ -32,9 +39,10 @@ from typing import Any
 
 from concilium.errors import ConfigurationError
 
-__all__ = ["USAGES", "Column", "ColumnType", "Schema", "load_schemas"]
+__all__ = ["IGNORE", "USAGES", "Column", "ColumnType", "Schema", "load_schemas"]
 
 USAGES = frozenset({"filter", "group", "aggregate", "join"})
+IGNORE = "ignore"
 
 
 class ColumnType(enum.StrEnum):
@@ -102,11 +110,32 @@ class Column:
             raise ConfigurationError(
                 f"column {name!r}: type must be one of "
                 f"{', '.join(t.value for t in ColumnType)}") from None
+        usage = spec.get("usage", USAGES)
+        if isinstance(usage, str) or not all(isinstance(u, str) for u in usage):
+            raise ConfigurationError(f"column {name!r}: usage is a list such as "
+                                     '["filter", "aggregate"], or "ignore"')
         return cls(name=name, type=kind, low=spec.get("low"), high=spec.get("high"),
                    nullable=bool(spec.get("nullable", False)),
                    domain=tuple(str(v) for v in spec.get("domain", ())),
                    unique=bool(spec.get("unique", False)),
-                   usage=frozenset(spec.get("usage", USAGES)))
+                   usage=frozenset(usage))
+
+    def as_mapping(self) -> dict[str, Any]:
+        """The TOML/JSON form (what :meth:`from_mapping` reads)."""
+        spec: dict[str, Any] = {"type": self.type.value}
+        if self.low is not None:
+            spec["low"] = self.low
+        if self.high is not None:
+            spec["high"] = self.high
+        if self.nullable:
+            spec["nullable"] = True
+        if self.domain:
+            spec["domain"] = list(self.domain)
+        if self.unique:
+            spec["unique"] = True
+        if self.usage != USAGES:
+            spec["usage"] = sorted(self.usage)
+        return spec
 
 
 @dataclass(frozen=True)
@@ -114,13 +143,15 @@ class Schema:
     """The public description of one table: its columns, in order."""
 
     columns: tuple[Column, ...]
+    ignored: tuple[str, ...] = ()  # columns of the data file that are dropped on load
     names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         if not self.columns:
             raise ConfigurationError("a schema needs at least one column")
         names = tuple(c.name for c in self.columns)
-        if len(set(n.lower() for n in names)) != len(names):
+        every = [n.lower() for n in (*names, *self.ignored)]
+        if len(set(every)) != len(every):
             raise ConfigurationError("column names repeat (names are case-insensitive in SQL)")
         object.__setattr__(self, "names", names)
 
@@ -140,9 +171,27 @@ class Schema:
 
     @classmethod
     def from_mapping(cls, spec: Mapping[str, Any]) -> Schema:
-        """``{"columns": {name: {type: ..., ...}, ...}}`` or ``{name: {...}}``."""
+        """``{"columns": {name: {type: ..., ...}, ...}}`` or ``{name: {...}}``; a column
+        with ``usage = "ignore"`` is dropped when data is loaded."""
         columns = spec.get("columns", spec)
-        return cls(tuple(Column.from_mapping(name, c) for name, c in columns.items()))
+        if not isinstance(columns, Mapping) or not all(
+                isinstance(c, Mapping) for c in columns.values()):
+            raise ConfigurationError("a schema is a table of columns: [columns.<name>] "
+                                     'sections with type = "int", "fixed", "bool", '
+                                     '"category" or "key"')
+        ignored = tuple(name for name, c in columns.items() if c.get("usage") == IGNORE)
+        for name in ignored:
+            if set(columns[name]) - {"usage", "type"}:
+                raise ConfigurationError(f"column {name!r} is ignored; it takes no other "
+                                         "settings")
+        return cls(tuple(Column.from_mapping(name, c) for name, c in columns.items()
+                         if name not in ignored), ignored)
+
+    def as_mapping(self) -> dict[str, Any]:
+        """``{name: {type: ..., ...}}`` in column order (ignored columns last)."""
+        spec = {c.name: c.as_mapping() for c in self.columns}
+        spec.update({name: {"usage": IGNORE} for name in self.ignored})
+        return spec
 
 
 def load_schemas(path: str | Path) -> dict[str, Schema]:
