@@ -20,6 +20,7 @@ bool, string for categories) that the owner's local engine (DuckDB) queries.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -197,12 +198,10 @@ def _csv_problem(error: Exception, path: str | Path, convert: Any) -> str:
             found.append((row.number, row.expected_columns, row.actual_columns))
             return "error"
 
-        try:
+        with contextlib.suppress(pa.ArrowInvalid):
             pacsv.read_csv(str(path), read_options=pacsv.ReadOptions(use_threads=False),
                            parse_options=pacsv.ParseOptions(invalid_row_handler=record),
                            convert_options=convert)
-        except pa.ArrowInvalid:
-            pass
         if found and found[0][0] is not None:
             line, expected, actual = found[0]
             assert line is not None
