@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 
 from concilium import simulate
+from concilium.data.schema import Schema
 from concilium.errors import ConfigurationError, PolicyViolation
 from concilium.governance.policy import OutputPolicy
+from concilium.query import TableEntry, plan_query
 from tests.test_joins import DATA, SCHEMAS
 from tests.test_queries import OWNERS, SCHEMA, UNION, VISITS, _visits
 
@@ -152,3 +154,79 @@ def test_the_dominance_rule_suppresses_sums_led_by_a_few_contributors() -> None:
     assert "b" not in set(got["ward"]) and len(rules) == 2  # plus a complementary cell
     shown = got.set_index("ward")["total"]
     assert np.allclose(shown, ordered.sum()[shown.index])
+
+
+def test_a_min_cohort_releases_an_extreme_only_when_enough_rows_hold_it() -> None:
+    # MAX(cost) is one patient's cost; MAX(age) is held by many patients
+    tables, schemas = {"admissions": OWNERS}, {"admissions": SCHEMA}
+    top_age = int(UNION["age"].max())
+    holders = int((UNION["age"] == top_age).sum())
+    assert holders >= 3 and (UNION["cost"] == UNION["cost"].max()).sum() == 1
+    got = simulate("SELECT MAX(cost) AS c FROM admissions", tables, schemas,
+                   policy={"min_cohort": 3})
+    assert got.empty and "rows hold the value of MAX(cost)" in got.attrs["suppressed"][0][
+        "rule"]
+    got = simulate("SELECT MAX(age) AS a, MIN(age) AS b FROM admissions", tables, schemas,
+                   policy={"min_cohort": holders})
+    holders_min = int((UNION["age"] == UNION["age"].min()).sum())
+    if holders_min >= holders:
+        assert got["a"].tolist() == [top_age] and got["b"].tolist() == [UNION["age"].min()]
+    else:
+        assert got.empty
+    got = simulate("SELECT MAX(age) AS a FROM admissions", tables, schemas,
+                   policy={"min_cohort": holders + 1})
+    assert got.empty
+    # per group: each cell's extreme is checked on its own rows
+    grouped = simulate("SELECT condition, MAX(age) AS a FROM admissions GROUP BY condition "
+                       "ORDER BY condition", tables, schemas, policy={"min_cohort": 2})
+    for condition, rows in UNION.groupby("condition"):
+        held = int((rows["age"] == rows["age"].max()).sum())
+        assert (condition in set(grouped["condition"])) == (held >= 2 and len(rows) >= 2)
+
+
+def test_a_min_cohort_checks_the_extremes_of_a_join() -> None:
+    frames = DATA
+    joined = pd.concat(frames["accounts"]).merge(frames["customers"][0], left_on="customer",
+                                                 right_on="id")
+    assert (joined["balance"] == joined["balance"].min()).sum() < 3
+    got = simulate("SELECT MIN(a.balance) AS lo, COUNT(*) AS n FROM customers c JOIN "
+                   "accounts a ON c.id = a.customer", frames, SCHEMAS,
+                   policy={"min_cohort": 3})
+    assert got.empty and "MIN(a.balance)" in got.attrs["suppressed"][0]["rule"]
+    age = joined["age"].max()
+    held = int((joined["age"] == age).sum())
+    got = simulate("SELECT MAX(c.age) AS hi FROM customers c JOIN accounts a "
+                   "ON c.id = a.customer", frames, SCHEMAS, policy={"min_cohort": held})
+    assert got["hi"].tolist() == [age]
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT SUM(a.balance) FROM customers c JOIN accounts a ON c.id = a.customer",
+    "SELECT patient, SUM(cost) FROM visits GROUP BY patient",
+])
+def test_a_dominance_rule_that_cannot_be_enforced_refuses_the_query(sql: str) -> None:
+    tables = {"visits": _visits()} if "visits" in sql else DATA
+    schemas = {"visits": VISITS, **SCHEMAS}
+    with pytest.raises(PolicyViolation, match="cannot be enforced on SUM"):
+        simulate(sql, tables, schemas, policy={"dominance": [2, 80]})
+
+
+@pytest.mark.parametrize(("sql", "message"), [
+    ("SELECT patient, SUM(cost) FROM visits GROUP BY patient", "never grouped by"),
+    ("SELECT SUM(cost) FROM visits WHERE patient = 4", "never filtered on"),
+    ("SELECT MAX(patient) FROM visits", "except by COUNT"),
+    ("SELECT MEDIAN(patient) FROM visits", "except by COUNT"),
+    ("SELECT SUM(a.balance) FROM customers c JOIN accounts a ON c.id = a.customer "
+     "WHERE c.id > 5", "never filtered on"),
+    ("SELECT MIN(c.id) FROM customers c JOIN accounts a ON c.id = a.customer",
+     "except by COUNT"),
+])
+def test_key_columns_are_only_joined_on_or_counted(sql: str, message: str) -> None:
+    keyed = {**VISITS, "patient": {"type": "key"}}
+    tables = {"visits": TableEntry(Schema.from_mapping(keyed), (0, 1, 2)),
+              "customers": TableEntry(Schema.from_mapping(SCHEMAS["customers"]), (0,)),
+              "accounts": TableEntry(Schema.from_mapping(SCHEMAS["accounts"]), (1, 2))}
+    with pytest.raises(PolicyViolation, match=message):
+        plan_query(sql, tables)
+    # counting keys is allowed
+    plan_query("SELECT COUNT(DISTINCT patient) AS p, COUNT(patient) AS q FROM visits", tables)

@@ -219,7 +219,7 @@ def test_fixed_point_sums_stay_exact_on_grid_values() -> None:
     assert math.isclose(got["s"][0], UNION["stay"].sum(), rel_tol=0, abs_tol=1e-9)
 
 
-VISITS = {"patient": {"type": "key"},
+VISITS = {"patient": {"type": "int"},
           "cost": {"type": "fixed", "low": 0, "high": 10000, "nullable": True},
           "ward": {"type": "category", "domain": ["a", "b"]}}
 

@@ -126,6 +126,14 @@ class _Combiner:
         # divide twice: 1/sqrt(Syy) alone can be a few units in the last place
         return fn.divide(fn.divide(sxy, roots[0]), roots[1])
 
+    def extreme_rows(self, function: str, i: int) -> SecretArray:
+        """Per group, how many rows hold the (global) MIN or MAX of argument ``i``: the
+        rows at each owner's local extreme, for the owners whose extreme it is."""
+        local = self.stacked(f"lo{i}" if function == "min" else f"hi{i}")
+        value, _ = self.aggregate(function, (i,))
+        return ((local == value) * self.stacked(f"{'lon' if function == 'min' else 'hin'}{i}")
+                ).sum(axis=0)
+
     def aggregate(self, function: str, indices: tuple[int, ...]) -> tuple[SecretArray,
                                                                           tuple[str, int] | None]:
         """The aggregate's value per group and its definedness test (count name, minimum)."""
@@ -139,9 +147,12 @@ class _Combiner:
         if function == "avg":
             return self.mean(i), (f"c{i}", 1)
         if function in ("min", "max"):
-            stacked = self.stacked(f"lo{i}" if function == "min" else f"hi{i}")
-            value = stacked.min(axis=0) if function == "min" else stacked.max(axis=0)
-            return value, (f"c{i}", 1)
+            key = f"{function}{i}"
+            if key not in self.cache:
+                stacked = self.stacked(f"lo{i}" if function == "min" else f"hi{i}")
+                self.cache[key] = (stacked.min(axis=0) if function == "min"
+                                   else stacked.max(axis=0))
+            return self.cache[key], (f"c{i}", 1)
         if function in ("var_samp", "var_pop", "stddev_samp", "stddev_pop"):
             sample = function.endswith("samp")
             count = self.total(f"c{i}") - 1 if sample else self.total(f"c{i}")
@@ -269,8 +280,11 @@ def run_plan(session: Session, plan: Any, datasets: Mapping[str, Dataset],
     suppressed and why."""
     policy = policy or OutputPolicy()
     if isinstance(plan, JoinPlan):
-        joined, known, cohort = run_join(session, plan, dict(datasets))
-        return _finish(session, plan, joined, known, {}, True, to, policy, cohort)
+        joined, known, cohort, extremes = run_join(session, plan, dict(datasets),
+                                                   extremes=policy.min_cohort > 1)
+        rules = [_extreme_rule(text, policy.min_cohort, rows)
+                 for text, rows in extremes.items()]
+        return _finish(session, plan, joined, known, {}, True, to, policy, cohort, rules)
     if plan.query.secret_group:
         from concilium.query.secret_groups import run_secret_groups  # uses this module
 
@@ -318,8 +332,21 @@ def run_plan(session: Session, plan: Any, datasets: Mapping[str, Dataset],
         columns[_GROUP_SQL + expression.sql(dialect="duckdb")] = np.array(
             [g[k] for g in plan.groups], dtype=object)
     rules = dominance_rules(plan, policy, rows, ordered, combiner.total)
+    if policy.min_cohort > 1:
+        for aggregate in plan.query.aggregates:
+            if aggregate.function in ("min", "max"):
+                i = plan.arguments[aggregate.arguments[0].sql(dialect="duckdb")]
+                rules.append(_extreme_rule(aggregate.sql, policy.min_cohort,
+                                           combiner.extreme_rows(aggregate.function, i)))
     return _finish(session, plan, values, defined, columns,
                    bits[("n", 1)] if grouped else True, to, policy, combiner.total("n"), rules)
+
+
+def _extreme_rule(text: str, minimum: int, rows: SecretArray) -> tuple[str, SecretArray]:
+    """Under a minimum cohort, an extreme is one person's value unless at least
+    ``minimum`` rows of its cell share it."""
+    return (f"min_cohort: fewer than {minimum} rows hold the value of {text}",
+            rows < minimum)
 
 
 def _finish(session: Session, plan: Any, values: Mapping[str, SecretArray],

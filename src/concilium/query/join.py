@@ -49,7 +49,7 @@ from concilium.errors import QueryError, UnsupportedQuery
 from concilium.ops import sort as sorting
 from concilium.query.local import run_local, share_rows
 from concilium.query.plan import TableEntry
-from concilium.query.sql import AGGREGATES, Aggregate, Query
+from concilium.query.sql import AGGREGATES, KEY_AGGREGATES, Aggregate, Query, key_refusal
 
 __all__ = ["KEY_LIMIT", "JoinPlan", "Side", "has_join", "local_side_rows", "plan_join",
            "run_join"]
@@ -140,6 +140,10 @@ class _Resolver:
         for column in node.find_all(exp.Column):
             alias = self.side_of(column)
             schema_column = self.sides[alias][1].schema.column(column.name)
+            if schema_column.type is ColumnType.KEY and usage not in KEY_AGGREGATES:
+                raise key_refusal(schema_column.name, usage)
+            if usage in KEY_AGGREGATES:
+                usage = "aggregate"
             if usage not in schema_column.usage:
                 raise QueryError(f"column {schema_column.name!r} may not be used to {usage}")
             sides.add(alias)
@@ -273,7 +277,8 @@ def _join_aggregate(node: exp.AggFunc, resolver: _Resolver, arguments: dict[str,
         aggregates.setdefault(text, Aggregate("count", (), text))
         return
     argument = node.this
-    alias = resolver.side_of_expression(argument, "aggregate")
+    alias = resolver.side_of_expression(argument, function if function in KEY_AGGREGATES
+                                        else "aggregate")
     key = argument.sql(dialect="duckdb")
     if key not in argument_side:
         arguments[alias].append(_unqualified(argument))
@@ -358,10 +363,12 @@ def _input_side(session: Session, side: Side, dataset: Dataset | None
                       side.fixed)
 
 
-def run_join(session: Session, plan: JoinPlan, datasets: dict[str, Dataset]
-             ) -> tuple[dict[str, SecretArray], dict[str, Any], SecretArray]:
-    """Per aggregate: its value (a one-element secret array) and its definedness; and
-    the number of joined rows (for the output policy's cohort rule)."""
+def run_join(session: Session, plan: JoinPlan, datasets: dict[str, Dataset], *,
+             extremes: bool = False) -> tuple[dict[str, SecretArray], dict[str, Any],
+                                              SecretArray, dict[str, SecretArray]]:
+    """Per aggregate: its value (a one-element secret array) and its definedness; the
+    number of joined rows (for the output policy's cohort rule); and with
+    ``extremes``, for each MIN and MAX the number of joined rows that hold its value."""
     backend = session.backend
     unique_flags, unique_values = _input_side(session, plan.unique,
                                               datasets.get(plan.unique.table))
@@ -405,15 +412,17 @@ def run_join(session: Session, plan: JoinPlan, datasets: dict[str, Dataset]
     own_flag = own_sorted[0]
     rows_counted = own_flag * (match if plan.kind == "inner" or plan.unique.where is not None
                                else is_many)
-    values, defined = _aggregates(plan, rows_counted, match, copied, own_sorted)
-    return values, defined, rows_counted.sum().reshape(1)
+    values, defined, held = _aggregates(plan, rows_counted, match, copied, own_sorted,
+                                        extremes)
+    return values, defined, rows_counted.sum().reshape(1), held
 
 
 def _aggregates(plan: JoinPlan, counted: SecretArray, match: SecretArray,
-                copied: list[SecretArray], own: list[SecretArray]
-                ) -> tuple[dict[str, SecretArray], dict[str, Any]]:
+                copied: list[SecretArray], own: list[SecretArray], extremes: bool
+                ) -> tuple[dict[str, SecretArray], dict[str, Any], dict[str, SecretArray]]:
     values: dict[str, SecretArray] = {}
     defined: dict[str, Any] = {}
+    held: dict[str, SecretArray] = {}
     unique_arguments = len(plan.unique.fixed)
     many_arguments = len(plan.many.fixed)
     for aggregate in plan.query.aggregates:
@@ -442,7 +451,9 @@ def _aggregates(plan: JoinPlan, counted: SecretArray, match: SecretArray,
             sentinel = (_FIXED_SENTINEL if value.is_fixed else _INT_SENTINEL) * (
                 1 if aggregate.function == "min" else -1)
             masked = contributes * (value - sentinel) + sentinel
-            values[aggregate.sql] = (masked.min() if aggregate.function == "min"
-                                     else masked.max()).reshape(1)
+            extreme = masked.min() if aggregate.function == "min" else masked.max()
+            values[aggregate.sql] = extreme.reshape(1)
+            if extremes:
+                held[aggregate.sql] = (contributes * (masked == extreme)).sum().reshape(1)
         defined[aggregate.sql] = nonempty
-    return values, defined
+    return values, defined, held

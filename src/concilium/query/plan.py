@@ -292,8 +292,12 @@ def _statistics(query: Query, arguments: dict[str, int], fixed: tuple[bool, ...]
                 continue
             if function == "min":
                 add(Statistic(f"lo{i}", f"MIN(a{i})", kind, sentinel, f"MIN({text})"))
+                add(Statistic(f"lon{i}", f"COUNT(*) FILTER (WHERE a{i} = w_lo{i})", False, 0,
+                              f"rows at the local MIN({text})"))
             if function == "max":
                 add(Statistic(f"hi{i}", f"MAX(a{i})", kind, -sentinel, f"MAX({text})"))
+                add(Statistic(f"hin{i}", f"COUNT(*) FILTER (WHERE a{i} = w_hi{i})", False, 0,
+                              f"rows at the local MAX({text})"))
             if function.startswith(("var", "stddev")):
                 add(Statistic(f"m{i}", f"AVG(a{i})", True, 0, f"AVG({text})"))
                 add(Statistic(f"q{i}", f"VAR_POP(a{i}) * COUNT(a{i})", True, 0,
@@ -340,5 +344,12 @@ def _local_sql(query: Query, arguments: dict[str, int], fixed: tuple[bool, ...],
     stats = ",\n  ".join(f"{s.sql} AS {s.name}" for s in statistics)
     group_clause = f"\nGROUP BY {', '.join(keys)}" if keys else ""
     select = ", ".join([*keys, stats])
-    return (f"SELECT {select}\nFROM (SELECT {inner}\n  FROM data{where}) AS base"
-            f"{group_clause}")
+    base = f"(SELECT {inner}\n  FROM data{where}) AS base"
+    # each group's local extremes, for the number of rows that hold them
+    partition = f"PARTITION BY {', '.join(keys)}" if keys else ""
+    extremes = [f"{kind}(a{s.name[3:]}) OVER ({partition}) AS w_{s.name[:2]}{s.name[3:]}"
+                for s, kind in ((s, "MIN" if s.name.startswith("lon") else "MAX")
+                                for s in statistics if s.name.startswith(("lon", "hin")))]
+    if extremes:
+        base = f"(SELECT *, {', '.join(extremes)}\n  FROM {base}) AS windowed"
+    return f"SELECT {select}\nFROM {base}{group_clause}"

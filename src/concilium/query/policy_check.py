@@ -64,3 +64,10 @@ def check_policy(plan: Any, policy: OutputPolicy,
     if policy.metrics_only and getattr(plan.query, "secret_group", False):
         raise PolicyViolation("the output policy is metrics only: GROUP BY a secret key "
                               "would output one row per record or entity")
+    summed = [a.sql for a in plan.query.aggregates if a.function in ("sum", "avg")]
+    if policy.dominance is not None and summed and (
+            hasattr(plan, "unique") or getattr(plan.query, "secret_group", False)):
+        kind = "a JOIN" if hasattr(plan, "unique") else "GROUP BY a secret key"
+        raise PolicyViolation(f"the output policy has a dominance rule, which cannot be "
+                              f"enforced on {summed[0]} over {kind} yet; the query is refused "
+                              "rather than run without it")

@@ -26,9 +26,24 @@ import sqlglot
 from sqlglot import exp
 
 from concilium.data.schema import Column, ColumnType, Schema
-from concilium.errors import QueryError, UnsupportedQuery
+from concilium.errors import PolicyViolation, QueryError, UnsupportedQuery
 
-__all__ = ["AGGREGATES", "QUANTILES", "Aggregate", "Query", "aggregate_key", "parse_query"]
+__all__ = ["AGGREGATES", "KEY_AGGREGATES", "QUANTILES", "Aggregate", "Query", "aggregate_key",
+           "key_refusal", "parse_query"]
+
+#: The only aggregates a key column may feed: counting keys reveals no one's key.
+KEY_AGGREGATES = ("count", "count_distinct")
+_KEY_USE = {"filter": "filtered on (WHERE patient_id = X singles out one person)",
+            "group": "grouped by (GROUP BY a key releases one row per person)",
+            "aggregate": "aggregated except by COUNT or COUNT(DISTINCT)",
+            "output": "output"}
+
+
+def key_refusal(column: str, usage: str) -> PolicyViolation:
+    """The refusal of a key column used other than to join on or count."""
+    return PolicyViolation(f"column {column!r} is a key (it identifies people or entities): "
+                           f"it may only be joined on or counted, never "
+                           f"{_KEY_USE.get(usage, usage)}")
 
 #: sqlglot aggregate classes and the statistic each computes.
 AGGREGATES: dict[type[exp.Expr], str] = {
@@ -180,6 +195,10 @@ def _column(node: exp.Column, schema: Schema, usage: str, clause: str) -> str:
         raise QueryError(f"{clause} names column {name!r}, which the table does not have "
                          f"(columns: {', '.join(schema.names)})")
     column = schema.column(name)
+    if column.type is ColumnType.KEY and usage != "join" and usage not in KEY_AGGREGATES:
+        raise key_refusal(column.name, usage)
+    if usage in KEY_AGGREGATES:
+        usage = "aggregate"
     if usage not in column.usage:
         raise QueryError(f"column {column.name!r} may not be used to {usage} (its schema "
                          f"allows: {', '.join(sorted(column.usage))})")
@@ -296,7 +315,8 @@ def _aggregate(node: exp.AggFunc, schema: Schema, aggregates: dict[str, Aggregat
         for nested in argument.find_all(exp.AggFunc):
             raise _unsupported(nested, "aggregates cannot be nested")
         for column in argument.find_all(exp.Column):
-            _column(column, schema, "aggregate", node.sql(dialect="duckdb"))
+            _column(column, schema, function if function in KEY_AGGREGATES else "aggregate",
+                    node.sql(dialect="duckdb"))
     text = node.sql(dialect="duckdb")
     aggregates.setdefault(text, Aggregate(function, arguments, text))
 
