@@ -16,7 +16,8 @@
 
 Each owner's DataFrame (pandas, polars or pyarrow) is checked against the
 schema, the three compute parties run as threads over the in-memory
-transport (owners beyond the third are outside data owners), and the result
+transport (owners beyond the third are outside data owners, who share their
+partial statistics or rows into the compute parties), and the result
 comes back as a pandas DataFrame. It works in Jupyter: nothing here needs
 its own event loop or process.
 """
@@ -34,8 +35,8 @@ from concilium.data.secret_array import Rounding
 from concilium.data.session import Session
 from concilium.errors import ConfigurationError
 from concilium.governance.policy import OutputPolicy
-from concilium.query.execute import contribute_statistics, run_plan
-from concilium.query.join import JoinPlan
+from concilium.query.execute import run_plan
+from concilium.query.outside import contribute_inputs
 from concilium.query.plan import TableEntry, plan_query
 from concilium.query.policy_check import check_policy
 from concilium.testing import run_parties
@@ -84,14 +85,10 @@ def simulate(sql: str, tables: Mapping[str, Sequence[Any]],
     def compute(session: Session) -> pd.DataFrame | None:
         return run_plan(session, plan, held(session.party), policy=rules)
 
-    if isinstance(plan, JoinPlan) and owners > COMPUTE_PARTIES:
-        raise ConfigurationError("joins in simulate() take at most three owners per table")
-    mine = datasets.get(plan.query.table, [])
-
     def outside(index: int) -> Any:
-        return lambda party: contribute_statistics(party, plan, mine[index])
+        return lambda party: contribute_inputs(party, plan, held(index))
 
-    outsiders = [outside(k) for k in range(COMPUTE_PARTIES, len(mine))]
+    outsiders = [outside(k) for k in range(COMPUTE_PARTIES, owners)]
     results = run_parties(COMPUTE_PARTIES, compute, outside=outsiders, truncation=truncation,
                           timeout=timeout)
     frame = results[0]

@@ -44,6 +44,10 @@ class OutsideParty:
         """Secret-share values into the compute parties (checked and encoded first)."""
         self._client.send_input(encode_values(self.codec, values, fixed))
 
+    def receive_public(self) -> bytes:
+        """Public bytes the compute parties send alike (they abort if they differ)."""
+        return self._client.receive_public()
+
     def receive(self, *, fixed: bool = False) -> np.ndarray:
         """Receive a value the compute parties revealed to this party.
 

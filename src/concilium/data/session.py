@@ -118,6 +118,15 @@ class Session:
         shares = self.backend.share_public(encoded)
         return SecretArray(self, shares, self.codec.fractional_bits if fixed else 0)
 
+    def send_public(self, targets: Sequence[int], payload: bytes) -> None:
+        """Send public bytes that every compute party knows alike to outside parties.
+
+        Reveals: ``payload`` to ``targets``; it must already be public to the compute
+        parties (a result's layout, which cells were suppressed).
+        """
+        for target in targets:
+            self.backend.send_public(int(target), payload)
+
     def reveal(self, value: SecretArray, to: Sequence[int] | None = None) -> Any:
         """Same as ``value.reveal(to)``."""
         return value.reveal(to)

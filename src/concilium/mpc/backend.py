@@ -175,6 +175,15 @@ class Backend(ABC):
     def share_public(self, values: RingArray, *, boolean: bool = False) -> Shares:
         """A sharing of a public value, without communication."""
 
+    @abstractmethod
+    def send_public(self, target: int, payload: bytes) -> None:
+        """Send public bytes (already known to every compute party, such as the shape of
+        a result) to outside party ``target``; every compute party sends the same, and
+        the outside party checks that they agree.
+
+        Reveals: ``payload`` to ``target`` (it must be public to the compute parties).
+        """
+
     # -- local linear operations ---------------------------------------------
     def add(self, x: Shares, y: Shares) -> Shares:
         ndim = max(x.ndim, y.ndim) - 1

@@ -71,6 +71,20 @@ class Rep3OutsideParty:
         self._channel.send(party1, data_tag, last)
         self._channel.send(party2, data_tag, last)
 
+    def receive_public(self) -> bytes:
+        """Public bytes that every compute party sends alike (a result's layout, say);
+        compute parties that disagree abort the run.
+
+        Reveals: nothing the compute parties do not all know.
+        """
+        tag = self._tag()
+        messages = [self._channel.receive(party, tag) for party in self._parties]
+        if any(m.dtype != np.uint8 for m in messages) or any(
+                not np.array_equal(m, messages[0]) for m in messages[1:]):
+            raise ProtocolAbort("the compute parties sent different public messages; "
+                                "they disagree on the plan")
+        return messages[0].tobytes()
+
     def receive_output(self, *, boolean: bool = False) -> RingArray:
         """Collect one share from each compute party and reconstruct the value.
 

@@ -29,6 +29,13 @@ from concilium.data.session import Session
 from concilium.errors import QueryError, UnsupportedQuery
 from concilium.governance.policy import OutputPolicy
 from concilium.query import rows as rows_module
+from concilium.query.delivery import (
+    Delivery,
+    OutputColumn,
+    column_values,
+    deliver,
+    frame_of,
+)
 from concilium.query.disclosure import complementary, dominance_rules, round_to, rounded_values
 from concilium.query.join import JoinPlan, run_join
 from concilium.query.local import run_local
@@ -36,7 +43,7 @@ from concilium.query.plan import Plan
 from concilium.query.sql import aggregate_key
 
 __all__ = ["column_values", "contribute_statistics", "evaluate", "local_statistics",
-           "ordered_frame", "round_to", "run_plan"]
+           "ordered_frame", "result_frame", "round_to", "run_plan"]
 
 Value = Any  # SecretArray, or a public numpy array / Python scalar
 _GROUP_SQL = "sql:"  # prefix of group-key values looked up by expression text
@@ -384,10 +391,7 @@ def _finish(session: Session, plan: Any, values: Mapping[str, SecretArray],
                                                  strict=True)), "rule": rule})
         chosen = np.array([i for i in chosen if int(i) not in reasons], dtype=np.intp)
     rounded = rounded_values(values, policy)
-    frame = _reveal_rows(plan, chosen, rounded, defined, columns, session, to)
-    if frame is not None:
-        frame.attrs["suppressed"] = suppressed
-    return frame
+    return _reveal_rows(plan, chosen, rounded, defined, columns, session, to, suppressed)
 
 
 def _public_order(plan: Any, chosen: np.ndarray, columns: Mapping[str, np.ndarray]
@@ -410,24 +414,29 @@ def _public_order(plan: Any, chosen: np.ndarray, columns: Mapping[str, np.ndarra
 
 def _reveal_rows(plan: Any, chosen: np.ndarray, values: Mapping[str, SecretArray],
                  defined: Mapping[str, Any], columns: Mapping[str, np.ndarray],
-                 session: Session, to: Sequence[int] | None) -> pd.DataFrame | None:
-    output: dict[str, Any] = {}
-    recipient = to is None or session.party in to
+                 session: Session, to: Sequence[int] | None,
+                 suppressed: Sequence[dict[str, Any]]) -> pd.DataFrame | None:
+    outputs = []
     for node, name in plan.query.select:
         value, ok = evaluate(node, values, defined, columns, session)
         if isinstance(value, SecretArray):
-            opened = value[chosen].reveal(to)
-            known = ok[chosen].reveal(to) if isinstance(ok, SecretArray) else None
+            outputs.append(OutputColumn(name, value[chosen], ok[chosen] if isinstance(
+                ok, SecretArray) else None))
         else:
-            opened = np.broadcast_to(np.asarray(value, dtype=object), (len(plan.groups),))[
+            public = np.broadcast_to(np.asarray(value, dtype=object), (len(plan.groups),))[
                 chosen] if np.ndim(value) else np.full(len(chosen), value, dtype=object)
-            known = None
-        if recipient:
-            output[name] = column_values(opened, known)
-    if not recipient:
-        return None
-    public = {g.lower() for g in plan.query.group_by}
-    return ordered_frame(plan, pd.DataFrame(output), public)
+            outputs.append(OutputColumn(name, public))
+    public_order = [g.lower() for g in plan.query.group_by]
+    delivery = deliver(session, outputs, len(chosen), to, suppressed, public_order)
+    return None if delivery is None else result_frame(plan, delivery)
+
+
+def result_frame(plan: Any, delivery: Delivery) -> pd.DataFrame:
+    """The recipient's DataFrame: the delivered columns in the plan's order, the
+    suppressed cells in ``attrs["suppressed"]``."""
+    frame = ordered_frame(plan, frame_of(delivery), delivery.public_order)
+    frame.attrs["suppressed"] = delivery.suppressed
+    return frame
 
 
 def ordered_frame(plan: Any, frame: pd.DataFrame, public: set[str]) -> pd.DataFrame:
@@ -445,16 +454,3 @@ def ordered_frame(plan: Any, frame: pd.DataFrame, public: set[str]) -> pd.DataFr
         frame = frame.sort_values(keys, ascending=[not d for _, d in plan.query.order_by],
                                   kind="stable", na_position="last").reset_index(drop=True)
     return frame
-
-
-def column_values(opened: Any, known: Any) -> Any:
-    array = np.atleast_1d(np.asarray(opened))
-    if known is None:
-        return array
-    mask = np.atleast_1d(np.asarray(known)).astype(bool)
-    if mask.all():
-        return array
-    result = array.astype(np.float64) if array.dtype.kind in "iuf" else array.astype(object)
-    result[~mask] = np.nan
-    return result
-

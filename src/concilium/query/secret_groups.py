@@ -36,7 +36,8 @@ from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.governance.policy import OutputPolicy
 from concilium.ops import sort as sorting
-from concilium.query.execute import column_values, evaluate, ordered_frame, round_to
+from concilium.query.delivery import OutputColumn, deliver
+from concilium.query.execute import evaluate, result_frame, round_to
 from concilium.query.local import run_local, share_rows
 from concilium.query.plan import Plan
 
@@ -85,7 +86,7 @@ def run_secret_groups(session: Session, plan: Plan, datasets: Mapping[str, Datas
             for shares, c in zip(outcome.payload, columns, strict=True)]
     length = key.shape[0]
     if length == 0:
-        return _frame(session, plan, {}, {}, key, key, to)
+        return _frame(session, plan, {}, {}, key, key, to, [])
     one = session.constant(np.ones(1, dtype=np.int64))
     same = (key[1:] == key[:-1]) * (rows[0][1:] == rows[0][:-1])
     starts = SecretArray.concatenate([one, 1 - same], axis=-1)
@@ -127,15 +128,13 @@ def run_secret_groups(session: Session, plan: Plan, datasets: Mapping[str, Datas
                                      session)
         include = include * passed * (passed_ok if isinstance(passed_ok, SecretArray)
                                       else 1)
-    frame = _frame(session, plan, aggregates, defined, include, key, to)
-    if frame is not None:
-        frame.attrs["suppressed"] = suppressed
-    return frame
+    return _frame(session, plan, aggregates, defined, include, key, to, suppressed)
 
 
 def _frame(session: Session, plan: Plan, aggregates: Mapping[str, SecretArray],
            defined: Mapping[str, Any], include: SecretArray, key: SecretArray,
-           to: Sequence[int] | None) -> pd.DataFrame | None:
+           to: Sequence[int] | None, suppressed: list[dict[str, Any]]
+           ) -> pd.DataFrame | None:
     group_values = {plan.query.group_by[0].lower(): key,
                     "sql:" + plan.query.group_expressions[0].sql(dialect="duckdb"): key}
     outputs = []
@@ -153,13 +152,8 @@ def _frame(session: Session, plan: Plan, aggregates: Mapping[str, SecretArray],
         shuffled = [SecretArray(session, m, c.fractional_bits)
                     for m, c in zip(moved, columns, strict=True)]
     chosen = np.flatnonzero(np.atleast_1d(shuffled[0].reveal()))
-    recipient = to is None or session.party in to
-    frame: dict[str, Any] = {}
-    for k, (name, _, _) in enumerate(outputs):
-        opened = shuffled[1 + k][chosen].reveal(to)
-        known = shuffled[1 + len(outputs) + k][chosen].reveal(to)
-        if recipient:
-            frame[name] = column_values(opened, known)
-    if not recipient:
-        return None
-    return ordered_frame(plan, pd.DataFrame(frame), set())
+    released = [OutputColumn(name, shuffled[1 + k][chosen],
+                             shuffled[1 + len(outputs) + k][chosen])
+                for k, (name, _, _) in enumerate(outputs)]
+    delivery = deliver(session, released, len(chosen), to, suppressed)
+    return None if delivery is None else result_frame(plan, delivery)

@@ -1,0 +1,148 @@
+"""Delivering a result: opening its columns to the recipients, compute parties or
+outside parties alike.
+
+The compute parties hold the result's columns: public ones (group keys) and
+secret ones (aggregates, each with a secret "is defined" flag where SQL's
+NULL is possible). :func:`deliver` opens the secret columns to the
+recipients only. An outside recipient (a node that does not compute) first
+receives the result's layout from every compute party (column names and
+kinds, the public columns, the suppressed cells and their rules: all of it
+public to the compute parties already; it checks that they agree), then one
+share of each secret column from each compute party
+(:func:`receive_delivery`).
+
+Reveals: the secret columns' values and defined flags to the recipients; the
+layout (which every compute party already knows) to outside recipients.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from concilium.data.outside import OutsideParty
+from concilium.data.secret_array import SecretArray
+from concilium.data.session import Session
+from concilium.errors import ProtocolAbort
+
+__all__ = ["Delivery", "OutputColumn", "column_values", "deliver", "frame_of", "plain",
+           "receive_delivery"]
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    """One column of a result: a secret array (with its defined flags, if NULL is
+    possible) or public values, one per released row."""
+
+    name: str
+    value: Any
+    known: SecretArray | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a recipient gets: the columns (in order), the suppressed cells, and the
+    public group keys the result was already ordered by."""
+
+    columns: dict[str, np.ndarray]
+    suppressed: list[dict[str, Any]]
+    public_order: set[str]
+
+
+def plain(value: Any) -> Any:
+    """A JSON value for public data (numpy scalars, NaN as None, nested dicts)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def column_values(opened: Any, known: Any) -> np.ndarray:
+    """Opened values with SQL NULL (NaN) where the defined flag is 0."""
+    array = np.atleast_1d(np.asarray(opened))
+    if known is None:
+        return array
+    mask = np.atleast_1d(np.asarray(known)).astype(bool)
+    if mask.all():
+        return array
+    result = array.astype(np.float64) if array.dtype.kind in "iuf" else array.astype(object)
+    result[~mask] = np.nan
+    return result
+
+
+def deliver(session: Session, columns: Sequence[OutputColumn], rows: int,
+            to: Sequence[int] | None, suppressed: Sequence[dict[str, Any]] = (),
+            public_order: Sequence[str] = ()) -> Delivery | None:
+    """Open ``columns`` to the recipients ``to`` (every compute party if None); the
+    result on a compute recipient, None on other compute parties.
+
+    Reveals: each secret column and its defined flags to the recipients, and to
+    outside recipients the public layout (names, kinds, public columns, the
+    suppressed cells and their rules).
+    """
+    outside = [t for t in (to or ()) if t not in session.compute_parties]
+    if outside:
+        layout = {"rows": rows, "suppressed": plain(list(suppressed)),
+                  "public_order": sorted(public_order),
+                  "columns": [_layout(column) for column in columns]}
+        session.send_public(outside, json.dumps(layout, sort_keys=True).encode())
+    recipient = to is None or session.party in to
+    output: dict[str, np.ndarray] = {}
+    for column in columns:
+        if isinstance(column.value, SecretArray):
+            opened = column.value.reveal(to)
+            known = None if column.known is None else column.known.reveal(to)
+        else:
+            opened, known = column.value, None
+        if recipient:
+            output[column.name] = column_values(opened, known)
+    if not recipient:
+        return None
+    return Delivery(output, list(suppressed), set(public_order))
+
+
+def _layout(column: OutputColumn) -> dict[str, Any]:
+    if isinstance(column.value, SecretArray):
+        return {"name": column.name, "secret": True, "fixed": column.value.is_fixed,
+                "known": column.known is not None}
+    return {"name": column.name, "secret": False, "values": plain(list(column.value))}
+
+
+def receive_delivery(outside: OutsideParty) -> Delivery:
+    """An outside recipient's side of :func:`deliver`.
+
+    Reveals: the result to this party only.
+    """
+    try:
+        layout = json.loads(outside.receive_public())
+        rows, specs = int(layout["rows"]), list(layout["columns"])
+    except (ValueError, KeyError, TypeError):
+        raise ProtocolAbort("the compute parties sent a malformed result layout") from None
+    output: dict[str, np.ndarray] = {}
+    for spec in specs:
+        if spec["secret"]:
+            opened = outside.receive(fixed=bool(spec["fixed"]))
+            known = outside.receive() if spec["known"] else None
+        else:
+            opened, known = np.array(spec["values"], dtype=object), None
+        values = column_values(opened, known)
+        if values.shape != (rows,):
+            raise ProtocolAbort("a result column does not have the announced number of rows")
+        output[str(spec["name"])] = values
+    return Delivery(output, list(layout["suppressed"]), set(layout["public_order"]))
+
+
+def frame_of(delivery: Delivery) -> pd.DataFrame:
+    """The delivered columns as a DataFrame (before any ORDER BY on secret values)."""
+    return pd.DataFrame(delivery.columns)
