@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from concilium.cli import app
 from concilium.errors import ApprovalMissing, AuditError, ConfigurationError
 from concilium.governance.approval import (
-    ApprovalPolicy,
     require_approvals,
     sign_approval,
     verify_approval,
@@ -26,17 +25,19 @@ from concilium.governance.spec import ComputationSpec
 NAMES = ("hospital-a", "hospital-b", "hospital-c")
 
 
+SCHEMA = {"condition": {"type": "category", "domain": ["a", "b"]}}
+
+
 def _spec(manifest: Manifest, **changes: object) -> ComputationSpec:
     spec = ComputationSpec(query="SELECT condition, COUNT(*) FROM admissions GROUP BY "
                                  "condition", datasets=("admissions-a", "admissions-b"),
                            consortium=manifest.hash, protocol="rep3",
                            recipients=("hospital-a",), analyst="dr-lee",
-                           policy={"min_cohort": 10})
+                           policy={"min_cohort": 10},
+                           tables={"admissions-a": {"owners": ["hospital-a"], "schema": SCHEMA},
+                                   "admissions-b": {"owners": ["hospital-b"], "schema": SCHEMA}},
+                           approvers={"hospital-a": 2, "hospital-b": 1})
     return dataclasses.replace(spec, **changes)
-
-
-POLICIES = {"admissions-a": ApprovalPolicy("admissions-a", "hospital-a", required=2),
-            "admissions-b": ApprovalPolicy("admissions-b", "hospital-b")}
 
 
 def test_the_computation_id_covers_every_field(signing_consortium: tuple) -> None:
@@ -47,7 +48,10 @@ def test_the_computation_id_covers_every_field(signing_consortium: tuple) -> Non
     assert spec.computation_id == dataclasses.replace(
         spec, datasets=("admissions-b", "admissions-a")).computation_id  # order-free sets
     for change in ({"query": spec.query + " "}, {"recipients": ("hospital-a", "hospital-b")},
-                   {"policy": {"min_cohort": 5}}, {"analyst": "mallory"}):
+                   {"policy": {"min_cohort": 5}}, {"analyst": "mallory"},
+                   {"approvers": {"hospital-a": 1, "hospital-b": 1}},
+                   {"tables": {**spec.tables, "admissions-b": {"owners": ["hospital-c"],
+                                                                "schema": SCHEMA}}}):
         assert _spec(manifest, **change).computation_id != spec.computation_id
     with pytest.raises(ConfigurationError, match="at least one recipient"):
         _spec(manifest, recipients=())
@@ -62,7 +66,7 @@ def _approvals(manifest: Manifest, keys: dict, spec: ComputationSpec) -> list:
 def test_valid_approvals_let_the_run_proceed(signing_consortium: tuple) -> None:
     manifest, keys, _ = signing_consortium
     spec = _spec(manifest)
-    require_approvals(spec, _approvals(manifest, keys, spec), manifest, POLICIES)
+    require_approvals(spec, _approvals(manifest, keys, spec), manifest)
 
 
 def test_a_forged_approval_is_refused(signing_consortium: tuple) -> None:
@@ -73,7 +77,7 @@ def test_a_forged_approval_is_refused(signing_consortium: tuple) -> None:
     forged = sign_approval(spec, "approve", "officer-9", "hospital-c", keys["hospital-c"])
     approvals[2] = dataclasses.replace(forged, node="hospital-b")
     with pytest.raises(ApprovalMissing, match="forged or damaged signature"):
-        require_approvals(spec, approvals, manifest, POLICIES)
+        require_approvals(spec, approvals, manifest)
     outsider = ed25519.Ed25519PrivateKey.generate()
     with pytest.raises(ApprovalMissing, match="forged"):
         verify_approval(sign_approval(spec, "approve", "x", "hospital-a", outsider), manifest)
@@ -88,19 +92,19 @@ def test_missing_too_few_rejected_and_revoked_approvals_are_refused(
     spec = _spec(manifest)
     approvals = _approvals(manifest, keys, spec)
     with pytest.raises(ApprovalMissing, match=r"needs 2 approval.*has 1"):
-        require_approvals(spec, approvals[1:], manifest, POLICIES)
-    with pytest.raises(ApprovalMissing, match="'admissions-b' needs 1"):
-        require_approvals(spec, approvals[:2], manifest, POLICIES)
+        require_approvals(spec, approvals[1:], manifest)
+    with pytest.raises(ApprovalMissing, match=r"'hospital-b' \(owner of admissions-b\) needs 1"):
+        require_approvals(spec, approvals[:2], manifest)
     rejected = sign_approval(spec, "reject", "officer-3", "hospital-a", keys["hospital-a"])
     with pytest.raises(ApprovalMissing, match="rejected by officer-3"):
-        require_approvals(spec, [*approvals, rejected], manifest, POLICIES)
+        require_approvals(spec, [*approvals, rejected], manifest)
     later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=5)
     revoked = sign_approval(spec, "revoke", "officer-2", "hospital-a", keys["hospital-a"],
                             time=later)
     with pytest.raises(ApprovalMissing, match="officer-2 revoked"):
-        require_approvals(spec, [*approvals, revoked], manifest, POLICIES)
-    with pytest.raises(ApprovalMissing, match="no approval policy"):
-        require_approvals(spec, approvals, manifest, {"admissions-a": POLICIES["admissions-a"]})
+        require_approvals(spec, [*approvals, revoked], manifest)
+    with pytest.raises(ApprovalMissing, match="names no approvers"):
+        require_approvals(dataclasses.replace(spec, approvers={}), approvals, manifest)
 
 
 def test_an_approval_cannot_be_reused_for_a_changed_spec(signing_consortium: tuple) -> None:
@@ -109,10 +113,10 @@ def test_an_approval_cannot_be_reused_for_a_changed_spec(signing_consortium: tup
     approvals = _approvals(manifest, keys, spec)
     changed = _spec(manifest, recipients=("hospital-a", "hospital-c"))
     with pytest.raises(ApprovalMissing, match="another computation: the spec changed"):
-        require_approvals(changed, approvals, manifest, POLICIES)
+        require_approvals(changed, approvals, manifest)
     other = dataclasses.replace(spec, consortium="0" * 64)
     with pytest.raises(ApprovalMissing, match="another consortium"):
-        require_approvals(other, approvals, manifest, POLICIES)
+        require_approvals(other, approvals, manifest)
 
 
 def _log(tmp_path: Path, keys: dict) -> Path:

@@ -10,12 +10,11 @@ import pytest
 from concilium.data.dataset import Dataset
 from concilium.data.schema import Schema
 from concilium.errors import ApprovalMissing, PolicyViolation
-from concilium.governance.approval import ApprovalPolicy, sign_approval
+from concilium.governance.approval import sign_approval
 from concilium.governance.audit import AuditLog, verify_log
 from concilium.governance.policy import OutputPolicy
-from concilium.governance.spec import ComputationSpec
+from concilium.governance.proposal import DatasetEntry, DatasetRules, build_spec
 from concilium.node.runner import run_computation
-from concilium.query.plan import TableEntry
 from concilium.testing import run_parties
 from tests.test_queries import OWNERS, SCHEMA
 
@@ -23,33 +22,34 @@ NAMES = ("hospital-a", "hospital-b", "hospital-c")
 SQL = "SELECT condition, COUNT(*) AS n, AVG(stay) AS s FROM admissions GROUP BY condition"
 
 
-def _setup(manifest: object) -> tuple:
-    spec = ComputationSpec(query=SQL, datasets=("admissions",), consortium=manifest.hash,
-                           protocol="rep3", recipients=("hospital-a",), analyst="dr-lee",
-                           policy={"min_cohort": 5})
-    schema = Schema.from_mapping(SCHEMA)
-    tables = {"admissions": TableEntry(schema, (0, 1, 2))}
-    datasets = [Dataset.from_frame("admissions", frame, schema) for frame in OWNERS]
-    policies = {"admissions": ApprovalPolicy("admissions", "hospital-a", required=1)}
-    return spec, tables, datasets, policies
+def _catalog(policy: OutputPolicy) -> list[DatasetEntry]:
+    """Each hospital holds a partition of admissions, under ``policy``."""
+    schema = Schema.from_mapping(SCHEMA).as_mapping()
+    return [DatasetEntry("admissions", name, schema, DatasetRules(policy)) for name in NAMES]
 
 
 def _run(tmp_path: Path, signing_consortium: tuple, approvals_for: object, policy: OutputPolicy,
-         spec_change: dict | None = None) -> list:
+         spec_change: dict | None = None, own_policy: OutputPolicy | None = None) -> list:
+    """A governed run of SQL; ``policy``: each owner's policy when the spec is built;
+    ``own_policy``: the owners' policy at run time (if changed since)."""
     manifest, keys, _ = signing_consortium
-    spec, tables, datasets, policies = _setup(manifest)
-    approvals = [sign_approval(approvals_for or spec, "approve", "officer-1", "hospital-a",
-                               keys["hospital-a"])] if approvals_for is not False else []
+    spec = build_spec(SQL, ["admissions"], ["hospital-a"], "dr-lee", manifest,
+                      _catalog(policy), OutputPolicy(min_cohort=5))
+    schema = Schema.from_mapping(SCHEMA)
+    datasets = [Dataset.from_frame("admissions", frame, schema) for frame in OWNERS]
+    approvals = [sign_approval(approvals_for or spec, "approve", "officer-1", name, keys[name])
+                 for name in NAMES] if approvals_for is not False else []
     if spec_change:
         spec = dataclasses.replace(spec, **spec_change)
+    own = _catalog(own_policy or policy)
 
     def program(session):
-        log = AuditLog(tmp_path / f"audit-{session.party}.sqlite", NAMES[session.party],
-                       keys[NAMES[session.party]])
+        name = NAMES[session.party]
+        log = AuditLog(tmp_path / f"audit-{session.party}.sqlite", name, keys[name])
         try:
-            return run_computation(session, spec, approvals, manifest, policies, tables,
-                                   {"admissions": datasets[session.party]}, policy, log,
-                                   key=keys[NAMES[session.party]], names=dict(enumerate(NAMES)))
+            return run_computation(session, spec, approvals, manifest,
+                                   {"admissions": datasets[session.party]}, log, me=name,
+                                   own=[own[session.party]], key=keys[name])
         finally:
             log.close()
 
@@ -73,25 +73,25 @@ def test_an_approved_run_is_logged_end_to_end(tmp_path: Path, signing_consortium
     assert sorted(results[0]["condition"]) == ["asthma", "copd", "diabetes"]
     _, keys, _ = signing_consortium
     kinds = _kinds(tmp_path / "audit-0.sqlite", keys)
-    assert kinds == ["proposal", "approval", "run_start", "input_commitment",
-                     "policy_decision", "result", "run_end"]
+    assert kinds == ["proposal", "approval", "approval", "approval", "run_start",
+                     "input_commitment", "policy_decision", "result", "run_end"]
     signers = {p.name: p.signing_key for p in signing_consortium[0].parties}
-    assert verify_log(tmp_path / "audit-0.sqlite", signers) == 7
-    # the peers co-signed the checkpoint of all 7 entries at the end of the run
+    assert verify_log(tmp_path / "audit-0.sqlite", signers) == 9
+    # the peers co-signed the checkpoint of all 9 entries at the end of the run
     import sqlite3
 
     with sqlite3.connect(tmp_path / "audit-0.sqlite") as connection:
         cosigners = connection.execute("SELECT size, signer FROM checkpoints").fetchall()
-    assert sorted(cosigners) == [(7, "hospital-b"), (7, "hospital-c")]
+    assert sorted(cosigners) == [(9, "hospital-b"), (9, "hospital-c")]
     # inputs are committed by hash and size; no value of the data enters the log
-    commitment = _entries(tmp_path / "audit-0.sqlite", keys)[3].body
+    commitment = _entries(tmp_path / "audit-0.sqlite", keys)[5].body
     assert set(commitment) == {"computation_id", "dataset", "rows", "hash", "schema_hash"}
     assert commitment["rows"] == len(OWNERS[0]) and len(commitment["hash"]) == 64
 
 
 def test_running_without_approval_is_refused_before_sharing(tmp_path: Path,
                                                            signing_consortium: tuple) -> None:
-    with pytest.raises(ApprovalMissing, match="needs 1 approval"):
+    with pytest.raises(ApprovalMissing, match=r"'hospital-a' \(owner of admissions\) needs 1"):
         _run(tmp_path, signing_consortium, False, OutputPolicy())
     _, keys, _ = signing_consortium
     assert _kinds(tmp_path / "audit-0.sqlite", keys) == ["proposal", "refusal"]
@@ -112,3 +112,26 @@ def test_a_policy_violation_aborts_and_is_logged(tmp_path: Path, signing_consort
              OutputPolicy(allowed_aggregates=frozenset({"count"})))
     _, keys, _ = signing_consortium
     assert _kinds(tmp_path / "audit-0.sqlite", keys)[-1] == "abort"
+
+
+def test_an_owner_whose_policy_tightened_since_the_approval_refuses_to_share(
+        tmp_path: Path, signing_consortium: tuple) -> None:
+    with pytest.raises(PolicyViolation, match=r"weaker than 'hospital-\w'.*min_cohort is 5 "
+                                              "where the dataset's policy requires 50"):
+        _run(tmp_path, signing_consortium, None, OutputPolicy(),
+             own_policy=OutputPolicy(min_cohort=50))
+    _, keys, _ = signing_consortium
+    for party, name in enumerate(NAMES):
+        assert _kinds(tmp_path / f"audit-{party}.sqlite", keys, name)[-1] == "refusal"
+
+
+def test_a_spec_whose_policy_was_weakened_after_the_approvals_is_refused(
+        tmp_path: Path, signing_consortium: tuple) -> None:
+    # the analyst (or a node) replaces the effective policy by an empty one: a new id,
+    # so the approvals do not match, and each owner's own check refuses it as well
+    with pytest.raises((ApprovalMissing, PolicyViolation)):
+        _run(tmp_path, signing_consortium, None, OutputPolicy(min_cohort=10),
+             spec_change={"policy": OutputPolicy().as_dict()})
+    _, keys, _ = signing_consortium
+    entries = _entries(tmp_path / "audit-0.sqlite", keys)
+    assert entries[-1].kind == "refusal" and "weaker" in entries[-1].body["reason"]

@@ -10,7 +10,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from concilium.governance.approval import ApprovalPolicy, sign_approval
+from concilium.governance.approval import sign_approval
 from concilium.governance.audit import AuditLog
 from concilium.governance.users import UserStore
 from concilium.node.api import NodeContext, create_app
@@ -35,9 +35,8 @@ class Node:
             name="hospital-a", key=keys["hospital-a"], store=NodeStore(root / "state.sqlite"),
             users=self.users, audit=AuditLog(root / "audit.sqlite", "hospital-a",
                                              keys["hospital-a"]),
-            audit_path=root / "audit.sqlite", manifest=manifest,
-            approval_policies={"admissions": ApprovalPolicy("admissions", "hospital-a")},
-            run_jobs=False)
+            audit_path=root / "audit.sqlite", manifest=manifest, run_jobs=False,
+            peer_timeout=2.0)
         self.keys = keys
         self.app = create_app(self.context)
 
@@ -105,22 +104,72 @@ def test_tokens_and_roles_are_required(node: Node) -> None:
                               "register dataset; that needs the role admin"}
 
 
-def test_datasets_show_schemas_only(node: Node) -> None:
-    assert _register(node).json() == {"name": "admissions", "rows": 3}
+NO_RULES = {"policy": {"allowed_aggregates": None, "allowed_columns": None,
+                       "allowed_recipients": None, "dominance": None, "metrics_only": False,
+                       "min_cohort": 0, "rounding": None}, "approval": {"required": 1}}
+
+
+def test_datasets_show_schemas_and_rules_only(node: Node) -> None:
+    assert _register(node).json() == {"name": "admissions", "rows": 3, "rules": NO_RULES}
     assert node.call("GET", "/datasets", "dr-lee").json() == [
-        {"name": "admissions", "rows": 3, "schema": SCHEMA}]
+        {"name": "admissions", "rows": 3, "schema": SCHEMA, "rules": NO_RULES}]
     bad = node.call("POST", "/datasets", "root", json={
         "name": "broken", "path": str(node.root / "missing.csv"), "schema": SCHEMA})
     assert bad.status_code == 400 and "no file" in bad.json()["message"]
 
 
+def test_an_admin_changes_a_datasets_rules_and_the_change_is_logged(node: Node) -> None:
+    _register(node)
+    rules = {"policy": {"min_cohort": 10}, "approval": {"required": 2}}
+    refused = node.call("PUT", "/datasets/admissions/rules", "dr-lee", json={"rules": rules})
+    assert refused.status_code == 403
+    changed = node.call("PUT", "/datasets/admissions/rules", "root", json={"rules": rules})
+    expected = {"policy": {**NO_RULES["policy"], "min_cohort": 10}, "approval": {"required": 2}}
+    assert changed.json() == {"name": "admissions", "rules": expected}
+    entry = node.call("GET", "/audit/entries", "root").json()[-1]
+    assert entry["kind"] == "dataset_rules_changed"
+    assert entry["body"] == {"dataset": "admissions", "by": "root", "before": NO_RULES,
+                             "after": expected}
+    typo = node.call("PUT", "/datasets/admissions/rules", "root",
+                     json={"rules": {"policy": {"min_cohrt": 1}}})
+    assert typo.status_code == 400 and "unknown policy settings" in typo.json()["message"]
+
+
+def _publish(node: Node, peer: str, datasets: list[dict]) -> httpx.Response:
+    """``peer`` publishes its catalog to the node, as its control plane does."""
+    return _peer_post(node, peer, "/peer/catalog", {"node": peer, "datasets": datasets})
+
+
+def _entry(peer: str, rules: dict | None = None) -> dict:
+    return {"dataset": "admissions", "node": peer, "schema": SCHEMA,
+            "rules": rules or NO_RULES}
+
+
+def test_the_catalog_holds_what_each_node_publishes_about_itself(node: Node) -> None:
+    _register(node)
+    answer = _publish(node, "hospital-b", [_entry("hospital-b")])
+    assert answer.status_code == 200
+    assert answer.json() == {"node": "hospital-a", "datasets": [_entry("hospital-a")]}
+    assert node.call("GET", "/catalog", "dr-lee").json() == [_entry("hospital-a"),
+                                                            _entry("hospital-b")]
+    lying = _publish(node, "hospital-b", [_entry("hospital-c")])
+    assert lying.status_code == 403 and "only its own datasets" in lying.json()["message"]
+
+
 def test_propose_approve_and_audit(node: Node) -> None:
     _register(node)
+    for peer in ("hospital-b", "hospital-c"):
+        _publish(node, peer, [_entry(peer, {"policy": {"min_cohort": 3},
+                                            "approval": {"required": 1}})])
     proposal = node.call("POST", "/computations", "dr-lee", json={
         "query": QUERY, "datasets": ["admissions"], "recipients": ["hospital-a"]})
     assert proposal.status_code == 201
     identifier = proposal.json()["id"]
-    assert proposal.json() == {"id": identifier, "status": "proposed"}
+    assert proposal.json() == {
+        "id": identifier, "status": "proposed",
+        "policy": {**NO_RULES["policy"], "min_cohort": 3},  # the owners' strictest
+        "approvers": {"hospital-a": 1, "hospital-b": 1, "hospital-c": 1},
+        "unreachable": ["hospital-b", "hospital-c"]}  # no peer processes in this test
     assert node.call("GET", "/computations", "officer-1").json() == [
         {"id": identifier, "status": "proposed", "progress": 0.0, "analyst": "dr-lee",
          "query": QUERY}]
@@ -132,14 +181,17 @@ def test_propose_approve_and_audit(node: Node) -> None:
         "node": "hospital-a", "comment": "fine"}
     shown = node.call("GET", f"/computations/{identifier}", "dr-lee").json()
     assert shown["status"] == "proposed" and len(shown["approvals"]) == 1  # 1 of 3 owners
+    assert shown["pending"] == {"hospital-b": 1, "hospital-c": 1}
+    assert "each owner of admissions (hospital-a (party 0), hospital-b (party 1), " \
+           "hospital-c (party 2))" in shown["plan"]
     # the other owners' approvals arrive from their nodes, signed by those nodes
     spec = node.context.store.computation(identifier).spec
     for peer in ("hospital-b", "hospital-c"):
         theirs = sign_approval(spec, "approve", "officer-9", peer, node.keys[peer])
         arrived = _peer_post(node, peer, "/peer/approvals", theirs.as_dict())
         assert arrived.status_code == 201 and arrived.json() == {"id": identifier, "from": peer}
-    assert node.call("GET", f"/computations/{identifier}", "dr-lee").json()[
-        "status"] == "approved"
+    shown = node.call("GET", f"/computations/{identifier}", "dr-lee").json()
+    assert shown["status"] == "approved" and shown["pending"] == {}
     forged = sign_approval(spec, "approve", "officer-9", "hospital-b", node.keys["hospital-c"])
     refused = _peer_post(node, "hospital-b", "/peer/approvals", forged.as_dict())
     assert refused.status_code == 409 and "forged" in refused.json()["message"]
@@ -154,20 +206,30 @@ def test_propose_approve_and_audit(node: Node) -> None:
                                                                      "verified": True}
 
 
-def test_common_mistakes_get_clear_errors(node: Node) -> None:
+def test_common_mistakes_get_clear_errors_before_anyone_approves(node: Node) -> None:
     _register(node)
     unknown = node.call("POST", "/computations", "dr-lee", json={
-        "query": QUERY, "datasets": ["patients"], "recipients": ["ministry"]})
-    assert unknown.status_code == 404
-    assert unknown.json() == {"error": "NotFound", "message": "this node has no dataset "
-                              "'patients'"}
+        "query": QUERY, "datasets": ["patients"], "recipients": ["hospital-a"]})
+    assert unknown.status_code == 400
+    assert unknown.json() == {"error": "ConfigurationError", "message": "no node of the "
+                              "consortium holds a dataset 'patients' (known: admissions); its "
+                              "owner registers it with concilium dataset add"}
     star = node.call("POST", "/computations", "dr-lee", json={
         "query": "SELECT * FROM admissions", "datasets": ["admissions"],
-        "recipients": ["ministry"]})
+        "recipients": ["hospital-a"]})
     assert star.status_code == 422 and star.json()["error"] == "UnsupportedQuery"
+    nobody = node.call("POST", "/computations", "dr-lee", json={
+        "query": QUERY, "datasets": ["admissions"], "recipients": ["ministry"]})
+    assert nobody.status_code == 400 and nobody.json()["message"].startswith(
+        "'ministry' is not a party of consortium 'hospitals'")
+    typo = node.call("POST", "/computations", "dr-lee", json={
+        "query": QUERY, "datasets": ["admissions"], "recipients": ["hospital-a"],
+        "policy": {"min_cohrt": 5}})
+    assert typo.status_code == 400 and "unknown policy settings" in typo.json()["message"]
+    assert node.call("GET", "/computations", "dr-lee").json() == []  # nothing was proposed
     missing = node.call("GET", "/computations/" + "0" * 64, "dr-lee")
     assert missing.status_code == 404
     rejected = node.call("POST", "/computations", "dr-lee", json={
-        "query": QUERY, "datasets": ["admissions"], "recipients": ["ministry"]}).json()["id"]
+        "query": QUERY, "datasets": ["admissions"], "recipients": ["hospital-a"]}).json()["id"]
     node.call("POST", f"/computations/{rejected}/reject", "officer-1", json={})
     assert node.call("GET", f"/computations/{rejected}", "dr-lee").json()["status"] == "refused"

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from concilium.cli import app
 from concilium.errors import ConfigurationError
+from concilium.governance.consortium import Manifest, add_party, save_manifest
 from concilium.governance.identity import create_node
 from concilium.node.client import NodeClient
 from concilium.node.service import spawn
@@ -43,14 +44,20 @@ def _wait_until_up(node_dir: Path, process: subprocess.Popen) -> None:
 @pytest.fixture
 def running_node(tmp_path: Path) -> Iterator[tuple]:
     node_dir = tmp_path / "hospital-a"
-    create_node(node_dir, "hospital-a", f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}")
+    manifest = Manifest("hospitals", "rep3")
+    for name in ("hospital-a", "hospital-b", "hospital-c"):  # b and c are not started
+        identity = create_node(tmp_path / name, name, f"127.0.0.1:{free_port()}",
+                               f"127.0.0.1:{free_port()}")
+        manifest = add_party(manifest, identity, ("data_owner", "compute") if name ==
+                             "hospital-a" else ("compute",))
+    save_manifest(manifest, tmp_path / "consortium.toml")
     tokens = {}
     for name, role in (("root", "admin"), ("dr-lee", "analyst"), ("officer-1", "approver"),
                        ("ministry", "recipient")):
         made = runner.invoke(app, ["user", "add", str(node_dir), name, "--role", role])
         assert made.exit_code == 0, made.output
         tokens[name] = made.output.strip()
-    process = spawn(node_dir, quiet=False)
+    process = spawn(node_dir, tmp_path / "consortium.toml", quiet=False)
     try:
         _wait_until_up(node_dir, process)
         yield node_dir, tokens, process
@@ -81,13 +88,13 @@ def test_a_node_serves_the_cli_over_pinned_https_and_stops_gracefully(
                     "--dataset", "admissions", "--recipient", "hospital-a", *node,
                     token=tokens["dr-lee"])
     assert proposed.exit_code == 0, proposed.output
-    identifier = proposed.output.strip()
+    identifier = proposed.stdout.strip()
     assert len(identifier) == 64
     approved = _cli("approve", identifier, "--comment", "ok", *node, token=tokens["officer-1"])
     assert approved.exit_code == 0 and "approved" in approved.output
     shown = _cli("status", *node, token=tokens["dr-lee"])
-    # without a manifest the node records approvals but cannot check them all yet
-    assert shown.exit_code == 0 and identifier[:12] in shown.output and "proposed" in (
+    # approved by the only owner; the run waits for the compute parties b and c
+    assert shown.exit_code == 0 and identifier[:12] in shown.output and "running" in (
         shown.output)
     pending = _cli("result", identifier, *node, token=tokens["ministry"])
     assert pending.exit_code == 2 and "no result yet" in pending.output
@@ -97,8 +104,11 @@ def test_a_node_serves_the_cli_over_pinned_https_and_stops_gracefully(
     refused = _cli("approve", identifier, *node, token=tokens["dr-lee"])
     assert refused.exit_code == 2 and "may not approve" in refused.output
     unknown = _cli("propose", "SELECT COUNT(*) FROM patients", "--dataset", "patients",
-                   "--recipient", "ministry", *node, token=tokens["dr-lee"])
-    assert unknown.exit_code == 2 and "no dataset 'patients'" in unknown.output
+                   "--recipient", "hospital-a", *node, token=tokens["dr-lee"])
+    assert unknown.exit_code == 2 and "holds a dataset 'patients'" in unknown.output
+    nobody = _cli("propose", "SELECT COUNT(*) FROM admissions", "--dataset", "admissions",
+                  "--recipient", "ministry", *node, token=tokens["dr-lee"])
+    assert nobody.exit_code == 2 and "'ministry' is not a party" in nobody.output
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0
     assert "stopped" in process.stderr.read()

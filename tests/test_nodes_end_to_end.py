@@ -78,7 +78,7 @@ def test_a_governed_computation_between_three_node_processes(three_nodes: tuple,
                                    "--recipient", "hospital-a", "--node", str(dirs[0])],
                              env={"CONCILIUM_TOKEN": tokens[("hospital-a", "dr-lee")]})
     assert proposed.exit_code == 0, proposed.output
-    identifier = proposed.output.strip()
+    identifier = proposed.stdout.strip()
     for node_dir, name in zip(dirs, NAMES, strict=True):
         decided = _cli(["approve", identifier, "--node", str(node_dir)],
                        tokens[(name, "officer")])
@@ -122,7 +122,7 @@ def test_a_run_waits_for_every_owner_and_a_rejection_refuses_it(three_nodes: tup
               str(tmp_path / "schema.toml"), "--node", str(node_dir)], tokens[(name, "root")])
     identifier = _cli(["propose", "SELECT COUNT(*) AS n FROM admissions", "--dataset",
                        "admissions", "--recipient", "hospital-a", "--node", str(dirs[0])],
-                      tokens[("hospital-a", "dr-lee")]).output.strip()
+                      tokens[("hospital-a", "dr-lee")]).stdout.strip()
     for node_dir, name in zip(dirs[:2], NAMES[:2], strict=True):
         _cli(["approve", identifier, "--node", str(node_dir)], tokens[(name, "officer")])
     time.sleep(1.0)
@@ -156,7 +156,7 @@ def test_a_node_killed_mid_run_fails_the_run_everywhere_and_a_retry_succeeds(
     identifier = _cli(["propose", "SELECT MEDIAN(readmitted) AS m, COUNT(*) AS n "
                        "FROM admissions", "--dataset", "admissions", "--recipient",
                        "hospital-a", "--node", str(dirs[0])],
-                      tokens[("hospital-a", "dr-lee")]).output.strip()
+                      tokens[("hospital-a", "dr-lee")]).stdout.strip()
     for node_dir, name in zip(dirs, NAMES, strict=True):
         _cli(["approve", identifier, "--node", str(node_dir)], tokens[(name, "officer")])
     client = NodeClient(dirs[0], tokens[("hospital-a", "dr-lee")])

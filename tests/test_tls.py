@@ -96,14 +96,15 @@ def test_a_governed_run_over_tls_logs_transcripts_and_cosigned_checkpoints(
                                   "node_dirs": [str(d) for d in consortium.node_dirs],
                                   "audit_dir": str(tmp_path)},
                             python_path=[ROOT], timeout=120)
-    for result in values_or_raise(outcomes):
-        assert result["n"] == [30, 30] and np.allclose(result["s"], [10.0, 11.0], atol=1e-3)
+    result, *others = values_or_raise(outcomes)
+    assert others == [None, None]  # only the recipient sees the result
+    assert result["n"] == [30, 30] and np.allclose(result["s"], [10.0, 11.0], atol=1e-3)
     manifest = load_manifest(consortium.manifest_path)
     signers = {p.name: p.signing_key for p in manifest.parties}
     for node_dir in consortium.node_dirs:
         identity = load_node(node_dir)
         path = tmp_path / f"{identity.name}.sqlite"
-        assert verify_log(path, signers) == 7
+        assert verify_log(path, signers) == 9  # a proposal, 3 approvals, 5 run entries
         log = AuditLog(path, identity.name, load_signing_key(identity))
         end = next(e for e in log.entries() if e.kind == "run_end")
         log.close()

@@ -86,7 +86,7 @@ def secure_ops(session: Session, n: int = 2000) -> dict[str, Any]:
 
 
 def governed_query(session: Session, manifest_path: str, node_dirs: list[str],
-                   audit_dir: str) -> dict[str, Any]:
+                   audit_dir: str) -> dict[str, Any] | None:
     """A governed run over TLS: approvals, policy, audit log with transcript digests."""
     import datetime
     from pathlib import Path
@@ -95,14 +95,13 @@ def governed_query(session: Session, manifest_path: str, node_dirs: list[str],
 
     from concilium.data.dataset import Dataset
     from concilium.data.schema import Schema
-    from concilium.governance.approval import ApprovalPolicy, sign_approval
+    from concilium.governance.approval import sign_approval
     from concilium.governance.audit import AuditLog
     from concilium.governance.consortium import load_manifest
     from concilium.governance.identity import load_node, load_signing_key
     from concilium.governance.policy import OutputPolicy
-    from concilium.governance.spec import ComputationSpec
+    from concilium.governance.proposal import DatasetEntry, DatasetRules, build_spec
     from concilium.node.runner import run_computation
-    from concilium.query.plan import TableEntry
 
     manifest = load_manifest(manifest_path)
     names = {i: p.name for i, p in enumerate(manifest.parties)}
@@ -112,24 +111,25 @@ def governed_query(session: Session, manifest_path: str, node_dirs: list[str],
                                   "stay": {"type": "fixed", "low": 0, "high": 100}})
     frame = pd.DataFrame({"ward": ["a", "b"] * 10, "stay": [float(session.party + k)
                                                            for k in range(20)]})
-    spec = ComputationSpec(query="SELECT ward, COUNT(*) AS n, AVG(stay) AS s FROM visits "
-                                 "GROUP BY ward ORDER BY ward", datasets=("visits",),
-                           consortium=manifest.hash, protocol="rep3",
-                           recipients=(names[0],), analyst="dr-lee")
+    catalog = [DatasetEntry("visits", names[k], schema.as_mapping(),
+                            DatasetRules(OutputPolicy(min_cohort=5))) for k in range(3)]
+    spec = build_spec("SELECT ward, COUNT(*) AS n, AVG(stay) AS s FROM visits GROUP BY ward "
+                      "ORDER BY ward", ["visits"], [names[0]], "dr-lee", manifest, catalog)
     fixed = datetime.datetime(2026, 11, 23, tzinfo=datetime.UTC)
-    owner = load_signing_key(load_node(node_dirs[0]))  # party 0's approver, same on all
-    approvals = [sign_approval(spec, "approve", "officer-1", names[0], owner, time=fixed)]
+    approvals = [sign_approval(spec, "approve", "officer-1", names[k],
+                               load_signing_key(load_node(node_dirs[k])), time=fixed)
+                 for k in range(3)]
     log = AuditLog(Path(audit_dir) / f"{names[session.party]}.sqlite", names[session.party],
                    key)
     try:
         result = run_computation(
             session, spec, approvals, manifest,
-            {"visits": ApprovalPolicy("visits", names[0])},
-            {"visits": TableEntry(schema, (0, 1, 2))},
-            {"visits": Dataset.from_frame("visits", frame, schema)},
-            OutputPolicy(min_cohort=5), log, key=key, names=names)
+            {"visits": Dataset.from_frame("visits", frame, schema)}, log,
+            me=names[session.party], own=[catalog[session.party]], key=key)
     finally:
         log.close()
+    if result is None:  # only the recipient, party 0, receives the result
+        return None
     return {"n": list(result["n"]), "s": list(result["s"])}
 
 

@@ -133,26 +133,106 @@ def _client(node: Path, token: str | None) -> Any:
     return NodeClient(node, token)
 
 
-@dataset_app.command("add")
+SCHEMA_HELP = """
+\b
+The schema is TOML with one \\[columns.NAME] section per column of the file:
+  \\[columns.patient_id]
+  type = "key"              # int, fixed, bool, category or key
+  unique = true             # keys only: each value once
+  \\[columns.age]
+  type = "int"
+  low = 0                   # public bounds, checked on every row
+  high = 120
+  \\[columns.cost]
+  type = "fixed"            # reals, 16 fractional bits
+  nullable = true
+  usage = ["aggregate"]     # of filter, group, aggregate, join
+  \\[columns.condition]
+  type = "category"
+  domain = ["asthma", "copd", "sepsis"]
+  \\[columns.ssn]
+  usage = "ignore"          # in the file, dropped on load
+A column of the file that the schema does not list is refused.
+"""
+
+POLICY_HELP = """
+\b
+The policy is TOML (the dataset's rules; every computation on it must meet them):
+  \\[policy]
+  min_cohort = 10                       # a released cell needs 10 rows
+  allowed_aggregates = ["count", "avg"] # e.g. no MIN or MAX
+  metrics_only = true
+  \\[approval]
+  required = 2                          # approvers at this node per use
+"""
+
+
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    import tomllib
+
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigurationError(f"cannot read the {what} {path}: {error}") from None
+
+
+@dataset_app.command("add", help="Register a dataset: every row is checked against the "
+                                 "schema; nothing is shared.\n" + SCHEMA_HELP + POLICY_HELP)
 def dataset_add(
     name: Annotated[str, typer.Argument(help="Dataset name")],
     file: Annotated[Path, typer.Argument(help="CSV or Parquet file on this node's host")],
-    schema: Annotated[Path, typer.Option(help="TOML with [columns.<name>] sections")],
+    schema: Annotated[Path, typer.Option(help="TOML file of the columns (see above)")],
     node: NodeOption, token: TokenOption = None,
+    policy: Annotated[Path | None, typer.Option(
+        help="TOML file of the dataset's output policy and approval rule (see above)")] = None,
 ) -> None:
-    """Register a dataset (its rows are checked against the schema; nothing is shared)."""
-    import tomllib
-
     with _friendly():
-        try:
-            columns = tomllib.loads(schema.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as error:
-            raise ConfigurationError(f"cannot read the schema {schema}: {error}") from None
+        columns = _read_toml(schema, "schema")
+        rules = _read_toml(policy, "policy") if policy is not None else {}
         kind = "parquet" if file.suffix == ".parquet" else "csv"
         answer = _client(node, token).request("POST", "/datasets", json={
             "name": name, "path": str(file.resolve()), "format": kind,
-            "schema": columns.get("columns", columns)})
-    console.print(f"registered {answer['name']}: {answer['rows']} rows checked")
+            "schema": columns.get("columns", columns), "rules": rules})
+    console.print(f"registered {answer['name']}: {answer['rows']} rows checked", highlight=False)
+    _print_rules(answer["rules"])
+
+
+@dataset_app.command("policy", help="Change a dataset's output policy and approval rule "
+                                    "(admins; the change is in the audit log and sent to "
+                                    "every node).\n" + POLICY_HELP)
+def dataset_policy(
+    name: Annotated[str, typer.Argument(help="Dataset name")],
+    policy: Annotated[Path, typer.Option(help="TOML file (see above)")],
+    node: NodeOption, token: TokenOption = None,
+) -> None:
+    with _friendly():
+        answer = _client(node, token).request("PUT", f"/datasets/{name}/rules",
+                                              json={"rules": _read_toml(policy, "policy")})
+    console.print(f"{answer['name']}: rules changed", highlight=False)
+    _print_rules(answer["rules"])
+
+
+@dataset_app.command("list")
+def dataset_list(node: NodeOption, token: TokenOption = None) -> None:
+    """The datasets of the consortium as this node knows them: who holds what."""
+    with _friendly():
+        entries = _client(node, token).request("GET", "/catalog")
+    table = Table("dataset", "node", "columns", "policy", "approvals")
+    for entry in entries:
+        rules = entry["rules"]
+        table.add_row(entry["dataset"], entry["node"], ", ".join(entry["schema"]),
+                      _policy_text(rules["policy"]), str(rules["approval"]["required"]))
+    console.print(table)
+
+
+def _policy_text(policy: dict[str, Any]) -> str:
+    shown = {k: v for k, v in policy.items() if v not in (None, False, 0)}
+    return ", ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "none"
+
+
+def _print_rules(rules: dict[str, Any]) -> None:
+    console.print(f"  policy: {_policy_text(rules['policy'])}; approvals per use: "
+                  f"{rules['approval']['required']}", highlight=False, markup=False)
 
 
 @app.command()
@@ -161,12 +241,25 @@ def propose(
     dataset: Annotated[list[str], typer.Option(help="A dataset the query uses")],
     recipient: Annotated[list[str], typer.Option(help="Who receives the result")],
     node: NodeOption, token: TokenOption = None,
+    policy: Annotated[Path | None, typer.Option(
+        help="TOML file with a \\[policy] section: your own output policy, added to the "
+             "owners' (it can only make it stricter)")] = None,
 ) -> None:
-    """Propose a computation; prints its id (what approvers approve)."""
+    """Propose a computation; prints its id (what approvers approve). The node plans it
+    first: SQL, policies, recipients and value ranges that cannot work are refused
+    before anyone is asked to approve."""
     with _friendly():
+        rules = _read_toml(policy, "policy") if policy is not None else {}
         answer = _client(node, token).request("POST", "/computations", json={
-            "query": sql, "datasets": dataset, "recipients": recipient})
+            "query": sql, "datasets": dataset, "recipients": recipient,
+            "policy": rules.get("policy", rules)})
     console.print(answer["id"], highlight=False)
+    errors.print(f"effective policy: {_policy_text(answer['policy'])}; approvers: "
+                 + ", ".join(f"{n} ({k})" for n, k in sorted(answer["approvers"].items())),
+                 highlight=False, markup=False)
+    if answer.get("unreachable"):
+        errors.print(f"not reached (they will not see it yet): "
+                     f"{', '.join(answer['unreachable'])}", highlight=False)
 
 
 def _decide(identifier: str, decision: str, comment: str, node: Path,
@@ -206,20 +299,56 @@ def retry(identifier: Annotated[str, typer.Argument(help="Computation id")],
 def status(identifier: Annotated[str | None, typer.Argument(help="Computation id")] = None,
            *, node: NodeOption, token: TokenOption = None,
            wait: Annotated[bool, typer.Option(help="Follow one computation with a progress "
-                                                   "bar until it ends")] = False) -> None:
-    """Show computations and their progress."""
+                                                   "bar until it ends; exit status 1 if it "
+                                                   "failed or was refused")] = False) -> None:
+    """Show computations; with an id, everything about one: the full SQL, the
+    effective policy, the plan, approvals and pending approvers, the error."""
     with _friendly():
         client = _client(node, token)
-        if wait and identifier:
-            _follow(client, identifier)
-        rows = ([client.request("GET", f"/computations/{identifier}")] if identifier
-                else client.request("GET", "/computations"))
+        if identifier:
+            if wait:
+                _follow(client, identifier)
+            shown = client.request("GET", f"/computations/{identifier}")
+            _show(shown)
+            if wait and shown["status"] in ("failed", "refused"):
+                raise typer.Exit(1)
+            return
+        rows = client.request("GET", "/computations")
     table = Table("id", "status", "progress", "analyst", "query")
     table.columns[0].no_wrap = table.columns[1].no_wrap = True
     for row in rows:
         table.add_row(row["id"][:12], row["status"], f"{row['progress']:.0%}", row["analyst"],
-                      row["query"][:60])
+                      row["query"])
     console.print(table)
+
+
+def _show(state: dict[str, Any]) -> None:
+    """One computation, for its approvers and its analyst."""
+    spec = state["spec"]
+    out = [f"computation {state['id']}",
+           f"status      {state['status']} ({state['progress']:.0%})"]
+    if state.get("error"):
+        out.append(f"error       {state['error']}")
+    out += [f"analyst     {spec['analyst']}", f"protocol    {spec['protocol']}",
+            f"recipients  {', '.join(spec['recipients'])}", "query"]
+    out += [f"  {line}" for line in spec["query"].splitlines()]
+    out.append("datasets")
+    for name, table in sorted(spec.get("tables", {}).items()):
+        out.append(f"  {name}: held by {', '.join(table['owners'])}")
+    out.append(f"effective policy  {_policy_text(state.get('policy') or {})}")
+    out.append("approvals")
+    for approval in state.get("approvals", []):
+        comment = f": {approval['comment']}" if approval.get("comment") else ""
+        out.append(f"  {approval['node']}: {approval['approver']} {approval['decision']}d "
+                   f"at {approval['time']}{comment}")
+    pending = state.get("pending") or {}
+    needed = ", ".join(f"{n} ({k} of {spec['approvers'][n]})" for n, k in sorted(
+        pending.items()))
+    out.append(f"pending     {needed or 'none'}")
+    if state.get("plan"):
+        out.append("plan")
+        out += [f"  {line}" for line in state["plan"].splitlines()]
+    console.print("\n".join(out), highlight=False, markup=False)
 
 
 def _follow(client: Any, identifier: str) -> None:
@@ -239,24 +368,49 @@ def _follow(client: Any, identifier: str) -> None:
             time.sleep(0.3)
 
 
+def _with_suppressed(answer: dict[str, Any], marker: str) -> tuple[list[str], list[list[Any]]]:
+    """The result's rows followed by a row per suppressed cell (its group keys, and
+    ``marker`` for its values), with a ``suppressed`` column holding the rule. A cell
+    whose keys are secret (GROUP BY a secret key) gets a row without keys."""
+    columns, rows = list(answer["columns"]), [list(r) for r in answer["rows"]]
+    cells = answer.get("suppressed", [])
+    if not cells:
+        return columns, rows
+    out = [[*row, ""] for row in rows]
+    for cell in cells:
+        group = cell["group"] if isinstance(cell["group"], dict) else {}
+        keys = [group.get(name, marker) for name in columns]
+        rule = cell["rule"] if isinstance(cell["group"], dict) else (
+            f"{cell['group']}: {cell['rule']}")
+        out.append([*keys, rule])
+    return [*columns, "suppressed"], out
+
+
 @app.command()
 def result(identifier: Annotated[str, typer.Argument(help="Computation id")],
            node: NodeOption, token: TokenOption = None,
            format: Annotated[str, typer.Option(help="table, csv or json")] = "table") -> None:
-    """Print a computation's result (recipients only)."""
+    """Print a computation's result (recipients only). Suppressed cells are listed
+    with the rule that suppressed them (a ``suppressed`` column)."""
     with _friendly():
-        answer = _client(node, token).request("GET", f"/computations/{identifier}/result")
         if format not in ("table", "csv", "json"):
             raise ConfigurationError("--format is table, csv or json")
+        answer = _client(node, token).request("GET", f"/computations/{identifier}/result")
     if format == "json":
         console.print_json(json.dumps(answer))
         return
-    columns, rows = answer["columns"], answer["rows"]
     if format == "csv":
-        console.print(",".join(columns))
-        for row in rows:
-            console.print(",".join("" if v is None else str(v) for v in row), highlight=False)
+        import csv
+        import io
+
+        columns, rows = _with_suppressed(answer, "")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([["" if v is None else v for v in row] for row in rows])
+        console.print(buffer.getvalue().rstrip("\n"), highlight=False, markup=False)
         return
+    columns, rows = _with_suppressed(answer, "suppressed")
     table = Table(*columns)
     for row in rows:
         table.add_row(*("-" if v is None else str(v) for v in row))
@@ -301,12 +455,15 @@ def consortium_create(
     manifest: Annotated[Path, typer.Argument(help="Manifest file to create")],
     name: Annotated[str, typer.Option(help="Consortium name")],
     protocol: Annotated[str, typer.Option(help="rep3, rep4 or additive")] = "rep3",
+    approval: Annotated[str, typer.Option(
+        help="Whose approval a computation needs: dataset_owners (the owners of the data "
+             "it uses) or all_owners (every data owner)")] = "dataset_owners",
 ) -> None:
     """Start an empty manifest."""
     with _friendly():
         if manifest.exists():
             raise ConfigurationError(f"{manifest} already exists; refusing to overwrite it")
-        save_manifest(Manifest(name=name, protocol=protocol), manifest)
+        save_manifest(Manifest(name=name, protocol=protocol, approval=approval), manifest)
     console.print(f"Created consortium [bold]{name}[/] ({protocol}) in {manifest}")
 
 

@@ -152,17 +152,18 @@ def main() -> int:
                 admin = NodeClient(node_dir, tokens[(name, "admin")])
                 admin.request("POST", "/datasets", json={
                     "name": "admissions", "path": str(node_dir / "admissions.csv"),
-                    "schema": SCHEMA})
+                    "schema": SCHEMA, "rules": {"policy": {"min_cohort": MIN_COHORT}}})
                 admin.close()
-                console.print(f"{name} registered {len(frame):,} admissions (they stay there)")
+                console.print(f"{name} registered {len(frame):,} admissions (they stay there) "
+                              f"with its policy: cells need at least {MIN_COHORT} patients")
             analyst = NodeClient(dirs[0], tokens[("hospital-a", "dr-lee")])
             proposal = analyst.request("POST", "/computations", json={
-                "query": QUERY, "datasets": ["admissions"], "recipients": ["hospital-a"],
-                "policy": {"min_cohort": MIN_COHORT}})
+                "query": QUERY, "datasets": ["admissions"], "recipients": ["hospital-a"]})
             identifier = proposal["id"]
             console.print(f"\ndr-lee at hospital-a proposed computation {identifier[:16]}...")
-            console.print(f"  {QUERY}\n  output policy: cells need at least {MIN_COHORT} "
-                          "patients")
+            console.print(f"  {QUERY}\n  effective output policy (the hospitals' own): "
+                          f"min_cohort = {proposal['policy']['min_cohort']}; approvers: "
+                          f"{', '.join(sorted(proposal['approvers']))}")
             for node_dir, name in zip(dirs, HOSPITALS, strict=True):
                 officer = NodeClient(node_dir, tokens[(name, "officer")])
                 officer.request("POST", f"/computations/{identifier}/approve",

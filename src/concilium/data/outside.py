@@ -31,11 +31,21 @@ class OutsideParty:
                  codec: FixedPointCodec | None = None) -> None:
         self._client = Rep3OutsideParty(channel, compute_parties)
         self._channel = channel
+        self._compute = tuple(int(p) for p in compute_parties)
         self.codec = codec if codec is not None else FixedPointCodec()
 
     @property
     def party(self) -> int:
         return self._client.party
+
+    @property
+    def channel(self) -> Channel:
+        return self._channel
+
+    @property
+    def compute_parties(self) -> tuple[int, ...]:
+        return self._compute
+
 
     def stats(self) -> TrafficSnapshot:
         return self._channel.stats()

@@ -7,19 +7,21 @@ Ed25519 key (``cryptography``). Decisions are ``approve``, ``reject`` and
 approver only the latest decision counts.
 
 :func:`require_approvals` is what a node runs before it shares anything:
-every dataset's policy (which node owns it, how many approvals it needs) must
-be met by valid approvals *for this computation id*, signed by the owner
-node's key as listed in the manifest. A forged, missing, revoked, rejected
-or mismatched approval refuses the run with
-:class:`~concilium.errors.ApprovalMissing`, naming the dataset and the
-reason.
+every node the spec names as an approver (``spec.approvers``: the owners of
+the datasets it uses, and how many distinct approvers each needs) must have
+given valid approvals *for this computation id*, signed by that node's key as
+listed in the manifest. A forged, missing, revoked, rejected or mismatched
+approval refuses the run with :class:`~concilium.errors.ApprovalMissing`,
+naming the node, its datasets and the reason. (Each node separately checks
+that the spec asks at least what its own rules require:
+:func:`concilium.governance.proposal.check_spec`.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,8 +32,8 @@ from concilium.errors import ApprovalMissing, ConfigurationError
 from concilium.governance.consortium import Manifest
 from concilium.governance.spec import ComputationSpec, canonical_json
 
-__all__ = ["DECISIONS", "Approval", "ApprovalPolicy", "public_key", "require_approvals",
-           "sign_approval", "verify_approval"]
+__all__ = ["DECISIONS", "Approval", "public_key", "require_approvals", "sign_approval",
+           "standing_decisions", "verify_approval"]
 
 Decision = Literal["approve", "reject", "revoke"]
 DECISIONS: tuple[Decision, ...] = ("approve", "reject", "revoke")
@@ -59,20 +61,6 @@ class Approval:
         return {"computation_id": self.computation_id, "decision": self.decision,
                 "approver": self.approver, "node": self.node, "time": self.time,
                 "comment": self.comment, "signature": self.signature}
-
-
-@dataclass(frozen=True)
-class ApprovalPolicy:
-    """A dataset's rule: its owner node and how many distinct approvers it needs."""
-
-    dataset: str
-    owner: str
-    required: int = 1
-
-    def __post_init__(self) -> None:
-        if self.required < 1:
-            raise ConfigurationError(f"dataset {self.dataset!r} must need at least one "
-                                     "approval")
 
 
 def public_key(text: str) -> ed25519.Ed25519PublicKey:
@@ -115,13 +103,10 @@ def verify_approval(approval: Approval, manifest: Manifest) -> None:
                               "has a forged or damaged signature") from None
 
 
-def require_approvals(spec: ComputationSpec, approvals: Iterable[Approval],
-                      manifest: Manifest, policies: Mapping[str, ApprovalPolicy]) -> None:
-    """Raise :class:`ApprovalMissing` unless every dataset of ``spec`` is approved as
-    its policy requires; verifies every signature first."""
-    if spec.consortium != manifest.hash:
-        raise ApprovalMissing("the computation is for another consortium (manifest hash "
-                              "differs)")
+def standing_decisions(spec: ComputationSpec, approvals: Iterable[Approval],
+                       manifest: Manifest) -> tuple[dict[tuple[str, str], Approval], int]:
+    """Each (node, approver)'s latest decision on this computation, every signature
+    verified; and how many approvals were for another computation id."""
     latest: dict[tuple[str, str], Approval] = {}
     foreign = 0
     for approval in approvals:
@@ -132,22 +117,33 @@ def require_approvals(spec: ComputationSpec, approvals: Iterable[Approval],
         key = (approval.node, approval.approver)
         if key not in latest or approval.time >= latest[key].time:
             latest[key] = approval
-    for dataset in spec.datasets:
-        policy = policies.get(dataset)
-        if policy is None:
-            raise ApprovalMissing(f"dataset {dataset!r} has no approval policy; its owner "
-                                  "must set one before it can be used")
-        decisions = [a for (node, _), a in latest.items() if node == policy.owner]
+    return latest, foreign
+
+
+def require_approvals(spec: ComputationSpec, approvals: Iterable[Approval],
+                      manifest: Manifest) -> None:
+    """Raise :class:`ApprovalMissing` unless every node in ``spec.approvers`` has given
+    the approvals it needs; verifies every signature first."""
+    if spec.consortium != manifest.hash:
+        raise ApprovalMissing("the computation is for another consortium (manifest hash "
+                              "differs)")
+    if not spec.approvers:
+        raise ApprovalMissing("the computation names no approvers; every use of a dataset "
+                              "needs its owners' approval")
+    latest, foreign = standing_decisions(spec, approvals, manifest)
+    for node, required in sorted(spec.approvers.items()):
+        held = [name for name in spec.datasets if node in spec.owners(name)]
+        what = f"{node!r} (owner of {', '.join(held)})" if held else repr(node)
+        decisions = [a for (by, _), a in latest.items() if by == node]
         rejected = [a.approver for a in decisions if a.decision == "reject"]
         if rejected:
-            raise ApprovalMissing(f"dataset {dataset!r}: rejected by {', '.join(rejected)} at "
-                                  f"{policy.owner!r}")
+            raise ApprovalMissing(f"{what}: rejected by {', '.join(sorted(rejected))}")
         approved = {a.approver for a in decisions if a.decision == "approve"}
-        if len(approved) < policy.required:
+        if len(approved) < required:
             why = (" (approvals were given for another computation: the spec changed)"
                    if foreign and not approved else "")
             revoked = [a.approver for a in decisions if a.decision == "revoke"]
             if revoked and not why:
                 why = f" ({', '.join(revoked)} revoked their approval)"
-            raise ApprovalMissing(f"dataset {dataset!r} needs {policy.required} approval(s) "
-                                  f"from {policy.owner!r}, has {len(approved)}{why}")
+            raise ApprovalMissing(f"{what} needs {required} approval(s), has "
+                                  f"{len(approved)}{why}")

@@ -5,6 +5,7 @@ One TOML file that every member holds an identical copy of::
     [consortium]
     name = "hospitals"
     protocol = "rep3"
+    approval = "dataset_owners"   # or "all_owners"
 
     [[party]]
     name = "hospital-a"
@@ -14,6 +15,16 @@ One TOML file that every member holds an identical copy of::
     tls_certificate = "-----BEGIN CERTIFICATE-----..."
     signing_key = "ed25519:..."
     roles = ["data_owner", "compute"]
+
+Roles: ``data_owner`` (contributes datasets), ``compute`` (holds shares and
+runs the protocol), ``recipient`` (may receive results without either). A
+data owner or recipient that does not compute takes part in runs as an
+outside party.
+
+The approval rule says whose approval a computation needs:
+``dataset_owners`` (the default: the owners of the datasets it uses, each as
+many approvers as its own dataset rules ask) or ``all_owners`` (every data
+owner of the consortium, whether its data is used or not).
 
 Its canonical hash (SHA-256 of canonical JSON: sorted keys, no whitespace) is
 part of every session id, so two nodes with different manifests cannot run a
@@ -41,6 +52,7 @@ from concilium.governance.identity import (
 )
 
 __all__ = [
+    "APPROVAL_RULES",
     "PROTOCOL_COMPUTE_PARTIES",
     "ROLES",
     "Manifest",
@@ -50,7 +62,8 @@ __all__ = [
     "save_manifest",
 ]
 
-ROLES = ("data_owner", "compute")
+ROLES = ("data_owner", "compute", "recipient")
+APPROVAL_RULES = ("dataset_owners", "all_owners")
 #: compute parties each protocol runs on: (minimum, maximum or None)
 PROTOCOL_COMPUTE_PARTIES: dict[str, tuple[int, int | None]] = {
     "rep3": (3, 3),
@@ -89,13 +102,19 @@ class Manifest:
     name: str
     protocol: str
     parties: tuple[PartyEntry, ...] = ()
+    approval: str = "dataset_owners"
 
     def __post_init__(self) -> None:
         _validate(self)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"consortium": {"name": self.name, "protocol": self.protocol},
+        return {"consortium": {"name": self.name, "protocol": self.protocol,
+                               "approval": self.approval},
                 "party": [party.as_dict() for party in self.parties]}
+
+    @property
+    def data_owners(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parties if "data_owner" in p.roles)
 
     def canonical_json(self) -> bytes:
         return json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"),
@@ -141,6 +160,9 @@ def _validate(manifest: Manifest) -> None:
     if manifest.protocol not in PROTOCOL_COMPUTE_PARTIES:
         raise ConfigurationError(f"unknown protocol {manifest.protocol!r}; choose one of "
                                  f"{', '.join(PROTOCOL_COMPUTE_PARTIES)}")
+    if manifest.approval not in APPROVAL_RULES:
+        raise ConfigurationError(f"unknown approval rule {manifest.approval!r}; choose one of "
+                                 f"{', '.join(APPROVAL_RULES)}")
     seen: dict[str, dict[str, str]] = {"name": {}, "MPC address": {}, "API address": {},
                                        "TLS fingerprint": {}, "signing key": {}}
     for party in manifest.parties:
@@ -209,7 +231,8 @@ def load_manifest(path: Path | str) -> Manifest:
                        roles=tuple(str(r) for r in p["roles"]))
             for p in document.get("party", [])
         )
-        return Manifest(name=str(head["name"]), protocol=str(head["protocol"]), parties=parties)
+        return Manifest(name=str(head["name"]), protocol=str(head["protocol"]), parties=parties,
+                        approval=str(head.get("approval", "dataset_owners")))
     except tomllib.TOMLDecodeError as error:
         raise ConfigurationError(f"{file} is not valid TOML: {error}") from None
     except (KeyError, TypeError) as error:

@@ -12,7 +12,10 @@ inside MPC before anything is revealed.
                                  # 85% of it is suppressed
 
 A query over several datasets obeys the strictest combination
-(:meth:`OutputPolicy.combine`). The checks on aggregates, columns and
+(:meth:`OutputPolicy.combine`) of the proposal's policy and every used
+dataset's own policy, which its owner node holds; an owner refuses to
+contribute to a computation whose policy is weaker than its own
+(:meth:`OutputPolicy.shortfalls`). The checks on aggregates, columns and
 recipients run when the query is planned (:class:`~concilium.errors.PolicyViolation`);
 the cohort size and the rounding are enforced on secret shares by
 :mod:`concilium.query.execute`: a cell's count stays secret and only its
@@ -108,6 +111,18 @@ class OutputPolicy:
             allowed_columns=_both(self.allowed_columns, other.allowed_columns),
             allowed_recipients=_both(self.allowed_recipients, other.allowed_recipients),
             metrics_only=self.metrics_only or other.metrics_only)
+
+    def at_least_as_strict_as(self, other: OutputPolicy) -> bool:
+        """Whether this policy releases nothing that ``other`` would suppress."""
+        return self.combine(other) == self
+
+    def shortfalls(self, required: OutputPolicy) -> list[str]:
+        """The settings in which this policy is weaker than ``required`` (empty when it
+        is at least as strict), each as ``name: this vs required``."""
+        strictest = self.combine(required).as_dict()
+        mine, theirs = self.as_dict(), required.as_dict()
+        return [f"{name} is {mine[name]!r} where the dataset's policy requires "
+                f"{theirs[name]!r}" for name in sorted(mine) if mine[name] != strictest[name]]
 
     def as_dict(self) -> dict[str, Any]:
         """For the computation spec (canonical JSON)."""

@@ -1,7 +1,10 @@
 """Computation specs: exactly what will run, and its id.
 
 A spec names the SQL, the datasets, the consortium (by manifest hash), the
-protocol, the recipients, the output policy and the analyst. Its canonical
+protocol, the recipients, the effective output policy (the strictest of the
+proposal's and every used dataset's own), the analyst, where each dataset is
+held (``tables``: its owner nodes and its public schema) and whose approval it
+needs (``approvers``: node name -> distinct approvers there). Its canonical
 JSON (sorted keys, no spaces, ASCII) is hashed with SHA-256 into the
 *computation id*: approvals sign that id, so any change to the spec (one
 character of SQL, one more recipient, a looser policy) is a new computation
@@ -39,7 +42,9 @@ class ComputationSpec:
     protocol: str
     recipients: tuple[str, ...]
     analyst: str
-    policy: dict[str, Any] = field(default_factory=dict)  # the output policy, as TOML data
+    policy: dict[str, Any] = field(default_factory=dict)  # the effective output policy
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)  # owners and schema
+    approvers: dict[str, int] = field(default_factory=dict)  # node -> approvals needed
 
     def __post_init__(self) -> None:
         if not self.query.strip():
@@ -50,12 +55,31 @@ class ComputationSpec:
             raise ConfigurationError("a computation needs at least one recipient")
         if not self.analyst:
             raise ConfigurationError("a computation needs the proposing analyst")
+        if self.tables and set(self.tables) != set(self.datasets):
+            raise ConfigurationError("the spec's tables must be exactly its datasets")
+        for name, table in self.tables.items():
+            if not isinstance(table, dict) or not table.get("owners") or not isinstance(
+                    table.get("schema"), dict):
+                raise ConfigurationError(f"dataset {name!r} needs its owner nodes and schema")
+        for node, count in self.approvers.items():
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise ConfigurationError(f"node {node!r} must give at least one approval")
+
+    def owners(self, dataset: str) -> tuple[str, ...]:
+        """The nodes that hold ``dataset`` (its partitions, for horizontal data)."""
+        table = self.tables.get(dataset)
+        return () if table is None else tuple(str(o) for o in table["owners"])
+
+    @property
+    def owner_nodes(self) -> tuple[str, ...]:
+        """Every node whose data the computation uses, in name order."""
+        return tuple(sorted({o for name in self.datasets for o in self.owners(name)}))
 
     def as_dict(self) -> dict[str, Any]:
         return {"query": self.query, "datasets": sorted(self.datasets),
                 "consortium": self.consortium, "protocol": self.protocol,
                 "recipients": sorted(self.recipients), "analyst": self.analyst,
-                "policy": self.policy}
+                "policy": self.policy, "tables": self.tables, "approvers": self.approvers}
 
     def canonical_json(self) -> bytes:
         return canonical_json(self.as_dict())
@@ -71,6 +95,8 @@ class ComputationSpec:
             return cls(query=data["query"], datasets=tuple(data["datasets"]),
                        consortium=data["consortium"], protocol=data["protocol"],
                        recipients=tuple(data["recipients"]), analyst=data["analyst"],
-                       policy=dict(data.get("policy", {})))
-        except (KeyError, TypeError) as error:
+                       policy=dict(data.get("policy", {})),
+                       tables={str(k): dict(v) for k, v in data.get("tables", {}).items()},
+                       approvers={str(k): v for k, v in data.get("approvers", {}).items()})
+        except (KeyError, TypeError, AttributeError) as error:
             raise ConfigurationError(f"malformed computation spec: {error}") from None

@@ -90,7 +90,7 @@ class TlsChannel(Channel):
         connections, session = establish_connections(
             me, endpoints, identity, manifest_hash, computation_id, options, listener,
             on_refused)
-        return cls(me, len(endpoints), connections, session, options)
+        return cls(me, max(e.index for e in endpoints) + 1, connections, session, options)
 
     # -- Channel ------------------------------------------------------------------
     @property

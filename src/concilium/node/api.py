@@ -1,5 +1,7 @@
-"""The node's HTTP API (FastAPI): datasets (schemas only), computations
-(propose, list, show, approve, reject, result), audit (entries, verify), health.
+"""The node's HTTP API (FastAPI): datasets (schemas and rules; never rows), the
+consortium catalog, computations (propose, list, show, approve, reject,
+retry, result), audit (entries, checkpoints, verify), health; and the signed
+peer endpoints of the control plane (``/peer/...``).
 
 Every endpoint but ``/health`` needs ``Authorization: Bearer <token>`` and
 checks the caller's role (:mod:`concilium.governance.users`). Errors are JSON
@@ -11,6 +13,7 @@ failed audit). The OpenAPI description is at ``/openapi.json``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
@@ -19,9 +22,11 @@ from typing import Annotated, Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi import Depends, FastAPI, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from concilium import errors as error_types
 from concilium.data.dataset import Dataset
 from concilium.data.schema import Schema
 from concilium.errors import (
@@ -33,20 +38,19 @@ from concilium.errors import (
     PolicyViolation,
     UnsupportedQuery,
 )
-from concilium.governance.approval import (
-    Approval,
-    ApprovalPolicy,
-    sign_approval,
-    verify_approval,
-)
+from concilium.governance.approval import Approval, sign_approval, verify_approval
 from concilium.governance.audit import AuditLog, verify_log
 from concilium.governance.consortium import Manifest
 from concilium.governance.identity import NodeIdentity
-from concilium.governance.spec import ComputationSpec
+from concilium.governance.policy import OutputPolicy
+from concilium.governance.proposal import DatasetRules, build_spec
+from concilium.governance.spec import ComputationSpec, canonical_json
 from concilium.governance.users import User, UserStore
+from concilium.net.tls import TlsSettings
 from concilium.node import control
+from concilium.node.planning import validate
 from concilium.node.store import ComputationRecord, NodeStore, NotFound
-from concilium.query.plan import TableEntry, plan_query
+from concilium.query.explain import explain
 
 __all__ = ["NodeContext", "create_app"]
 
@@ -66,17 +70,22 @@ class NodeContext:
     audit: AuditLog
     audit_path: Path
     manifest: Manifest | None = None
-    approval_policies: dict[str, ApprovalPolicy] = field(default_factory=dict)
     identity: NodeIdentity | None = None  # for the MPC transport of jobs
     lock: threading.Lock = field(default_factory=threading.Lock)
     run_jobs: bool = True  # start approved computations (off in API-only tests)
+    peer_timeout: float = 10.0  # seconds for a control-plane request to a peer
+    tls_settings: TlsSettings | None = None  # the MPC transport's timeouts
 
 
 class ProposalIn(BaseModel):
     query: str
     datasets: list[str]
     recipients: list[str]
-    policy: dict[str, Any] = {}
+    policy: dict[str, Any] = {}  # the analyst's own output policy; owners' rules add to it
+
+
+class RulesIn(BaseModel):
+    rules: dict[str, Any]  # [policy] and [approval] sections, as in the TOML file
 
 
 class DecisionIn(BaseModel):
@@ -99,6 +108,14 @@ def _summary(record: ComputationRecord) -> dict[str, Any]:
             "analyst": record.spec.analyst, "query": record.spec.query}
 
 
+def _raise_refusal(identifier: str, node: str, kind: str, message: str) -> None:
+    """A peer's refusal, re-raised as the error type it gave."""
+    error = getattr(error_types, kind, ConciliumError)
+    if not (isinstance(error, type) and issubclass(error, ConciliumError)):
+        error = ConciliumError
+    raise error(f"{node} refused computation {identifier[:16]}...: {message}")
+
+
 def create_app(context: NodeContext) -> FastAPI:
     """The API of one node."""
     app = FastAPI(title=f"Concilium node {context.name}", version="0.1.0")
@@ -117,10 +134,13 @@ def create_app(context: NodeContext) -> FastAPI:
         return {"status": "ok", "node": context.name,
                 "consortium": None if context.manifest is None else context.manifest.hash}
 
+    def _load(name: str) -> Dataset:
+        return control.load_dataset(context, name)
+
     @app.get("/datasets")
     def datasets(user: Caller) -> list[dict[str, Any]]:
-        return [{"name": d.name, "rows": d.rows, "schema": d.schema}
-                for d in context.store.datasets()]
+        return [{"name": d.name, "rows": d.rows, "schema": d.schema,
+                 "rules": d.rules.as_dict()} for d in context.store.datasets()]
 
     @app.post("/datasets", status_code=201)
     def register(body: dict[str, Any], user: Caller) -> dict[str, Any]:
@@ -133,29 +153,59 @@ def create_app(context: NodeContext) -> FastAPI:
         loaders = {"csv": Dataset.from_csv, "parquet": Dataset.from_parquet}
         if kind not in loaders:
             raise InputError(f"format must be one of {', '.join(loaders)}")
-        dataset = loaders[kind](name, path, Schema.from_mapping(schema))
-        context.store.add_dataset(name, schema, str(path), dataset.rows)
-        context.audit.append("dataset_registered", {"dataset": name, "rows": dataset.rows})
-        return {"name": name, "rows": dataset.rows}
+        rules = DatasetRules.from_mapping(body.get("rules") or {})
+        parsed = Schema.from_mapping(schema)
+        dataset = loaders[kind](name, path, parsed)
+        context.store.add_dataset(name, parsed.as_mapping(), str(path), dataset.rows, rules)
+        context.audit.append("dataset_registered", {
+            "dataset": name, "rows": dataset.rows, "rules": rules.as_dict(),
+            "schema_hash": hashlib.sha256(canonical_json(parsed.as_mapping())).hexdigest()})
+        control.publish_catalog(context)
+        return {"name": name, "rows": dataset.rows, "rules": rules.as_dict()}
+
+    @app.put("/datasets/{name}/rules")
+    def change_rules(name: str, body: RulesIn, user: Caller) -> dict[str, Any]:
+        context.users.require(user, "set_policy")
+        before = context.store.dataset(name).rules
+        rules = DatasetRules.from_mapping(body.rules)
+        context.store.set_rules(name, rules)
+        context.audit.append("dataset_rules_changed", {"dataset": name, "by": user.name,
+                                                       "before": before.as_dict(),
+                                                       "after": rules.as_dict()})
+        control.publish_catalog(context)
+        return {"name": name, "rules": rules.as_dict()}
+
+    @app.get("/catalog")
+    def consortium_catalog(user: Caller) -> list[dict[str, Any]]:
+        return [e.as_dict() for e in control.catalog(context)]
+
+    def _validate(spec: ComputationSpec) -> None:
+        assert context.manifest is not None
+        validate(spec, context.manifest, context.name, control.own_entries(context), _load)
 
     @app.post("/computations", status_code=201)
     def propose(body: ProposalIn, user: Caller) -> dict[str, Any]:
         context.users.require(user, "propose")
-        tables = {}
-        for name in body.datasets:
-            known = context.store.dataset(name)
-            tables[name] = TableEntry(Schema.from_mapping(known.schema), (0,))
-        plan_query(body.query, tables)  # the SQL must fit the datasets' schemas
-        spec = ComputationSpec(query=body.query, datasets=tuple(body.datasets),
-                               consortium=context.manifest.hash if context.manifest else "",
-                               protocol=context.manifest.protocol if context.manifest
-                               else "rep3", recipients=tuple(body.recipients),
-                               analyst=user.name, policy=body.policy)
+        if context.manifest is None:
+            raise ApprovalMissing("this node has no consortium manifest; start it with "
+                                  "--manifest to propose computations")
+        control.publish_catalog(context)  # the owners' current schemas and rules
+        spec = build_spec(body.query, body.datasets, body.recipients, user.name,
+                          context.manifest, control.catalog(context),
+                          OutputPolicy.from_mapping(body.policy))
+        _validate(spec)  # refused here, with the run's own message, before anyone signs
         record = context.store.add_computation(spec)
         context.audit.append("proposal", {"computation_id": spec.computation_id,
                                           "spec": spec.as_dict()})
-        control.forward(context, "/peer/computations", spec.as_dict())
-        return {"id": record.id, "status": record.status}
+        outcome = control.forward(context, "/peer/computations", spec.as_dict())
+        if outcome.refused:
+            node, (kind, message) = sorted(outcome.refused.items())[0]
+            context.store.update(record.id, status="refused",
+                                 error=f"{node} refused it: {kind}: {message}")
+            _raise_refusal(record.id, node, kind, message)
+        return {"id": record.id, "status": context.store.computation(record.id).status,
+                "policy": spec.policy, "approvers": spec.approvers,
+                "unreachable": outcome.failed}
 
     @app.get("/computations")
     def computations(user: Caller) -> list[dict[str, Any]]:
@@ -164,12 +214,43 @@ def create_app(context: NodeContext) -> FastAPI:
     @app.get("/computations/{identifier}")
     def show(identifier: str, user: Caller) -> dict[str, Any]:
         record = context.store.computation(identifier)
+        approvals = context.store.approvals(identifier)
+        pending = plan = None
+        if context.manifest is not None:
+            pending = control.pending_approvers(record.spec, approvals, context.manifest)
+            plan = _explained(record.spec)
         return {**_summary(record), "spec": record.spec.as_dict(), "error": record.error,
-                "approvals": [a.as_dict() for a in context.store.approvals(identifier)]}
+                "policy": record.spec.policy, "approvers": record.spec.approvers,
+                "pending": pending, "plan": plan,
+                "approvals": [a.as_dict() for a in approvals]}
+
+    def _explained(spec: ComputationSpec) -> str | None:
+        from concilium.node.planning import plan_spec
+
+        assert context.manifest is not None
+        manifest = context.manifest
+        try:
+            plan = plan_spec(spec, manifest)
+        except ConciliumError as error:
+            return f"cannot be planned: {error}"
+        return explain(plan, {i: p.name for i, p in enumerate(manifest.parties)},
+                       [manifest.index(r) for r in spec.recipients])
 
     def decide(identifier: str, decision: str, body: DecisionIn, user: User) -> dict[str, Any]:
         context.users.require(user, "approve")
         record = context.store.computation(identifier)
+        if decision == "approve":
+            if context.name not in record.spec.approvers:
+                raise AccessDenied(f"node {context.name!r} is not an approver of this "
+                                   f"computation (its approvers: "
+                                   f"{', '.join(sorted(record.spec.approvers))})")
+            if record.status == "refused":
+                raise ApprovalMissing(f"the computation was refused: {record.error}")
+            try:
+                _validate(record.spec)  # this node's rules may have changed since
+            except ConciliumError as error:
+                control.refuse(context, record.spec, error)
+                raise
         approval = sign_approval(record.spec, decision,  # type: ignore[arg-type]
                                  user.name, context.name, context.key, comment=body.comment)
         _record_approval(approval)
@@ -181,13 +262,15 @@ def create_app(context: NodeContext) -> FastAPI:
         context.store.add_approval(approval)
         context.audit.append("approval", dict(approval.as_dict()))
         identifier = approval.computation_id
-        if approval.decision == "reject":
-            context.store.update(identifier, status="refused")
-            return
         record = context.store.computation(identifier)
+        if approval.decision == "reject":
+            reason = f"{approval.node} rejected it ({approval.approver})" + (
+                f": {approval.comment}" if approval.comment else "")
+            context.store.update(identifier, status="refused", error=reason)
+            return
         if context.manifest is not None and record.status == "proposed" and (
-                control.all_owners_approved(record.spec, context.store.approvals(identifier),
-                                            context.manifest)):
+                control.all_approved(record.spec, context.store.approvals(identifier),
+                                     context.manifest)):
             context.store.update(identifier, status="approved")
 
     async def _peer(request: Request) -> tuple[str, bytes]:
@@ -207,7 +290,19 @@ def create_app(context: NodeContext) -> FastAPI:
         record = context.store.add_computation(spec)
         context.audit.append("proposal", {"computation_id": record.id, "from": node,
                                           "spec": spec.as_dict()})
+        try:
+            await run_in_threadpool(_validate, spec)
+        except ConciliumError as error:
+            await run_in_threadpool(control.refuse, context, spec, error)
+            raise
         return {"id": record.id}
+
+    @app.post("/peer/catalog", include_in_schema=False)
+    async def peer_catalog(request: Request) -> dict[str, Any]:
+        node, body = await _peer(request)
+        control.accept_catalog(context, node, json.loads(body))
+        return {"node": context.name,
+                "datasets": [e.as_dict() for e in control.own_entries(context)]}
 
     @app.post("/peer/approvals", status_code=201, include_in_schema=False)
     async def peer_approval(request: Request) -> dict[str, Any]:
@@ -215,8 +310,10 @@ def create_app(context: NodeContext) -> FastAPI:
         approval = Approval(**json.loads(body))
         assert context.manifest is not None
         verify_approval(approval, context.manifest)
-        _record_approval(approval)
-        control.maybe_start(context, approval.computation_id)
+        if approval.node != node:
+            raise AccessDenied(f"{node!r} forwarded an approval of {approval.node!r}")
+        await run_in_threadpool(_record_approval, approval)
+        await run_in_threadpool(control.maybe_start, context, approval.computation_id)
         return {"id": approval.computation_id, "from": node}
 
     @app.post("/computations/{identifier}/approve")

@@ -1,5 +1,6 @@
-"""The control plane between nodes: signed peer requests, forwarding proposals
-and approvals, and the job that runs a computation once it is approved.
+"""The control plane between nodes: signed peer requests, the catalog, forwarding
+proposals and approvals, automatic refusals, and the job that runs a
+computation once it is approved.
 
 **Peer requests** go over HTTPS to the peer's API address, pinned to the
 peer's certificate from the manifest. Each carries the sender's name, a time
@@ -7,15 +8,29 @@ and an Ed25519 signature (the node key) over (method, path, time, SHA-256 of
 the body); the receiver checks it against the manifest and refuses requests
 older than five minutes.
 
-**Approval rule** (consortium default): every data owner in the manifest
-must approve; each node still checks every signature itself.
+**Catalog**: each node publishes what it holds (dataset names, public
+schemas, its rules) to every peer when it starts, when it registers a
+dataset and when its admin changes a dataset's rules; the answer to a
+publication is the peer's own list, so that both sides are current. A
+proposal is built from the catalog: which node holds which table.
 
-**Jobs**: when a compute node holds all approvals, it starts the run in a
-background thread: it meets the other compute parties over the MPC transport
+**Approval rule**: the spec names its approvers (by default the owners of the
+datasets it uses, each as many approvers as its own rules ask); every node
+checks every signature itself.
+
+**Refusals**: a node that receives a proposal it must not take part in
+(:func:`concilium.node.planning.validate`: a policy weaker than its own, its
+data not fitting, an unknown recipient, ...) signs an automatic rejection
+with the reason and sends it to every node, so the computation is refused
+everywhere before anyone is asked to approve it.
+
+**Jobs**: when a node that takes part in a run (a compute party, an owner of
+data it uses, a recipient) holds all approvals, it starts the run in a
+background thread: it meets the other participants over the MPC transport
 (mutual TLS, session bound to the computation id), loads its own datasets,
-and runs :func:`concilium.node.runner.run_computation` (approvals checked
-again, inputs committed, policy enforced, audit logged). Recipient nodes keep
-the result; every node records the status and progress.
+and runs :func:`concilium.node.runner.run_computation` (or
+:func:`~concilium.node.runner.run_outside` if it does not compute). Recipient
+nodes keep the result; every node records the status and progress.
 """
 
 from __future__ import annotations
@@ -25,34 +40,41 @@ import hashlib
 import ssl
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from cryptography.exceptions import InvalidSignature
 
 from concilium.data.dataset import Dataset
+from concilium.data.outside import OutsideParty
 from concilium.data.schema import Schema
 from concilium.data.session import Session
 from concilium.errors import AccessDenied, ApprovalMissing, ConciliumError, ConfigurationError
 from concilium.governance.approval import (
     Approval,
-    ApprovalPolicy,
     public_key,
     require_approvals,
+    sign_approval,
+    standing_decisions,
 )
-from concilium.governance.consortium import Manifest
-from concilium.governance.policy import OutputPolicy
+from concilium.governance.consortium import Manifest, PartyEntry
+from concilium.governance.proposal import DatasetEntry
 from concilium.governance.spec import ComputationSpec, canonical_json
 from concilium.mpc.rep3 import Rep3
 from concilium.net.tls import TlsIdentity
 from concilium.net.tls_channel import TlsChannel
 from concilium.node.launcher import endpoints
-from concilium.node.runner import run_computation
-from concilium.query.plan import TableEntry
+from concilium.node.planning import participants
+from concilium.node.runner import run_computation, run_outside
 
-__all__ = ["MAX_SKEW", "all_owners_approved", "forward", "maybe_start", "verify_peer"]
+__all__ = ["AUTOMATIC", "MAX_SKEW", "Forwarded", "all_approved", "catalog", "forward",
+           "load_dataset", "maybe_start", "own_entries", "pending_approvers",
+           "publish_catalog", "refuse", "result_json", "verify_peer"]
 
 MAX_SKEW = datetime.timedelta(minutes=5)
+#: The approver name of a node's own automatic refusal (its checks, not a person).
+AUTOMATIC = "automatic-check"
 
 
 def _message(method: str, path: str, time: str, body: bytes) -> bytes:
@@ -60,33 +82,51 @@ def _message(method: str, path: str, time: str, body: bytes) -> bytes:
                            "body": hashlib.sha256(body).hexdigest()})
 
 
-def forward(context: Any, path: str, body: Mapping[str, Any]) -> list[str]:
-    """POST ``body`` to every other party's API; returns the peers that failed (a
-    peer that is down gets the item when it is re-sent; nothing is lost here)."""
+@dataclass
+class Forwarded:
+    """What became of a forwarded item: peers that could not be reached, and peers
+    that refused it (name -> (error type, message))."""
+
+    failed: list[str] = field(default_factory=list)
+    refused: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+def _post(context: Any, party: PartyEntry, path: str, data: bytes) -> httpx.Response:
+    time = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    signature = context.key.sign(_message("POST", path, time, data)).hex()
+    tls = ssl.create_default_context(cadata=party.tls_certificate)
+    tls.check_hostname = False  # pinned: the peer's certificate is the only anchor
+    return httpx.post(f"https://{party.api_address}{path}", content=data, verify=tls,
+                      timeout=context.peer_timeout, headers={
+                          "Content-Type": "application/json",
+                          "X-Concilium-Node": context.name,
+                          "X-Concilium-Time": time,
+                          "X-Concilium-Signature": signature})
+
+
+def forward(context: Any, path: str, body: Mapping[str, Any]) -> Forwarded:
+    """POST ``body`` to every other party's API, signed; report who could not be
+    reached and who refused (a peer that is down gets nothing now; see issue notes)."""
     manifest: Manifest | None = context.manifest
+    outcome = Forwarded()
     if manifest is None:
-        return []
+        return outcome
     data = canonical_json(dict(body))
-    failed = []
     for party in manifest.parties:
         if party.name == context.name:
             continue
-        time = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        signature = context.key.sign(_message("POST", path, time, data)).hex()
-        tls = ssl.create_default_context(cadata=party.tls_certificate)
-        tls.check_hostname = False  # pinned: the peer's certificate is the only anchor
         try:
-            response = httpx.post(f"https://{party.api_address}{path}", content=data,
-                                  verify=tls, timeout=10, headers={
-                                      "Content-Type": "application/json",
-                                      "X-Concilium-Node": context.name,
-                                      "X-Concilium-Time": time,
-                                      "X-Concilium-Signature": signature})
-            if response.status_code >= 400:
-                failed.append(party.name)
+            response = _post(context, party, path, data)
         except httpx.HTTPError:
-            failed.append(party.name)
-    return failed
+            outcome.failed.append(party.name)
+            continue
+        if response.status_code >= 400:
+            try:
+                answer = response.json()
+                outcome.refused[party.name] = (str(answer["error"]), str(answer["message"]))
+            except (ValueError, KeyError, TypeError):
+                outcome.refused[party.name] = ("ConciliumError", response.text[:200])
+    return outcome
 
 
 def verify_peer(manifest: Manifest | None, method: str, path: str, node: str | None,
@@ -109,31 +149,110 @@ def verify_peer(manifest: Manifest | None, method: str, path: str, node: str | N
     return node
 
 
-def all_owners_approved(spec: ComputationSpec, approvals: list[Approval],
-                        manifest: Manifest) -> bool:
-    """Every data owner of the manifest has a valid, standing approval of this very
-    computation (signatures checked; a rejection or revocation counts against)."""
-    owners = [p.name for p in manifest.parties if "data_owner" in p.roles]
-    for owner in owners:
-        policies = {name: ApprovalPolicy(name, owner) for name in spec.datasets}
+# -- the catalog ---------------------------------------------------------------------
+def own_entries(context: Any) -> list[DatasetEntry]:
+    """What this node holds, as it publishes it (names, schemas, rules)."""
+    return [record.entry(context.name) for record in context.store.datasets()]
+
+
+def catalog(context: Any) -> list[DatasetEntry]:
+    """This node's datasets and what every other node last published."""
+    return own_entries(context) + [e for e in context.store.catalog() if e.node != context.name]
+
+
+def _catalog_body(context: Any) -> dict[str, Any]:
+    return {"node": context.name, "datasets": [e.as_dict() for e in own_entries(context)]}
+
+
+def accept_catalog(context: Any, node: str, body: Mapping[str, Any]) -> None:
+    """Store what ``node`` published about its datasets (entries for another node
+    are refused: a node speaks only for itself)."""
+    entries = [DatasetEntry.from_dict(item) for item in body.get("datasets", [])]
+    if str(body.get("node")) != node or any(e.node != node for e in entries):
+        raise AccessDenied(f"{node!r} may publish only its own datasets")
+    context.store.replace_catalog(node, entries)
+
+
+def publish_catalog(context: Any) -> list[str]:
+    """Send this node's datasets to every peer and store theirs from the answers;
+    returns the peers that could not be reached."""
+    manifest: Manifest | None = context.manifest
+    if manifest is None:
+        return []
+    data = canonical_json(_catalog_body(context))
+    unreachable = []
+    for party in manifest.parties:
+        if party.name == context.name:
+            continue
         try:
-            require_approvals(spec, approvals, manifest, policies)
-        except ApprovalMissing:
-            return False
+            response = _post(context, party, "/peer/catalog", data)
+            response.raise_for_status()
+            accept_catalog(context, party.name, response.json())
+        except (httpx.HTTPError, ValueError, ConciliumError):
+            unreachable.append(party.name)
+    return unreachable
+
+
+def load_dataset(context: Any, name: str) -> Dataset:
+    """One of this node's datasets, loaded from its file and checked again."""
+    known = context.store.dataset(name)
+    schema = Schema.from_mapping(known.schema)
+    if known.source.endswith(".parquet"):
+        return Dataset.from_parquet(name, known.source, schema)
+    return Dataset.from_csv(name, known.source, schema)
+
+
+# -- approvals -------------------------------------------------------------------------
+def all_approved(spec: ComputationSpec, approvals: list[Approval], manifest: Manifest) -> bool:
+    """Every approver the spec names has given its approvals (signatures checked; a
+    rejection or revocation counts against)."""
+    try:
+        require_approvals(spec, approvals, manifest)
+    except ApprovalMissing:
+        return False
     return True
 
 
+def pending_approvers(spec: ComputationSpec, approvals: list[Approval],
+                      manifest: Manifest) -> dict[str, int]:
+    """Approvals still missing per approver node (rejections are not pending)."""
+    latest, _ = standing_decisions(spec, approvals, manifest)
+    missing = {}
+    for node, required in spec.approvers.items():
+        given = {a.approver for (by, _), a in latest.items()
+                 if by == node and a.decision == "approve"}
+        if len(given) < required:
+            missing[node] = required - len(given)
+    return missing
+
+
+def refuse(context: Any, spec: ComputationSpec, error: ConciliumError) -> Approval:
+    """This node's automatic rejection of a computation it must not take part in,
+    with the reason, stored, logged and sent to every node."""
+    reason = f"{type(error).__name__}: {error}"
+    approval = sign_approval(spec, "reject", AUTOMATIC, context.name, context.key,
+                             comment=reason[:1000])
+    context.store.add_approval(approval)
+    context.store.update(spec.computation_id, status="refused", error=f"{context.name} "
+                         f"refused it: {reason}")
+    context.audit.append("refusal", {"computation_id": spec.computation_id,
+                                     "error": type(error).__name__, "reason": str(error)})
+    forward(context, "/peer/approvals", approval.as_dict())
+    return approval
+
+
+# -- jobs ------------------------------------------------------------------------------
 def maybe_start(context: Any, identifier: str) -> bool:
-    """Start the job on this node if it is a compute party and every owner approved."""
+    """Start the job on this node if it takes part in the run and every approval is in."""
     manifest: Manifest | None = context.manifest
     if manifest is None or not context.run_jobs:
         return False
     me = manifest.index(context.name)
-    if not manifest.parties[me].is_compute:
-        return False
     with context.lock:
         record = context.store.computation(identifier)
-        if record.status not in ("proposed", "approved") or not all_owners_approved(
+        if me not in participants(record.spec, manifest):
+            return False
+        if record.status not in ("proposed", "approved") or not all_approved(
                 record.spec, context.store.approvals(identifier), manifest):
             return False
         context.store.update(identifier, status="running", progress=0.1)
@@ -143,47 +262,52 @@ def maybe_start(context: Any, identifier: str) -> bool:
     return True
 
 
+def result_json(frame: Any) -> dict[str, Any] | None:
+    """A result DataFrame as the JSON a recipient node keeps and serves."""
+    if frame is None:
+        return None
+    return {"columns": [str(c) for c in frame.columns],
+            "rows": [[None if v != v else v for v in row]  # NaN (NULL) -> None
+                     for row in frame.astype(object).values.tolist()],
+            "suppressed": [{"group": c["group"] if isinstance(c["group"], dict)
+                            else str(c["group"]), "rule": c["rule"]}
+                           for c in frame.attrs.get("suppressed", [])]}
+
+
 def _job(context: Any, identifier: str) -> None:
     manifest: Manifest = context.manifest
     record = context.store.computation(identifier)
     spec = record.spec
     me = manifest.index(context.name)
     compute = tuple(i for i, p in enumerate(manifest.parties) if p.is_compute)
+    involved = set(participants(spec, manifest))
     channel = None
     try:
         identity = context.identity
-        channel = TlsChannel.connect(me, endpoints(manifest),
+        channel = TlsChannel.connect(me, [e for e in endpoints(manifest) if e.index in involved],
                                      TlsIdentity(identity.tls_certificate_path,
                                                  identity.tls_key_path),
-                                     bytes.fromhex(manifest.hash), bytes.fromhex(identifier))
+                                     bytes.fromhex(manifest.hash), bytes.fromhex(identifier),
+                                     context.tls_settings)
         context.store.update(identifier, progress=0.3)
-        session = Session(Rep3(channel, compute))
-        datasets, tables = {}, {}
-        for name in spec.datasets:
-            known = context.store.dataset(name)
-            schema = Schema.from_mapping(known.schema)
-            loader = Dataset.from_parquet if known.source.endswith(".parquet") else (
-                Dataset.from_csv)
-            datasets[name] = loader(name, known.source, schema)
-            tables[name] = TableEntry(schema, compute)
-        recipients = [manifest.index(r) for r in spec.recipients]
-        frame = run_computation(
-            session, spec, context.store.approvals(identifier), manifest,
-            {name: ApprovalPolicy(name, context.name) for name in spec.datasets},
-            tables, datasets, OutputPolicy.from_mapping(spec.policy), context.audit,
-            recipients=recipients, key=context.key,
-            names={i: p.name for i, p in enumerate(manifest.parties)})
+        datasets = {name: load_dataset(context, name) for name in spec.datasets
+                    if context.name in spec.owners(name)}
+        approvals = context.store.approvals(identifier)
+        own = own_entries(context)
+        if me in compute:
+            frame = run_computation(Session(Rep3(channel, compute)), spec, approvals, manifest,
+                                    datasets, context.audit, me=context.name, own=own,
+                                    key=context.key)
+        else:
+            frame = run_outside(OutsideParty(channel, compute), spec, approvals, manifest,
+                                datasets, context.audit, me=context.name, own=own)
         channel.finish()
-        result = None if frame is None else {
-            "columns": [str(c) for c in frame.columns],
-            "rows": [[None if v != v else v for v in row]  # NaN (NULL) -> None
-                     for row in frame.astype(object).values.tolist()],
-            "suppressed": [{"group": c["group"] if isinstance(c["group"], dict)
-                            else str(c["group"]), "rule": c["rule"]}
-                           for c in frame.attrs.get("suppressed", [])]}
+        keep = frame if context.name in spec.recipients else None
         context.store.update(identifier, status="completed", progress=1.0,
-                             result=result)
+                             result=result_json(keep))
     except (ConciliumError, OSError) as error:
+        if channel is not None:
+            channel.abort(f"{context.name} failed: {type(error).__name__}")
         context.store.update(identifier, status="failed",
                              error=f"{type(error).__name__}: {str(error).splitlines()[0]}")
     finally:

@@ -5,9 +5,12 @@ enforced, everything logged.
 order, writing each step to its audit log:
 
 1. ``proposal``: the spec and its computation id;
-2. the approval check (:func:`concilium.governance.approval.require_approvals`):
-   each ``approval`` is logged; a refusal is logged as ``refusal`` and raises
-   :class:`~concilium.errors.ApprovalMissing` *before* anything is shared;
+2. the checks: this node's own rules against the spec
+   (:func:`concilium.governance.proposal.check_spec`: its schema, a policy at
+   least as strict as its own, its approval count) and every required approval
+   (:func:`concilium.governance.approval.require_approvals`); each ``approval``
+   is logged; a refusal is logged as ``refusal`` and raises *before* anything
+   is shared;
 3. ``run_start``, then an ``input_commitment`` per local dataset (SHA-256 of
    its rows in a canonical Arrow IPC form, the row count, the schema hash);
 4. the query under the output policy; ``policy_decision`` lists suppressed
@@ -17,6 +20,10 @@ order, writing each step to its audit log:
    the reason if anything failed;
 6. a checkpoint of the log, co-signed by the other compute parties
    (:func:`exchange_checkpoints`).
+
+:func:`run_outside` is the same for a node that does not compute (an owner
+that only shares its data, a recipient that only receives): checks, commits,
+takes part as an outside party, logs.
 
 Secrets never enter the log: only names, counts, hashes and rules.
 """
@@ -34,18 +41,21 @@ import pyarrow as pa
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from concilium.data.dataset import Dataset
+from concilium.data.outside import OutsideParty
 from concilium.data.session import Session
-from concilium.errors import ApprovalMissing, ConciliumError
-from concilium.governance.approval import Approval, ApprovalPolicy, require_approvals
+from concilium.errors import ApprovalMissing, ConciliumError, ConfigurationError, PolicyViolation
+from concilium.governance.approval import Approval, require_approvals
 from concilium.governance.audit import AuditLog, Checkpoint, cosign
 from concilium.governance.consortium import Manifest
 from concilium.governance.policy import OutputPolicy
+from concilium.governance.proposal import DatasetEntry, check_spec
 from concilium.governance.spec import ComputationSpec, canonical_json
+from concilium.node.planning import plan_spec
 from concilium.query.execute import run_plan
-from concilium.query.plan import TableEntry, plan_query
-from concilium.query.policy_check import check_policy
+from concilium.query.outside import take_part
 
-__all__ = ["dataset_commitment", "exchange_checkpoints", "result_hash", "run_computation"]
+__all__ = ["dataset_commitment", "exchange_checkpoints", "result_hash", "run_computation",
+           "run_outside"]
 
 
 def dataset_commitment(dataset: Dataset) -> dict[str, Any]:
@@ -67,66 +77,118 @@ def result_hash(frame: pd.DataFrame | None) -> str | None:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable[Approval],
-                    manifest: Manifest, approval_policies: Mapping[str, ApprovalPolicy],
-                    tables: Mapping[str, TableEntry], datasets: Mapping[str, Dataset],
-                    output_policy: OutputPolicy, log: AuditLog,
-                    recipients: Sequence[int] | None = None,
-                    key: ed25519.Ed25519PrivateKey | None = None,
-                    names: Mapping[int, str] | None = None) -> pd.DataFrame | None:
-    """Check, run and log one computation on this node (every compute party calls it).
-    With the node's ``key`` (and the parties' ``names``), the compute parties
-    co-sign each other's audit checkpoints at the end of the run."""
-    identifier = spec.computation_id
-    log.append("proposal", {"computation_id": identifier, "spec": spec.as_dict()})
-    approvals = list(approvals)
+def _log_proposal(log: AuditLog, spec: ComputationSpec, approvals: Sequence[Approval]) -> None:
+    log.append("proposal", {"computation_id": spec.computation_id, "spec": spec.as_dict()})
     for approval in approvals:
         log.append("approval", {"computation_id": approval.computation_id,
                                 "decision": approval.decision, "approver": approval.approver,
                                 "node": approval.node, "time": approval.time,
                                 "signature": approval.signature})
+
+
+def _check(log: AuditLog, spec: ComputationSpec, approvals: Sequence[Approval],
+           manifest: Manifest, me: str, own: Sequence[DatasetEntry]) -> None:
+    """This node's own rules, then every required approval: refused (and logged)
+    before anything is shared."""
     try:
-        require_approvals(spec, approvals, manifest, approval_policies)
-    except ApprovalMissing as refusal:
-        log.append("refusal", {"computation_id": identifier, "reason": str(refusal)})
+        check_spec(spec, manifest, me, own)
+        require_approvals(spec, approvals, manifest)
+    except (ApprovalMissing, PolicyViolation, ConfigurationError) as refusal:
+        log.append("refusal", {"computation_id": spec.computation_id,
+                               "error": type(refusal).__name__, "reason": str(refusal)})
         raise
-    log.append("run_start", {"computation_id": identifier, "party": session.party})
+
+
+def _start(log: AuditLog, spec: ComputationSpec, party: int,
+           datasets: Mapping[str, Dataset]) -> None:
+    log.append("run_start", {"computation_id": spec.computation_id, "party": party})
     for dataset in datasets.values():
-        log.append("input_commitment", {"computation_id": identifier,
+        log.append("input_commitment", {"computation_id": spec.computation_id,
                                         **dataset_commitment(dataset)})
+
+
+def _abort(log: AuditLog, spec: ComputationSpec, error: ConciliumError) -> None:
+    log.append("abort", {"computation_id": spec.computation_id, "error": type(error).__name__,
+                         "reason": str(error).splitlines()[0][:300]})
+
+
+def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable[Approval],
+                    manifest: Manifest, datasets: Mapping[str, Dataset], log: AuditLog, *,
+                    me: str, own: Sequence[DatasetEntry] = (),
+                    key: ed25519.Ed25519PrivateKey | None = None) -> pd.DataFrame | None:
+    """Check, run and log one computation on this compute party (each calls it).
+
+    ``me`` is this node's name, ``own`` its registrations (their rules are checked
+    against the spec), ``datasets`` its own data that the spec uses. With the node's
+    ``key`` the compute parties co-sign each other's audit checkpoints at the end.
+    """
+    approvals = list(approvals)
+    _log_proposal(log, spec, approvals)
+    _check(log, spec, approvals, manifest, me, own)
+    _start(log, spec, session.party, datasets)
+    recipients = [manifest.index(r) for r in spec.recipients]
+    policy = OutputPolicy.from_mapping(spec.policy)
     try:
-        plan = plan_query(spec.query, tables, dominance=output_policy.dominance is not None)
-        check_policy(plan, output_policy, spec.recipients)
-        frame = run_plan(session, plan, datasets, recipients, policy=output_policy)
+        plan = plan_spec(spec, manifest)
+        frame = run_plan(session, plan, datasets, recipients, policy=policy)
     except ConciliumError as error:
-        log.append("abort", {"computation_id": identifier, "error": type(error).__name__,
-                             "reason": str(error).splitlines()[0][:300]})
+        _abort(log, spec, error)
         raise
     suppressed = frame.attrs.get("suppressed", []) if frame is not None else []
-    log.append("policy_decision", {"computation_id": identifier,
-                                   "policy": output_policy.as_dict(),
+    log.append("policy_decision", {"computation_id": spec.computation_id,
+                                   "policy": policy.as_dict(),
                                    "suppressed": [{"group": str(cell["group"]),
                                                    "rule": cell["rule"]}
                                                   for cell in suppressed]})
-    log.append("result", {"computation_id": identifier, "result_hash": result_hash(frame),
-                          "recipients": list(spec.recipients)})
-    log.append("run_end", {"computation_id": identifier,
+    log.append("result", {"computation_id": spec.computation_id,
+                          "result_hash": result_hash(frame), "recipients": list(spec.recipients)})
+    log.append("run_end", {"computation_id": spec.computation_id,
                            "bytes_sent": session.stats().bytes_sent,
-                           "transcript": _transcript(session)})
+                           "transcript": _transcript(session.backend.channel,
+                                                     session.backend.compute_parties,
+                                                     session.party)})
     if key is not None:
-        exchange_checkpoints(session, log, key, names or {})
+        exchange_checkpoints(session, log, key,
+                             {i: p.name for i, p in enumerate(manifest.parties)})
     return frame
 
 
-def _transcript(session: Session) -> list[dict[str, Any]]:
+def run_outside(outside: OutsideParty, spec: ComputationSpec, approvals: Iterable[Approval],
+                manifest: Manifest, datasets: Mapping[str, Dataset], log: AuditLog, *,
+                me: str, own: Sequence[DatasetEntry] = ()) -> pd.DataFrame | None:
+    """Check, take part in and log one computation on a node that does not compute:
+    it shares its own data (if the spec uses any) and receives the result if it is a
+    recipient."""
+    approvals = list(approvals)
+    _log_proposal(log, spec, approvals)
+    _check(log, spec, approvals, manifest, me, own)
+    _start(log, spec, outside.party, datasets)
+    try:
+        plan = plan_spec(spec, manifest)
+        frame = take_part(outside, plan, datasets, me in spec.recipients)
+    except ConciliumError as error:
+        _abort(log, spec, error)
+        raise
+    if frame is not None:
+        log.append("result", {"computation_id": spec.computation_id,
+                              "result_hash": result_hash(frame),
+                              "recipients": list(spec.recipients)})
+    log.append("run_end", {"computation_id": spec.computation_id,
+                           "bytes_sent": outside.stats().bytes_sent,
+                           "transcript": _transcript(outside.channel,
+                                                     outside.compute_parties, outside.party)})
+    return frame
+
+
+def _transcript(channel: Any, peers: Sequence[int], me: int) -> list[dict[str, Any]]:
     """This node's running SHA-256 digests of what it sent to and received from each
     peer (TLS channels keep them; the launcher compares them pairwise at the end)."""
-    transcript = getattr(session.backend.channel, "transcript", None)
+    transcript = getattr(channel, "transcript", None)
     if transcript is None:
         return []
     entries = []
-    for peer in session.backend.compute_parties:
-        if peer != session.party:
+    for peer in peers:
+        if peer != me:
             sent, received = transcript.digests(peer)
             entries.append({"peer": peer, "sent": sent.hex(), "received": received.hex()})
     return entries

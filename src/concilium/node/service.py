@@ -14,14 +14,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from concilium.governance.approval import ApprovalPolicy
 from concilium.governance.audit import AuditLog
 from concilium.governance.consortium import load_manifest
 from concilium.governance.identity import load_node, load_signing_key
 from concilium.governance.users import UserStore
+from concilium.node import control
 from concilium.node.api import NodeContext, create_app
 from concilium.node.store import NodeStore
 
@@ -29,19 +30,25 @@ __all__ = ["open_node", "serve", "spawn", "stop"]
 
 
 def open_node(node_dir: str | Path, manifest_path: str | Path | None = None) -> NodeContext:
-    """The node's context: identity, key, stores, audit log (and manifest if given).
-    Every dataset this node registers needs one approval from this node."""
+    """The node's context: identity, key, stores, audit log (and manifest if given)."""
     root = Path(node_dir)
     identity = load_node(root)
     key = load_signing_key(identity)
     store = NodeStore(root / "state.sqlite")
-    policies = {d.name: ApprovalPolicy(d.name, identity.name) for d in store.datasets()}
     return NodeContext(name=identity.name, key=key, store=store,
                        users=UserStore(root / "users.sqlite"),
                        audit=AuditLog(root / "audit.sqlite", identity.name, key),
                        audit_path=root / "audit.sqlite",
                        manifest=None if manifest_path is None else load_manifest(manifest_path),
-                       approval_policies=policies, identity=identity)
+                       identity=identity)
+
+
+def _introduce(context: NodeContext, stopping: threading.Event, attempts: int = 30) -> None:
+    """Publish this node's catalog to its peers (and learn theirs) until every peer
+    has answered; peers that start later introduce themselves the same way."""
+    for _ in range(attempts):
+        if not control.publish_catalog(context) or stopping.wait(2.0):
+            return
 
 
 def serve(node_dir: str | Path, manifest_path: str | Path | None = None) -> None:
@@ -56,12 +63,16 @@ def serve(node_dir: str | Path, manifest_path: str | Path | None = None) -> None
     received: list[int] = []
     previous = {sig: signal.signal(sig, lambda number, _: received.append(number))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
+    stopping = threading.Event()
+    threading.Thread(target=_introduce, args=(context, stopping), daemon=True,
+                     name="concilium-introduce").start()
     try:
         uvicorn.run(create_app(context), host=identity.api_address.host,
                     port=identity.api_address.port, log_level="warning",
                     ssl_certfile=str(identity.tls_certificate_path),
                     ssl_keyfile=str(identity.tls_key_path), timeout_graceful_shutdown=10)
     finally:
+        stopping.set()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         context.store.close()

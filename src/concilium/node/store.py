@@ -1,20 +1,25 @@
-"""A node's state in SQLite under its directory: datasets (schemas and where
-the data lives), computations (spec, status, progress, result) and the
-approvals they have collected. Secret data never enters this store: a
-dataset row holds the path of the owner's own file, not its content.
+"""A node's state in SQLite under its directory: datasets (schemas, rules and
+where the data lives), the consortium's catalog (what the other nodes
+published about their datasets), computations (spec, status, progress,
+result) and the approvals they have collected. Secret data never enters this
+store: a dataset row holds the path of the owner's own file, not its content.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import sqlite3
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from concilium.errors import ConfigurationError
 from concilium.governance.approval import Approval
+from concilium.governance.proposal import DatasetEntry, DatasetRules
 from concilium.governance.spec import ComputationSpec, canonical_json
 
 __all__ = ["STATUSES", "ComputationRecord", "DatasetRecord", "NodeStore", "NotFound"]
@@ -22,13 +27,31 @@ __all__ = ["STATUSES", "ComputationRecord", "DatasetRecord", "NodeStore", "NotFo
 STATUSES = ("proposed", "approved", "running", "completed", "failed", "refused")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (name TEXT PRIMARY KEY, schema TEXT NOT NULL,
-    source TEXT NOT NULL, rows INTEGER NOT NULL, registered TEXT NOT NULL);
+    source TEXT NOT NULL, rows INTEGER NOT NULL, registered TEXT NOT NULL,
+    rules TEXT NOT NULL DEFAULT '{}');
+CREATE TABLE IF NOT EXISTS catalog (node TEXT NOT NULL, dataset TEXT NOT NULL,
+    entry TEXT NOT NULL, received TEXT NOT NULL, PRIMARY KEY (node, dataset));
 CREATE TABLE IF NOT EXISTS computations (id TEXT PRIMARY KEY, spec TEXT NOT NULL,
     status TEXT NOT NULL, progress REAL NOT NULL, result TEXT, error TEXT,
     created TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS approvals (computation TEXT NOT NULL, approver TEXT NOT NULL,
     node TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (computation, approver, node, body));
 """
+
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _locked(method: Callable[Concatenate[NodeStore, P], T]
+            ) -> Callable[Concatenate[NodeStore, P], T]:
+    """One thread at a time on the store's connection (API requests, jobs, and the
+    background threads share it), so that no transaction interleaves another."""
+    @functools.wraps(method)
+    def wrapper(self: NodeStore, *args: P.args, **options: P.kwargs) -> T:
+        with self._lock:
+            return method(self, *args, **options)
+    return wrapper
 
 
 class NotFound(ConfigurationError):
@@ -46,6 +69,11 @@ class DatasetRecord:
     source: str
     rows: int
     registered: str
+    rules: DatasetRules
+
+    def entry(self, node: str) -> DatasetEntry:
+        """What the node publishes about this dataset (no path, no row count)."""
+        return DatasetEntry(self.name, node, self.schema, self.rules)
 
 
 @dataclass(frozen=True)
@@ -63,26 +91,66 @@ class NodeStore:
     """The node's SQLite state (one file, ``state.sqlite`` in the node directory)."""
 
     def __init__(self, path: str | Path) -> None:
+        self._lock = threading.RLock()
         self._connection = sqlite3.connect(Path(path), check_same_thread=False)
         self._connection.executescript(_SCHEMA)
+        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(datasets)")}
+        if "rules" not in columns:  # a store from before datasets had rules
+            with self._connection:
+                self._connection.execute("ALTER TABLE datasets ADD COLUMN rules TEXT NOT NULL "
+                                         "DEFAULT '{}'")
 
+    @_locked
     def close(self) -> None:
         self._connection.close()
 
     # -- datasets -------------------------------------------------------------------
-    def add_dataset(self, name: str, schema: dict[str, Any], source: str, rows: int) -> None:
+    @_locked
+    def add_dataset(self, name: str, schema: dict[str, Any], source: str, rows: int,
+                    rules: DatasetRules | None = None) -> None:
+        text = canonical_json((rules or DatasetRules()).as_dict()).decode()
         try:
             with self._connection:
-                self._connection.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?)",
-                                         (name, canonical_json(schema).decode(), source,
-                                          rows, _now()))
+                self._connection.execute(
+                    "INSERT INTO datasets (name, schema, source, rows, registered, rules) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (name, canonical_json(schema).decode(), source, rows, _now(), text))
         except sqlite3.IntegrityError:
             raise ConfigurationError(f"dataset {name!r} is registered already") from None
 
-    def datasets(self) -> list[DatasetRecord]:
-        return [DatasetRecord(n, json.loads(s), src, r, t) for n, s, src, r, t in
-                self._connection.execute("SELECT * FROM datasets ORDER BY name")]
+    @_locked
+    def set_rules(self, name: str, rules: DatasetRules) -> None:
+        self.dataset(name)
+        with self._connection:
+            self._connection.execute("UPDATE datasets SET rules = ? WHERE name = ?",
+                                     (canonical_json(rules.as_dict()).decode(), name))
 
+    @_locked
+    def datasets(self) -> list[DatasetRecord]:
+        return [DatasetRecord(n, json.loads(s), src, r, t,
+                              DatasetRules.from_mapping(json.loads(rules)))
+                for n, s, src, r, t, rules in self._connection.execute(
+                    "SELECT name, schema, source, rows, registered, rules FROM datasets "
+                    "ORDER BY name")]
+
+    # -- the consortium's catalog ------------------------------------------------------
+    @_locked
+    def replace_catalog(self, node: str, entries: list[DatasetEntry]) -> None:
+        """What ``node`` published about its datasets (all of them, replacing the last)."""
+        with self._connection:
+            self._connection.execute("DELETE FROM catalog WHERE node = ?", (node,))
+            self._connection.executemany(
+                "INSERT INTO catalog VALUES (?, ?, ?, ?)",
+                [(node, e.dataset, canonical_json(e.as_dict()).decode(), _now())
+                 for e in entries])
+
+    @_locked
+    def catalog(self) -> list[DatasetEntry]:
+        """Every other node's published datasets, as last received."""
+        return [DatasetEntry.from_dict(json.loads(text)) for (text,) in self._connection.execute(
+            "SELECT entry FROM catalog ORDER BY node, dataset")]
+
+    @_locked
     def dataset(self, name: str) -> DatasetRecord:
         for record in self.datasets():
             if record.name == name:
@@ -90,6 +158,7 @@ class NodeStore:
         raise NotFound(f"this node has no dataset {name!r}")
 
     # -- computations ---------------------------------------------------------------
+    @_locked
     def add_computation(self, spec: ComputationSpec) -> ComputationRecord:
         with self._connection:
             self._connection.execute(
@@ -97,6 +166,7 @@ class NodeStore:
                 (spec.computation_id, spec.canonical_json().decode(), _now()))
         return self.computation(spec.computation_id)
 
+    @_locked
     def computation(self, identifier: str) -> ComputationRecord:
         row = self._connection.execute("SELECT * FROM computations WHERE id = ?",
                                        (identifier,)).fetchone()
@@ -107,11 +177,13 @@ class NodeStore:
                                  progress, None if result is None else json.loads(result),
                                  error, created)
 
+    @_locked
     def computations(self) -> list[ComputationRecord]:
         ids = [r[0] for r in self._connection.execute(
             "SELECT id FROM computations ORDER BY created, id")]
         return [self.computation(i) for i in ids]
 
+    @_locked
     def update(self, identifier: str, *, status: str | None = None,
                progress: float | None = None, result: dict[str, Any] | None = None,
                error: str | None = None) -> None:
@@ -133,6 +205,7 @@ class NodeStore:
                                          (error, identifier))
 
     # -- approvals --------------------------------------------------------------------
+    @_locked
     def add_approval(self, approval: Approval) -> None:
         self.computation(approval.computation_id)
         with self._connection:
@@ -140,6 +213,7 @@ class NodeStore:
                                      (approval.computation_id, approval.approver,
                                       approval.node, json.dumps(approval.as_dict())))
 
+    @_locked
     def approvals(self, identifier: str) -> list[Approval]:
         return [Approval(**json.loads(body)) for (body,) in self._connection.execute(
             "SELECT body FROM approvals WHERE computation = ? ORDER BY rowid", (identifier,))]

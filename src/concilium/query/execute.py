@@ -23,7 +23,6 @@ from sqlglot import exp
 
 from concilium.data import functions as fn
 from concilium.data.dataset import Dataset
-from concilium.data.outside import OutsideParty
 from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.errors import QueryError, UnsupportedQuery
@@ -42,7 +41,7 @@ from concilium.query.local import run_local
 from concilium.query.plan import Plan
 from concilium.query.sql import aggregate_key
 
-__all__ = ["column_values", "contribute_statistics", "evaluate", "local_statistics",
+__all__ = ["column_values", "evaluate", "local_statistics",
            "ordered_frame", "result_frame", "round_to", "run_plan"]
 
 Value = Any  # SecretArray, or a public numpy array / Python scalar
@@ -267,15 +266,6 @@ def _input_statistics(session: Session, plan: Plan, dataset: Dataset | None
         if plan.fixed_statistics:
             reals.append(session.input(owner, local[1] if local else None, fixed=True))
     return integers, reals
-
-
-def contribute_statistics(outside: OutsideParty, plan: Plan, dataset: Dataset) -> None:
-    """An owner that is not a compute party: compute the partial statistics alone and
-    secret-share them (the compute parties call :func:`run_plan`)."""
-    integers, reals = local_statistics(plan, dataset)
-    outside.contribute(integers)
-    if plan.fixed_statistics:
-        outside.contribute(reals, fixed=True)
 
 
 def run_plan(session: Session, plan: Any, datasets: Mapping[str, Dataset],

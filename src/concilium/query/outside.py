@@ -16,7 +16,7 @@ the result to the recipients only.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,30 +24,57 @@ import pandas as pd
 
 from concilium.data.dataset import Dataset
 from concilium.data.outside import OutsideParty
+from concilium.data.session import encode_values
 from concilium.errors import QueryError
 from concilium.query.delivery import receive_delivery
-from concilium.query.execute import contribute_statistics, result_frame
+from concilium.query.execute import local_statistics, result_frame
 from concilium.query.join import JoinPlan, local_side_rows
 from concilium.query.rows import local_rows
 from concilium.query.secret_groups import local_group_rows
+from concilium.ring.fixed import FixedPointCodec
 
-__all__ = ["contribute_inputs", "receive_result", "take_part"]
+__all__ = ["check_inputs", "contribute_inputs", "local_inputs", "receive_result", "take_part"]
 
 
-def _share(outside: OutsideParty, rows: tuple[np.ndarray, list[np.ndarray]],
-           fixed: list[bool] | tuple[bool, ...]) -> None:
+def _rows(rows: tuple[np.ndarray, list[np.ndarray]], fixed: Sequence[bool]
+          ) -> Iterator[tuple[np.ndarray, bool]]:
     """The owner's side of :func:`concilium.query.local.share_rows`."""
     flags, values = rows
-    outside.contribute(flags)
-    for column, kind in zip(values, fixed, strict=True):
-        outside.contribute(column, fixed=kind)
+    yield flags, False
+    yield from zip(values, fixed, strict=True)
 
 
-def _dataset(outside: OutsideParty, datasets: Mapping[str, Dataset], table: str) -> Dataset:
+def _dataset(party: int, datasets: Mapping[str, Dataset], table: str) -> Dataset:
     if table not in datasets:
-        raise QueryError(f"party {outside.party} owns part of {table!r} but has no dataset "
-                         "for it")
+        raise QueryError(f"party {party} owns part of {table!r} but has no dataset for it")
     return datasets[table]
+
+
+def local_inputs(plan: Any, datasets: Mapping[str, Dataset], party: int
+                 ) -> Iterator[tuple[np.ndarray, bool]]:
+    """What owner ``party`` secret-shares for ``plan``, in the order the compute
+    parties expect it: (values, fixed point) pairs, computed alone over its own data.
+    Owners check these before any run (the ranges must fit the codec) and outside
+    owners contribute them."""
+    if isinstance(plan, JoinPlan):
+        for side in (plan.unique, plan.many):
+            if party in side.entry.owners:
+                yield from _rows(local_side_rows(side, _dataset(party, datasets, side.table)),
+                                 side.fixed)
+        return
+    if party not in plan.entry.owners:
+        return
+    dataset = _dataset(party, datasets, plan.query.table)
+    fixed = [plan.argument_fixed[i] for i in plan.row_arguments]
+    if plan.query.secret_group:
+        yield from _rows(local_group_rows(plan, dataset), fixed)
+        return
+    integers, reals = local_statistics(plan, dataset)
+    yield integers, False
+    if plan.fixed_statistics:
+        yield reals, True
+    if plan.row_arguments:
+        yield from _rows(local_rows(plan, dataset), fixed)
 
 
 def contribute_inputs(outside: OutsideParty, plan: Any, datasets: Mapping[str, Dataset]
@@ -56,23 +83,18 @@ def contribute_inputs(outside: OutsideParty, plan: Any, datasets: Mapping[str, D
 
     Reveals: this owner's row count to the compute parties where the plan shares rows.
     """
-    me = outside.party
-    if isinstance(plan, JoinPlan):
-        for side in (plan.unique, plan.many):
-            if me in side.entry.owners:
-                _share(outside, local_side_rows(side, _dataset(outside, datasets,
-                                                               side.table)), side.fixed)
-        return
-    if me not in plan.entry.owners:
-        return
-    dataset = _dataset(outside, datasets, plan.query.table)
-    fixed = [plan.argument_fixed[i] for i in plan.row_arguments]
-    if plan.query.secret_group:
-        _share(outside, local_group_rows(plan, dataset), fixed)
-        return
-    contribute_statistics(outside, plan, dataset)
-    if plan.row_arguments:
-        _share(outside, local_rows(plan, dataset), fixed)
+    for values, fixed in local_inputs(plan, datasets, outside.party):
+        outside.contribute(values, fixed=fixed)
+
+
+def check_inputs(plan: Any, datasets: Mapping[str, Dataset], party: int,
+                 codec: FixedPointCodec | None = None) -> None:
+    """Encode what ``party`` would share, without sharing it: a value that does not
+    fit (a partial sum beyond the fixed-point range, say) raises the error the run
+    would raise, before anyone is asked to approve."""
+    codec = codec or FixedPointCodec()
+    for values, fixed in local_inputs(plan, datasets, party):
+        encode_values(codec, values, fixed)
 
 
 def receive_result(outside: OutsideParty, plan: Any) -> pd.DataFrame:
