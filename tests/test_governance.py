@@ -18,7 +18,15 @@ from concilium.governance.approval import (
     sign_approval,
     verify_approval,
 )
-from concilium.governance.audit import AuditLog, commitment, cosign, merkle_root, verify_log
+from concilium.governance.audit import (
+    AuditLog,
+    Checkpoint,
+    commitment,
+    cosign,
+    load_witnessed,
+    merkle_root,
+    verify_log,
+)
 from concilium.governance.consortium import Manifest
 from concilium.governance.spec import ComputationSpec
 
@@ -222,3 +230,88 @@ def test_audit_verify_on_the_command_line(signing_consortium: tuple, tmp_path: P
         connection.execute("UPDATE entries SET kind = 'result' WHERE position = 1")
     result = runner.invoke(app, ["audit", "verify", str(path)])
     assert result.exit_code == 2 and "entry 1 was edited" in result.output
+
+
+def _witnessed_log(tmp_path: Path, keys: dict) -> tuple[Path, Path]:
+    """hospital-a's log (5 entries), and hospital-b's log keeping the checkpoints of
+    hospital-a's log it co-signed (at 4 and at 5 entries)."""
+    path = _log(tmp_path, keys)
+    log = AuditLog(path, "hospital-a", keys["hospital-a"])
+    peer = AuditLog(tmp_path / "peer.sqlite", "hospital-b", keys["hospital-b"])
+    hashes = [e.hash for e in log.entries()]
+    for size in (4, 5):
+        held = peer.witness("hospital-a", size, merkle_root(hashes[:size]))
+        log.add_cosignature(Checkpoint(held.size, held.root, held.signer, held.signature))
+    log.close()
+    peer.close()
+    return path, tmp_path / "peer.sqlite"
+
+
+@pytest.mark.parametrize(("attack", "message"), [
+    # the tail is cut together with the node's own checkpoints
+    ("DELETE FROM entries WHERE position = 4; DELETE FROM checkpoints", "its tail was cut"),
+    ("DELETE FROM entries WHERE position >= 2; DROP TABLE checkpoints; "
+     "CREATE TABLE checkpoints (size INTEGER NOT NULL, root TEXT NOT NULL, signer TEXT NOT "
+     "NULL, signature TEXT NOT NULL, PRIMARY KEY (size, signer))", "its tail was cut"),
+])
+def test_a_cut_tail_fails_against_the_checkpoints_a_peer_keeps(
+        signing_consortium: tuple, tmp_path: Path, attack: str, message: str) -> None:
+    manifest, keys, _ = signing_consortium
+    path, peer = _witnessed_log(tmp_path, keys)
+    held = load_witnessed(peer, "hospital-a")
+    assert [w.size for w in held] == [4, 5]
+    assert verify_log(path, _signers(manifest), against=held) == 5
+    with sqlite3.connect(path) as connection:
+        connection.executescript(attack)
+    verify_log(path, _signers(manifest))  # alone, the cut log looks fine
+    with pytest.raises(AuditError, match=message):
+        verify_log(path, _signers(manifest), against=held)
+
+
+def test_a_history_rebuilt_with_the_nodes_own_key_fails_against_a_peer(
+        signing_consortium: tuple, tmp_path: Path) -> None:
+    manifest, keys, _ = signing_consortium
+    path, peer = _witnessed_log(tmp_path, keys)
+    entries = AuditLog(path, "hospital-a", keys["hospital-a"]).entries()
+    with sqlite3.connect(path) as connection:
+        connection.executescript("DELETE FROM entries; DELETE FROM checkpoints")
+    log = AuditLog(path, "hospital-a", keys["hospital-a"])
+    for entry in entries:
+        log.append(entry.kind, {**entry.body, "rewritten": True})
+    log.close()
+    assert verify_log(path, _signers(manifest)) == 5  # consistent, and signed by its key
+    with pytest.raises(AuditError, match="history was rewritten"):
+        verify_log(path, _signers(manifest), against=load_witnessed(peer))
+    # the peer will not co-sign another root for a size it co-signed before
+    rebuilt = AuditLog(path, "hospital-a", keys["hospital-a"])
+    size, root = rebuilt.checkpoint()
+    rebuilt.close()
+    witness = AuditLog(peer, "hospital-b", keys["hospital-b"])
+    with pytest.raises(AuditError, match=r"another root .* its history was rewritten"):
+        witness.witness("hospital-a", size, root)
+    witness.close()
+
+
+def test_peer_checkpoints_come_from_a_json_export_too(signing_consortium: tuple,
+                                                      tmp_path: Path) -> None:
+    import json
+
+    manifest, keys, manifest_path = signing_consortium
+    path, peer = _witnessed_log(tmp_path, keys)
+    exported = tmp_path / "kept-by-b.json"
+    exported.write_text(json.dumps([w.as_dict() for w in load_witnessed(peer)]))
+    forged = [{**w.as_dict(), "signer": "hospital-c"} for w in load_witnessed(peer)]
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    with pytest.raises(AuditError, match="not signed by it"):
+        verify_log(path, _signers(manifest), against=load_witnessed(tmp_path / "forged.json"))
+    with sqlite3.connect(path) as connection:
+        connection.executescript("DELETE FROM entries WHERE position = 4; "
+                                 "DELETE FROM checkpoints")
+    runner = CliRunner()
+    alone = runner.invoke(app, ["audit", "verify", str(path), "--manifest", str(manifest_path)])
+    assert alone.exit_code == 0
+    for source in (exported, peer):
+        caught = runner.invoke(app, ["audit", "verify", str(path), "--manifest",
+                                     str(manifest_path), "--against", str(source)])
+        assert caught.exit_code == 2 and "keeps a checkpoint of 5 entries of 'hospital-a'" \
+            in caught.output and "its tail was cut" in caught.output, caught.output

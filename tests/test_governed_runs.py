@@ -49,7 +49,7 @@ def _run(tmp_path: Path, signing_consortium: tuple, approvals_for: object, polic
         try:
             return run_computation(session, spec, approvals, manifest,
                                    {"admissions": datasets[session.party]}, log, me=name,
-                                   own=[own[session.party]], key=keys[name])
+                                   own=[own[session.party]], checkpoints=True)
         finally:
             log.close()
 

@@ -125,7 +125,7 @@ def governed_query(session: Session, manifest_path: str, node_dirs: list[str],
         result = run_computation(
             session, spec, approvals, manifest,
             {"visits": Dataset.from_frame("visits", frame, schema)}, log,
-            me=names[session.party], own=[catalog[session.party]], key=key)
+            me=names[session.party], own=[catalog[session.party]], checkpoints=True)
     finally:
         log.close()
     if result is None:  # only the recipient, party 0, receives the result

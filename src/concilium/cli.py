@@ -79,17 +79,40 @@ def audit_verify(
     log: Annotated[Path, typer.Argument(help="The node's audit log (SQLite)")],
     manifest: Annotated[Path | None, typer.Option(
         help="Check the log's key and the co-signers against this manifest")] = None,
+    against: Annotated[list[Path] | None, typer.Option(
+        help="A peer's audit log (SQLite) or its exported checkpoints (JSON, from "
+             "'concilium audit witnessed'): the checkpoints of this log that the peer "
+             "co-signed and keeps. Detects a cut tail or a rebuilt history. Repeatable.")
+    ] = None,
 ) -> None:
-    """Detect any edited, deleted, inserted or reordered entry; name the first bad one."""
-    from concilium.governance.audit import verify_log
+    """Detect any edited, deleted, inserted or reordered entry, and (with --against)
+    a truncated log or a history rebuilt with the node's own key; name the first bad
+    entry."""
+    from concilium.governance.audit import load_witnessed, verify_log
 
     with _friendly():
         signers = None
         if manifest is not None:
             signers = {p.name: p.signing_key for p in load_manifest(manifest).parties}
-        count = verify_log(log, signers)
-        console.print(f"{log}: {count} entries, chain, signatures and checkpoints verified",
-                      highlight=False)
+        held = [w for path in against or [] for w in load_witnessed(path)]
+        count = verify_log(log, signers, against=held)
+        extra = f", and {len(held)} checkpoint(s) kept by peers" if against else ""
+        console.print(f"{log}: {count} entries, chain, signatures and checkpoints "
+                      f"verified{extra}", highlight=False)
+
+
+@audit_app.command("witnessed")
+def audit_witnessed(
+    node: NodeOption, token: TokenOption = None,
+    of: Annotated[str | None, typer.Option(help="Only the checkpoints of this node's log")
+                  ] = None,
+) -> None:
+    """Print, as JSON, the other nodes' checkpoints this node co-signed and keeps (an
+    auditor verifies a node's log against them with 'audit verify --against')."""
+    with _friendly():
+        path = "/audit/witnessed" + (f"?node={of}" if of else "")
+        held = _client(node, token).request("GET", path)
+    console.print_json(json.dumps(held))
 
 
 @user_app.command("add")

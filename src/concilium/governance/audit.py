@@ -11,7 +11,13 @@ inserted one the index sequence or the chain, a reordered one both.
 
 A checkpoint is the RFC 6962 Merkle tree hash of the first ``size`` entry
 hashes; peers sign it (:func:`cosign`), so a node cannot later rewrite its
-history without its peers' signatures failing.
+history without its peers' signatures failing. The peers also *keep* what they
+signed (:meth:`AuditLog.witness`, the ``witnessed`` table of their own log):
+a node that cuts the tail of its log, deletes its checkpoints, or rebuilds
+its history under its own key is caught by verifying its log against the
+checkpoints its peers hold (``verify_log(..., against=...)``), which it
+cannot edit. A peer asked to witness a root that contradicts one it holds
+(the same size, another root) refuses: the log was rewritten.
 
 Secrets never enter the log: bodies are JSON of names, counts, hashes and
 commitments; :func:`commitment` hashes data for an input commitment.
@@ -37,8 +43,8 @@ from concilium.errors import AuditError, ConfigurationError
 from concilium.governance.approval import public_key
 from concilium.governance.spec import canonical_json
 
-__all__ = ["AuditEntry", "AuditLog", "Checkpoint", "commitment", "cosign", "merkle_root",
-           "verify_log"]
+__all__ = ["AuditEntry", "AuditLog", "Checkpoint", "Witnessed", "commitment", "cosign",
+           "load_witnessed", "merkle_root", "verify_against", "verify_log"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,6 +54,9 @@ CREATE TABLE IF NOT EXISTS entries (
 CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER NOT NULL, root TEXT NOT NULL, signer TEXT NOT NULL, signature TEXT NOT NULL,
     PRIMARY KEY (size, signer));
+CREATE TABLE IF NOT EXISTS witnessed (
+    node TEXT NOT NULL, size INTEGER NOT NULL, root TEXT NOT NULL, signer TEXT NOT NULL,
+    signature TEXT NOT NULL, PRIMARY KEY (node, size));
 """
 GENESIS = "0" * 64
 
@@ -74,6 +83,29 @@ class Checkpoint:
     root: str
     signer: str
     signature: str
+
+
+@dataclass(frozen=True)
+class Witnessed:
+    """A checkpoint of ``node``'s log that ``signer`` co-signed and keeps."""
+
+    node: str
+    size: int
+    root: str
+    signer: str
+    signature: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"node": self.node, "size": self.size, "root": self.root,
+                "signer": self.signer, "signature": self.signature}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Witnessed:
+        try:
+            return cls(str(data["node"]), int(data["size"]), str(data["root"]),
+                       str(data["signer"]), str(data["signature"]))
+        except (KeyError, TypeError, ValueError) as error:
+            raise AuditError(f"a malformed witnessed checkpoint: {error}") from None
 
 
 def _entry_hash(index: int, time: str, kind: str, body: str, previous: str) -> str:
@@ -159,17 +191,52 @@ class AuditLog:
             "SELECT size, root, signer, signature FROM checkpoints ORDER BY size, signer")]
 
     def add_cosignature(self, checkpoint: Checkpoint) -> None:
-        with self._connection:
+        with self._lock, self._connection:
             self._connection.execute("INSERT OR REPLACE INTO checkpoints VALUES (?, ?, ?, ?)",
                                      (checkpoint.size, checkpoint.root, checkpoint.signer,
                                       checkpoint.signature))
 
+    def cosigned_size(self, signer: str) -> int:
+        """The largest size of this log that ``signer`` has co-signed (0 if none)."""
+        row = self._connection.execute("SELECT MAX(size) FROM checkpoints WHERE signer = ?",
+                                       (signer,)).fetchone()
+        return int(row[0] or 0)
 
-def verify_log(path: str | Path, signers: Mapping[str, str] | None = None) -> int:
+    def witness(self, node: str, size: int, root: str) -> Witnessed:
+        """Co-sign peer ``node``'s checkpoint and keep it. Refuses (AuditError) a root
+        that contradicts one already witnessed at the same size: that log was
+        rewritten."""
+        if size < 0 or len(root) != 64:
+            raise AuditError(f"{node!r} sent a malformed checkpoint")
+        with self._lock, self._connection:
+            held = self._connection.execute(
+                "SELECT root FROM witnessed WHERE node = ? AND size = ?", (node, size)
+            ).fetchone()
+            if held is not None and held[0] != root:
+                raise AuditError(f"{node!r} presented another root for its log at {size} "
+                                 f"entries than the one {self.node!r} co-signed before: its "
+                                 "history was rewritten", index=size)
+            signed = cosign(size, root, self.node, self._key)
+            self._connection.execute("INSERT OR REPLACE INTO witnessed VALUES (?, ?, ?, ?, ?)",
+                                     (node, size, root, self.node, signed.signature))
+        return Witnessed(node, size, root, self.node, signed.signature)
+
+    def witnessed(self, node: str | None = None) -> list[Witnessed]:
+        """The peers' checkpoints this log's node co-signed and keeps."""
+        query = "SELECT node, size, root, signer, signature FROM witnessed"
+        rows = (self._connection.execute(query + " WHERE node = ? ORDER BY size", (node,))
+                if node is not None else self._connection.execute(query + " ORDER BY node, size"))
+        return [Witnessed(*row) for row in rows]
+
+
+def verify_log(path: str | Path, signers: Mapping[str, str] | None = None,
+               against: Sequence[Witnessed] = ()) -> int:
     """Check every entry and co-signed checkpoint; return the number of entries.
 
     ``signers`` maps node names to ``ed25519:`` public keys (from the manifest) to
-    check the log's own key and the co-signers against. Raises
+    check the log's own key and the co-signers against. ``against``: checkpoints of
+    this log that peers keep (:func:`load_witnessed`); a log shorter than one of
+    them, or whose history differs, fails. Raises
     :class:`~concilium.errors.AuditError` naming the first bad index.
     """
     if not Path(path).is_file():
@@ -217,4 +284,57 @@ def verify_log(path: str | Path, signers: Mapping[str, str] | None = None) -> in
             except (KeyError, InvalidSignature, ValueError):
                 raise AuditError(f"the checkpoint at {size} entries has a bad co-signature "
                                  f"from {signer!r}", index=size) from None
+    verify_against(str(node), hashes, against, signers)
     return len(hashes)
+
+
+def verify_against(node: str, hashes: Sequence[str], against: Sequence[Witnessed],
+                   signers: Mapping[str, str] | None = None) -> None:
+    """The log (its entry hashes) agrees with every checkpoint of it that peers keep:
+    it is at least that long and has that history."""
+    for held in against:
+        if held.node != node:
+            continue
+        if signers is not None:
+            try:
+                public_key(signers[held.signer]).verify(bytes.fromhex(held.signature),
+                                                        _checkpoint_message(held.size,
+                                                                            held.root))
+            except (KeyError, InvalidSignature, ValueError):
+                raise AuditError(f"the checkpoint of {held.size} entries said to be kept by "
+                                 f"{held.signer!r} is not signed by it") from None
+        if held.size > len(hashes):
+            raise AuditError(f"{held.signer!r} keeps a checkpoint of {held.size} entries of "
+                             f"{node!r}'s log, which now has {len(hashes)}: its tail was cut",
+                             index=len(hashes))
+        if merkle_root(hashes[:held.size]) != held.root:
+            raise AuditError(f"the first {held.size} entries of {node!r}'s log are not the "
+                             f"ones {held.signer!r} co-signed: its history was rewritten",
+                             index=held.size)
+
+
+def load_witnessed(path: str | Path, node: str | None = None) -> list[Witnessed]:
+    """The checkpoints a peer keeps: its audit log (SQLite) or a JSON export of them
+    (``GET /audit/witnessed``); only ``node``'s if given."""
+    file = Path(path)
+    if not file.is_file():
+        raise AuditError(f"no file of peer checkpoints at {path}")
+    if file.read_bytes()[:16] == b"SQLite format 3\x00":
+        connection = sqlite3.connect(f"file:{file}?mode=ro", uri=True)
+        try:
+            rows = connection.execute(
+                "SELECT node, size, root, signer, signature FROM witnessed").fetchall()
+        except sqlite3.Error as error:
+            raise AuditError(f"{path} holds no peer checkpoints ({error})") from None
+        finally:
+            connection.close()
+        held = [Witnessed(*row) for row in rows]
+    else:
+        try:
+            data = json.loads(file.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
+            raise AuditError(f"{path} is neither an audit log nor JSON: {error}") from None
+        if not isinstance(data, list):
+            raise AuditError(f"{path}: expected a JSON list of checkpoints")
+        held = [Witnessed.from_dict(item) for item in data]
+    return [w for w in held if node is None or w.node == node]

@@ -75,6 +75,7 @@ class NodeContext:
     run_jobs: bool = True  # start approved computations (off in API-only tests)
     peer_timeout: float = 10.0  # seconds for a control-plane request to a peer
     tls_settings: TlsSettings | None = None  # the MPC transport's timeouts
+    audit_status: dict[str, Any] | None = None  # the last check against the peers
 
 
 class ProposalIn(BaseModel):
@@ -131,8 +132,14 @@ def create_app(context: NodeContext) -> FastAPI:
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {"status": "ok", "node": context.name,
-                "consortium": None if context.manifest is None else context.manifest.hash}
+        answer: dict[str, Any] = {
+            "status": "ok", "node": context.name,
+            "consortium": None if context.manifest is None else context.manifest.hash}
+        if context.audit_status is not None:
+            answer["audit"] = {k: context.audit_status[k] for k in ("verified", "peers")}
+            if not context.audit_status["verified"]:
+                answer["audit"]["problem"] = context.audit_status["problem"]
+        return answer
 
     def _load(name: str) -> Dataset:
         return control.load_dataset(context, name)
@@ -376,9 +383,38 @@ def create_app(context: NodeContext) -> FastAPI:
 
     @app.get("/audit/verify")
     def audit_verify(user: Caller) -> dict[str, Any]:
+        """The log checked entry by entry, and against the checkpoints its peers keep."""
         context.users.require(user, "read_audit")
-        signers = None if context.manifest is None else {
-            p.name: p.signing_key for p in context.manifest.parties}
-        return {"entries": verify_log(context.audit_path, signers), "verified": True}
+        if context.manifest is None:
+            return {"entries": verify_log(context.audit_path), "verified": True}
+        outcome = control.verify_own_log(context)
+        if not outcome["verified"]:
+            raise AuditError(outcome["problem"])
+        return outcome
+
+    @app.get("/audit/witnessed")
+    def audit_witnessed(user: Caller, node: str | None = None) -> list[dict[str, Any]]:
+        """The peers' checkpoints this node co-signed and keeps (for an auditor's
+        ``concilium audit verify LOG --against FILE``)."""
+        context.users.require(user, "read_audit")
+        return [w.as_dict() for w in context.audit.witnessed(node)]
+
+    @app.post("/peer/witness", include_in_schema=False)
+    async def peer_witness(request: Request) -> dict[str, Any]:
+        node, body = await _peer(request)
+        data = json.loads(body)
+        try:
+            held = context.audit.witness(node, int(data["size"]), str(data["root"]))
+        except AuditError as alarm:
+            context.audit.append("audit_alert", {"node": node, "problem": str(alarm)})
+            raise
+        except (KeyError, TypeError, ValueError):
+            raise InputError("a checkpoint is {size, root}") from None
+        return {"signer": held.signer, "signature": held.signature}
+
+    @app.post("/peer/witnessed", include_in_schema=False)
+    async def peer_witnessed(request: Request) -> list[dict[str, Any]]:
+        node, _ = await _peer(request)
+        return [w.as_dict() for w in context.audit.witnessed(node)]
 
     return app

@@ -24,6 +24,12 @@ data not fitting, an unknown recipient, ...) signs an automatic rejection
 with the reason and sends it to every node, so the computation is refused
 everywhere before anyone is asked to approve it.
 
+**Audit witnesses**: every few seconds a node asks its peers to co-sign its
+audit log's current checkpoint; they keep what they sign. At start-up (and on
+``/audit/verify``) a node verifies its own log against the checkpoints its
+peers keep, so a cut tail or a rebuilt history is found even if the node's own
+checkpoints were deleted.
+
 **Jobs**: when a node that takes part in a run (a compute party, an owner of
 data it uses, a recipient) holds all approvals, it starts the run in a
 background thread: it meets the other participants over the MPC transport
@@ -50,7 +56,13 @@ from concilium.data.dataset import Dataset
 from concilium.data.outside import OutsideParty
 from concilium.data.schema import Schema
 from concilium.data.session import Session
-from concilium.errors import AccessDenied, ApprovalMissing, ConciliumError, ConfigurationError
+from concilium.errors import (
+    AccessDenied,
+    ApprovalMissing,
+    AuditError,
+    ConciliumError,
+    ConfigurationError,
+)
 from concilium.governance.approval import (
     Approval,
     public_key,
@@ -58,6 +70,7 @@ from concilium.governance.approval import (
     sign_approval,
     standing_decisions,
 )
+from concilium.governance.audit import Checkpoint, Witnessed, verify_log
 from concilium.governance.consortium import Manifest, PartyEntry
 from concilium.governance.proposal import DatasetEntry
 from concilium.governance.spec import ComputationSpec, canonical_json
@@ -68,9 +81,10 @@ from concilium.node.launcher import endpoints
 from concilium.node.planning import participants
 from concilium.node.runner import run_computation, run_outside
 
-__all__ = ["AUTOMATIC", "MAX_SKEW", "Forwarded", "all_approved", "catalog", "forward",
-           "load_dataset", "maybe_start", "own_entries", "pending_approvers",
-           "publish_catalog", "refuse", "result_json", "verify_peer"]
+__all__ = ["AUTOMATIC", "MAX_SKEW", "Forwarded", "all_approved", "catalog", "collect_witnessed",
+           "forward", "load_dataset", "maybe_start", "own_entries", "pending_approvers",
+           "publish_catalog", "refuse", "request_witnesses", "result_json", "verify_own_log",
+           "verify_peer"]
 
 MAX_SKEW = datetime.timedelta(minutes=5)
 #: The approver name of a node's own automatic refusal (its checks, not a person).
@@ -202,6 +216,78 @@ def load_dataset(context: Any, name: str) -> Dataset:
     return Dataset.from_csv(name, known.source, schema)
 
 
+# -- audit witnesses -----------------------------------------------------------------
+def request_witnesses(context: Any) -> list[str]:
+    """Ask every peer that has not co-signed this node's whole log to co-sign (and
+    keep) its current checkpoint; returns the peers that did. The unprotected tail of
+    a log is then only what was appended since the last round."""
+    manifest: Manifest | None = context.manifest
+    if manifest is None:
+        return []
+    size, root = context.audit.checkpoint()
+    if size == 0:
+        return []
+    data = canonical_json({"size": size, "root": root})
+    signed = []
+    for party in manifest.parties:
+        if party.name == context.name or context.audit.cosigned_size(party.name) >= size:
+            continue
+        try:
+            response = _post(context, party, "/peer/witness", data)
+            response.raise_for_status()
+            signature = str(response.json()["signature"])
+            public_key(party.signing_key).verify(bytes.fromhex(signature),
+                                                 canonical_json({"checkpoint": {
+                                                     "size": size, "root": root}}))
+        except (httpx.HTTPError, ValueError, KeyError, TypeError, InvalidSignature):
+            continue
+        context.audit.add_cosignature(Checkpoint(size, root, party.name, signature))
+        signed.append(party.name)
+    return signed
+
+
+def collect_witnessed(context: Any) -> tuple[list[Witnessed], list[str]]:
+    """The checkpoints of this node's log that its peers keep, and the peers that
+    answered (a node verifies its own log against them)."""
+    manifest: Manifest | None = context.manifest
+    if manifest is None:
+        return [], []
+    held: list[Witnessed] = []
+    answered = []
+    data = canonical_json({"node": context.name})
+    for party in manifest.parties:
+        if party.name == context.name:
+            continue
+        try:
+            response = _post(context, party, "/peer/witnessed", data)
+            response.raise_for_status()
+            items = [Witnessed.from_dict(item) for item in response.json()]
+        except (httpx.HTTPError, ValueError, ConciliumError):
+            continue
+        held += [w for w in items if w.node == context.name and w.signer == party.name]
+        answered.append(party.name)
+    return held, answered
+
+
+def verify_own_log(context: Any) -> dict[str, Any]:
+    """This node's audit log, checked entry by entry and against the checkpoints its
+    peers keep; the outcome (also logged) for ``/health`` and ``/audit/verify``."""
+    manifest: Manifest | None = context.manifest
+    signers = None if manifest is None else {p.name: p.signing_key for p in manifest.parties}
+    held, answered = collect_witnessed(context)
+    try:
+        entries = verify_log(context.audit_path, signers, against=held)
+    except AuditError as error:
+        outcome = {"verified": False, "problem": str(error), "peers": answered,
+                   "checkpoints": len(held)}
+        context.audit.append("audit_alert", {"problem": str(error), "peers": answered})
+    else:
+        outcome = {"verified": True, "entries": entries, "peers": answered,
+                   "checkpoints": len(held)}
+    context.audit_status = outcome
+    return outcome
+
+
 # -- approvals -------------------------------------------------------------------------
 def all_approved(spec: ComputationSpec, approvals: list[Approval], manifest: Manifest) -> bool:
     """Every approver the spec names has given its approvals (signatures checked; a
@@ -297,7 +383,7 @@ def _job(context: Any, identifier: str) -> None:
         if me in compute:
             frame = run_computation(Session(Rep3(channel, compute)), spec, approvals, manifest,
                                     datasets, context.audit, me=context.name, own=own,
-                                    key=context.key)
+                                    checkpoints=True)
         else:
             frame = run_outside(OutsideParty(channel, compute), spec, approvals, manifest,
                                 datasets, context.audit, me=context.name, own=own)

@@ -38,14 +38,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from concilium.data.dataset import Dataset
 from concilium.data.outside import OutsideParty
 from concilium.data.session import Session
 from concilium.errors import ApprovalMissing, ConciliumError, ConfigurationError, PolicyViolation
 from concilium.governance.approval import Approval, require_approvals
-from concilium.governance.audit import AuditLog, Checkpoint, cosign
+from concilium.governance.audit import AuditLog, Checkpoint
 from concilium.governance.consortium import Manifest
 from concilium.governance.policy import OutputPolicy
 from concilium.governance.proposal import DatasetEntry, check_spec
@@ -115,12 +114,13 @@ def _abort(log: AuditLog, spec: ComputationSpec, error: ConciliumError) -> None:
 def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable[Approval],
                     manifest: Manifest, datasets: Mapping[str, Dataset], log: AuditLog, *,
                     me: str, own: Sequence[DatasetEntry] = (),
-                    key: ed25519.Ed25519PrivateKey | None = None) -> pd.DataFrame | None:
+                    checkpoints: bool = False) -> pd.DataFrame | None:
     """Check, run and log one computation on this compute party (each calls it).
 
     ``me`` is this node's name, ``own`` its registrations (their rules are checked
-    against the spec), ``datasets`` its own data that the spec uses. With the node's
-    ``key`` the compute parties co-sign each other's audit checkpoints at the end.
+    against the spec), ``datasets`` its own data that the spec uses. With
+    ``checkpoints`` the compute parties co-sign each other's audit checkpoints at the
+    end (and keep them).
     """
     approvals = list(approvals)
     _log_proposal(log, spec, approvals)
@@ -147,9 +147,8 @@ def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable
                            "transcript": _transcript(session.backend.channel,
                                                      session.backend.compute_parties,
                                                      session.party)})
-    if key is not None:
-        exchange_checkpoints(session, log, key,
-                             {i: p.name for i, p in enumerate(manifest.parties)})
+    if checkpoints:
+        exchange_checkpoints(session, log, {i: p.name for i, p in enumerate(manifest.parties)})
     return frame
 
 
@@ -194,11 +193,12 @@ def _transcript(channel: Any, peers: Sequence[int], me: int) -> list[dict[str, A
     return entries
 
 
-def exchange_checkpoints(session: Session, log: AuditLog, key: ed25519.Ed25519PrivateKey,
-                         names: Mapping[int, str]) -> list[Checkpoint]:
+def exchange_checkpoints(session: Session, log: AuditLog, names: Mapping[int, str]
+                         ) -> list[Checkpoint]:
     """Co-sign checkpoints with the other compute parties (two rounds): each sends its
-    log's (size, Merkle root), signs the others', and stores their signatures on its
-    own. Afterwards no node can rewrite its history up to that size unnoticed.
+    log's (size, Merkle root), signs the others' and keeps them (its log's
+    ``witnessed`` table), and stores their signatures on its own. Afterwards no node
+    can cut or rewrite its history up to that size unnoticed.
 
     Reveals: each node's audit log size and root hash (no entry content).
     """
@@ -215,9 +215,9 @@ def exchange_checkpoints(session: Session, log: AuditLog, key: ed25519.Ed25519Pr
     for peer in peers:
         data = json.loads(bytes(backend.channel.receive(peer, announce)).decode())
         theirs[peer] = (int(data["size"]), str(data["root"]))
-    signer = names.get(me, str(me))
     for peer, (peer_size, peer_root) in theirs.items():
-        signature = cosign(peer_size, peer_root, signer, key).signature
+        # co-sign and keep: a peer that later cuts its log is caught against this copy
+        signature = log.witness(names.get(peer, str(peer)), peer_size, peer_root).signature
         backend.channel.send(peer, answer, np.frombuffer(bytes.fromhex(signature),
                                                          dtype=np.uint8))
     stored = []

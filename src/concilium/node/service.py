@@ -43,16 +43,31 @@ def open_node(node_dir: str | Path, manifest_path: str | Path | None = None) -> 
                        identity=identity)
 
 
-def _introduce(context: NodeContext, stopping: threading.Event, attempts: int = 30) -> None:
-    """Publish this node's catalog to its peers (and learn theirs) until every peer
-    has answered; peers that start later introduce themselves the same way."""
+def _background(context: NodeContext, stopping: threading.Event, interval: float,
+                attempts: int = 30) -> None:
+    """What a node does besides answering requests:
+
+    1. publish its catalog to its peers (and learn theirs) until every peer has
+       answered (peers that start later introduce themselves the same way);
+    2. verify its own audit log against the checkpoints its peers keep (a cut tail
+       or a rebuilt history shows in ``/health`` and as an ``audit_alert`` entry);
+    3. every ``interval`` seconds, have its peers co-sign (and keep) its log's
+       checkpoint if it grew.
+    """
     for _ in range(attempts):
         if not control.publish_catalog(context) or stopping.wait(2.0):
-            return
+            break
+    if stopping.is_set():
+        return
+    control.verify_own_log(context)
+    while not stopping.wait(interval):
+        control.request_witnesses(context)
 
 
-def serve(node_dir: str | Path, manifest_path: str | Path | None = None) -> None:
-    """Serve the node's API until SIGINT/SIGTERM (blocking)."""
+def serve(node_dir: str | Path, manifest_path: str | Path | None = None, *,
+          witness_interval: float = 2.0) -> None:
+    """Serve the node's API until SIGINT/SIGTERM (blocking); ``witness_interval``:
+    seconds between rounds of peer co-signatures of the audit log."""
     import uvicorn
 
     context = open_node(node_dir, manifest_path)
@@ -64,8 +79,9 @@ def serve(node_dir: str | Path, manifest_path: str | Path | None = None) -> None
     previous = {sig: signal.signal(sig, lambda number, _: received.append(number))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     stopping = threading.Event()
-    threading.Thread(target=_introduce, args=(context, stopping), daemon=True,
-                     name="concilium-introduce").start()
+    if context.manifest is not None:
+        threading.Thread(target=_background, args=(context, stopping, witness_interval),
+                         daemon=True, name="concilium-background").start()
     try:
         uvicorn.run(create_app(context), host=identity.api_address.host,
                     port=identity.api_address.port, log_level="warning",
