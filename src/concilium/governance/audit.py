@@ -43,7 +43,8 @@ from concilium.errors import AuditError, ConfigurationError
 from concilium.governance.approval import public_key
 from concilium.governance.spec import canonical_json
 
-__all__ = ["AuditEntry", "AuditLog", "Checkpoint", "Witnessed", "commitment", "cosign",
+__all__ = ["AuditEntry", "AuditLog", "Checkpoint", "Witnessed", "checkpoint_message",
+           "commitment", "cosign",
            "load_witnessed", "merkle_root", "verify_against", "verify_log"]
 
 _SCHEMA = """
@@ -131,13 +132,14 @@ def merkle_root(hashes: Sequence[str]) -> str:
     return tree([bytes.fromhex(h) for h in hashes]).hex()
 
 
-def _checkpoint_message(size: int, root: str) -> bytes:
+def checkpoint_message(size: int, root: str) -> bytes:
+    """What a co-signer signs for a checkpoint of ``size`` entries with ``root``."""
     return canonical_json({"checkpoint": {"size": size, "root": root}})
 
 
 def cosign(size: int, root: str, signer: str, key: ed25519.Ed25519PrivateKey) -> Checkpoint:
     """A peer's signature over a checkpoint it has recomputed itself."""
-    return Checkpoint(size, root, signer, key.sign(_checkpoint_message(size, root)).hex())
+    return Checkpoint(size, root, signer, key.sign(checkpoint_message(size, root)).hex())
 
 
 class AuditLog:
@@ -280,7 +282,7 @@ def verify_log(path: str | Path, signers: Mapping[str, str] | None = None,
         if signers is not None:
             try:
                 public_key(signers[signer]).verify(bytes.fromhex(signature),
-                                                   _checkpoint_message(size, root))
+                                                   checkpoint_message(size, root))
             except (KeyError, InvalidSignature, ValueError):
                 raise AuditError(f"the checkpoint at {size} entries has a bad co-signature "
                                  f"from {signer!r}", index=size) from None
@@ -298,7 +300,7 @@ def verify_against(node: str, hashes: Sequence[str], against: Sequence[Witnessed
         if signers is not None:
             try:
                 public_key(signers[held.signer]).verify(bytes.fromhex(held.signature),
-                                                        _checkpoint_message(held.size,
+                                                        checkpoint_message(held.size,
                                                                             held.root))
             except (KeyError, InvalidSignature, ValueError):
                 raise AuditError(f"the checkpoint of {held.size} entries said to be kept by "

@@ -70,7 +70,7 @@ from concilium.governance.approval import (
     sign_approval,
     standing_decisions,
 )
-from concilium.governance.audit import Checkpoint, Witnessed, verify_log
+from concilium.governance.audit import Checkpoint, Witnessed, checkpoint_message, verify_log
 from concilium.governance.consortium import Manifest, PartyEntry
 from concilium.governance.proposal import DatasetEntry
 from concilium.governance.spec import ComputationSpec, canonical_json
@@ -187,23 +187,38 @@ def accept_catalog(context: Any, node: str, body: Mapping[str, Any]) -> None:
     context.store.replace_catalog(node, entries)
 
 
-def publish_catalog(context: Any) -> list[str]:
-    """Send this node's datasets to every peer and store theirs from the answers;
-    returns the peers that could not be reached."""
+def _ask(context: Any, path: str, body: Mapping[str, Any],
+         parties: list[PartyEntry] | None = None) -> dict[str, Any]:
+    """POST a signed request to each peer (all but this node, or ``parties``); each
+    peer's JSON answer, or None if it could not be reached or refused."""
     manifest: Manifest | None = context.manifest
     if manifest is None:
-        return []
-    data = canonical_json(_catalog_body(context))
-    unreachable = []
-    for party in manifest.parties:
+        return {}
+    data = canonical_json(dict(body))
+    answers: dict[str, Any] = {}
+    for party in parties if parties is not None else manifest.parties:
         if party.name == context.name:
             continue
         try:
-            response = _post(context, party, "/peer/catalog", data)
+            response = _post(context, party, path, data)
             response.raise_for_status()
-            accept_catalog(context, party.name, response.json())
-        except (httpx.HTTPError, ValueError, ConciliumError):
-            unreachable.append(party.name)
+            answers[party.name] = response.json()
+        except (httpx.HTTPError, ValueError):
+            answers[party.name] = None
+    return answers
+
+
+def publish_catalog(context: Any) -> list[str]:
+    """Send this node's datasets to every peer and store theirs from the answers;
+    returns the peers that could not be reached."""
+    unreachable = []
+    for peer, answer in _ask(context, "/peer/catalog", _catalog_body(context)).items():
+        try:
+            if answer is None:
+                raise ConfigurationError(f"{peer} did not answer")
+            accept_catalog(context, peer, answer)
+        except ConciliumError:
+            unreachable.append(peer)
     return unreachable
 
 
@@ -222,50 +237,37 @@ def request_witnesses(context: Any) -> list[str]:
     keep) its current checkpoint; returns the peers that did. The unprotected tail of
     a log is then only what was appended since the last round."""
     manifest: Manifest | None = context.manifest
-    if manifest is None:
-        return []
     size, root = context.audit.checkpoint()
-    if size == 0:
+    if manifest is None or size == 0:
         return []
-    data = canonical_json({"size": size, "root": root})
+    behind = [p for p in manifest.parties if context.audit.cosigned_size(p.name) < size]
     signed = []
-    for party in manifest.parties:
-        if party.name == context.name or context.audit.cosigned_size(party.name) >= size:
-            continue
+    answers = _ask(context, "/peer/witness", {"size": size, "root": root}, behind)
+    for peer, answer in answers.items():
         try:
-            response = _post(context, party, "/peer/witness", data)
-            response.raise_for_status()
-            signature = str(response.json()["signature"])
+            signature = str(answer["signature"])
+            party = manifest.parties[manifest.index(peer)]
             public_key(party.signing_key).verify(bytes.fromhex(signature),
-                                                 canonical_json({"checkpoint": {
-                                                     "size": size, "root": root}}))
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, InvalidSignature):
+                                                 checkpoint_message(size, root))
+        except (KeyError, TypeError, ValueError, InvalidSignature):
             continue
-        context.audit.add_cosignature(Checkpoint(size, root, party.name, signature))
-        signed.append(party.name)
+        context.audit.add_cosignature(Checkpoint(size, root, peer, signature))
+        signed.append(peer)
     return signed
 
 
 def collect_witnessed(context: Any) -> tuple[list[Witnessed], list[str]]:
     """The checkpoints of this node's log that its peers keep, and the peers that
     answered (a node verifies its own log against them)."""
-    manifest: Manifest | None = context.manifest
-    if manifest is None:
-        return [], []
     held: list[Witnessed] = []
     answered = []
-    data = canonical_json({"node": context.name})
-    for party in manifest.parties:
-        if party.name == context.name:
-            continue
+    for peer, answer in _ask(context, "/peer/witnessed", {"node": context.name}).items():
         try:
-            response = _post(context, party, "/peer/witnessed", data)
-            response.raise_for_status()
-            items = [Witnessed.from_dict(item) for item in response.json()]
-        except (httpx.HTTPError, ValueError, ConciliumError):
+            items = [Witnessed.from_dict(item) for item in answer]
+        except (TypeError, ConciliumError):
             continue
-        held += [w for w in items if w.node == context.name and w.signer == party.name]
-        answered.append(party.name)
+        held += [w for w in items if w.node == context.name and w.signer == peer]
+        answered.append(peer)
     return held, answered
 
 
