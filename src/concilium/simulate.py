@@ -75,7 +75,7 @@ def simulate(sql: str, tables: Mapping[str, Sequence[Any]],
         datasets[name] = [Dataset.from_frame(name, frame, schema) for frame in frames]
     rules = policy if isinstance(policy, OutputPolicy) else OutputPolicy.from_mapping(
         policy or {})
-    plan = plan_query(sql, entries, dominance=rules.dominance is not None)
+    plan = plan_query(sql, entries, policy=rules)
     check_policy(plan, rules)
 
     def held(party: int) -> dict[str, Dataset]:

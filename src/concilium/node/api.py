@@ -48,7 +48,7 @@ from concilium.governance.spec import ComputationSpec, canonical_json
 from concilium.governance.users import User, UserStore
 from concilium.net.tls import TlsSettings
 from concilium.node import control
-from concilium.node.planning import validate
+from concilium.node.planning import participants, validate
 from concilium.node.store import ComputationRecord, NodeStore, NotFound
 from concilium.query.explain import explain
 
@@ -271,6 +271,9 @@ def create_app(context: NodeContext) -> FastAPI:
         identifier = approval.computation_id
         record = context.store.computation(identifier)
         if approval.decision == "reject":
+            if context.manifest is not None and context.manifest.index(
+                    approval.node) not in participants(record.spec, context.manifest):
+                return  # a node that takes no part cannot refuse it for the others
             reason = f"{approval.node} rejected it ({approval.approver})" + (
                 f": {approval.comment}" if approval.comment else "")
             context.store.update(identifier, status="refused", error=reason)

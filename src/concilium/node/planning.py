@@ -41,8 +41,7 @@ def plan_spec(spec: ComputationSpec, manifest: Manifest) -> Any:
     """The plan of the spec's query under its effective policy (planning-time rules
     checked: allowed aggregates, columns and recipients, keys, metrics only)."""
     policy = OutputPolicy.from_mapping(spec.policy)
-    plan = plan_query(spec.query, tables_of(spec, manifest),
-                      dominance=policy.dominance is not None)
+    plan = plan_query(spec.query, tables_of(spec, manifest), policy=policy)
     check_policy(plan, policy, spec.recipients)
     return plan
 

@@ -25,7 +25,7 @@ from concilium.data import functions as fn
 from concilium.data.dataset import Dataset
 from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
-from concilium.errors import QueryError, UnsupportedQuery
+from concilium.errors import PolicyViolation, QueryError, UnsupportedQuery
 from concilium.governance.policy import OutputPolicy
 from concilium.query import rows as rows_module
 from concilium.query.delivery import (
@@ -135,10 +135,13 @@ class _Combiner:
     def extreme_rows(self, function: str, i: int) -> SecretArray:
         """Per group, how many rows hold the (global) MIN or MAX of argument ``i``: the
         rows at each owner's local extreme, for the owners whose extreme it is."""
+        held = f"{'lon' if function == 'min' else 'hin'}{i}"
+        if held not in self.by_owner:  # never skip a rule: the plan must provide for it
+            raise PolicyViolation("the plan was made without the output policy's minimum "
+                                  "cohort, which MIN and MAX need; plan the query with it")
         local = self.stacked(f"lo{i}" if function == "min" else f"hi{i}")
         value, _ = self.aggregate(function, (i,))
-        return ((local == value) * self.stacked(f"{'lon' if function == 'min' else 'hin'}{i}")
-                ).sum(axis=0)
+        return ((local == value) * self.stacked(held)).sum(axis=0)
 
     def aggregate(self, function: str, indices: tuple[int, ...]) -> tuple[SecretArray,
                                                                           tuple[str, int] | None]:

@@ -27,6 +27,7 @@ from sqlglot import exp
 
 from concilium.data.schema import ColumnType, Schema, load_schemas
 from concilium.errors import QueryError, UnsupportedQuery
+from concilium.governance.policy import OutputPolicy
 from concilium.query.sql import Query, parse_query
 
 __all__ = ["MAX_GROUPS", "Catalog", "Plan", "Statistic", "TableEntry", "load_catalog",
@@ -211,20 +212,24 @@ def _groups(query: Query, schema: Schema) -> tuple[tuple[Any, ...], tuple[tuple[
     return domains, tuple(itertools.product(*domains))
 
 
-def plan_query(sql: str, tables: Mapping[str, TableEntry], *, dominance: bool = False) -> Any:
+def plan_query(sql: str, tables: Mapping[str, TableEntry], *,
+               policy: OutputPolicy | None = None) -> Any:
     """Check ``sql`` against the catalog and decide what runs where: a :class:`Plan`,
-    or a :class:`~concilium.query.join.JoinPlan` for a join. ``dominance``: the output
-    policy has a dominance rule, so the rows of summed arguments are shared too."""
+    or a :class:`~concilium.query.join.JoinPlan` for a join. ``policy``: the output
+    policy the plan must be able to enforce (a dominance rule shares the rows of
+    summed arguments; a minimum cohort counts the rows at each MIN and MAX)."""
     from concilium.query import join
 
     if join.has_join(sql):
         return join.plan_join(sql, dict(tables))
-    return plan_single(sql, tables, dominance=dominance)
+    return plan_single(sql, tables, policy=policy)
 
 
 def plan_single(sql: str, tables: Mapping[str, TableEntry], *,
-                dominance: bool = False) -> Plan:
+                policy: OutputPolicy | None = None) -> Plan:
     """Plan a query over one table (horizontal partitions)."""
+    policy = policy or OutputPolicy()
+    dominance = policy.dominance is not None
     query = parse_query(sql, {name: entry.schema for name, entry in tables.items()})
     entry = tables[query.table]
     connection = duckdb.connect()
@@ -254,7 +259,8 @@ def plan_single(sql: str, tables: Mapping[str, TableEntry], *,
             pairs.setdefault((key[0], key[1]), len(pairs))
     if query.secret_group:
         return _secret_group_plan(query, entry, arguments, local, tuple(fixed))
-    statistics = _statistics(query, arguments, tuple(fixed), pairs)
+    statistics = _statistics(query, arguments, tuple(fixed), pairs,
+                             extremes=policy.min_cohort > 1)
     row_functions = ROW_FUNCTIONS + (("sum", "avg") if dominance else ())
     rows = tuple(sorted({arguments[a.arguments[0].sql(dialect="duckdb")]
                          for a in query.aggregates if a.function in row_functions}))
@@ -272,7 +278,8 @@ _FIXED_SENTINEL = float(2**31 - 1)
 
 
 def _statistics(query: Query, arguments: dict[str, int], fixed: tuple[bool, ...],
-                pairs: dict[tuple[int, int], int]) -> tuple[Statistic, ...]:
+                pairs: dict[tuple[int, int], int], *, extremes: bool
+                ) -> tuple[Statistic, ...]:
     needed: dict[str, Statistic] = {}
 
     def add(statistic: Statistic) -> None:
@@ -292,12 +299,14 @@ def _statistics(query: Query, arguments: dict[str, int], fixed: tuple[bool, ...]
                 continue
             if function == "min":
                 add(Statistic(f"lo{i}", f"MIN(a{i})", kind, sentinel, f"MIN({text})"))
-                add(Statistic(f"lon{i}", f"COUNT(*) FILTER (WHERE a{i} = w_lo{i})", False, 0,
-                              f"rows at the local MIN({text})"))
+                if extremes:  # the minimum cohort applies to the rows that hold it
+                    add(Statistic(f"lon{i}", f"COUNT(*) FILTER (WHERE a{i} = w_lo{i})", False,
+                                  0, f"rows at the local MIN({text})"))
             if function == "max":
                 add(Statistic(f"hi{i}", f"MAX(a{i})", kind, -sentinel, f"MAX({text})"))
-                add(Statistic(f"hin{i}", f"COUNT(*) FILTER (WHERE a{i} = w_hi{i})", False, 0,
-                              f"rows at the local MAX({text})"))
+                if extremes:
+                    add(Statistic(f"hin{i}", f"COUNT(*) FILTER (WHERE a{i} = w_hi{i})", False,
+                                  0, f"rows at the local MAX({text})"))
             if function.startswith(("var", "stddev")):
                 add(Statistic(f"m{i}", f"AVG(a{i})", True, 0, f"AVG({text})"))
                 add(Statistic(f"q{i}", f"VAR_POP(a{i}) * COUNT(a{i})", True, 0,
