@@ -95,3 +95,71 @@ def test_the_checker_catches_an_upward_import() -> None:
     layers = [layer for _, layer in _layers_of_source(source, ("ring",))]
     assert layers == ["mpc", "data"]
     assert all(RANK[layer] > RANK["ring"] for layer in layers)
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(("concilium", *_module_parts(path))) if _module_parts(path) else "concilium"
+
+
+def _module_graph(sources: dict[str, str]) -> dict[str, set[str]]:
+    """Which modules each module imports (anywhere in it: top level, functions,
+    TYPE_CHECKING blocks); importing a submodule is an edge to it, not to its
+    package, and a package's own submodules do not depend on it."""
+    graph: dict[str, set[str]] = {name: set() for name in sources}
+    for name, source in sources.items():
+        for node in ast.walk(ast.parse(source)):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                targets = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in
+                           sources else node.module for alias in node.names]
+            graph[name] |= {t for t in targets if t in sources and t != name
+                            and not name.startswith(t + ".")}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == module:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return found
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    sources = {_module_name(path): path.read_text() for path in MODULES}
+    assert _cycles(_module_graph(sources)) == []
+
+
+def test_the_cycle_checker_finds_a_circle_even_inside_functions() -> None:
+    sources = {"concilium.a": "from concilium.b import x\n",
+               "concilium.b": "def f():\n    from concilium.c import y\n",
+               "concilium.c": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                              "    from concilium.a import z\n",
+               "concilium.d": "import concilium.a\n"}
+    assert _cycles(_module_graph(sources)) == [["concilium.a", "concilium.b", "concilium.c"]]

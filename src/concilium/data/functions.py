@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from concilium.data.secret_array import SecretArray
+from concilium.data.secret_array import SecretArray, divide
 from concilium.errors import InputError
 from concilium.mpc.backend import Shares
 from concilium.ops import compare, elementary, fixed_point, select
@@ -112,26 +112,6 @@ def _apply(function: Any, x: SecretArray) -> SecretArray:
     fixed = _fixed(x)
     shares: Shares = function(fixed.session.backend, fixed.shares, fixed.fractional_bits)
     return SecretArray(fixed.session, shares, fixed.fractional_bits)
-
-
-def divide(numerator: Any, denominator: Any) -> SecretArray:
-    """``numerator / denominator`` in fixed point, either side secret or public.
-
-    A public denominator costs a multiplication by its reciprocal; a secret one
-    runs the division protocol (error within 3 units in the last place plus
-    ``2^-24`` relative; see ``docs/operations.md``). Dividing by a secret zero
-    gives 0. Reveals: nothing.
-    """
-    if not isinstance(denominator, SecretArray):
-        array = np.asarray(denominator, dtype=np.float64)
-        if np.any(array == 0):
-            raise InputError("division by a public zero")
-        return numerator * (1.0 / array)
-    b = _fixed(denominator)
-    a = _fixed(numerator if isinstance(numerator, SecretArray)
-               else b.session.constant(numerator, fixed=True))
-    shares = fixed_point.divide(b.session.backend, a.shares, b.shares, b.fractional_bits)
-    return SecretArray(b.session, shares, b.fractional_bits)
 
 
 def reciprocal(x: SecretArray) -> SecretArray:

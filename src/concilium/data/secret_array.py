@@ -23,25 +23,46 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from concilium.errors import InputError, SessionMismatch
-from concilium.mpc.backend import Shares, broadcast_shape, matmul_shape
-from concilium.ops import compare, select
+from concilium.mpc.backend import Backend, Shares, broadcast_shape, matmul_shape
+from concilium.ops import compare, fixed_point, select
 from concilium.ops.truncation import exact_truncate
 from concilium.ring.arithmetic import RING_DTYPE, RingArray, from_signed, to_signed
+from concilium.ring.fixed import FixedPointCodec
 
-if TYPE_CHECKING:
-    from concilium.data.session import Session
-
-__all__ = ["ROUNDING_MODES", "Rounding", "SecretArray"]
+__all__ = ["ROUNDING_MODES", "Rounding", "SecretArray", "SessionView", "divide"]
 
 #: How fixed-point products are rounded: the backend's two truncations, or the
 #: exact floor (``concilium.ops.truncation``: one more comparison).
 Rounding = Literal["fast", "reliable", "exact"]
 ROUNDING_MODES: tuple[Rounding, ...] = ("fast", "reliable", "exact")
+
+
+
+class SessionView(Protocol):
+    """What a secret array needs of its session (:class:`concilium.data.session.Session`)."""
+
+    @property
+    def backend(self) -> Backend: ...
+
+    @property
+    def codec(self) -> FixedPointCodec: ...
+
+    @property
+    def truncation(self) -> Rounding: ...
+
+    @property
+    def party(self) -> int: ...
+
+    @property
+    def protocol(self) -> str: ...
+
+    def constant(self, values: Any, *, fixed: bool = False) -> SecretArray: ...
+
 
 _INTEGRAL_LIMIT = 2.0**31
 _MAX_CONSTANT_BITS = 46  # so the truncation stays within 1..61 bits
@@ -65,14 +86,14 @@ class SecretArray:
     __array_ufunc__ = None  # make numpy defer to our reflected operators
     __hash__ = None  # type: ignore[assignment]
 
-    def __init__(self, session: Session, shares: Shares, fractional_bits: int = 0) -> None:
+    def __init__(self, session: SessionView, shares: Shares, fractional_bits: int = 0) -> None:
         self._session = session
         self._shares = shares
         self._bits = fractional_bits
 
     # -- description ----------------------------------------------------------
     @property
-    def session(self) -> Session:
+    def session(self) -> SessionView:
         return self._session
 
     @property
@@ -357,12 +378,10 @@ class SecretArray:
         return self._product(other, matrix=True, truncation=None, reflected=True)
 
     def __truediv__(self, other: Any) -> SecretArray:
-        """Fixed-point division (see :func:`concilium.data.functions.divide`)."""
-        from concilium.data.functions import divide
+        """Fixed-point division (see :func:`divide`)."""
         return divide(self, other)
 
     def __rtruediv__(self, other: Any) -> SecretArray:
-        from concilium.data.functions import divide
         return divide(other, self)
 
     def truncate(self, bits: int, *, truncation: Rounding | None = None) -> SecretArray:
@@ -491,3 +510,30 @@ class SecretArray:
         except IndexError as error:
             raise InputError(f"bad index for shape {self.shape}: {error}") from None
         return self._wrap(shares, self._bits)
+
+
+def _session_fixed(x: SecretArray) -> SecretArray:
+    fixed = x.as_fixed()
+    if fixed.fractional_bits != x.session.codec.fractional_bits:
+        raise InputError("this function needs values with the session's fraction bits")
+    return fixed
+
+
+def divide(numerator: Any, denominator: Any) -> SecretArray:
+    """``numerator / denominator`` in fixed point, either side secret or public.
+
+    A public denominator costs a multiplication by its reciprocal; a secret one
+    runs the division protocol (error within 3 units in the last place plus
+    ``2^-24`` relative; see ``docs/operations.md``). Dividing by a secret zero
+    gives 0. Reveals: nothing.
+    """
+    if not isinstance(denominator, SecretArray):
+        array = np.asarray(denominator, dtype=np.float64)
+        if np.any(array == 0):
+            raise InputError("division by a public zero")
+        return numerator * (1.0 / array)
+    b = _session_fixed(denominator)
+    a = _session_fixed(numerator if isinstance(numerator, SecretArray)
+                       else b.session.constant(numerator, fixed=True))
+    shares = fixed_point.divide(b.session.backend, a.shares, b.shares, b.fractional_bits)
+    return SecretArray(b.session, shares, b.fractional_bits)

@@ -52,43 +52,17 @@ from concilium.mpc.backend import (
     share_matmul,
     value_shape,
 )
+from concilium.mpc.outside import OUTSIDE_TAG_BASE
 from concilium.mpc.randomness import Purpose, ReplicatedRandomness, agree_replicated_keys
+from concilium.mpc.shares import check_shape_message, flat_operands
 from concilium.net.channel import Channel
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
 from concilium.ring.blocks import BLOCK_ELEMENTS, blocks
 from concilium.ring.prg import Prg
 
-__all__ = ["OUTSIDE_TAG_BASE", "Rep3", "check_shape_message", "flat_operands"]
+__all__ = ["Rep3", "add_zero_share"]
 
-#: Tags of messages exchanged with outside parties start here, one counter per
-#: outside party, so they never collide with the compute parties' plan tags.
-OUTSIDE_TAG_BASE = 1 << 62
 SETUP_TAG = 0
-_MAX_DIMENSIONS = 8
-_MAX_ELEMENTS = 1 << 34
-
-
-def check_shape_message(array: npt.NDArray[np.generic]) -> tuple[int, ...]:
-    """Validate a shape announced by a peer (int64 vector of non-negative dims)."""
-    if array.dtype != np.int64 or array.ndim != 1 or array.size > _MAX_DIMENSIONS:
-        raise ProtocolAbort("a peer announced a malformed shape")
-    shape = tuple(int(dim) for dim in array)
-    if any(dim < 0 for dim in shape) or int(np.prod(shape, dtype=object)) > _MAX_ELEMENTS:
-        raise ProtocolAbort(f"a peer announced an unacceptable shape {shape}")
-    return shape
-
-
-def flat_operands(x: Shares, y: Shares) -> tuple[RingArray, RingArray, tuple[int, ...]]:
-    """Both operands broadcast to their common value shape, as C-contiguous (2, n)
-    arrays (a 0-d value counts as one element), and that shape."""
-    shape = broadcast_shape(value_shape(x), value_shape(y))
-    work = shape or (1,)
-
-    def flat(shares: Shares) -> RingArray:
-        full = np.broadcast_to(align(shares, len(work)), (2, *work))
-        return np.require(full, requirements="C").reshape(2, -1)
-
-    return flat(x), flat(y), shape
 
 
 def _product_share(out: RingArray, a: RingArray, b: RingArray, masks: tuple[Prg, Prg],

@@ -31,17 +31,14 @@ receiver does not hold, and a multiplication's reshare.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from concilium.mpc.backend import Shares, value_shape
 from concilium.mpc.randomness import Purpose
+from concilium.mpc.replicated import ReplicatedParty
 from concilium.mpc.rounds import slice_bounds
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
-
-if TYPE_CHECKING:
-    from concilium.mpc.rep3 import Rep3
 
 __all__ = ["bit_inject", "boolean_pair"]
 
@@ -49,8 +46,8 @@ _ONE = np.uint64(1)
 Words = Callable[[RingArray], RingArray]
 
 
-def _share_from_owners(backend: Rep3, flat: RingArray, own: Callable[[RingArray, RingArray],
-                                                                     RingArray],
+def _share_from_owners(backend: ReplicatedParty, flat: RingArray,
+                       own: Callable[[RingArray, RingArray], RingArray],
                        outside: Words, boolean: bool) -> tuple[RingArray, RingArray]:
     """Per slice with owner ``o``: a sharing of ``own(x_o, x_(o+1))`` input by ``o``,
     and the sharing whose component ``o + 2`` is ``outside(x_(o+2))``, the rest zero."""
@@ -78,7 +75,7 @@ def _share_from_owners(backend: Rep3, flat: RingArray, own: Callable[[RingArray,
     return first, second
 
 
-def boolean_pair(backend: Rep3, x: Shares, transform: Words | None,
+def boolean_pair(backend: ReplicatedParty, x: Shares, transform: Words | None,
                  difference: bool) -> tuple[Shares, Shares]:
     """Boolean sharings ``(T(u), T(v))`` with ``u + v = x`` (``u - v = x`` if
     ``difference``), ``T`` the optional bit permutation."""
@@ -91,7 +88,7 @@ def boolean_pair(backend: Rep3, x: Shares, transform: Words | None,
     return first.reshape((2, *shape)), second.reshape((2, *shape))
 
 
-def bit_inject(backend: Rep3, bits: Shares) -> Shares:
+def bit_inject(backend: ReplicatedParty, bits: Shares) -> Shares:
     """Arithmetic 0/1 sharings of bit 0 of the boolean sharing ``bits``."""
     shape = value_shape(bits)
     flat = np.require(bits, dtype=RING_DTYPE, requirements="C").reshape(2, -1)

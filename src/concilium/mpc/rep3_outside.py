@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from concilium.errors import ConfigurationError, ProtocolAbort
-from concilium.mpc.rep3 import OUTSIDE_TAG_BASE
+from concilium.mpc.outside import OUTSIDE_TAG_BASE
 from concilium.net.channel import Channel
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
 from concilium.ring.prg import Prg, new_key

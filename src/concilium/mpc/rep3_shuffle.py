@@ -31,7 +31,6 @@ key the receiver does not hold, so it is uniformly random to its receiver.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -39,10 +38,8 @@ import numpy.typing as npt
 from concilium.errors import ShapeMismatch
 from concilium.mpc.backend import Shares, value_shape
 from concilium.mpc.randomness import Purpose
+from concilium.mpc.replicated import ReplicatedParty
 from concilium.ring.arithmetic import RING_DTYPE
-
-if TYPE_CHECKING:
-    from concilium.mpc.rep3 import Rep3
 
 __all__ = ["SecretPermutation", "apply_permutation", "new_permutation"]
 
@@ -59,14 +56,14 @@ class SecretPermutation:
     known: dict[int, Indices] = field(default_factory=dict)
 
 
-def new_permutation(backend: Rep3, length: int) -> SecretPermutation:
+def new_permutation(backend: ReplicatedParty, length: int) -> SecretPermutation:
     """A fresh secret permutation (no communication): reserve its streams."""
     if length < 0:
         raise ShapeMismatch(f"cannot permute {length} items")
     return SecretPermutation(int(length), backend.next_tag())
 
 
-def _component(backend: Rep3, permutation: SecretPermutation, step: int) -> Indices:
+def _component(backend: ReplicatedParty, permutation: SecretPermutation, step: int) -> Indices:
     """``pi_step``, drawn from the key of parties ``step`` and ``step + 1``."""
     if step not in permutation.known:
         role = (backend.index - step) % 3
@@ -80,7 +77,7 @@ def _component(backend: Rep3, permutation: SecretPermutation, step: int) -> Indi
     return permutation.known[step]
 
 
-def apply_permutation(backend: Rep3, permutation: SecretPermutation, x: Shares, *,
+def apply_permutation(backend: ReplicatedParty, permutation: SecretPermutation, x: Shares, *,
                       inverse: bool = False, boolean: bool = False) -> Shares:
     """Reshare ``x`` permuted along its last value axis by ``permutation``
     (or its inverse)."""
@@ -97,7 +94,7 @@ def apply_permutation(backend: Rep3, permutation: SecretPermutation, x: Shares, 
     return out
 
 
-def _step(backend: Rep3, permutation: SecretPermutation, x: Shares, step: int, tag: int,
+def _step(backend: ReplicatedParty, permutation: SecretPermutation, x: Shares, step: int, tag: int,
           inverse: bool, boolean: bool) -> Shares:
     role = (backend.index - step) % 3
     streams = backend.randomness

@@ -43,18 +43,16 @@ randomness it does not know.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from concilium.mpc.backend import Shares, Truncation, matmul_shape, share_matmul
 from concilium.mpc.randomness import Purpose
+from concilium.mpc.replicated import ReplicatedParty
 from concilium.mpc.rounds import SliceContext, SliceTask, run_slices, slice_bounds, tags_needed
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
 from concilium.ring.blocks import BLOCK_ELEMENTS, blocks
-
-if TYPE_CHECKING:
-    from concilium.mpc.rep3 import Rep3
 
 __all__ = [
     "TAGS_USED",
@@ -139,7 +137,7 @@ def matrix_part(x: Shares, y: Shares, x_ndim: int, y_ndim: int) -> ProductPart:
     return _MatrixPart(x, y, x_ndim, y_ndim)
 
 
-def _contexts(backend: Rep3, count: int, tag: int) -> list[SliceContext]:
+def _contexts(backend: ReplicatedParty, count: int, tag: int) -> list[SliceContext]:
     """One context per slice; slice ``k`` gives this party role ``(index - tag - k) mod 3``."""
     bounds = slice_bounds(count)
     return [
@@ -157,7 +155,7 @@ def _global(context: SliceContext, block: slice) -> slice:
     return slice(context.start + block.start, context.start + block.stop)
 
 
-def product_truncate(backend: Rep3, part: ProductPart, bits: int, mode: Truncation,
+def product_truncate(backend: ReplicatedParty, part: ProductPart, bits: int, mode: Truncation,
                      tag: int) -> Shares:
     """``trunc(x * y, bits)`` (or ``x @ y``) in the given mode; flat (2, n) result."""
     out = np.empty((2, part.size), dtype=RING_DTYPE)
@@ -172,7 +170,7 @@ def product_truncate(backend: Rep3, part: ProductPart, bits: int, mode: Truncati
     return out
 
 
-def fast_truncate(backend: Rep3, x: Shares, bits: int, tag: int) -> Shares:
+def fast_truncate(backend: ReplicatedParty, x: Shares, bits: int, tag: int) -> Shares:
     """Truncate an existing flat sharing with the fast protocol."""
     out = np.empty_like(x)
     tasks = [_fast_existing(context, x, bits, out[:, context.start:context.stop])
@@ -181,7 +179,7 @@ def fast_truncate(backend: Rep3, x: Shares, bits: int, tag: int) -> Shares:
     return out
 
 
-def reliable_truncate(backend: Rep3, x: Shares, bits: int, tag: int) -> Shares:
+def reliable_truncate(backend: ReplicatedParty, x: Shares, bits: int, tag: int) -> Shares:
     """Truncate an existing flat sharing with the reliable protocol."""
     out = np.empty_like(x)
     part = _SharingPart(x)

@@ -20,14 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from concilium.mpc.replicated import ReplicatedParty
 from concilium.ring.arithmetic import RingArray
-
-if TYPE_CHECKING:
-    from concilium.mpc.rep3 import Rep3
 
 __all__ = ["MESSAGES_PER_ROUND", "Receive", "SliceContext", "SliceTask", "run_slices",
            "slice_bounds", "tags_needed"]
@@ -54,7 +51,7 @@ SliceTask = Generator[list[Receive], list[RingArray], None]
 class SliceContext:
     """Where one slice runs: its role, index range, and tag arithmetic."""
 
-    backend: Rep3
+    backend: ReplicatedParty
     role: int
     start: int
     stop: int
@@ -104,7 +101,7 @@ def _advance(task: SliceTask, arrays: list[RingArray] | None) -> list[Receive] |
         return None
 
 
-def run_slices(backend: Rep3, tasks: list[SliceTask]) -> None:
+def run_slices(backend: ReplicatedParty, tasks: list[SliceTask]) -> None:
     """Drive the slice generators round by round until all have returned."""
     waiting = [(task, requests) for task in tasks
                if (requests := _advance(task, None)) is not None]

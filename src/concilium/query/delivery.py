@@ -25,14 +25,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlglot import exp
 
 from concilium.data.outside import OutsideParty
 from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
-from concilium.errors import ProtocolAbort
+from concilium.errors import ProtocolAbort, UnsupportedQuery
 
-__all__ = ["Delivery", "OutputColumn", "column_values", "deliver", "frame_of", "plain",
-           "receive_delivery"]
+__all__ = ["Delivery", "OutputColumn", "column_values", "deliver", "frame_of", "ordered_frame",
+           "plain", "receive_delivery", "result_frame"]
 
 
 @dataclass(frozen=True)
@@ -146,3 +147,28 @@ def receive_delivery(outside: OutsideParty) -> Delivery:
 def frame_of(delivery: Delivery) -> pd.DataFrame:
     """The delivered columns as a DataFrame (before any ORDER BY on secret values)."""
     return pd.DataFrame(delivery.columns)
+
+
+def result_frame(plan: Any, delivery: Delivery) -> pd.DataFrame:
+    """The recipient's DataFrame: the delivered columns in the plan's order, the
+    suppressed cells in ``attrs["suppressed"]``."""
+    frame = ordered_frame(plan, frame_of(delivery), delivery.public_order)
+    frame.attrs["suppressed"] = delivery.suppressed
+    return frame
+
+
+def ordered_frame(plan: Any, frame: pd.DataFrame, public: set[str]) -> pd.DataFrame:
+    """Apply ORDER BY to the revealed frame unless it orders by ``public`` group keys
+    only (those were ordered before anything was revealed)."""
+    private = [(e, d) for e, d in plan.query.order_by
+               if not (isinstance(e, exp.Column) and e.name.lower() in public)]
+    if private:
+        keys = [e.sql(dialect="duckdb") if e.sql(dialect="duckdb") in frame else e.name
+                for e, _ in plan.query.order_by]
+        missing = [k for k in keys if k not in frame]
+        if missing:
+            raise UnsupportedQuery(f"ORDER BY {missing[0]} must name a selected column",
+                                   construct=missing[0])
+        frame = frame.sort_values(keys, ascending=[not d for _, d in plan.query.order_by],
+                                  kind="stable", na_position="last").reset_index(drop=True)
+    return frame

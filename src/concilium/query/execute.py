@@ -28,24 +28,17 @@ from concilium.data.session import Session
 from concilium.errors import PolicyViolation, QueryError, UnsupportedQuery
 from concilium.governance.policy import OutputPolicy
 from concilium.query import rows as rows_module
-from concilium.query.delivery import (
-    Delivery,
-    OutputColumn,
-    column_values,
-    deliver,
-    frame_of,
-)
+from concilium.query.delivery import OutputColumn, column_values, deliver, result_frame
 from concilium.query.disclosure import complementary, dominance_rules, round_to, rounded_values
+from concilium.query.expressions import GROUP_SQL, both, evaluate
 from concilium.query.join import JoinPlan, run_join
 from concilium.query.local import run_local
 from concilium.query.plan import Plan
-from concilium.query.sql import aggregate_key
+from concilium.query.secret_groups import run_secret_groups
 
-__all__ = ["column_values", "evaluate", "local_statistics",
-           "ordered_frame", "result_frame", "round_to", "run_plan"]
+__all__ = ["column_values", "evaluate", "local_statistics", "result_frame", "round_to",
+           "run_plan"]
 
-Value = Any  # SecretArray, or a public numpy array / Python scalar
-_GROUP_SQL = "sql:"  # prefix of group-key values looked up by expression text
 
 
 def local_statistics(plan: Plan, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -174,88 +167,6 @@ class _Combiner:
         raise UnsupportedQuery(f"aggregate {function} is not supported", construct=function)
 
 
-def evaluate(node: exp.Expr, values: Mapping[str, SecretArray],
-              defined: Mapping[str, Any], groups: Mapping[str, Any],
-              session: Session) -> tuple[Value, Any]:
-    """An output expression per group, and its definedness (public True, or a secret
-    0/1 array): SQL's NULL propagates through arithmetic."""
-    key = _GROUP_SQL + node.sql(dialect="duckdb")
-    if key in groups:
-        return groups[key], True
-    if isinstance(node, exp.AggFunc | exp.WithinGroup):
-        text = aggregate_key(node.this if isinstance(node, exp.WithinGroup) else node)
-        return values[text], defined[text]
-    if isinstance(node, exp.Paren):
-        return evaluate(node.this, values, defined, groups, session)
-    if isinstance(node, exp.Column):
-        return groups[node.name.lower()], True
-    if isinstance(node, exp.Literal):
-        if node.is_string:
-            return node.this, True
-        number = float(node.this)
-        return (int(number) if number.is_integer() and "." not in node.this else number), True
-    if isinstance(node, exp.Boolean):
-        return int(node.this), True
-    if isinstance(node, exp.Neg):
-        value, ok = evaluate(node.this, values, defined, groups, session)
-        return -value, ok
-    if isinstance(node, exp.Not):
-        value, ok = evaluate(node.this, values, defined, groups, session)
-        return 1 - value, ok
-    if isinstance(node, exp.Case):
-        return _case(node, values, defined, groups, session)
-    binary = _BINARY.get(type(node))
-    if binary is None:
-        raise UnsupportedQuery(f"this expression is not supported over aggregates: "
-                               f"{node.sql(dialect='duckdb')[:80]}",
-                               construct=node.sql(dialect="duckdb"))
-    left, left_ok = evaluate(node.this, values, defined, groups, session)
-    right, right_ok = evaluate(node.expression, values, defined, groups, session)
-    return binary(left, right), _both(left_ok, right_ok)
-
-
-def _both(a: Any, b: Any) -> Any:
-    if a is True:
-        return b
-    if b is True:
-        return a
-    return a * b
-
-
-def _case(node: exp.Case, values: Mapping[str, SecretArray], defined: Mapping[str, Any],
-          groups: Mapping[str, Any], session: Session) -> tuple[Value, Any]:
-    default = node.args.get("default")
-    if default is None:
-        raise UnsupportedQuery("CASE over aggregates needs an ELSE branch",
-                               construct=node.sql(dialect="duckdb"))
-    result, ok = evaluate(default, values, defined, groups, session)
-    for branch in reversed(node.args["ifs"]):
-        condition, _ = evaluate(branch.this, values, defined, groups, session)
-        chosen, chosen_ok = evaluate(branch.args["true"], values, defined, groups, session)
-        if not isinstance(condition, SecretArray):
-            result = np.where(np.asarray(condition, dtype=bool), chosen, result)
-        else:
-            result = fn.where(condition, chosen, result)
-        ok = _both(ok, chosen_ok)
-    return result, ok
-
-
-_BINARY: dict[type[exp.Expr], Any] = {
-    exp.Add: lambda a, b: a + b,
-    exp.Sub: lambda a, b: a - b,
-    exp.Mul: lambda a, b: a * b,
-    exp.Div: lambda a, b: fn.divide(a, b) if isinstance(b, SecretArray) else a / b,
-    exp.GT: lambda a, b: a > b,
-    exp.GTE: lambda a, b: a >= b,
-    exp.LT: lambda a, b: a < b,
-    exp.LTE: lambda a, b: a <= b,
-    exp.EQ: lambda a, b: a == b,
-    exp.NEQ: lambda a, b: a != b,
-    exp.And: lambda a, b: a * b,
-    exp.Or: lambda a, b: a + b - a * b,
-}
-
-
 def _input_statistics(session: Session, plan: Plan, dataset: Dataset | None
                       ) -> tuple[list[SecretArray], list[SecretArray]]:
     integers, reals = [], []
@@ -286,8 +197,6 @@ def run_plan(session: Session, plan: Any, datasets: Mapping[str, Dataset],
                  for text, rows in extremes.items()]
         return _finish(session, plan, joined, known, {}, True, to, policy, cohort, rules)
     if plan.query.secret_group:
-        from concilium.query.secret_groups import run_secret_groups  # uses this module
-
         return run_secret_groups(session, plan, datasets, to, policy)
     dataset = datasets.get(plan.query.table)
     integers, reals = _input_statistics(session, plan, dataset)
@@ -329,7 +238,7 @@ def run_plan(session: Session, plan: Any, datasets: Mapping[str, Dataset],
     columns = {name.lower(): np.array([g[k] for g in plan.groups], dtype=object)
                for k, name in enumerate(plan.query.group_by)}
     for k, expression in enumerate(plan.query.group_expressions):
-        columns[_GROUP_SQL + expression.sql(dialect="duckdb")] = np.array(
+        columns[GROUP_SQL + expression.sql(dialect="duckdb")] = np.array(
             [g[k] for g in plan.groups], dtype=object)
     rules = dominance_rules(plan, policy, rows, ordered, combiner.total)
     if policy.min_cohort > 1:
@@ -359,7 +268,7 @@ def _finish(session: Session, plan: Any, values: Mapping[str, SecretArray],
     minimum cohort, which of them are released; the counts stay secret."""
     if plan.query.having is not None:
         passed, passed_ok = evaluate(plan.query.having, values, defined, columns, session)
-        include = _both(include, _both(passed, passed_ok))
+        include = both(include, both(passed, passed_ok))
     if include is True:
         chosen = np.arange(len(plan.groups))
     else:
@@ -422,28 +331,3 @@ def _reveal_rows(plan: Any, chosen: np.ndarray, values: Mapping[str, SecretArray
     public_order = [g.lower() for g in plan.query.group_by]
     delivery = deliver(session, outputs, len(chosen), to, suppressed, public_order)
     return None if delivery is None else result_frame(plan, delivery)
-
-
-def result_frame(plan: Any, delivery: Delivery) -> pd.DataFrame:
-    """The recipient's DataFrame: the delivered columns in the plan's order, the
-    suppressed cells in ``attrs["suppressed"]``."""
-    frame = ordered_frame(plan, frame_of(delivery), delivery.public_order)
-    frame.attrs["suppressed"] = delivery.suppressed
-    return frame
-
-
-def ordered_frame(plan: Any, frame: pd.DataFrame, public: set[str]) -> pd.DataFrame:
-    """Apply ORDER BY to the revealed frame unless it orders by ``public`` group keys
-    only (those were ordered before anything was revealed)."""
-    private = [(e, d) for e, d in plan.query.order_by
-               if not (isinstance(e, exp.Column) and e.name.lower() in public)]
-    if private:
-        keys = [e.sql(dialect="duckdb") if e.sql(dialect="duckdb") in frame else e.name
-                for e, _ in plan.query.order_by]
-        missing = [k for k in keys if k not in frame]
-        if missing:
-            raise UnsupportedQuery(f"ORDER BY {missing[0]} must name a selected column",
-                                   construct=missing[0])
-        frame = frame.sort_values(keys, ascending=[not d for _, d in plan.query.order_by],
-                                  kind="stable", na_position="last").reset_index(drop=True)
-    return frame

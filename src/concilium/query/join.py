@@ -47,8 +47,8 @@ from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.errors import QueryError, UnsupportedQuery
 from concilium.ops import sort as sorting
+from concilium.query.catalog import TableEntry
 from concilium.query.local import run_local, share_rows
-from concilium.query.plan import TableEntry
 from concilium.query.sql import AGGREGATES, KEY_AGGREGATES, Aggregate, Query, key_refusal
 
 __all__ = ["KEY_LIMIT", "JoinPlan", "Side", "has_join", "local_side_rows", "plan_join",

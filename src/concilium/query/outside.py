@@ -26,8 +26,8 @@ from concilium.data.dataset import Dataset
 from concilium.data.outside import OutsideParty
 from concilium.data.session import encode_values
 from concilium.errors import QueryError
-from concilium.query.delivery import receive_delivery
-from concilium.query.execute import local_statistics, result_frame
+from concilium.query.delivery import receive_delivery, result_frame
+from concilium.query.execute import local_statistics
 from concilium.query.join import JoinPlan, local_side_rows
 from concilium.query.rows import local_rows
 from concilium.query.secret_groups import local_group_rows

@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import itertools
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import duckdb
 from sqlglot import exp
 
-from concilium.data.schema import ColumnType, Schema, load_schemas
+from concilium.data.schema import ColumnType, Schema
 from concilium.errors import QueryError, UnsupportedQuery
 from concilium.governance.policy import OutputPolicy
+from concilium.query import join
+from concilium.query.catalog import Catalog, TableEntry, load_catalog
 from concilium.query.sql import Query, parse_query
 
 __all__ = ["MAX_GROUPS", "Catalog", "Plan", "Statistic", "TableEntry", "load_catalog",
@@ -40,45 +40,6 @@ _DUCKDB_TYPES = {ColumnType.INT: "BIGINT", ColumnType.KEY: "BIGINT", ColumnType.
                  ColumnType.BOOL: "BOOLEAN", ColumnType.CATEGORY: "VARCHAR"}
 _INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "BOOLEAN", "UTINYINT",
                   "USMALLINT", "UINTEGER", "UBIGINT")
-
-
-@dataclass(frozen=True)
-class TableEntry:
-    """A table of the catalog: its public schema and the parties that hold its rows."""
-
-    schema: Schema
-    owners: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class Catalog:
-    """Tables by name, and the names of the parties that own them."""
-
-    tables: dict[str, TableEntry]
-    names: dict[int, str]
-
-
-def load_catalog(path: str | Path) -> Catalog:
-    """Schemas and owners from TOML: ``[tables.<name>]`` with ``owners = [...]`` (node
-    names, in party order) and ``[tables.<name>.columns.<column>]`` sections."""
-    schemas = load_schemas(path)
-    document = tomllib.loads(Path(path).read_text())
-    names: dict[int, str] = {}
-    tables = {}
-    for table, spec in document["tables"].items():
-        owners = spec.get("owners", [0, 1, 2])
-        indices = []
-        for owner in owners:
-            if isinstance(owner, int):
-                indices.append(owner)
-                continue
-            known = {v: k for k, v in names.items()}
-            if owner not in known:
-                known[owner] = len(names)
-                names[len(names)] = str(owner)
-            indices.append(known[owner])
-        tables[table] = TableEntry(schemas[table], tuple(indices))
-    return Catalog(tables, names)
 
 
 @dataclass(frozen=True)
@@ -218,8 +179,6 @@ def plan_query(sql: str, tables: Mapping[str, TableEntry], *,
     or a :class:`~concilium.query.join.JoinPlan` for a join. ``policy``: the output
     policy the plan must be able to enforce (a dominance rule shares the rows of
     summed arguments; a minimum cohort counts the rows at each MIN and MAX)."""
-    from concilium.query import join
-
     if join.has_join(sql):
         return join.plan_join(sql, dict(tables))
     return plan_single(sql, tables, policy=policy)

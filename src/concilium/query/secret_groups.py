@@ -36,8 +36,9 @@ from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.governance.policy import OutputPolicy
 from concilium.ops import sort as sorting
-from concilium.query.delivery import OutputColumn, deliver
-from concilium.query.execute import evaluate, result_frame, round_to
+from concilium.query.delivery import OutputColumn, deliver, result_frame
+from concilium.query.disclosure import round_to
+from concilium.query.expressions import evaluate
 from concilium.query.local import run_local, share_rows
 from concilium.query.plan import Plan
 
