@@ -1,29 +1,37 @@
-"""Correlated randomness for replicated sharing: pairwise and common PRG keys.
+"""Correlated randomness for replicated sharing: PRG keys per set of parties.
 
-At session start the three compute parties agree on AES keys so that later
-they can draw identical pseudorandom streams without talking:
+At session start the ``n`` compute parties agree on AES keys so that later
+they can draw identical pseudorandom streams without talking. For a
+replicated access structure that tolerates ``t`` corruptions there is one key
+per set of ``n - t`` parties (each party holds the keys of the sets it belongs
+to, so any ``t`` parties together miss at least one key), plus one key common
+to all, plus each party's private key from ``os.urandom``
+(:class:`ReplicatedKeys`, as MPyC's threshold setter builds them; the same
+sets index the shares of replicated secret sharing).
 
-* ``K_i``, shared by parties ``i-1`` and ``i`` (indices mod 3). Party ``i``
-  holds ``K_i`` (its *previous* key) and ``K_(i+1)`` (its *next* key), the
-  same index pattern as its replicated shares ``(x_i, x_(i+1))``;
-* one key common to all three;
-* each party's private key, from ``os.urandom``.
+For ``rep3`` (``n = 3, t = 1``) the sets are the pairs: ``K_i`` is shared by
+parties ``i-1`` and ``i`` (indices mod 3), so party ``i`` holds ``K_i`` (its
+*previous* key) and ``K_(i+1)`` (its *next* key), the same index pattern as its
+replicated shares ``(x_i, x_(i+1))`` (:class:`ReplicatedRandomness`).
 
 Protocols draw from *named streams*: ``previous(tag, purpose)`` is the AES-CTR
 stream of ``K_i`` at nonce (tag, purpose), so both holders of a key get the
 same values for the same name, in any order and in any chunking. Every
 (key, tag, purpose) must name one value only.
 
-Agreement (one round, semi-honest): party ``i`` samples ``K_(i+1)`` with
-``os.urandom`` and sends it to party ``i+1``; party 0 also samples the common
-key and sends it to parties 1 and 2. The channel is authenticated and
-encrypted in deployment (mutual TLS), in-process in simulation. A malicious
-backend must instead derive each key from contributions of both holders.
+Agreement (one round, semi-honest): for each set, its first member (in
+protocol order) samples the key with ``os.urandom`` and sends it to the other
+members, all of a party's keys for one peer in one message. The channel is
+authenticated and encrypted in deployment (mutual TLS), in-process in
+simulation. A malicious backend must instead derive each key from
+contributions of its holders.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +40,8 @@ from concilium.errors import ProtocolAbort
 from concilium.net.channel import Channel
 from concilium.ring.prg import KEY_BYTES, Prg, new_key, stream_nonce
 
-__all__ = ["Purpose", "ReplicatedRandomness", "agree_replicated_keys"]
+__all__ = ["Purpose", "ReplicatedKeys", "ReplicatedRandomness", "agree_keys",
+           "agree_replicated_keys", "key_sets"]
 
 
 class Purpose(enum.IntEnum):
@@ -73,35 +82,79 @@ class ReplicatedRandomness:
         return Prg(self.common_key, stream_nonce(tag, purpose))
 
 
+def key_sets(parties: int, threshold: int) -> list[frozenset[int]]:
+    """The sets of party positions that share a key: every set of ``parties -
+    threshold`` positions, then the set of all (the common key)."""
+    if not 0 < threshold < parties:
+        raise ValueError(f"a replicated structure of {parties} parties tolerates 1 to "
+                         f"{parties - 1} corruptions, not {threshold}")
+    sets = [frozenset(c) for c in itertools.combinations(range(parties), parties - threshold)]
+    return [*sets, frozenset(range(parties))] if parties - threshold < parties else sets
+
+
+@dataclass(frozen=True)
+class ReplicatedKeys:
+    """One party's keys of a replicated access structure: for each set of positions
+    it belongs to (:func:`key_sets`), that set's AES key; and its private PRG."""
+
+    parties: int
+    threshold: int
+    index: int
+    keys: dict[frozenset[int], bytes]
+    private: Prg
+
+    def key(self, members: Sequence[int]) -> bytes:
+        """The key shared by exactly the positions ``members`` (this party among them)."""
+        found = self.keys.get(frozenset(members))
+        if found is None:
+            raise ValueError(f"party {self.index} holds no key for {sorted(members)}")
+        return found
+
+    def stream(self, members: Sequence[int], tag: int, purpose: Purpose) -> Prg:
+        """Stream (tag, purpose) of the key of ``members``: the same at each of them."""
+        return Prg(self.key(members), stream_nonce(tag, purpose))
+
+
 def _as_key(array: np.ndarray, expected: int) -> bytes:
     if array.dtype != np.uint8 or array.shape != (expected,):
         raise ProtocolAbort("key agreement received a malformed key message")
     return array.tobytes()
 
 
+def agree_keys(channel: Channel, parties: Sequence[int], index: int, tag: int,
+               threshold: int) -> ReplicatedKeys:
+    """Agree on the keys of every set of ``len(parties) - threshold`` compute parties
+    (and the common key), in one round; this party is ``parties[index]``."""
+    count = len(parties)
+    mine = [members for members in key_sets(count, threshold) if index in members]
+    keys: dict[frozenset[int], bytes] = {}
+    outgoing: dict[int, list[bytes]] = {}
+    for members in mine:
+        if min(members) == index:
+            key = new_key()
+            keys[members] = key
+            for other in sorted(members - {index}):
+                outgoing.setdefault(other, []).append(key)
+    for other, parts in sorted(outgoing.items()):
+        channel.send(parties[other], tag, np.frombuffer(b"".join(parts), dtype=np.uint8))
+    for other in range(count):
+        theirs = [m for m in mine if min(m) == other and other != index]
+        if theirs:
+            received = _as_key(channel.receive(parties[other], tag), KEY_BYTES * len(theirs))
+            for k, members in enumerate(theirs):
+                keys[members] = received[k * KEY_BYTES:(k + 1) * KEY_BYTES]
+    return ReplicatedKeys(count, threshold, index, keys, Prg.from_urandom())
+
+
 def agree_replicated_keys(
     channel: Channel, parties: tuple[int, int, int], index: int, tag: int
 ) -> ReplicatedRandomness:
-    """Run the one-round key agreement among ``parties``; this party is ``parties[index]``."""
-    next_party = parties[(index + 1) % 3]
-    previous_party = parties[(index - 1) % 3]
-    next_key = new_key()
-    if index == 0:
-        common_key = new_key()
-        channel.send(next_party, tag, np.frombuffer(next_key + common_key, dtype=np.uint8))
-        channel.send(previous_party, tag, np.frombuffer(common_key, dtype=np.uint8))
-        previous_key = _as_key(channel.receive(previous_party, tag), KEY_BYTES)
-    else:
-        channel.send(next_party, tag, np.frombuffer(next_key, dtype=np.uint8))
-        if index == 1:
-            received = _as_key(channel.receive(previous_party, tag), 2 * KEY_BYTES)
-            previous_key, common_key = received[:KEY_BYTES], received[KEY_BYTES:]
-        else:
-            previous_key = _as_key(channel.receive(previous_party, tag), KEY_BYTES)
-            common_key = _as_key(channel.receive(next_party, tag), KEY_BYTES)
+    """The three-party keys of ``rep3`` among ``parties``; this party is
+    ``parties[index]``."""
+    keys = agree_keys(channel, parties, index, tag, threshold=1)
     return ReplicatedRandomness(
-        previous_key=previous_key,
-        next_key=next_key,
-        common_key=common_key,
-        private=Prg.from_urandom(),
+        previous_key=keys.key([(index - 1) % 3, index]),
+        next_key=keys.key([index, (index + 1) % 3]),
+        common_key=keys.key([0, 1, 2]),
+        private=keys.private,
     )

@@ -57,7 +57,7 @@ def _share_from_owners(backend: ReplicatedParty, flat: RingArray,
     second = np.zeros_like(flat)
     combine = np.bitwise_xor if boolean else np.subtract
     pending: list[tuple[int, int]] = []
-    for owner, (start, stop) in enumerate(slice_bounds(size)):
+    for owner, (start, stop) in enumerate(slice_bounds(size, 3)):
         part = slice(start, stop)
         role = (backend.index - owner) % 3
         if role == 0:  # owner: x_(o+1)' from the next key, sends x_o' = value - x_(o+1)'

@@ -65,8 +65,9 @@ __all__ = [
 ]
 
 ROLE_A, ROLE_B, ROLE_C = 0, 1, 2
+ROLES = 3
 #: Consecutive plan tags a truncation reserves, by mode (one and two rounds).
-TAGS_USED = {"fast": tags_needed(1), "reliable": tags_needed(2)}
+TAGS_USED = {"fast": tags_needed(1, ROLES), "reliable": tags_needed(2, ROLES)}
 _LOW63 = np.uint64((1 << 63) - 1)
 _BIAS = np.uint64(1 << 62)
 _ONE = np.uint64(1)
@@ -139,9 +140,9 @@ def matrix_part(x: Shares, y: Shares, x_ndim: int, y_ndim: int) -> ProductPart:
 
 def _contexts(backend: ReplicatedParty, count: int, tag: int) -> list[SliceContext]:
     """One context per slice; slice ``k`` gives this party role ``(index - tag - k) mod 3``."""
-    bounds = slice_bounds(count)
+    bounds = slice_bounds(count, ROLES)
     return [
-        SliceContext(backend, (backend.index - tag - k) % 3, start, stop, k, len(bounds), tag)
+        SliceContext(backend, (backend.index - tag - k) % ROLES, start, stop, k, len(bounds), tag)
         for k, (start, stop) in enumerate(bounds)
     ]
 

@@ -1,8 +1,9 @@
 """Run role-asymmetric protocols on slices of an array, several at once.
 
 Some protocols give the parties unequal work (a helper role, a receiver that
-does more). Splitting the array into three slices and rotating the roles per
-slice makes every party do the same total work within a single operation.
+does more). Splitting the array into one slice per role (three for ``rep3``,
+four for ``rep4``) and rotating the roles per slice makes every party do the
+same total work within a single operation.
 
 A protocol is written as a generator per slice: it sends with
 :meth:`SliceContext.send` and, once per communication round, yields the list
@@ -80,17 +81,19 @@ class SliceContext:
         return Receive(peer, self.tag(round_index, index), shape or (self.size,))
 
 
-def tags_needed(rounds: int, slices: int = 3) -> int:
-    """Tags to reserve for a protocol of ``rounds`` rounds on ``slices`` slices."""
-    return rounds * slices * MESSAGES_PER_ROUND
+def tags_needed(rounds: int, roles: int) -> int:
+    """Tags to reserve for a protocol of ``rounds`` rounds rotating ``roles`` roles
+    (one slice per role)."""
+    return rounds * roles * MESSAGES_PER_ROUND
 
 
-def slice_bounds(count: int, slices: int = 3) -> list[tuple[int, int]]:
-    """Split ``range(count)`` into ``slices`` near-equal ranges, or one if small."""
-    if count < slices * MINIMUM_SLICE:
+def slice_bounds(count: int, roles: int) -> list[tuple[int, int]]:
+    """Split ``range(count)`` into one near-equal range per role, or one range if the
+    slices would be small."""
+    if count < roles * MINIMUM_SLICE:
         return [(0, count)]
-    edges = [count * k // slices for k in range(slices + 1)]
-    return [(edges[k], edges[k + 1]) for k in range(slices)]
+    edges = [count * k // roles for k in range(roles + 1)]
+    return [(edges[k], edges[k + 1]) for k in range(roles)]
 
 
 def _advance(task: SliceTask, arrays: list[RingArray] | None) -> list[Receive] | None:
