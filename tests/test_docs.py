@@ -42,7 +42,8 @@ def test_demo_runs_three_nodes_and_matches_the_plaintext_check() -> None:
         assert abs(float(rate) - float(plain_rate)) < 1e-3
         assert abs(float(stay) - float(plain_stay)) < 1e-2
     assert "(min_cohort)" in out and "(complementary" in out
-    assert "semi-honest" in out
+    assert "Threat model (from the run): rep3: semi-honest, honest majority; 3 compute " \
+        "parties, tolerates 1 corrupted" in " ".join(out.split())
 
 def test_operations_doc_states_every_documented_bound() -> None:
     from concilium.ops.accuracy import ACCURACY

@@ -101,9 +101,13 @@ def test_a_governed_computation_between_three_node_processes(three_nodes: tuple,
     assert [row[0] for row in result["rows"]] == list(expected.index)
     assert [row[1] for row in result["rows"]] == list(expected["n"])
     assert np.allclose([row[2] for row in result["rows"]], expected["rate"], atol=1e-3)
+    assert result["threat_model"]["protocol"] == "rep3"
+    assert result["threat_model"]["corruptions"] == 1
     shown = _cli(["result", identifier, "--node", str(dirs[0]), "--format", "csv"],
                  tokens[("hospital-a", "dr-lee")])
-    assert shown.exit_code == 0 and shown.output.splitlines()[0] == "condition,n,rate"
+    assert shown.exit_code == 0 and shown.stdout.splitlines()[0] == "condition,n,rate"
+    assert "threat model: rep3: semi-honest, honest majority; 3 compute parties, " \
+        "tolerates 1 corrupted" in shown.stderr
     for node_dir in dirs:
         verified = runner.invoke(app, ["audit", "verify", str(node_dir / "audit.sqlite"),
                                        "--manifest", str(manifest_path)])

@@ -107,7 +107,10 @@ def test_a_governed_run_over_tls_logs_transcripts_and_cosigned_checkpoints(
         assert verify_log(path, signers) == 9  # a proposal, 3 approvals, 5 run entries
         log = AuditLog(path, identity.name, load_signing_key(identity))
         end = next(e for e in log.entries() if e.kind == "run_end")
+        start = next(e for e in log.entries() if e.kind == "run_start")
         log.close()
+        assert start.body["threat_model"]["summary"].startswith(
+            "rep3: semi-honest, honest majority; 3 compute parties, tolerates 1 corrupted")
         assert len(end.body["transcript"]) == 2  # digests for both peers
         assert all(len(t["sent"]) == 64 for t in end.body["transcript"])
 

@@ -422,6 +422,9 @@ def result(identifier: Annotated[str, typer.Argument(help="Computation id")],
     if format == "json":
         console.print_json(json.dumps(answer))
         return
+    threat = (answer.get("threat_model") or {}).get("summary")
+    if threat:  # on stderr, so that CSV output stays a clean table
+        errors.print(f"threat model: {threat}", highlight=False, markup=False)
     if format == "csv":
         import csv
         import io

@@ -180,6 +180,7 @@ def main() -> int:
                 console.print(f"[red]the computation {state['status']}: {state['error']}[/]")
                 return 1
             result = analyst.request("GET", f"/computations/{identifier}/result")
+            threat = result["threat_model"]["summary"]
             analyst.close()
             console.print("\nComputed over mutual TLS on secret shares; only hospital-a "
                           "received the result.\n")
@@ -194,9 +195,9 @@ def main() -> int:
                               "co-signed checkpoints verified")
         finally:
             stop(processes)
-    console.print(f"\nProtocol rep3: semi-honest, honest majority (1 corrupted party of 3). "
-                  f"Demo finished in {time.monotonic() - started:.1f} s; the nodes are "
-                  "stopped and their directory removed.")
+    console.print(f"\nThreat model (from the run): {threat}.\nDemo finished in "
+                  f"{time.monotonic() - started:.1f} s; the nodes are stopped and their "
+                  "directory removed.", highlight=False)
     return 0
 
 

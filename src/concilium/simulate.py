@@ -35,6 +35,8 @@ from concilium.data.secret_array import Rounding
 from concilium.data.session import Session
 from concilium.errors import ConfigurationError
 from concilium.governance.policy import OutputPolicy
+from concilium.mpc.protocols import protocol as registry
+from concilium.query.capabilities import check_capabilities
 from concilium.query.execute import run_plan
 from concilium.query.outside import contribute_inputs
 from concilium.query.plan import TableEntry, plan_query
@@ -42,8 +44,6 @@ from concilium.query.policy_check import check_policy
 from concilium.testing import run_parties
 
 __all__ = ["simulate"]
-
-COMPUTE_PARTIES = 3
 
 
 def _schema(value: Schema | Mapping[str, Any]) -> Schema:
@@ -53,12 +53,15 @@ def _schema(value: Schema | Mapping[str, Any]) -> Schema:
 def simulate(sql: str, tables: Mapping[str, Sequence[Any]],
              schemas: Mapping[str, Schema | Mapping[str, Any]], *,
              policy: OutputPolicy | Mapping[str, Any] | None = None,
-             truncation: Rounding = "reliable", timeout: float = 300.0) -> pd.DataFrame:
+             truncation: Rounding = "reliable", protocol: str = "rep3",
+             timeout: float = 300.0) -> pd.DataFrame:
     """Run ``sql`` securely over ``tables`` ({name: [one frame per owner]}) and return
     the result as a DataFrame. Every owner's rows are checked against ``schemas``
     before anything is shared. ``policy``: an output policy (or its TOML mapping),
     checked when planning and enforced on secret shares; ``result.attrs["suppressed"]``
-    lists the cells it suppressed and why.
+    lists the cells it suppressed and why, ``result.attrs["threat_model"]`` what the
+    result's security rests on. ``protocol``: any registered protocol (its own number
+    of compute parties; owners beyond them share as outside parties).
 
     Reveals: what :func:`concilium.query.execute.run_plan` reveals (the result, and
     which public groups it has), to the caller only.
@@ -75,22 +78,25 @@ def simulate(sql: str, tables: Mapping[str, Sequence[Any]],
         datasets[name] = [Dataset.from_frame(name, frame, schema) for frame in frames]
     rules = policy if isinstance(policy, OutputPolicy) else OutputPolicy.from_mapping(
         policy or {})
+    spec = registry(protocol)
+    compute = spec.default_parties
     plan = plan_query(sql, entries, policy=rules)
     check_policy(plan, rules)
+    check_capabilities(plan, spec, truncation, outside=owners > compute, policy=rules)
 
     def held(party: int) -> dict[str, Dataset]:
         return {name: tables_[party] for name, tables_ in datasets.items()
                 if party < len(tables_)}
 
-    def compute(session: Session) -> pd.DataFrame | None:
+    def run(session: Session) -> pd.DataFrame | None:
         return run_plan(session, plan, held(session.party), policy=rules)
 
     def outside(index: int) -> Any:
         return lambda party: contribute_inputs(party, plan, held(index))
 
-    outsiders = [outside(k) for k in range(COMPUTE_PARTIES, owners)]
-    results = run_parties(COMPUTE_PARTIES, compute, outside=outsiders, truncation=truncation,
-                          timeout=timeout)
+    outsiders = [outside(k) for k in range(compute, owners)]
+    results = run_parties(compute, run, outside=outsiders, protocol=protocol,
+                          truncation=truncation, timeout=timeout)
     frame = results[0]
     assert isinstance(frame, pd.DataFrame)
     return frame

@@ -1,8 +1,12 @@
-"""Run a whole consortium in one process: ``run_parties(3, program)``.
+"""Run a whole consortium in one process: ``run_parties(3, program)``, or
+``run_parties(program, protocol="reference")`` (the protocol's own number of
+compute parties).
 
 Each compute party runs ``program(session)`` in its own thread over the
 in-memory transport (SPMD); outside parties (data owners or recipients that
-are not compute parties) run their own functions. If any party raises, the
+are not compute parties) run their own functions. Backends come from the
+protocol registry (:mod:`concilium.mpc.protocols`), which also offers the
+plaintext ``reference`` backend for fast tests of the layers above. If any party raises, the
 run is aborted on every party and the first error is re-raised here, with a
 note naming the party.
 
@@ -26,7 +30,8 @@ from concilium.data.outside import OutsideParty
 from concilium.data.secret_array import Rounding
 from concilium.data.session import Session
 from concilium.errors import ConfigurationError, ProtocolAbort
-from concilium.mpc.rep3 import Rep3
+from concilium.mpc.protocols import implemented
+from concilium.mpc.protocols import protocol as registry
 from concilium.net.memory import MemoryNetwork
 from concilium.ring.fixed import FixedPointCodec
 from concilium.ring.memory import tune_allocator
@@ -35,7 +40,8 @@ __all__ = ["PROTOCOLS", "run_parties"]
 
 T = TypeVar("T")
 
-PROTOCOLS = ("rep3",)
+#: The protocols a test can run on (those with a backend, ``reference`` included).
+PROTOCOLS = tuple(implemented())
 
 
 class _Outcome:
@@ -47,8 +53,8 @@ class _Outcome:
 
 
 def run_parties(
-    parties: int,
-    program: Callable[[Session], T],
+    parties: int | Callable[[Session], T],
+    program: Callable[[Session], T] | None = None,
     *,
     outside: Sequence[Callable[[OutsideParty], Any]] = (),
     protocol: str = "rep3",
@@ -59,17 +65,28 @@ def run_parties(
 ) -> list[Any]:
     """Run ``program`` on each of ``parties`` compute parties and return their results.
 
-    ``outside``: functions for outside parties, which get network indices
-    ``parties, parties + 1, ...`` in order; their results follow the compute
-    parties' in the returned list. ``network``: pass a
-    :class:`~concilium.net.memory.MemoryNetwork` to inspect traffic afterwards.
+    ``parties`` may be left out (``run_parties(program, protocol=...)``): the
+    protocol's own number of compute parties. ``outside``: functions for outside
+    parties, which get network indices ``parties, parties + 1, ...`` in order;
+    their results follow the compute parties' in the returned list. ``network``:
+    pass a :class:`~concilium.net.memory.MemoryNetwork` to inspect traffic
+    afterwards.
     """
-    if protocol not in PROTOCOLS:
-        raise ConfigurationError(
-            f"unknown protocol {protocol!r}; available: {', '.join(PROTOCOLS)}"
-        )
-    if parties != 3:
-        raise ConfigurationError(f"protocol rep3 runs on exactly 3 compute parties, not {parties}")
+    spec = registry(protocol)
+    if callable(parties):
+        if program is not None:
+            raise ConfigurationError("give the program once: run_parties(program) or "
+                                     "run_parties(parties, program)")
+        program, parties = parties, spec.default_parties
+    if program is None:
+        raise ConfigurationError("run_parties needs the program every party runs")
+    if not spec.implemented:
+        raise ConfigurationError(f"protocol {protocol} is not implemented yet; available: "
+                                 f"{', '.join(PROTOCOLS)}")
+    problem = spec.parties_problem(parties)
+    if problem:
+        raise ConfigurationError(problem)
+    run = program
     total = parties + len(outside)
     net = network if network is not None else MemoryNetwork(total, timeout=timeout)
     if net.parties != total:
@@ -79,11 +96,12 @@ def run_parties(
     tune_allocator()
 
     def compute_party(index: int) -> Any:
-        session = Session(Rep3(net.channel(index), compute), codec=codec, truncation=truncation)
-        return program(session)
+        session = Session(spec.create_backend(net.channel(index), compute), codec=codec,
+                          truncation=truncation)
+        return run(session)
 
     def outside_party(index: int) -> Any:
-        handle = OutsideParty(net.channel(index), compute, codec=codec)
+        handle = OutsideParty(net.channel(index), compute, protocol=protocol, codec=codec)
         return outside[index - parties](handle)
 
     threads = [

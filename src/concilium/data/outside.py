@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from concilium.data.session import encode_values
-from concilium.mpc.rep3_outside import Rep3OutsideParty
+from concilium.mpc.protocols import ThreatModel
+from concilium.mpc.protocols import protocol as registry
 from concilium.net.channel import Channel, TrafficSnapshot
 from concilium.ring.arithmetic import to_signed
 from concilium.ring.fixed import FixedPointCodec
@@ -28,8 +29,9 @@ class OutsideParty:
     """An outside party's handle: contribute inputs, receive outputs."""
 
     def __init__(self, channel: Channel, compute_parties: Sequence[int] = (0, 1, 2), *,
-                 codec: FixedPointCodec | None = None) -> None:
-        self._client = Rep3OutsideParty(channel, compute_parties)
+                 protocol: str = "rep3", codec: FixedPointCodec | None = None) -> None:
+        self._spec = registry(protocol)
+        self._client = self._spec.create_outside(channel, compute_parties)
         self._channel = channel
         self._compute = tuple(int(p) for p in compute_parties)
         self.codec = codec if codec is not None else FixedPointCodec()
@@ -45,6 +47,15 @@ class OutsideParty:
     @property
     def compute_parties(self) -> tuple[int, ...]:
         return self._compute
+
+    @property
+    def protocol(self) -> str:
+        return self._spec.name
+
+    @property
+    def threat_model(self) -> ThreatModel:
+        """What results received here rest on (see :attr:`Session.threat_model`)."""
+        return self._spec.threat_model(len(self._compute))
 
 
     def stats(self) -> TrafficSnapshot:

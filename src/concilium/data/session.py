@@ -16,6 +16,7 @@ import numpy as np
 from concilium.data.secret_array import ROUNDING_MODES, Rounding, SecretArray
 from concilium.errors import ConfigurationError, InputError
 from concilium.mpc.backend import Backend
+from concilium.mpc.protocols import ThreatModel, protocol
 from concilium.net.channel import TrafficSnapshot
 from concilium.ring.arithmetic import RingArray, from_signed
 from concilium.ring.fixed import FixedPointCodec
@@ -84,8 +85,15 @@ class Session:
 
     @property
     def security(self) -> str:
-        """The threat model of the protocol, stated with every result."""
+        """The protocol's security, in a phrase."""
         return self.backend.security
+
+    @property
+    def threat_model(self) -> ThreatModel:
+        """What results of this session rest on: protocol, compute parties, corruptions
+        tolerated, security, and the collusion that would break it (stated with
+        every result and in the audit log)."""
+        return protocol(self.backend.protocol).threat_model(len(self.compute_parties))
 
     def stats(self) -> TrafficSnapshot:
         """Payload bytes, messages and rounds this party has used so far."""

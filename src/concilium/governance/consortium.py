@@ -26,6 +26,10 @@ The approval rule says whose approval a computation needs:
 many approvers as its own dataset rules ask) or ``all_owners`` (every data
 owner of the consortium, whether its data is used or not).
 
+The protocol must be one the registry (:mod:`concilium.mpc.protocols`)
+implements and allows in deployment; it says how many compute parties it
+runs on.
+
 Its canonical hash (SHA-256 of canonical JSON: sorted keys, no whitespace) is
 part of every session id, so two nodes with different manifests cannot run a
 computation together. Parties are indexed in manifest order; the compute
@@ -50,10 +54,10 @@ from concilium.governance.identity import (
     certificate_fingerprint,
     parse_address,
 )
+from concilium.mpc.protocols import deployable, protocol
 
 __all__ = [
     "APPROVAL_RULES",
-    "PROTOCOL_COMPUTE_PARTIES",
     "ROLES",
     "Manifest",
     "PartyEntry",
@@ -64,12 +68,6 @@ __all__ = [
 
 ROLES = ("data_owner", "compute", "recipient")
 APPROVAL_RULES = ("dataset_owners", "all_owners")
-#: compute parties each protocol runs on: (minimum, maximum or None)
-PROTOCOL_COMPUTE_PARTIES: dict[str, tuple[int, int | None]] = {
-    "rep3": (3, 3),
-    "rep4": (4, 4),
-    "additive": (2, None),
-}
 
 
 @dataclass(frozen=True)
@@ -139,13 +137,12 @@ class Manifest:
 
     def readiness_problems(self) -> list[str]:
         """Why this manifest cannot run its protocol yet (empty when ready)."""
-        low, high = PROTOCOL_COMPUTE_PARTIES[self.protocol]
+        spec = protocol(self.protocol)
         count = len(self.compute_parties)
-        if count < low or (high is not None and count > high):
-            wanted = str(low) if high == low else f"at least {low}"
-            return [f"protocol {self.protocol} needs {wanted} compute parties; the manifest "
-                    f"has {count}"]
-        return []
+        if spec.parties_problem(count) is None:
+            return []
+        return [f"protocol {self.protocol} needs {spec.parties_wanted} compute parties; the "
+                f"manifest has {count}"]
 
     def require_ready(self) -> None:
         problems = self.readiness_problems()
@@ -157,9 +154,14 @@ def _validate(manifest: Manifest) -> None:
     if not NAME_PATTERN.match(manifest.name):
         raise ConfigurationError(f"consortium name {manifest.name!r} must be lowercase letters, "
                                  "digits or hyphens")
-    if manifest.protocol not in PROTOCOL_COMPUTE_PARTIES:
-        raise ConfigurationError(f"unknown protocol {manifest.protocol!r}; choose one of "
-                                 f"{', '.join(PROTOCOL_COMPUTE_PARTIES)}")
+    spec = protocol(manifest.protocol)  # names the known protocols if unknown
+    if not spec.deployable:
+        raise ConfigurationError(f"protocol {spec.name!r} is a plaintext test backend with no "
+                                 f"security; a consortium cannot run it (choose one of "
+                                 f"{', '.join(deployable())})")
+    if not spec.implemented:
+        raise ConfigurationError(f"protocol {spec.name!r} is not implemented yet; choose one "
+                                 f"of {', '.join(deployable())}")
     if manifest.approval not in APPROVAL_RULES:
         raise ConfigurationError(f"unknown approval rule {manifest.approval!r}; choose one of "
                                  f"{', '.join(APPROVAL_RULES)}")

@@ -42,6 +42,7 @@ from concilium.net.channel import Channel, TrafficSnapshot
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
 
 __all__ = [
+    "CAPABILITIES",
     "TRUNCATION_MODES",
     "Backend",
     "Shares",
@@ -52,6 +53,17 @@ __all__ = [
     "share_matmul",
     "value_shape",
 ]
+
+#: What a backend may support (``Backend.capabilities``):
+#:
+#: * ``boolean``: boolean shares, ``and_``, ``boolean_pair``, ``bit_inject`` (comparisons,
+#:   equality, min/max, division, the nonlinear functions);
+#: * ``shuffle``: secret permutations (shuffle and sort: quantiles, distinct counts,
+#:   secret-key groups, joins, dominance);
+#: * ``truncation:fast``, ``truncation:reliable``: the two truncation modes;
+#: * ``outside_parties``: owners and recipients that are not compute parties.
+CAPABILITIES = ("boolean", "shuffle", "truncation:fast", "truncation:reliable",
+                "outside_parties")
 
 Shares = npt.NDArray[np.uint64]
 Truncation = Literal["fast", "reliable"]
@@ -128,6 +140,7 @@ class Backend(ABC):
     protocol: ClassVar[str]
     security: ClassVar[str]
     components: ClassVar[int]
+    capabilities: ClassVar[frozenset[str]]  # of CAPABILITIES
 
     @property
     @abstractmethod

@@ -42,6 +42,7 @@ from concilium.mpc import rep3_conversion as conversion
 from concilium.mpc import rep3_shuffle as shuffle
 from concilium.mpc import rep3_truncation as truncation
 from concilium.mpc.backend import (
+    CAPABILITIES,
     TRUNCATION_MODES,
     Backend,
     Shares,
@@ -119,6 +120,7 @@ class Rep3(Backend):
     protocol: ClassVar[str] = "rep3"
     security: ClassVar[str] = "semi-honest, honest majority (tolerates 1 corrupted party of 3)"
     components: ClassVar[int] = 2
+    capabilities: ClassVar[frozenset[str]] = frozenset(CAPABILITIES)
 
     def __init__(self, channel: Channel, compute_parties: Sequence[int] = (0, 1, 2)) -> None:
         parties = tuple(int(p) for p in compute_parties)

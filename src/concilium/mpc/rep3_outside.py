@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from concilium.errors import ConfigurationError, ProtocolAbort
-from concilium.mpc.outside import OUTSIDE_TAG_BASE
+from concilium.mpc.outside import OUTSIDE_TAG_BASE, OutsideClient
 from concilium.net.channel import Channel
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
 from concilium.ring.prg import Prg, new_key
@@ -28,7 +28,7 @@ from concilium.ring.prg import Prg, new_key
 __all__ = ["Rep3OutsideParty"]
 
 
-class Rep3OutsideParty:
+class Rep3OutsideParty(OutsideClient):
     """The outside party's side of input sharing and output delivery."""
 
     def __init__(self, channel: Channel, compute_parties: Sequence[int] = (0, 1, 2)) -> None:
@@ -44,8 +44,12 @@ class Rep3OutsideParty:
         self._count = 0
 
     @property
-    def party(self) -> int:
-        return self._channel.party
+    def channel(self) -> Channel:
+        return self._channel
+
+    @property
+    def compute_parties(self) -> tuple[int, ...]:
+        return self._parties
 
     def _tag(self) -> int:
         tag = OUTSIDE_TAG_BASE + self._count

@@ -74,7 +74,7 @@ from concilium.governance.audit import Checkpoint, Witnessed, checkpoint_message
 from concilium.governance.consortium import Manifest, PartyEntry
 from concilium.governance.proposal import DatasetEntry
 from concilium.governance.spec import ComputationSpec, canonical_json
-from concilium.mpc.rep3 import Rep3
+from concilium.mpc.protocols import protocol
 from concilium.net.tls import TlsIdentity
 from concilium.net.tls_channel import TlsChannel
 from concilium.node.launcher import endpoints
@@ -351,10 +351,12 @@ def maybe_start(context: Any, identifier: str) -> bool:
 
 
 def result_json(frame: Any) -> dict[str, Any] | None:
-    """A result DataFrame as the JSON a recipient node keeps and serves."""
+    """A result DataFrame as the JSON a recipient node keeps and serves (with its
+    threat model); None where the node is not a recipient."""
     if frame is None:
         return None
-    return {"columns": [str(c) for c in frame.columns],
+    return {"threat_model": frame.attrs.get("threat_model"),
+            "columns": [str(c) for c in frame.columns],
             "rows": [[None if v != v else v for v in row]  # NaN (NULL) -> None
                      for row in frame.astype(object).values.tolist()],
             "suppressed": [{"group": c["group"] if isinstance(c["group"], dict)
@@ -382,13 +384,15 @@ def _job(context: Any, identifier: str) -> None:
                     if context.name in spec.owners(name)}
         approvals = context.store.approvals(identifier)
         own = own_entries(context)
+        backend = protocol(manifest.protocol)  # the consortium's, never another
         if me in compute:
-            frame = run_computation(Session(Rep3(channel, compute)), spec, approvals, manifest,
-                                    datasets, context.audit, me=context.name, own=own,
-                                    checkpoints=True)
+            frame = run_computation(Session(backend.create_backend(channel, compute)), spec,
+                                    approvals, manifest, datasets, context.audit,
+                                    me=context.name, own=own, checkpoints=True)
         else:
-            frame = run_outside(OutsideParty(channel, compute), spec, approvals, manifest,
-                                datasets, context.audit, me=context.name, own=own)
+            frame = run_outside(OutsideParty(channel, compute, protocol=backend.name), spec,
+                                approvals, manifest, datasets, context.audit,
+                                me=context.name, own=own)
         channel.finish()
         keep = frame if context.name in spec.recipients else None
         context.store.update(identifier, status="completed", progress=1.0,

@@ -37,7 +37,7 @@ from concilium.errors import ConciliumError, ConfigurationError, ProtocolAbort
 from concilium.governance.consortium import Manifest, load_manifest
 from concilium.governance.identity import load_node, parse_address
 from concilium.mpc.backend import Truncation
-from concilium.mpc.rep3 import Rep3
+from concilium.mpc.protocols import protocol
 from concilium.net.tls import Endpoint, TlsIdentity, TlsSettings
 from concilium.net.tls_channel import TlsChannel
 from concilium.ring.memory import tune_allocator
@@ -148,9 +148,10 @@ def run_party(manifest_path: Path | str, node_dir: Path | str, computation_id: b
     try:
         handle: Session | OutsideParty
         if me in compute:
-            handle = Session(Rep3(channel, compute), truncation=truncation)
+            handle = Session(protocol(manifest.protocol).create_backend(channel, compute),
+                             truncation=truncation)
         else:
-            handle = OutsideParty(channel, compute)
+            handle = OutsideParty(channel, compute, protocol=manifest.protocol)
         try:
             value = function(handle, **dict(args or {}))
         except BaseException as error:

@@ -23,6 +23,8 @@ from concilium.governance.consortium import Manifest
 from concilium.governance.policy import OutputPolicy
 from concilium.governance.proposal import DatasetEntry, check_spec
 from concilium.governance.spec import ComputationSpec
+from concilium.mpc.protocols import protocol
+from concilium.query.capabilities import check_capabilities
 from concilium.query.outside import check_inputs
 from concilium.query.plan import TableEntry, plan_query
 from concilium.query.policy_check import check_policy
@@ -39,10 +41,14 @@ def tables_of(spec: ComputationSpec, manifest: Manifest) -> dict[str, TableEntry
 
 def plan_spec(spec: ComputationSpec, manifest: Manifest) -> Any:
     """The plan of the spec's query under its effective policy (planning-time rules
-    checked: allowed aggregates, columns and recipients, keys, metrics only)."""
+    checked: allowed aggregates, columns and recipients, keys, metrics only), and
+    refused if the spec's protocol lacks a capability it needs."""
     policy = OutputPolicy.from_mapping(spec.policy)
     plan = plan_query(spec.query, tables_of(spec, manifest), policy=policy)
     check_policy(plan, policy, spec.recipients)
+    compute = {i for i, p in enumerate(manifest.parties) if p.is_compute}
+    check_capabilities(plan, protocol(spec.protocol), outside=bool(
+        set(participants(spec, manifest)) - compute), policy=policy)
     return plan
 
 

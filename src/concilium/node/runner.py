@@ -11,8 +11,10 @@ order, writing each step to its audit log:
    (:func:`concilium.governance.approval.require_approvals`); each ``approval``
    is logged; a refusal is logged as ``refusal`` and raises *before* anything
    is shared;
-3. ``run_start``, then an ``input_commitment`` per local dataset (SHA-256 of
-   its rows in a canonical Arrow IPC form, the row count, the schema hash);
+3. ``run_start`` with the threat model (protocol, compute parties, corruptions
+   tolerated, security, the collusion that would break it), then an
+   ``input_commitment`` per local dataset (SHA-256 of its rows in a canonical
+   Arrow IPC form, the row count, the schema hash);
 4. the query under the output policy; ``policy_decision`` lists suppressed
    cells and rules; ``result`` holds the result's hash and recipients;
 5. ``run_end`` with the node's transcript digests per peer (over TLS; the
@@ -49,6 +51,7 @@ from concilium.governance.consortium import Manifest
 from concilium.governance.policy import OutputPolicy
 from concilium.governance.proposal import DatasetEntry, check_spec
 from concilium.governance.spec import ComputationSpec, canonical_json
+from concilium.mpc.protocols import ThreatModel
 from concilium.node.planning import plan_spec
 from concilium.query.execute import run_plan
 from concilium.query.outside import take_part
@@ -86,10 +89,14 @@ def _log_proposal(log: AuditLog, spec: ComputationSpec, approvals: Sequence[Appr
 
 
 def _check(log: AuditLog, spec: ComputationSpec, approvals: Sequence[Approval],
-           manifest: Manifest, me: str, own: Sequence[DatasetEntry]) -> None:
-    """This node's own rules, then every required approval: refused (and logged)
-    before anything is shared."""
+           manifest: Manifest, me: str, own: Sequence[DatasetEntry], running: str) -> None:
+    """The protocol this session runs, this node's own rules, then every required
+    approval: refused (and logged) before anything is shared."""
     try:
+        if running != spec.protocol:
+            raise ConfigurationError(f"this session runs protocol {running}, but the "
+                                     f"approved computation names {spec.protocol}; refusing "
+                                     "to run it under another threat model")
         check_spec(spec, manifest, me, own)
         require_approvals(spec, approvals, manifest)
     except (ApprovalMissing, PolicyViolation, ConfigurationError) as refusal:
@@ -99,8 +106,9 @@ def _check(log: AuditLog, spec: ComputationSpec, approvals: Sequence[Approval],
 
 
 def _start(log: AuditLog, spec: ComputationSpec, party: int,
-           datasets: Mapping[str, Dataset]) -> None:
-    log.append("run_start", {"computation_id": spec.computation_id, "party": party})
+           datasets: Mapping[str, Dataset], threat: ThreatModel) -> None:
+    log.append("run_start", {"computation_id": spec.computation_id, "party": party,
+                             "threat_model": threat.as_dict()})
     for dataset in datasets.values():
         log.append("input_commitment", {"computation_id": spec.computation_id,
                                         **dataset_commitment(dataset)})
@@ -124,8 +132,8 @@ def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable
     """
     approvals = list(approvals)
     _log_proposal(log, spec, approvals)
-    _check(log, spec, approvals, manifest, me, own)
-    _start(log, spec, session.party, datasets)
+    _check(log, spec, approvals, manifest, me, own, session.protocol)
+    _start(log, spec, session.party, datasets, session.threat_model)
     recipients = [manifest.index(r) for r in spec.recipients]
     policy = OutputPolicy.from_mapping(spec.policy)
     try:
@@ -160,8 +168,8 @@ def run_outside(outside: OutsideParty, spec: ComputationSpec, approvals: Iterabl
     recipient."""
     approvals = list(approvals)
     _log_proposal(log, spec, approvals)
-    _check(log, spec, approvals, manifest, me, own)
-    _start(log, spec, outside.party, datasets)
+    _check(log, spec, approvals, manifest, me, own, outside.protocol)
+    _start(log, spec, outside.party, datasets, outside.threat_model)
     try:
         plan = plan_spec(spec, manifest)
         frame = take_part(outside, plan, datasets, me in spec.recipients)

@@ -31,6 +31,7 @@ from concilium.data.outside import OutsideParty
 from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.errors import ProtocolAbort, UnsupportedQuery
+from concilium.mpc.protocols import ThreatModel
 
 __all__ = ["Delivery", "OutputColumn", "column_values", "deliver", "frame_of", "ordered_frame",
            "plain", "receive_delivery", "result_frame"]
@@ -149,11 +150,13 @@ def frame_of(delivery: Delivery) -> pd.DataFrame:
     return pd.DataFrame(delivery.columns)
 
 
-def result_frame(plan: Any, delivery: Delivery) -> pd.DataFrame:
+def result_frame(plan: Any, delivery: Delivery, threat_model: ThreatModel) -> pd.DataFrame:
     """The recipient's DataFrame: the delivered columns in the plan's order, the
-    suppressed cells in ``attrs["suppressed"]``."""
+    suppressed cells in ``attrs["suppressed"]`` and what the result's security rests
+    on in ``attrs["threat_model"]``."""
     frame = ordered_frame(plan, frame_of(delivery), delivery.public_order)
     frame.attrs["suppressed"] = delivery.suppressed
+    frame.attrs["threat_model"] = threat_model.as_dict()
     return frame
 
 

@@ -330,4 +330,4 @@ def _reveal_rows(plan: Any, chosen: np.ndarray, values: Mapping[str, SecretArray
             outputs.append(OutputColumn(name, public))
     public_order = [g.lower() for g in plan.query.group_by]
     delivery = deliver(session, outputs, len(chosen), to, suppressed, public_order)
-    return None if delivery is None else result_frame(plan, delivery)
+    return None if delivery is None else result_frame(plan, delivery, session.threat_model)

@@ -102,7 +102,7 @@ def receive_result(outside: OutsideParty, plan: Any) -> pd.DataFrame:
 
     Reveals: the result to this party only.
     """
-    return result_frame(plan, receive_delivery(outside))
+    return result_frame(plan, receive_delivery(outside), outside.threat_model)
 
 
 def take_part(outside: OutsideParty, plan: Any, datasets: Mapping[str, Dataset],

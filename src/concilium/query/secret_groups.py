@@ -157,4 +157,4 @@ def _frame(session: Session, plan: Plan, aggregates: Mapping[str, SecretArray],
                              shuffled[1 + len(outputs) + k][chosen])
                 for k, (name, _, _) in enumerate(outputs)]
     delivery = deliver(session, released, len(chosen), to, suppressed)
-    return None if delivery is None else result_frame(plan, delivery)
+    return None if delivery is None else result_frame(plan, delivery, session.threat_model)
