@@ -48,3 +48,12 @@ def signing_consortium(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manife
     return manifest, keys, root / "consortium.toml"
 
 
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that takes ``protocol`` runs on every registered backend (``rep3`` and the
+    plaintext ``reference``); tests specific to one backend do not take it."""
+    if "protocol" in metafunc.fixturenames:
+        from concilium.testing import PROTOCOLS
+
+        metafunc.parametrize("protocol", PROTOCOLS)

@@ -16,6 +16,7 @@ import numpy as np
 from concilium.data.secret_array import ROUNDING_MODES, Rounding, SecretArray
 from concilium.errors import ConfigurationError, InputError
 from concilium.mpc.backend import Backend
+from concilium.mpc.correlations import CorrelationSource
 from concilium.mpc.protocols import ThreatModel, protocol
 from concilium.net.channel import TrafficSnapshot
 from concilium.ring.arithmetic import RingArray, from_signed
@@ -69,6 +70,7 @@ class Session:
         self.backend = backend
         self.codec = codec if codec is not None else FixedPointCodec()
         self.truncation: Rounding = truncation
+        self._correlations: CorrelationSource | None = None
 
     @property
     def party(self) -> int:
@@ -87,6 +89,15 @@ class Session:
     def security(self) -> str:
         """The protocol's security, in a phrase."""
         return self.backend.security
+
+    @property
+    def correlations(self) -> CorrelationSource:
+        """This party's correlation source (prepare triples and pairs ahead, take them
+        online); made by the protocol's registry entry on first use."""
+        if self._correlations is None:
+            self._correlations = protocol(self.backend.protocol).create_correlations(
+                self.backend)
+        return self._correlations
 
     @property
     def threat_model(self) -> ThreatModel:

@@ -27,6 +27,7 @@ from typing import Any
 
 from concilium.errors import ConfigurationError
 from concilium.mpc.backend import CAPABILITIES, Backend
+from concilium.mpc.correlations import CorrelationSource, GeneratedCorrelations
 from concilium.mpc.outside import OutsideClient
 from concilium.mpc.reference import Reference, ReferenceOutsideParty
 from concilium.mpc.rep3 import Rep3
@@ -38,6 +39,12 @@ __all__ = ["CAPABILITIES", "PROTOCOLS", "ProtocolSpec", "ThreatModel", "deployab
 
 BackendFactory = Callable[[Channel, Sequence[int]], Backend]
 OutsideFactory = Callable[[Channel, Sequence[int]], OutsideClient]
+CorrelationFactory = Callable[[Backend], CorrelationSource]
+
+
+def generated_correlations(backend: Backend) -> CorrelationSource:
+    """Correlations made with the backend's own primitives (the default)."""
+    return GeneratedCorrelations(backend=backend)
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,7 @@ class ProtocolSpec:
     outside: OutsideFactory | None = None
     capabilities: frozenset[str] = field(default_factory=frozenset)
     deployable: bool = True  # False: tests only, refused by manifests and nodes
+    correlations: CorrelationFactory = generated_correlations
 
     @property
     def implemented(self) -> bool:
@@ -116,6 +124,10 @@ class ProtocolSpec:
         self._usable(compute_parties)
         assert self.backend is not None
         return self.backend(channel, compute_parties)
+
+    def create_correlations(self, backend: Backend) -> CorrelationSource:
+        """The correlation source of a backend of this protocol (offline/online)."""
+        return self.correlations(backend)
 
     def create_outside(self, channel: Channel, compute_parties: Sequence[int]
                        ) -> OutsideClient:
