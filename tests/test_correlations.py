@@ -88,7 +88,7 @@ def test_prepared_correlations_are_made_offline_in_one_batch_and_taken_in_order(
 def test_requests_that_cannot_be_made_are_refused() -> None:
     from concilium.errors import ConfigurationError
 
-    with pytest.raises(ConfigurationError, match="1..63 bits"):
+    with pytest.raises(ConfigurationError, match=r"1\.\.63 bits"):
         Request(Correlation.TRUNCATION, (3,), bits=0)
     with pytest.raises(ConfigurationError, match=r"shapes \(m, k\) and \(k, n\)"):
         Request(Correlation.MATRIX, (2, 3), right=(4, 5))
