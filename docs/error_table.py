@@ -64,7 +64,8 @@ def sample(spec: Accuracy, points: int, seed: int = 0) -> tuple[np.ndarray, ...]
     return (_rounded(x),)
 
 
-def measure(spec: Accuracy, points: int, seed: int = 0) -> dict[str, float]:
+def measure(spec: Accuracy, points: int, seed: int = 0,
+            protocol: str = "rep3") -> dict[str, float]:
     """Run the function securely and return its worst errors against the bound."""
     inputs = sample(spec, points, seed)
     secure = getattr(fn, spec.function)
@@ -74,7 +75,7 @@ def measure(spec: Accuracy, points: int, seed: int = 0) -> dict[str, float]:
                    for k, values in enumerate(inputs)]
         return np.asarray(secure(*secrets).reveal())
 
-    computed = run_parties(3, program)[0]
+    computed = run_parties(3, program, protocol=protocol)[0]
     exact = REFERENCE[spec.function](*inputs)
     error = np.abs(computed - exact)
     large = np.abs(exact) >= 256.0  # where one unit is below 2^-24 relative

@@ -26,9 +26,10 @@ settings.register_profile(
 settings.load_profile("concilium")
 
 
-def run3(program: Callable[[Session], Any], **options: Any) -> Any:
-    """Run ``program`` on three parties and return party 0's result."""
-    return run_parties(3, program, **options)[0]
+def run3(program: Callable[[Session], Any], protocol: str = "rep3", **options: Any) -> Any:
+    """Run ``program`` on three compute parties of ``protocol`` and return party 0's
+    result."""
+    return run_parties(3, program, protocol=protocol, **options)[0]
 
 
 NODE_NAMES = ("hospital-a", "hospital-b", "hospital-c")

@@ -17,6 +17,8 @@ from concilium.data import Session
 from concilium.ring import FixedPointCodec, Prg, to_signed
 from tests.conftest import run3
 
+pytestmark = pytest.mark.rep3  # rep3's own costs, views and truncations
+
 RING = np.uint64
 ULP = 2.0**-16
 

@@ -64,8 +64,8 @@ def _duckdb(sql: str) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("sql", QUERIES)
-def test_joins_match_duckdb(sql: str) -> None:
-    got = simulate(sql, DATA, SCHEMAS)
+def test_joins_match_duckdb(sql: str, protocol: str) -> None:
+    got = simulate(sql, DATA, SCHEMAS, protocol=protocol)
     _assert_same(got, _duckdb(sql))
 
 

@@ -29,7 +29,7 @@ def _int_pairs(count: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([x, ex.ravel()]), np.concatenate([y, ey.ravel()])
 
 
-def test_conversions_match_numpy_on_edge_and_random_words() -> None:
+def test_conversions_match_numpy_on_edge_and_random_words(protocol: str) -> None:
     values = np.concatenate([INT64_EDGES, RNG.integers(-(2**63), 2**63, 500, dtype=np.int64)])
     ring = values.view(np.uint64)
 
@@ -43,7 +43,7 @@ def test_conversions_match_numpy_on_edge_and_random_words() -> None:
                 backend.reveal(conversion.is_zero(backend, x), boolean=True),
                 backend.reveal(conversion.to_arithmetic(backend, words))]
 
-    sign, injected, words, zero, back = run3(program)
+    sign, injected, words, zero, back = run3(program, protocol=protocol)
     assert np.array_equal(sign, (values < 0).astype(np.uint64))
     assert np.array_equal(injected, (values < 0).astype(np.uint64))
     assert np.array_equal(words, ring)
@@ -51,7 +51,7 @@ def test_conversions_match_numpy_on_edge_and_random_words() -> None:
     assert np.array_equal(back, ring)
 
 
-def test_integer_comparisons_are_exact_over_the_full_64_bit_range() -> None:
+def test_integer_comparisons_are_exact_over_the_full_64_bit_range(protocol: str) -> None:
     x, y = _int_pairs(400)
 
     def program(session: Session) -> list:
@@ -59,7 +59,7 @@ def test_integer_comparisons_are_exact_over_the_full_64_bit_range() -> None:
         b = session.input(1, y if session.party == 1 else None)
         return [r.reveal() for r in (a < b, a <= b, a > b, a >= b, a == b, a != b)]
 
-    results = run3(program)
+    results = run3(program, protocol=protocol)
     expected = [x < y, x <= y, x > y, x >= y, x == y, x != y]
     for got, want in zip(results, expected, strict=True):
         assert got.dtype == np.int64
@@ -67,7 +67,8 @@ def test_integer_comparisons_are_exact_over_the_full_64_bit_range() -> None:
 
 
 @given(hnp.arrays(np.int64, st.integers(1, 40)), st.data())
-def test_less_than_and_equal_agree_with_numpy(x: np.ndarray, data: st.DataObject) -> None:
+def test_less_than_and_equal_agree_with_numpy(protocol: str, x: np.ndarray,
+                                              data: st.DataObject) -> None:
     y = data.draw(hnp.arrays(np.int64, x.shape))
 
     def program(session: Session) -> list:
@@ -75,11 +76,11 @@ def test_less_than_and_equal_agree_with_numpy(x: np.ndarray, data: st.DataObject
         b = session.input(2, y if session.party == 2 else None)
         return [(a < b).reveal(), (a == b).reveal()]
 
-    less, same = run3(program)
+    less, same = run3(program, protocol=protocol)
     assert np.array_equal(less, x < y) and np.array_equal(same, x == y)
 
 
-def test_fixed_point_comparisons_with_public_values_and_broadcasting() -> None:
+def test_fixed_point_comparisons_with_public_values_and_broadcasting(protocol: str) -> None:
     x = np.round(RNG.normal(0, 1000, (6, 50)) * 2**16) / 2**16
     x[0, :5] = [0.0, 2.0**31 - 2**-16, -(2.0**31) + 2**-16, 2**-16, -(2**-16)]
     row = np.round(RNG.normal(0, 1000, 50) * 2**16) / 2**16
@@ -93,7 +94,8 @@ def test_fixed_point_comparisons_with_public_values_and_broadcasting() -> None:
                 (a != 0).reveal(), (n <= a).reveal(), fn.where(a < r, a, r).reveal(),
                 fn.where(n > 24, 1.5, -2).reveal(), (a < 0).sum().reveal()]
 
-    less, ge, gt2, same, nonzero, n_le, smaller, chosen, negatives = run3(program)
+    less, ge, gt2, same, nonzero, n_le, smaller, chosen, negatives = run3(program,
+                                                                          protocol=protocol)
     assert np.array_equal(less, x < row) and np.array_equal(ge, x >= 3.25)
     assert np.array_equal(gt2, x > 2) and np.array_equal(same, x == row)
     assert np.array_equal(nonzero, x != 0) and np.array_equal(n_le, np.arange(50) <= x)
@@ -102,7 +104,7 @@ def test_fixed_point_comparisons_with_public_values_and_broadcasting() -> None:
     assert negatives == int((x < 0).sum())
 
 
-def test_selection_functions_match_numpy() -> None:
+def test_selection_functions_match_numpy(protocol: str) -> None:
     x = np.round(RNG.normal(0, 50, 300) * 2**16) / 2**16
     x[:3] = [0.0, -(2**-16), 2**-16]
     k = np.concatenate([INT64_EDGES[INT64_EDGES != -(2**63)], [7, -7]])
@@ -113,7 +115,7 @@ def test_selection_functions_match_numpy() -> None:
         return [abs(a).reveal(), fn.relu(a).reveal(), fn.sign(a).reveal(), fn.sign(b).reveal(),
                 fn.minimum(a, 1.0).reveal(), fn.maximum(-3, a).reveal(), abs(b).reveal()]
 
-    absolute, relu, sign_x, sign_k, low, high, abs_k = run3(program)
+    absolute, relu, sign_x, sign_k, low, high, abs_k = run3(program, protocol=protocol)
     assert np.array_equal(absolute, np.abs(x)) and np.array_equal(relu, np.maximum(x, 0))
     assert np.array_equal(sign_x, np.sign(x).astype(np.int64))
     assert np.array_equal(sign_k, np.sign(k)) and np.array_equal(abs_k, np.abs(k))
@@ -122,7 +124,8 @@ def test_selection_functions_match_numpy() -> None:
 
 @pytest.mark.parametrize("shape,axis", [((9, 7), 0), ((9, 7), 1), ((9, 7), None), ((1,), 0),
                                         ((4, 1, 5), -1), ((33,), None)])
-def test_min_max_and_their_first_index_along_an_axis(shape: tuple, axis: int | None) -> None:
+def test_min_max_and_their_first_index_along_an_axis(shape: tuple, axis: int | None,
+                                                     protocol: str) -> None:
     values = RNG.integers(-5, 5, size=shape)  # small range: many ties
     fixed = np.round(RNG.normal(0, 3, size=shape) * 2**16) / 2**16
 
@@ -132,7 +135,7 @@ def test_min_max_and_their_first_index_along_an_axis(shape: tuple, axis: int | N
         return [a.min(axis).reveal(), a.max(axis).reveal(), a.argmin(axis).reveal(),
                 a.argmax(axis).reveal(), f.min(axis).reveal(), f.argmax(axis).reveal()]
 
-    low, high, arg_low, arg_high, f_low, f_arg_high = run3(program)
+    low, high, arg_low, arg_high, f_low, f_arg_high = run3(program, protocol=protocol)
     assert np.array_equal(low, values.min(axis)) and np.array_equal(high, values.max(axis))
     assert np.array_equal(arg_low, values.argmin(axis))
     assert np.array_equal(arg_high, values.argmax(axis))
@@ -140,7 +143,7 @@ def test_min_max_and_their_first_index_along_an_axis(shape: tuple, axis: int | N
     assert np.array_equal(f_arg_high, fixed.argmax(axis))
 
 
-def test_all_equal_empty_and_zero_dimensional_inputs() -> None:
+def test_all_equal_empty_and_zero_dimensional_inputs(protocol: str) -> None:
     def program(session: Session) -> list:
         same = session.input(0, np.full(10, 4) if session.party == 0 else None)
         empty = session.input(0, np.zeros((0, 3)) if session.party == 0 else None, fixed=True)
@@ -149,19 +152,20 @@ def test_all_equal_empty_and_zero_dimensional_inputs() -> None:
                 (empty < 1.0).reveal().shape, (empty == empty).reveal().shape,
                 (scalar < 0).reveal(), abs(scalar).reveal(), empty.max(axis=1).reveal().shape]
 
-    result = run3(program)
+    result = run3(program, protocol=protocol)
     assert result[0] == 0 and result[1] == 0 and not np.any(result[2])
     assert result[3:6] == [(0, 3), (0, 3), 1] and result[6] == 2.5 and result[7] == (0,)
 
 
-def test_min_of_an_empty_axis_is_refused_with_a_clear_error() -> None:
+def test_min_of_an_empty_axis_is_refused_with_a_clear_error(protocol: str) -> None:
     def program(session: Session) -> None:
         session.input(0, np.zeros((0, 3), dtype=int) if session.party == 0 else None).min(0)
 
     with pytest.raises(InputError, match="empty axis"):
-        run3(program, timeout=10)
+        run3(program, timeout=10, protocol=protocol)
 
 
+@pytest.mark.rep3
 def test_comparison_costs_match_the_documented_counts() -> None:
     n = 4096
 
@@ -188,6 +192,7 @@ def test_comparison_costs_match_the_documented_counts() -> None:
         assert full_bytes <= (99.2 if party == 0 else 91.2)
 
 
+@pytest.mark.rep3
 def test_large_comparisons_spread_the_input_roles_evenly() -> None:
     n = 3 * 4096  # from here on every party shares one slice
 

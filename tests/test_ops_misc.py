@@ -22,7 +22,7 @@ def _ring(values: np.ndarray) -> np.ndarray:
     return np.round(values * 2**16).astype(np.int64)
 
 
-def test_exact_truncation_is_the_floor_for_products_matrices_and_constants() -> None:
+def test_exact_truncation_is_the_floor_for_products_matrices_and_constants(protocol: str) -> None:
     x, y = RNG.normal(0, 300, 4000), RNG.normal(0, 300, 4000)
     x[:4] = [2.0**29, -(2.0**29), 2**-16, -(2**-16)]  # products up to 1.75 * 2^61
     y[:4] = [1.75, 1.75, -1.0, 1.0]
@@ -35,7 +35,7 @@ def test_exact_truncation_is_the_floor_for_products_matrices_and_constants() -> 
         return [a.multiply(b, truncation="exact").reveal(), a.truncate(5).reveal(),
                 w.matmul(b[:30], truncation="exact").reveal()]
 
-    product, shifted, matvec = run3(program, truncation="exact")
+    product, shifted, matvec = run3(program, truncation="exact", protocol=protocol)
     X, Y, M = _ring(x), _ring(y), _ring(m)
     exact = [int(p) >> 16 for p in (X.astype(object) * Y.astype(object))]
     assert np.array_equal(_ring(product), np.array(exact, dtype=np.int64))
@@ -44,7 +44,7 @@ def test_exact_truncation_is_the_floor_for_products_matrices_and_constants() -> 
     assert np.array_equal(_ring(matvec), np.array(dots, dtype=np.int64))
 
 
-def test_between_and_prefix_sums() -> None:
+def test_between_and_prefix_sums(protocol: str) -> None:
     values = RNG.integers(-20, 20, 300)
     reals = np.round(RNG.normal(0, 5, 300) * 2**16) / 2**16
 
@@ -55,7 +55,7 @@ def test_between_and_prefix_sums() -> None:
                 fn.between(a, a - 1, a).reveal(), a.cumsum().reveal(),
                 f.reshape(30, 10).cumsum(axis=0).reveal()]
 
-    ints, fixed, own, cumulative, by_column = run3(program)
+    ints, fixed, own, cumulative, by_column = run3(program, protocol=protocol)
     assert np.array_equal(ints, (values >= -5) & (values <= 7))
     assert np.array_equal(fixed, (reals >= -1.5) & (reals <= 2.25))
     assert np.all(own == 1) and np.array_equal(cumulative, np.cumsum(values))
@@ -63,14 +63,15 @@ def test_between_and_prefix_sums() -> None:
 
 
 @pytest.mark.parametrize("shape", [(0,), (0, 4), (), (1,)])
-def test_numeric_functions_keep_empty_and_zero_dimensional_shapes(shape: tuple) -> None:
+def test_numeric_functions_keep_empty_and_zero_dimensional_shapes(shape: tuple,
+                                                                  protocol: str) -> None:
     def program(session: Session) -> list:
         x = session.input(0, np.full(shape, 2.0) if session.party == 0 else None, fixed=True)
         return [np.asarray(f(x).reveal()) for f in (fn.reciprocal, fn.sqrt, fn.exp, fn.log,
                                                      fn.sigmoid, fn.inverse_sqrt)] + [
             np.asarray((x / (x + 2.0)).reveal())]
 
-    results = run3(program)
+    results = run3(program, protocol=protocol)
     expected = [0.5, np.sqrt(2), np.exp(2), np.log(2), 1 / (1 + np.exp(-2)), 1 / np.sqrt(2), 0.5]
     for got, want in zip(results, expected, strict=True):
         assert got.shape == shape

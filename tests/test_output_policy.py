@@ -18,12 +18,12 @@ SQL = "SELECT condition, COUNT(*) AS n, AVG(stay) AS s FROM admissions WHERE age
       "GROUP BY condition ORDER BY condition"
 
 
-def test_small_cells_are_suppressed_and_listed_without_opening_their_counts() -> None:
+def test_small_cells_are_suppressed_and_listed_without_opening_their_counts(protocol: str) -> None:
     sql = SQL.format(age=12)  # small groups: a few dozen rows each
     counts = UNION[UNION["age"] < 12].groupby("condition").size()
     threshold = int(counts.sort_values().iloc[1])  # the smallest group falls below
     got = simulate(sql, {"admissions": OWNERS}, {"admissions": SCHEMA},
-                   policy={"min_cohort": threshold})
+                   policy={"min_cohort": threshold}, protocol=protocol)
     small = set(counts[counts < threshold].index)
     assert small and all(n >= threshold for n in got["n"])
     assert list(got["n"]) == list(counts[got["condition"]])
@@ -34,28 +34,31 @@ def test_small_cells_are_suppressed_and_listed_without_opening_their_counts() ->
     assert shown | {c["group"]["condition"] for c in suppressed} == set(counts.index)
 
 
-def test_a_whole_table_result_below_the_cohort_is_suppressed() -> None:
+def test_a_whole_table_result_below_the_cohort_is_suppressed(protocol: str) -> None:
     got = simulate("SELECT COUNT(*) AS n, AVG(stay) AS s FROM admissions WHERE age < 2",
-                   {"admissions": OWNERS}, {"admissions": SCHEMA}, policy={"min_cohort": 100})
+                   {"admissions": OWNERS}, {"admissions": SCHEMA}, policy={"min_cohort": 100},
+                   protocol=protocol)
     assert got.empty and got.attrs["suppressed"][0]["rule"].startswith("min_cohort")
     joined = simulate("SELECT COUNT(*) AS n FROM customers c JOIN accounts a "
-                      "ON c.id = a.customer", DATA, SCHEMAS, policy={"min_cohort": 10**6})
+                      "ON c.id = a.customer", DATA, SCHEMAS, policy={"min_cohort": 10**6},
+                      protocol=protocol)
     assert joined.empty and len(joined.attrs["suppressed"]) == 1
 
 
-def test_released_values_are_rounded_on_shares() -> None:
+def test_released_values_are_rounded_on_shares(protocol: str) -> None:
     got = simulate(SQL.format(age=200), {"admissions": OWNERS}, {"admissions": SCHEMA},
-                   policy={"rounding": 5})
+                   policy={"rounding": 5}, protocol=protocol)
     exact = UNION.groupby("condition").agg(n=("age", "size"), s=("stay", "mean"))
     assert np.array_equal(got["n"], np.round(exact["n"] / 5) * 5)
     assert np.allclose(got["s"], np.round(exact["s"] / 5) * 5)
     assert all(v % 5 == 0 for v in got["s"])
 
 
-def test_secret_key_groups_below_the_cohort_are_dropped_unlisted() -> None:
+def test_secret_key_groups_below_the_cohort_are_dropped_unlisted(protocol: str) -> None:
     frames = _visits()
     got = simulate("SELECT patient, COUNT(*) AS n FROM visits GROUP BY patient",
-                   {"visits": frames}, {"visits": VISITS}, policy={"min_cohort": 8})
+                   {"visits": frames}, {"visits": VISITS}, policy={"min_cohort": 8},
+                   protocol=protocol)
     sizes = pd.concat(frames).groupby("patient").size()
     assert sorted(got["patient"]) == sorted(sizes[sizes >= 8].index)
     assert "not listed" in got.attrs["suppressed"][0]["group"]
@@ -71,14 +74,14 @@ def test_secret_key_groups_below_the_cohort_are_dropped_unlisted() -> None:
      "metrics only"),
 ])
 def test_planning_refuses_what_the_policy_forbids(policy: dict, sql: str,
-                                                  message: str | None) -> None:
+                                                  message: str | None, protocol: str) -> None:
     tables = ({"visits": _visits()} if "visits" in sql else {"admissions": OWNERS})
     schemas = {"visits": VISITS, "admissions": SCHEMA}
     if message is None:
-        simulate(sql, tables, schemas, policy=policy)
+        simulate(sql, tables, schemas, policy=policy, protocol=protocol)
         return
     with pytest.raises(PolicyViolation, match=message):
-        simulate(sql, tables, schemas, policy=policy)
+        simulate(sql, tables, schemas, policy=policy, protocol=protocol)
 
 
 def test_policies_combine_to_the_strictest_and_refuse_nonsense() -> None:
@@ -97,15 +100,15 @@ def test_policies_combine_to_the_strictest_and_refuse_nonsense() -> None:
             OutputPolicy.from_mapping(bad)
 
 
-def test_a_suppressed_cell_cannot_be_recomputed_from_totals() -> None:
+def test_a_suppressed_cell_cannot_be_recomputed_from_totals(protocol: str) -> None:
     sql = SQL.format(age=12)
     counts = UNION[UNION["age"] < 12].groupby("condition").size()
     threshold = int(counts.min()) + 1  # exactly one cell is small
     policy = {"min_cohort": threshold}
     tables, schemas = {"admissions": OWNERS}, {"admissions": SCHEMA}
-    grouped = simulate(sql, tables, schemas, policy=policy)
+    grouped = simulate(sql, tables, schemas, policy=policy, protocol=protocol)
     total = simulate("SELECT COUNT(*) AS n FROM admissions WHERE age < 12", tables, schemas,
-                     policy=policy)["n"][0]
+                     policy=policy, protocol=protocol)["n"][0]
     rules = [cell["rule"] for cell in grouped.attrs["suppressed"]]
     assert len(rules) == 2 and sum(rule.startswith("min_cohort") for rule in rules) == 1
     assert sum(rule.startswith("complementary") for rule in rules) == 1
@@ -115,13 +118,13 @@ def test_a_suppressed_cell_cannot_be_recomputed_from_totals() -> None:
     assert total - grouped["n"].sum() != small and total - grouped["n"].sum() > small
 
 
-def test_complementary_suppression_protects_every_line_of_a_two_way_table() -> None:
+def test_complementary_suppression_protects_every_line_of_a_two_way_table(protocol: str) -> None:
     sql = ("SELECT condition, urgent, COUNT(*) AS n FROM admissions WHERE age < 20 "
            "GROUP BY condition, urgent")
     counts = UNION[UNION["age"] < 20].groupby(["condition", "urgent"]).size()
     threshold = int(counts.min()) + 1
     got = simulate(sql, {"admissions": OWNERS}, {"admissions": SCHEMA},
-                   policy={"min_cohort": threshold})
+                   policy={"min_cohort": threshold}, protocol=protocol)
     hidden = {(c["group"]["condition"], c["group"]["urgent"]) for c in got.attrs["suppressed"]}
     assert len(hidden) >= 4  # one small cell forces its row, its column, and their corner
     for axis in range(2):  # every line holds zero or at least two hidden cells
@@ -131,7 +134,7 @@ def test_complementary_suppression_protects_every_line_of_a_two_way_table() -> N
         assert all(sum(flags) != 1 for flags in lines.values())
 
 
-def test_the_dominance_rule_suppresses_sums_led_by_a_few_contributors() -> None:
+def test_the_dominance_rule_suppresses_sums_led_by_a_few_contributors(protocol: str) -> None:
     rng = np.random.default_rng(11)
     schema = {"ward": {"type": "category", "domain": ["a", "b", "c", "d"]},
               "cost": {"type": "fixed", "low": 0, "high": 100000}}
@@ -147,7 +150,7 @@ def test_the_dominance_rule_suppresses_sums_led_by_a_few_contributors() -> None:
     ordered = union.groupby("ward")["cost"]
     dominated = {w for w, costs in ordered if costs.nlargest(n).sum() > k / 100 * costs.sum()}
     got = simulate("SELECT ward, SUM(cost) AS total FROM t GROUP BY ward ORDER BY ward",
-                   {"t": frames}, {"t": schema}, policy={"dominance": [n, k]})
+                   {"t": frames}, {"t": schema}, policy={"dominance": [n, k]}, protocol=protocol)
     rules = {c["group"]["ward"]: c["rule"] for c in got.attrs["suppressed"]}
     assert dominated == {"b"}
     assert {w for w, r in rules.items() if r.startswith("dominance")} == dominated
@@ -156,47 +159,49 @@ def test_the_dominance_rule_suppresses_sums_led_by_a_few_contributors() -> None:
     assert np.allclose(shown, ordered.sum()[shown.index])
 
 
-def test_a_min_cohort_releases_an_extreme_only_when_enough_rows_hold_it() -> None:
+def test_a_min_cohort_releases_an_extreme_only_when_enough_rows_hold_it(protocol: str) -> None:
     # MAX(cost) is one patient's cost; MAX(age) is held by many patients
     tables, schemas = {"admissions": OWNERS}, {"admissions": SCHEMA}
     top_age = int(UNION["age"].max())
     holders = int((UNION["age"] == top_age).sum())
     assert holders >= 3 and (UNION["cost"] == UNION["cost"].max()).sum() == 1
     got = simulate("SELECT MAX(cost) AS c FROM admissions", tables, schemas,
-                   policy={"min_cohort": 3})
+                   policy={"min_cohort": 3}, protocol=protocol)
     assert got.empty and "rows hold the value of MAX(cost)" in got.attrs["suppressed"][0][
         "rule"]
     got = simulate("SELECT MAX(age) AS a, MIN(age) AS b FROM admissions", tables, schemas,
-                   policy={"min_cohort": holders})
+                   policy={"min_cohort": holders}, protocol=protocol)
     holders_min = int((UNION["age"] == UNION["age"].min()).sum())
     if holders_min >= holders:
         assert got["a"].tolist() == [top_age] and got["b"].tolist() == [UNION["age"].min()]
     else:
         assert got.empty
     got = simulate("SELECT MAX(age) AS a FROM admissions", tables, schemas,
-                   policy={"min_cohort": holders + 1})
+                   policy={"min_cohort": holders + 1}, protocol=protocol)
     assert got.empty
     # per group: each cell's extreme is checked on its own rows
     grouped = simulate("SELECT condition, MAX(age) AS a FROM admissions GROUP BY condition "
-                       "ORDER BY condition", tables, schemas, policy={"min_cohort": 2})
+                       "ORDER BY condition", tables, schemas, policy={"min_cohort": 2},
+                       protocol=protocol)
     for condition, rows in UNION.groupby("condition"):
         held = int((rows["age"] == rows["age"].max()).sum())
         assert (condition in set(grouped["condition"])) == (held >= 2 and len(rows) >= 2)
 
 
-def test_a_min_cohort_checks_the_extremes_of_a_join() -> None:
+def test_a_min_cohort_checks_the_extremes_of_a_join(protocol: str) -> None:
     frames = DATA
     joined = pd.concat(frames["accounts"]).merge(frames["customers"][0], left_on="customer",
                                                  right_on="id")
     assert (joined["balance"] == joined["balance"].min()).sum() < 3
     got = simulate("SELECT MIN(a.balance) AS lo, COUNT(*) AS n FROM customers c JOIN "
                    "accounts a ON c.id = a.customer", frames, SCHEMAS,
-                   policy={"min_cohort": 3})
+                   policy={"min_cohort": 3}, protocol=protocol)
     assert got.empty and "MIN(a.balance)" in got.attrs["suppressed"][0]["rule"]
     age = joined["age"].max()
     held = int((joined["age"] == age).sum())
     got = simulate("SELECT MAX(c.age) AS hi FROM customers c JOIN accounts a "
-                   "ON c.id = a.customer", frames, SCHEMAS, policy={"min_cohort": held})
+                   "ON c.id = a.customer", frames, SCHEMAS, policy={"min_cohort": held},
+                   protocol=protocol)
     assert got["hi"].tolist() == [age]
 
 
@@ -204,11 +209,12 @@ def test_a_min_cohort_checks_the_extremes_of_a_join() -> None:
     "SELECT SUM(a.balance) FROM customers c JOIN accounts a ON c.id = a.customer",
     "SELECT patient, SUM(cost) FROM visits GROUP BY patient",
 ])
-def test_a_dominance_rule_that_cannot_be_enforced_refuses_the_query(sql: str) -> None:
+def test_a_dominance_rule_that_cannot_be_enforced_refuses_the_query(sql: str,
+                                                                    protocol: str) -> None:
     tables = {"visits": _visits()} if "visits" in sql else DATA
     schemas = {"visits": VISITS, **SCHEMAS}
     with pytest.raises(PolicyViolation, match="cannot be enforced on SUM"):
-        simulate(sql, tables, schemas, policy={"dominance": [2, 80]})
+        simulate(sql, tables, schemas, policy={"dominance": [2, 80]}, protocol=protocol)
 
 
 @pytest.mark.parametrize(("sql", "message"), [

@@ -38,12 +38,13 @@ def _duckdb(sql: str, tables: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
     "SELECT condition, MIN(age) AS lo, MAX(stay) AS hi, STDDEV(cost) AS sd "
     "FROM admissions GROUP BY condition ORDER BY condition",
 ])
-def test_row_plans_with_five_owners_match_duckdb(sql: str) -> None:
+def test_row_plans_with_five_owners_match_duckdb(sql: str, protocol: str) -> None:
     tables = {"admissions": FIVE}
-    _assert_same(simulate(sql, tables, {"admissions": SCHEMA}), _duckdb(sql, tables))
+    _assert_same(simulate(sql, tables, {"admissions": SCHEMA},
+                          protocol=protocol), _duckdb(sql, tables))
 
 
-def test_secret_key_groups_with_five_owners_match_duckdb() -> None:
+def test_secret_key_groups_with_five_owners_match_duckdb(protocol: str) -> None:
     rng = np.random.default_rng(9)
     frames = [pd.DataFrame({"patient": rng.integers(0, 30, 40) * 7919,
                             "cost": np.round(rng.uniform(0, 100, 40)),
@@ -51,10 +52,10 @@ def test_secret_key_groups_with_five_owners_match_duckdb() -> None:
     sql = ("SELECT patient, COUNT(*) AS n, SUM(cost) AS s FROM visits WHERE ward = 'a' "
            "GROUP BY patient ORDER BY patient")
     tables = {"visits": frames}
-    _assert_same(simulate(sql, tables, {"visits": VISITS}), _duckdb(sql, tables))
+    _assert_same(simulate(sql, tables, {"visits": VISITS}, protocol=protocol), _duckdb(sql, tables))
 
 
-def test_a_join_with_outside_owners_on_both_sides_matches_duckdb() -> None:
+def test_a_join_with_outside_owners_on_both_sides_matches_duckdb(protocol: str) -> None:
     rng = np.random.default_rng(12)
     ids = rng.permutation(5000)[:400]
     customers = [pd.DataFrame({"id": part, "age": rng.integers(18, 90, len(part)),
@@ -67,11 +68,11 @@ def test_a_join_with_outside_owners_on_both_sides_matches_duckdb() -> None:
     tables = {"customers": customers, "accounts": accounts}
     sql = ("SELECT COUNT(*) AS n, SUM(a.balance) AS s, AVG(c.age) AS age FROM customers c "
            "JOIN accounts a ON c.id = a.customer WHERE c.segment = 'retail'")
-    got = simulate(sql, tables, {"customers": CUSTOMERS, "accounts": ACCOUNTS})
+    got = simulate(sql, tables, {"customers": CUSTOMERS, "accounts": ACCOUNTS}, protocol=protocol)
     _assert_same(got, _duckdb(sql, tables))
 
 
-def test_a_result_for_an_outside_recipient_is_opened_to_it_alone() -> None:
+def test_a_result_for_an_outside_recipient_is_opened_to_it_alone(protocol: str) -> None:
     schema = Schema.from_mapping(SCHEMA)
     frames = FIVE[:4]  # parties 0-2 compute, party 3 owns data, party 4 receives
     sql = ("SELECT condition, COUNT(*) AS n, AVG(stay) AS s, MEDIAN(age) AS m "
@@ -89,7 +90,7 @@ def test_a_result_for_an_outside_recipient_is_opened_to_it_alone() -> None:
 
     results = run_parties(3, compute, outside=[
         lambda party: take_part(party, plan, datasets[3], recipient=False),
-        lambda party: take_part(party, plan, {}, recipient=True)])
+        lambda party: take_part(party, plan, {}, recipient=True)], protocol=protocol)
     assert results[:4] == [None, None, None, None]
     got = results[4]
     hidden = {c["group"]["condition"] for c in got.attrs["suppressed"]}
@@ -101,6 +102,7 @@ def test_a_result_for_an_outside_recipient_is_opened_to_it_alone() -> None:
     # the same query at a compute recipient gives the same frame
     inside = run_parties(3, lambda s: run_plan(s, plan, datasets[s.party], to=[0],
                                                policy=policy),
-                         outside=[lambda p: take_part(p, plan, datasets[3], False)])
+                         outside=[lambda p: take_part(p, plan, datasets[3], False)],
+                         protocol=protocol)
     pd.testing.assert_frame_equal(inside[0], got)
     assert inside[0].attrs["suppressed"] == got.attrs["suppressed"]

@@ -18,6 +18,8 @@ from concilium.net import MemoryNetwork
 from concilium.ring import FixedPointCodec, Prg
 from concilium.testing import run_parties
 
+pytestmark = pytest.mark.rep3  # rep3's own costs, views and truncations
+
 N = 20_000  # above the slicing threshold: every party plays every role
 
 

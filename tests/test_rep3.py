@@ -17,6 +17,8 @@ from concilium.ring import Prg, to_signed
 from concilium.testing import run_parties
 from tests.conftest import run3
 
+pytestmark = pytest.mark.rep3  # rep3's own costs, views and truncations
+
 RING = np.uint64
 shapes = hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4)
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from concilium.data import Session
 from concilium.errors import BadFrame, ConfigurationError, PeerUnavailable, ProtocolAbort
 from concilium.governance.identity import create_node
-from concilium.mpc import Rep3
+from concilium.mpc.protocols import protocol
 from concilium.net.frame import FrameKind, FrameLimits, encode_frame
 from concilium.net.stream import read_frame
 from concilium.net.tls import TlsIdentity, TlsSettings, _context, _wrap
@@ -174,7 +174,7 @@ def test_unknown_certificates_and_garbage_are_refused_while_the_party_keeps_serv
 
 
 def _square_over(index: int, channel: TlsChannel) -> np.ndarray:
-    session = Session(Rep3(channel, (0, 1, 2)))
+    session = Session(protocol("rep3").create_backend(channel, (0, 1, 2)))
     a = session.input(0, np.arange(5) if index == 0 else None)
     return (a * a).reveal()
 
