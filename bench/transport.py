@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concilium.data import Session
 from concilium.governance.consortium import load_manifest
 from concilium.governance.identity import load_node
-from concilium.mpc.rep3 import Rep3
+from concilium.mpc.protocols import protocol
 from concilium.net.tls import TlsIdentity, TlsSettings, establish_connections
 from concilium.net.tls import _tune as tune_like_tls  # the same socket options
 from concilium.net.tls_channel import TlsChannel
@@ -193,7 +193,8 @@ def _party(variant: str, node_dir: Path, manifest_path: Path, ports: list[int], 
     tune_allocator()
     channel = _channel(variant, node_dir, manifest_path, ports)
     try:
-        samples = _measure(Session(Rep3(channel, (0, 1, 2))), OPS[op], n, repeats, warmup)
+        samples = _measure(Session(protocol("rep3").create_backend(channel, (0, 1, 2))),
+                           OPS[op], n, repeats, warmup)
         channel.finish()
         result.write_text(json.dumps({"samples": samples}))
     except BaseException as error:

@@ -18,6 +18,31 @@ words.
 consistency before anything is opened, so no code above this layer
 reconstructs shares by hand.
 
+**Contracts** every backend keeps (``ops`` and ``data`` rely on them):
+
+1. *Component-wise linearity*: share arrays are added, subtracted, negated,
+   multiplied by public integers, summed, indexed, reshaped, transposed and
+   concatenated along value axes component by component, with no
+   communication, and the result is a sharing of the same operation on the
+   values (:meth:`Backend.add` and friends, and ``SecretArray``'s shape
+   operations, do exactly that). XOR and AND with public words likewise for
+   boolean shares.
+2. *Public constants* enter only through :meth:`share_public`,
+   :meth:`add_public` and :meth:`xor_public` (which party folds them in is the
+   backend's business).
+3. *Truncation* takes ``1 <= bits <= 61`` and a mode of :data:`TRUNCATION_MODES`;
+   anything else raises :class:`~concilium.errors.ConfigurationError`. Values
+   must satisfy the mode's stated magnitude bound (below).
+4. *SPMD order*: every compute party calls the primitives in the same order
+   with the same shapes; message tags come from :meth:`next_tag` (and, for an
+   outside party, a counter per outside party from
+   :data:`concilium.mpc.outside.OUTSIDE_TAG_BASE`), so a party that disagrees
+   fails loudly instead of mixing messages.
+5. *Openings* happen only in :meth:`reveal` (and :meth:`send_public` of values
+   already public to the compute parties).
+6. *Capabilities*: a backend lists what it supports in ``capabilities`` (of
+   :data:`CAPABILITIES`); the query planner refuses what it lacks.
+
 **Truncation modes** (fixed point, see ``docs/fixed-point.md``):
 
 * ``"fast"``: one round; the result is ``floor(x / 2^d)`` or that plus one,
