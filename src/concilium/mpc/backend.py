@@ -13,6 +13,11 @@ backend by applying it to the trailing axes, which :mod:`concilium.data` does.
 Arithmetic shares live in Z_2^64; boolean shares are XOR shares of 64-bit
 words.
 
+**Outside parties** (owners and recipients that are not compute parties) have
+their side in :class:`OutsideClient` (defined in :mod:`concilium.mpc.outside`);
+the compute parties' side is :meth:`Backend.input`, :meth:`Backend.reveal` and
+:meth:`Backend.send_public`.
+
 **Openings.** Every opening of a value goes through :meth:`Backend.reveal` or
 :meth:`Backend.reveal_bits`: that is where a malicious-secure backend checks
 consistency before anything is opened, so no code above this layer
@@ -63,6 +68,7 @@ import numpy as np
 import numpy.typing as npt
 
 from concilium.errors import ShapeMismatch
+from concilium.mpc.outside import OutsideClient
 from concilium.net.channel import Channel, TrafficSnapshot
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
 
@@ -70,6 +76,7 @@ __all__ = [
     "CAPABILITIES",
     "TRUNCATION_MODES",
     "Backend",
+    "OutsideClient",
     "Shares",
     "Truncation",
     "align",
