@@ -67,8 +67,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import numpy.typing as npt
 
-from concilium.errors import ShapeMismatch
-from concilium.mpc.outside import OutsideClient
+from concilium.errors import ConfigurationError, ShapeMismatch
+from concilium.mpc.outside import OUTSIDE_TAG_BASE, OutsideClient
 from concilium.net.channel import Channel, TrafficSnapshot
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
 
@@ -76,6 +76,7 @@ __all__ = [
     "CAPABILITIES",
     "TRUNCATION_MODES",
     "Backend",
+    "ChannelBackend",
     "OutsideClient",
     "Shares",
     "Truncation",
@@ -331,3 +332,47 @@ class Backend(ABC):
 
         Reveals: nothing; the same permutation may be applied to several arrays.
         """
+
+
+class ChannelBackend(Backend):
+    """The bookkeeping every backend shares: its channel, the compute parties (this
+    party among them), the plan tags, and a tag counter per outside party."""
+
+    def __init__(self, channel: Channel, compute_parties: Sequence[int], *,
+                 first_tag: int = 0) -> None:
+        parties = tuple(int(p) for p in compute_parties)
+        if not parties or len(set(parties)) != len(parties):
+            raise ConfigurationError(f"{self.protocol} needs distinct compute parties, got "
+                                     f"{list(parties)}")
+        if channel.party not in parties:
+            raise ConfigurationError(f"party {channel.party} is not one of the compute "
+                                     f"parties {list(parties)}")
+        self._channel = channel
+        self._parties = parties
+        self._tag = first_tag
+        self._outside_tags: dict[int, int] = {}
+
+    @property
+    def channel(self) -> Channel:
+        return self._channel
+
+    @property
+    def party(self) -> int:
+        return self._channel.party
+
+    @property
+    def compute_parties(self) -> tuple[int, ...]:
+        return self._parties
+
+    def next_tag(self, count: int = 1) -> int:
+        """The first of ``count`` consecutive new plan tags; every compute party calls
+        this in the same order with the same counts."""
+        first = self._tag + 1
+        self._tag += count
+        return first
+
+    def outside_tag(self, party: int) -> int:
+        """The next tag for a message exchanged with outside party ``party``."""
+        count = self._outside_tags.get(party, 0)
+        self._outside_tags[party] = count + 1
+        return OUTSIDE_TAG_BASE + count

@@ -14,7 +14,9 @@ make their calls in the same order.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
+from concilium.errors import ConfigurationError
 from concilium.net.channel import Channel
 from concilium.ring.arithmetic import RingArray
 
@@ -27,20 +29,38 @@ OUTSIDE_TAG_BASE = 1 << 62
 class OutsideClient(ABC):
     """An outside party's side of sharing inputs and receiving outputs."""
 
+    def __init__(self, channel: Channel, compute_parties: Sequence[int]) -> None:
+        parties = tuple(int(p) for p in compute_parties)
+        if not parties or len(set(parties)) != len(parties):
+            raise ConfigurationError(f"the compute parties must be distinct, got "
+                                     f"{list(parties)}")
+        if channel.party in parties:
+            raise ConfigurationError(f"party {channel.party} is a compute party; outside "
+                                     "parties are the others")
+        self._channel = channel
+        self._parties = parties
+        self._count = 0
+
     @property
-    @abstractmethod
     def channel(self) -> Channel:
         """The channel to the compute parties (handed in, never created here)."""
+        return self._channel
 
     @property
     def party(self) -> int:
         """This party's network index."""
-        return self.channel.party
+        return self._channel.party
 
     @property
-    @abstractmethod
     def compute_parties(self) -> tuple[int, ...]:
         """Network indices of the compute parties, in protocol order."""
+        return self._parties
+
+    def next_tag(self) -> int:
+        """The tag of this party's next message with the compute parties."""
+        tag = OUTSIDE_TAG_BASE + self._count
+        self._count += 1
+        return tag
 
     @abstractmethod
     def send_input(self, values: RingArray, *, boolean: bool = False) -> None:

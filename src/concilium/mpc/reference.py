@@ -26,7 +26,7 @@ from concilium.errors import ConfigurationError, ProtocolAbort
 from concilium.mpc.backend import (
     CAPABILITIES,
     TRUNCATION_MODES,
-    Backend,
+    ChannelBackend,
     Shares,
     Truncation,
     align,
@@ -34,7 +34,7 @@ from concilium.mpc.backend import (
     share_matmul,
     value_shape,
 )
-from concilium.mpc.outside import OUTSIDE_TAG_BASE, OutsideClient
+from concilium.mpc.outside import OutsideClient
 from concilium.net.channel import Channel
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
 from concilium.ring.prg import KEY_BYTES, Prg, new_key, stream_nonce
@@ -51,7 +51,7 @@ class ReferencePermutation:
     order: npt.NDArray[np.intp]
 
 
-class Reference(Backend):
+class Reference(ChannelBackend):
     """One compute party of the plaintext ``reference`` backend (no security)."""
 
     protocol: ClassVar[str] = "reference"
@@ -61,17 +61,8 @@ class Reference(Backend):
     capabilities: ClassVar[frozenset[str]] = frozenset(CAPABILITIES)
 
     def __init__(self, channel: Channel, compute_parties: Sequence[int]) -> None:
-        parties = tuple(int(p) for p in compute_parties)
-        if len(set(parties)) != len(parties) or not parties:
-            raise ConfigurationError(f"reference needs distinct compute parties, got "
-                                     f"{list(parties)}")
-        if channel.party not in parties:
-            raise ConfigurationError(f"party {channel.party} is not one of the compute "
-                                     f"parties {list(parties)}")
-        self._channel = channel
-        self._parties = parties
-        self._tag = _SETUP_TAG
-        self._outside_tags: dict[int, int] = {}
+        super().__init__(channel, compute_parties, first_tag=_SETUP_TAG)
+        parties = self.compute_parties
         # a key for the common random values and permutations, from the first party
         if channel.party == parties[0]:
             key = new_key()
@@ -83,29 +74,6 @@ class Reference(Backend):
                 raise ProtocolAbort("the reference backend's key message is malformed")
             key = received.tobytes()
         self._key = key
-
-    # -- identity and messaging ------------------------------------------------
-    @property
-    def channel(self) -> Channel:
-        return self._channel
-
-    @property
-    def party(self) -> int:
-        return self._channel.party
-
-    @property
-    def compute_parties(self) -> tuple[int, ...]:
-        return self._parties
-
-    def next_tag(self, count: int = 1) -> int:
-        first = self._tag + 1
-        self._tag += count
-        return first
-
-    def _outside_tag(self, party: int) -> int:
-        count = self._outside_tags.get(party, 0)
-        self._outside_tags[party] = count + 1
-        return OUTSIDE_TAG_BASE + count
 
     def _ring(self, peer: int, tag: int) -> RingArray:
         array = self._channel.receive(peer, tag)
@@ -121,7 +89,7 @@ class Reference(Backend):
         if owner not in self._parties:
             if not 0 <= owner < self._channel.parties:
                 raise ConfigurationError(f"there is no party {owner} on this network")
-            return self._ring(owner, self._outside_tag(owner))[None].copy()
+            return self._ring(owner, self.outside_tag(owner))[None].copy()
         if owner == self.party:
             if values is None:
                 raise ConfigurationError("the owner of an input must pass its values")
@@ -142,7 +110,7 @@ class Reference(Backend):
             if not 0 <= target < self._channel.parties:
                 raise ConfigurationError(f"cannot reveal to party {target}: no such party")
             if target not in self._parties:
-                self._channel.send(target, self._outside_tag(target),
+                self._channel.send(target, self.outside_tag(target),
                                    np.require(x[0], requirements="C"))
         return x[0].copy() if self.party in targets else None
 
@@ -152,7 +120,7 @@ class Reference(Backend):
     def send_public(self, target: int, payload: bytes) -> None:
         if target in self._parties or not 0 <= target < self._channel.parties:
             raise ConfigurationError(f"party {target} is not an outside party")
-        self._channel.send(target, self._outside_tag(target),
+        self._channel.send(target, self.outside_tag(target),
                            np.frombuffer(payload, dtype=np.uint8))
 
     # -- local operations -----------------------------------------------------
@@ -238,35 +206,14 @@ class ReferenceOutsideParty(OutsideClient):
     """An outside owner or recipient of the plaintext ``reference`` backend: it
     sends its values in the clear to every compute party (NO SECURITY)."""
 
-    def __init__(self, channel: Channel, compute_parties: Sequence[int]) -> None:
-        self._channel = channel
-        self._parties = tuple(int(p) for p in compute_parties)
-        if channel.party in self._parties:
-            raise ConfigurationError(f"party {channel.party} is a compute party; outside "
-                                     "parties are the others")
-        self._count = 0
-
-    @property
-    def channel(self) -> Channel:
-        return self._channel
-
-    @property
-    def compute_parties(self) -> tuple[int, ...]:
-        return self._parties
-
-    def _tag(self) -> int:
-        tag = OUTSIDE_TAG_BASE + self._count
-        self._count += 1
-        return tag
-
     def send_input(self, values: RingArray, *, boolean: bool = False) -> None:
         value = np.require(values, dtype=RING_DTYPE, requirements="C")
-        tag = self._tag()
+        tag = self.next_tag()
         for party in self._parties:
             self._channel.send(party, tag, value)
 
     def _agreed(self) -> npt.NDArray[np.generic]:
-        tag = self._tag()
+        tag = self.next_tag()
         messages = [self._channel.receive(party, tag) for party in self._parties]
         if any(m.dtype != messages[0].dtype or not np.array_equal(m, messages[0])
                for m in messages[1:]):

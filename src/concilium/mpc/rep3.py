@@ -44,7 +44,7 @@ from concilium.mpc import rep3_truncation as truncation
 from concilium.mpc.backend import (
     CAPABILITIES,
     TRUNCATION_MODES,
-    Backend,
+    ChannelBackend,
     Shares,
     Truncation,
     align,
@@ -53,7 +53,6 @@ from concilium.mpc.backend import (
     share_matmul,
     value_shape,
 )
-from concilium.mpc.outside import OUTSIDE_TAG_BASE
 from concilium.mpc.randomness import Purpose, ReplicatedRandomness, agree_replicated_keys
 from concilium.mpc.shares import check_shape_message, flat_operands
 from concilium.net.channel import Channel
@@ -109,7 +108,7 @@ def add_zero_share(z: RingArray, masks: tuple[Prg, Prg]) -> None:
         z[block] += u
 
 
-class Rep3(Backend):
+class Rep3(ChannelBackend):
     """One compute party of the ``rep3`` protocol.
 
     ``channel``: this party's channel; ``compute_parties``: the network
@@ -128,48 +127,16 @@ class Rep3(Backend):
             raise ConfigurationError(
                 f"rep3 needs exactly 3 distinct compute parties, got {list(parties)}"
             )
-        if channel.party not in parties:
-            raise ConfigurationError(
-                f"party {channel.party} is not one of the compute parties {list(parties)}"
-            )
-        self._channel = channel
-        self._parties = parties
+        super().__init__(channel, parties, first_tag=SETUP_TAG)
         self.index = parties.index(channel.party)
-        self._tag = SETUP_TAG
-        self._outside_tags: dict[int, int] = {}
         self.randomness: ReplicatedRandomness = agree_replicated_keys(
             channel, parties, self.index, SETUP_TAG
         )
 
     # -- identity and messaging ------------------------------------------------
-    @property
-    def channel(self) -> Channel:
-        return self._channel
-
-    @property
-    def party(self) -> int:
-        return self._channel.party
-
-    @property
-    def compute_parties(self) -> tuple[int, ...]:
-        return self._parties
-
     def peer(self, offset: int) -> int:
         """Network index of compute party ``index + offset`` (mod 3)."""
         return self._parties[(self.index + offset) % 3]
-
-    def next_tag(self, count: int = 1) -> int:
-        """The first of ``count`` consecutive new plan tags; every compute party calls
-        this in the same order with the same counts."""
-        first = self._tag + 1
-        self._tag += count
-        return first
-
-    def outside_tag(self, party: int) -> int:
-        """The next tag for a message exchanged with outside party ``party``."""
-        count = self._outside_tags.get(party, 0)
-        self._outside_tags[party] = count + 1
-        return OUTSIDE_TAG_BASE + count
 
     def masks(self, tag: int) -> tuple[Prg, Prg]:
         """The two streams of this party's share of a zero sharing for ``tag``."""

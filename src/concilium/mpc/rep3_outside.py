@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from concilium.errors import ConfigurationError, ProtocolAbort
-from concilium.mpc.outside import OUTSIDE_TAG_BASE, OutsideClient
+from concilium.mpc.outside import OutsideClient
 from concilium.net.channel import Channel
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
 from concilium.ring.prg import Prg, new_key
@@ -32,34 +32,14 @@ class Rep3OutsideParty(OutsideClient):
     """The outside party's side of input sharing and output delivery."""
 
     def __init__(self, channel: Channel, compute_parties: Sequence[int] = (0, 1, 2)) -> None:
-        parties = tuple(int(p) for p in compute_parties)
-        if len(parties) != 3 or len(set(parties)) != 3:
+        if len(compute_parties) != 3:
             raise ConfigurationError("rep3 needs exactly 3 distinct compute parties")
-        if channel.party in parties:
-            raise ConfigurationError(
-                f"party {channel.party} is a compute party; outside parties are the others"
-            )
-        self._channel = channel
-        self._parties = parties
-        self._count = 0
-
-    @property
-    def channel(self) -> Channel:
-        return self._channel
-
-    @property
-    def compute_parties(self) -> tuple[int, ...]:
-        return self._parties
-
-    def _tag(self) -> int:
-        tag = OUTSIDE_TAG_BASE + self._count
-        self._count += 1
-        return tag
+        super().__init__(channel, compute_parties)
 
     def send_input(self, values: RingArray, *, boolean: bool = False) -> None:
         """Secret-share ring values (or 64-bit words with ``boolean``) to the compute parties."""
         value = np.require(values, dtype=RING_DTYPE, requirements="C")
-        seed_tag, data_tag = self._tag(), self._tag()
+        seed_tag, data_tag = self.next_tag(), self.next_tag()
         first_seed, second_seed = new_key(), new_key()
         first = Prg(first_seed).integers(value.shape)
         second = Prg(second_seed).integers(value.shape)
@@ -81,7 +61,7 @@ class Rep3OutsideParty(OutsideClient):
 
         Reveals: nothing the compute parties do not all know.
         """
-        tag = self._tag()
+        tag = self.next_tag()
         messages = [self._channel.receive(party, tag) for party in self._parties]
         if any(m.dtype != np.uint8 for m in messages) or any(
                 not np.array_equal(m, messages[0]) for m in messages[1:]):
@@ -94,7 +74,7 @@ class Rep3OutsideParty(OutsideClient):
 
         Reveals: the value to this party (the compute parties chose to open it here).
         """
-        tag = self._tag()
+        tag = self.next_tag()
         shares = [self._channel.receive(party, tag) for party in self._parties]
         shape = shares[0].shape
         if any(share.dtype != RING_DTYPE or share.shape != shape for share in shares):
