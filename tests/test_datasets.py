@@ -141,7 +141,9 @@ def test_a_column_the_schema_does_not_list_is_refused(tmp_path: Path) -> None:
 
 
 def test_an_ignored_column_is_dropped_on_load_without_being_read(tmp_path: Path) -> None:
-    schema = Schema.from_mapping({**SCHEMA.as_mapping(), "ssn": {"usage": "ignore"}})
+    mapping = SCHEMA.as_mapping()
+    mapping["columns"]["ssn"] = {"usage": "ignore"}
+    schema = Schema.from_mapping(mapping)
     assert schema.ignored == ("ssn",) and "ssn" not in schema
     # an ignored column may hold anything: it is never parsed
     FRAME.assign(ssn=["x", "1", ""]).to_csv(tmp_path / "t.csv", index=False)
@@ -164,3 +166,19 @@ def test_a_ragged_csv_row_is_named(tmp_path: Path) -> None:
     assert "data row 3 (line 4 of the file) has 3 fields, the header has 2" in str(
         caught.value)
     assert "secret-extra" not in str(caught.value)
+
+
+def test_decimals_and_max_rows_are_checked_on_load() -> None:
+    schema = Schema.from_mapping({"columns": {"cost": {"type": "fixed", "decimals": 2}},
+                                  "max_rows": 3})
+    assert schema.rows_bound == 3 and schema.column("cost").decimals == 2
+    assert Schema.from_mapping(schema.as_mapping()) == schema
+    Dataset.from_frame("t", pd.DataFrame({"cost": [0.1, 19.99, 1e9 + 0.07]}), schema)
+    with pytest.raises(DatasetError, match="more than 2 decimal places in row 2"):
+        Dataset.from_frame("t", pd.DataFrame({"cost": [1.5, 2.005]}), schema)
+    with pytest.raises(DatasetError, match="4 rows, more than the schema's max_rows of 3"):
+        Dataset.from_frame("t", pd.DataFrame({"cost": [1.0] * 4}), schema)
+    with pytest.raises(ConfigurationError, match="decimals .* is for fixed columns"):
+        Schema.from_mapping({"n": {"type": "int", "decimals": 2}})
+    with pytest.raises(ConfigurationError, match="unknown table settings"):
+        Schema.from_mapping({"columns": {"n": {"type": "int"}}, "max_row": 5})

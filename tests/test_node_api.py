@@ -112,7 +112,7 @@ NO_RULES = {"policy": {"allowed_aggregates": None, "allowed_columns": None,
 def test_datasets_show_schemas_and_rules_only(node: Node) -> None:
     assert _register(node).json() == {"name": "admissions", "rows": 3, "rules": NO_RULES}
     assert node.call("GET", "/datasets", "dr-lee").json() == [
-        {"name": "admissions", "rows": 3, "schema": SCHEMA, "rules": NO_RULES}]
+        {"name": "admissions", "rows": 3, "schema": {"columns": SCHEMA}, "rules": NO_RULES}]
     bad = node.call("POST", "/datasets", "root", json={
         "name": "broken", "path": str(node.root / "missing.csv"), "schema": SCHEMA})
     assert bad.status_code == 400 and "no file" in bad.json()["message"]
@@ -141,7 +141,7 @@ def _publish(node: Node, peer: str, datasets: list[dict]) -> httpx.Response:
 
 
 def _entry(peer: str, rules: dict | None = None) -> dict:
-    return {"dataset": "admissions", "node": peer, "schema": SCHEMA,
+    return {"dataset": "admissions", "node": peer, "schema": {"columns": SCHEMA},
             "rules": rules or NO_RULES}
 
 

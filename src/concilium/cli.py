@@ -159,6 +159,7 @@ def _client(node: Path, token: str | None) -> Any:
 SCHEMA_HELP = """
 \b
 The schema is TOML with one \\[columns.NAME] section per column of the file:
+  max_rows = 1000000        # optional: the most rows this table holds here
   \\[columns.patient_id]
   type = "key"              # int, fixed, bool, category or key
   unique = true             # keys only: each value once
@@ -168,6 +169,7 @@ The schema is TOML with one \\[columns.NAME] section per column of the file:
   high = 120
   \\[columns.cost]
   type = "fixed"            # reals, 16 fractional bits
+  decimals = 2              # optional: values in cents, sums exact to the cent
   nullable = true
   usage = ["aggregate"]     # of filter, group, aggregate, join
   \\[columns.condition]
@@ -215,7 +217,7 @@ def dataset_add(
         kind = "parquet" if file.suffix == ".parquet" else "csv"
         answer = _client(node, token).request("POST", "/datasets", json={
             "name": name, "path": str(file.resolve()), "format": kind,
-            "schema": columns.get("columns", columns), "rules": rules})
+            "schema": columns, "rules": rules})
     console.print(f"registered {answer['name']}: {answer['rows']} rows checked", highlight=False)
     _print_rules(answer["rules"])
 

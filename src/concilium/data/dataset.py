@@ -213,6 +213,10 @@ def _csv_problem(error: Exception, path: str | Path, convert: Any) -> str:
 def _validated(table: pa.Table, schema: Schema) -> pa.Table:
     if table.num_rows == 0:
         raise DatasetError("the dataset has no rows")
+    if table.num_rows > schema.rows_bound:
+        raise DatasetError(f"the dataset has {table.num_rows:,} rows, more than the schema's "
+                           f"max_rows of {schema.rows_bound:,} per owner; state a larger "
+                           "max_rows in the schema (it bounds what sums must hold)")
     present = {n.lower(): n for n in table.column_names}
     listed = {n.lower() for n in (*schema.names, *schema.ignored)}
     unknown = [n for n in table.column_names if n.lower() not in listed]
@@ -264,6 +268,8 @@ def _checked(column: Column, values: pa.ChunkedArray) -> pa.Array:
                                f"(+-2^31) in row {_first(outside)}", column=name,
                                row=_first(outside))
     _check_bounds(column, numbers, present)
+    if column.decimals is not None:
+        _check_decimals(column, numbers, present)
     if column.unique:
         _check_unique(column, numbers, present)
     return array
@@ -345,6 +351,15 @@ def _check_bounds(column: Column, numbers: np.ndarray, present: np.ndarray) -> N
             raise DatasetError(f"column {column.name!r} is above its upper bound "
                                f"{column.high} in row {_first(above)}", column=column.name,
                                row=_first(above))
+
+
+def _check_decimals(column: Column, numbers: np.ndarray, present: np.ndarray) -> None:
+    assert column.decimals is not None
+    scaled = numbers * 10.0**column.decimals
+    off = present & (np.abs(scaled - np.round(scaled)) > 1e-6 * np.maximum(1.0, np.abs(scaled)))
+    if off.any():
+        raise DatasetError(f"column {column.name!r} has more than {column.decimals} decimal "
+                           f"places in row {_first(off)}", column=column.name, row=_first(off))
 
 
 def _check_unique(column: Column, numbers: np.ndarray, present: np.ndarray) -> None:

@@ -10,6 +10,9 @@ spec. It states per column:
   that sums stay in range;
 * ``nullable``: whether missing values are allowed;
 * ``unique``: for keys, whether a value may appear once only;
+* ``decimals``: for fixed columns, the number of decimal places the values
+  have (money in cents: ``decimals = 2``); every row is checked, and sums of
+  the column are exact to that many places;
 * ``usage``: what queries may do with the column (``filter``, ``group``,
   ``aggregate``, ``join``); anything else is refused at planning time.
   ``usage = "ignore"`` declares a column of the data file that is dropped
@@ -20,8 +23,14 @@ Key columns (``type = "key"``) identify people or entities: a query may only
 join on them or count them (``COUNT``, ``COUNT(DISTINCT ...)``); they are never
 output, grouped by, filtered on or otherwise aggregated.
 
+A table may also state ``max_rows``, the most rows one owner holds (default
+:data:`DEFAULT_MAX_ROWS`; checked on load): with the bounds it decides how
+values are encoded so that sums fit, and which division a query needs.
+
 Schemas load from a mapping or TOML::
 
+    [tables.admissions]
+    max_rows = 1000000
     [tables.admissions.columns.age]
     type = "int"
     low = 0
@@ -39,10 +48,13 @@ from typing import Any
 
 from concilium.errors import ConfigurationError
 
-__all__ = ["IGNORE", "USAGES", "Column", "ColumnType", "Schema", "load_schemas"]
+__all__ = ["DEFAULT_MAX_ROWS", "IGNORE", "USAGES", "Column", "ColumnType", "Schema",
+           "load_schemas"]
 
 USAGES = frozenset({"filter", "group", "aggregate", "join"})
 IGNORE = "ignore"
+#: The most rows one owner may hold when a schema states no ``max_rows``.
+DEFAULT_MAX_ROWS = 1 << 24
 
 
 class ColumnType(enum.StrEnum):
@@ -65,6 +77,7 @@ class Column:
     domain: tuple[str, ...] = ()
     unique: bool = False
     usage: frozenset[str] = USAGES
+    decimals: int | None = None
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -80,6 +93,10 @@ class Column:
             raise ConfigurationError(f"column {self.name!r}: low bound above high bound")
         if self.unique and self.type is not ColumnType.KEY:
             raise ConfigurationError(f"only key columns can be unique ({self.name!r})")
+        if self.decimals is not None and (self.type is not ColumnType.FIXED or not (
+                isinstance(self.decimals, int) and 0 <= self.decimals <= 6)):
+            raise ConfigurationError(f"column {self.name!r}: decimals (0 to 6) is for fixed "
+                                     "columns")
         unknown = set(self.usage) - USAGES
         if unknown:
             raise ConfigurationError(
@@ -100,7 +117,7 @@ class Column:
 
     @classmethod
     def from_mapping(cls, name: str, spec: Mapping[str, Any]) -> Column:
-        known = {"type", "low", "high", "nullable", "domain", "unique", "usage"}
+        known = {"type", "low", "high", "nullable", "domain", "unique", "usage", "decimals"}
         extra = set(spec) - known
         if extra:
             raise ConfigurationError(f"column {name!r}: unknown settings {sorted(extra)}")
@@ -118,7 +135,7 @@ class Column:
                    nullable=bool(spec.get("nullable", False)),
                    domain=tuple(str(v) for v in spec.get("domain", ())),
                    unique=bool(spec.get("unique", False)),
-                   usage=frozenset(usage))
+                   usage=frozenset(usage), decimals=spec.get("decimals"))
 
     def as_mapping(self) -> dict[str, Any]:
         """The TOML/JSON form (what :meth:`from_mapping` reads)."""
@@ -135,7 +152,20 @@ class Column:
             spec["unique"] = True
         if self.usage != USAGES:
             spec["usage"] = sorted(self.usage)
+        if self.decimals is not None:
+            spec["decimals"] = self.decimals
         return spec
+
+    @property
+    def bound(self) -> float | None:
+        """The largest magnitude a value can have (public), if the bounds are stated."""
+        if self.type is ColumnType.BOOL:
+            return 1.0
+        if self.type is ColumnType.CATEGORY:
+            return float(len(self.domain))
+        if self.low is None or self.high is None:
+            return None
+        return float(max(abs(self.low), abs(self.high)))
 
 
 @dataclass(frozen=True)
@@ -144,6 +174,7 @@ class Schema:
 
     columns: tuple[Column, ...]
     ignored: tuple[str, ...] = ()  # columns of the data file that are dropped on load
+    max_rows: int | None = None  # the most rows one owner holds (public)
     names: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -154,6 +185,14 @@ class Schema:
         if len(set(every)) != len(every):
             raise ConfigurationError("column names repeat (names are case-insensitive in SQL)")
         object.__setattr__(self, "names", names)
+        if self.max_rows is not None and not (isinstance(self.max_rows, int)
+                                              and 0 < self.max_rows < 2**40):
+            raise ConfigurationError("max_rows is a whole number of rows, 1 to 2^40")
+
+    @property
+    def rows_bound(self) -> int:
+        """The most rows one owner may hold (stated, or the default)."""
+        return self.max_rows if self.max_rows is not None else DEFAULT_MAX_ROWS
 
     def column(self, name: str) -> Column:
         for column in self.columns:
@@ -171,9 +210,14 @@ class Schema:
 
     @classmethod
     def from_mapping(cls, spec: Mapping[str, Any]) -> Schema:
-        """``{"columns": {name: {type: ..., ...}, ...}}`` or ``{name: {...}}``; a column
-        with ``usage = "ignore"`` is dropped when data is loaded."""
+        """``{"columns": {name: {type: ..., ...}, ...}, "max_rows": n}`` or
+        ``{name: {...}}``; a column with ``usage = "ignore"`` is dropped when data is
+        loaded."""
         columns = spec.get("columns", spec)
+        extra = set(spec) - {"columns", "max_rows", "owners"} if "columns" in spec else set()
+        if extra:
+            raise ConfigurationError(f"unknown table settings {sorted(extra)}; a table has "
+                                     "columns and max_rows")
         if not isinstance(columns, Mapping) or not all(
                 isinstance(c, Mapping) for c in columns.values()):
             raise ConfigurationError("a schema is a table of columns: [columns.<name>] "
@@ -185,12 +229,17 @@ class Schema:
                 raise ConfigurationError(f"column {name!r} is ignored; it takes no other "
                                          "settings")
         return cls(tuple(Column.from_mapping(name, c) for name, c in columns.items()
-                         if name not in ignored), ignored)
+                         if name not in ignored), ignored,
+                   spec.get("max_rows") if "columns" in spec else None)
 
     def as_mapping(self) -> dict[str, Any]:
-        """``{name: {type: ..., ...}}`` in column order (ignored columns last)."""
-        spec = {c.name: c.as_mapping() for c in self.columns}
-        spec.update({name: {"usage": IGNORE} for name in self.ignored})
+        """``{"columns": {name: {type: ..., ...}}, "max_rows": n}`` (columns in order,
+        ignored ones last; ``max_rows`` only if stated)."""
+        columns = {c.name: c.as_mapping() for c in self.columns}
+        columns.update({name: {"usage": IGNORE} for name in self.ignored})
+        spec: dict[str, Any] = {"columns": columns}
+        if self.max_rows is not None:
+            spec["max_rows"] = self.max_rows
         return spec
 
 
