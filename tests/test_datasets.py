@@ -178,7 +178,7 @@ def test_decimals_and_max_rows_are_checked_on_load() -> None:
         Dataset.from_frame("t", pd.DataFrame({"cost": [1.5, 2.005]}), schema)
     with pytest.raises(DatasetError, match="4 rows, more than the schema's max_rows of 3"):
         Dataset.from_frame("t", pd.DataFrame({"cost": [1.0] * 4}), schema)
-    with pytest.raises(ConfigurationError, match="decimals .* is for fixed columns"):
+    with pytest.raises(ConfigurationError, match=r"decimals .* is for fixed columns"):
         Schema.from_mapping({"n": {"type": "int", "decimals": 2}})
     with pytest.raises(ConfigurationError, match="unknown table settings"):
         Schema.from_mapping({"columns": {"n": {"type": "int"}}, "max_row": 5})
