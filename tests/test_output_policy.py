@@ -205,16 +205,90 @@ def test_a_min_cohort_checks_the_extremes_of_a_join(protocol: str) -> None:
     assert got["hi"].tolist() == [age]
 
 
-@pytest.mark.parametrize("sql", [
-    "SELECT SUM(a.balance) FROM customers c JOIN accounts a ON c.id = a.customer",
-    "SELECT patient, SUM(cost) FROM visits GROUP BY patient",
-])
-def test_a_dominance_rule_that_cannot_be_enforced_refuses_the_query(sql: str,
-                                                                    protocol: str) -> None:
-    tables = {"visits": _visits()} if "visits" in sql else DATA
-    schemas = {"visits": VISITS, **SCHEMAS}
-    with pytest.raises(PolicyViolation, match="cannot be enforced on SUM"):
-        simulate(sql, tables, schemas, policy={"dominance": [2, 80]}, protocol=protocol)
+def _top_share(contributions: pd.Series, n: int) -> float:
+    whole = contributions.sum()
+    return contributions.nlargest(n).sum() / whole if whole else 0.0
+
+
+def test_the_dominance_rule_holds_over_a_join_weighting_each_row_by_its_matches(
+        protocol: str) -> None:
+    # a contribution is a row of the summed column's table, times its matches in the join
+    rng = np.random.default_rng(21)
+    customers = pd.DataFrame({"id": np.arange(60), "income": rng.integers(20, 60, 60),
+                              "segment": rng.choice(["retail", "business"], 60)})
+    customers.loc[0, ["income", "segment"]] = [900, "business"]  # one dominant earner ...
+    accounts = pd.DataFrame({"customer": np.r_[np.zeros(5), rng.integers(1, 60, 150)],
+                             "kind": rng.choice(["savings", "checking"], 155)})
+    accounts.loc[:4, "kind"] = "checking"  # ... with five accounts
+    schemas = {"customers": {"id": {"type": "key", "unique": True},
+                             "income": {"type": "int", "low": 0, "high": 1000},
+                             "segment": {"type": "category", "domain": ["retail", "business"]}},
+               "accounts": {"customer": {"type": "key"},
+                            "kind": {"type": "category", "domain": ["savings", "checking"]}}}
+    tables = {"customers": [customers], "accounts": [accounts[:80], accounts[80:]]}
+    joined = accounts.merge(customers, left_on="customer", right_on="id")
+    n, k = 2, 50.0
+    got = simulate("SELECT c.segment, SUM(c.income) AS s FROM customers c JOIN accounts a "
+                   "ON c.id = a.customer GROUP BY c.segment ORDER BY c.segment", tables,
+                   schemas, policy={"dominance": [n, k]}, protocol=protocol)
+    per_customer = joined.groupby(["segment", "id"])["income"].sum()
+    shares = {segment: _top_share(per_customer[segment], n) for segment in ("business", "retail")}
+    assert shares["business"] > k / 100 > shares["retail"]
+    rules = {c["group"]["segment"]: c["rule"] for c in got.attrs["suppressed"]}
+    assert rules["business"].startswith("dominance") and "SUM(c.income)" in rules["business"]
+    # two cells on one line: hiding one alone would expose it as the total minus the other
+    assert rules["retail"].startswith("complementary") and got.empty
+    # grouped by the other table's column, a customer contributes to each kind its
+    # income times its accounts of that kind: the dominant earner's five checking
+    # accounts lead that cell
+    by_kind = simulate("SELECT a.kind, SUM(c.income) AS s, COUNT(*) AS n FROM customers c "
+                       "JOIN accounts a ON c.id = a.customer GROUP BY a.kind ORDER BY a.kind",
+                       tables, schemas, policy={"dominance": [1, 40]}, protocol=protocol)
+    per_kind = joined.groupby(["kind", "id"])["income"].sum()
+    assert _top_share(per_kind["checking"], 1) > 0.4 > _top_share(per_kind["savings"], 1)
+    hidden = {c["group"]["kind"]: c["rule"] for c in by_kind.attrs["suppressed"]}
+    assert hidden["checking"].startswith("dominance") and by_kind.empty
+    loose = simulate("SELECT a.kind, SUM(c.income) AS s, COUNT(*) AS n FROM customers c "
+                     "JOIN accounts a ON c.id = a.customer GROUP BY a.kind ORDER BY a.kind",
+                     tables, schemas, policy={"dominance": [1, 80]}, protocol=protocol)
+    expected = joined.groupby("kind").agg(s=("income", "sum"), n=("income", "size"))
+    assert loose["kind"].tolist() == ["checking", "savings"]
+    assert loose["s"].tolist() == expected["s"].tolist()
+    assert loose["n"].tolist() == expected["n"].tolist() and not loose.attrs["suppressed"]
+
+
+def test_the_dominance_rule_holds_over_secret_key_groups(protocol: str) -> None:
+    frames = _visits()
+    frames[0].loc[:2, "cost"] = 9999.0  # a few very expensive visits lead their patients
+    union = pd.concat(frames)
+    n, k = 1, 60.0
+    got = simulate("SELECT patient, SUM(cost) AS s, COUNT(*) AS v FROM visits "
+                   "GROUP BY patient", {"visits": frames}, {"visits": VISITS},
+                   policy={"dominance": [n, k]}, protocol=protocol)
+    costs = union.groupby("patient")["cost"]
+    dominated = {p for p, c in costs if _top_share(c.dropna(), n) > k / 100}
+    assert len(dominated) >= 2
+    assert set(got["patient"]) == set(costs.groups) - dominated
+    sums = costs.sum()
+    assert np.allclose(got.set_index("patient")["s"], sums[got["patient"]])
+    assert "not listed" in got.attrs["suppressed"][0]["group"]
+
+
+def test_secret_key_groups_never_hide_exactly_one_group(protocol: str) -> None:
+    frames = _visits()
+    sizes = pd.concat(frames).groupby("patient").size()
+    threshold = int(sizes.min()) + 1
+    assert (sizes < threshold).sum() == 1  # exactly one small patient
+    got = simulate("SELECT patient, COUNT(*) AS n FROM visits GROUP BY patient",
+                   {"visits": frames}, {"visits": VISITS}, policy={"min_cohort": threshold},
+                   protocol=protocol)
+    hidden = set(sizes.index) - set(got["patient"])
+    # the small one and the released group with the fewest rows: the total of all
+    # patients minus the released ones is the sum of two groups, never one
+    smallest_kept = sizes[sizes >= threshold].sort_values()
+    assert len(hidden) == 2 and sizes.idxmin() in hidden
+    (partner,) = hidden - {sizes.idxmin()}
+    assert sizes[partner] == smallest_kept.iloc[0]  # ties: any of the smallest
 
 
 @pytest.mark.parametrize(("sql", "message"), [

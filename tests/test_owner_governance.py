@@ -219,21 +219,22 @@ def test_mistakes_are_refused_before_anyone_signs_with_the_runs_own_message(
     refused = consortium.propose("SELECT COUNT(*) AS n FROM admissions", ["admissions"],
                                  ["hospital-z"])
     assert refused.exit_code == 2 and "'hospital-z' is not a party" in refused.output
-    # clinic-d's partial sum of costs does not fit the fixed-point range: clinic-d finds
-    # it on its own data when the proposal reaches it, and refuses it for everyone
-    refused = consortium.propose("SELECT SUM(cost) AS s FROM admissions", ["admissions"],
-                                 ["hospital-a"])
+    # an expression has no public bound, so its sums are shared in fixed point: clinic-d's
+    # partial sum of costs in thousandths does not fit; clinic-d finds it on its own data
+    # when the proposal reaches it, and refuses it for everyone
+    sql = "SELECT SUM(cost * 1000) AS s FROM admissions"
+    refused = consortium.propose(sql, ["admissions"], ["hospital-a"])
     assert refused.exit_code == 2, refused.output
     assert "clinic-d refused computation" in refused.output
     assert "FixedPointRangeError" in refused.output or "2^31" in refused.output
     listed = consortium.client("hospital-b", "analyst").request("GET", "/computations")
-    refusals = [c for c in listed if c["query"] == "SELECT SUM(cost) AS s FROM admissions"]
+    refusals = [c for c in listed if c["query"] == sql]
     deadline = time.monotonic() + 10
     while refusals[0]["status"] != "refused":
         assert time.monotonic() < deadline
         time.sleep(0.2)
         refusals = [c for c in consortium.client("hospital-b", "analyst").request(
-            "GET", "/computations") if c["query"] == "SELECT SUM(cost) AS s FROM admissions"]
+            "GET", "/computations") if c["query"] == sql]
 
 
 def test_an_owner_only_node_contributes_and_a_recipient_only_node_receives(

@@ -452,8 +452,9 @@ def explain(
                                                "owners")],
 ) -> None:
     """Print what a query runs where, what is shared and what is revealed to whom."""
+    from concilium.query.catalog import load_catalog
     from concilium.query.explain import explain as explain_plan
-    from concilium.query.plan import load_catalog, plan_query
+    from concilium.query.planner import plan_query
 
     with _friendly():
         tables = load_catalog(catalog)

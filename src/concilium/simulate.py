@@ -37,9 +37,10 @@ from concilium.errors import ConfigurationError
 from concilium.governance.policy import OutputPolicy
 from concilium.mpc.protocols import protocol as registry
 from concilium.query.capabilities import check_capabilities
+from concilium.query.catalog import TableEntry
 from concilium.query.execute import run_plan
 from concilium.query.outside import contribute_inputs
-from concilium.query.plan import TableEntry, plan_query
+from concilium.query.planner import plan_query
 from concilium.query.policy_check import check_policy
 from concilium.testing import run_parties
 

@@ -25,8 +25,9 @@ from concilium.governance.proposal import DatasetEntry, check_spec
 from concilium.governance.spec import ComputationSpec
 from concilium.mpc.protocols import protocol
 from concilium.query.capabilities import check_capabilities
+from concilium.query.catalog import TableEntry
 from concilium.query.outside import check_inputs
-from concilium.query.plan import TableEntry, plan_query
+from concilium.query.planner import plan_query
 from concilium.query.policy_check import check_policy
 
 __all__ = ["participants", "plan_spec", "tables_of", "validate"]

@@ -8,16 +8,15 @@ missing capability, never half-run.
 
 from __future__ import annotations
 
-from typing import Any
-
 from concilium.errors import UnsupportedQuery
 from concilium.governance.policy import OutputPolicy
 from concilium.mpc.protocols import ProtocolSpec
+from concilium.query.plans import QueryPlan
 
 __all__ = ["check_capabilities", "required_capabilities"]
 
 
-def required_capabilities(plan: Any, truncation: str = "reliable", *, outside: bool = False,
+def required_capabilities(plan: QueryPlan, truncation: str = "reliable", *, outside: bool = False,
                           policy: OutputPolicy | None = None) -> dict[str, str]:
     """Each capability the plan needs, with the reason."""
     policy = policy or OutputPolicy()
@@ -28,8 +27,7 @@ def required_capabilities(plan: Any, truncation: str = "reliable", *, outside: b
     else:  # the exact floor: a reliable truncation and one comparison
         needs["truncation:reliable"] = "exact truncation"
         needs["boolean"] = "exact truncation compares"
-    rows = bool(getattr(plan, "row_arguments", ())) or query.secret_group or hasattr(
-        plan, "unique")
+    rows = plan.shares_rows
     if rows:
         needs["shuffle"] = ("a secure sort of the shared rows (quantiles, distinct counts, "
                             "secret-key groups, joins or dominance)")
@@ -43,7 +41,7 @@ def required_capabilities(plan: Any, truncation: str = "reliable", *, outside: b
     return needs
 
 
-def check_capabilities(plan: Any, spec: ProtocolSpec, truncation: str = "reliable", *,
+def check_capabilities(plan: QueryPlan, spec: ProtocolSpec, truncation: str = "reliable", *,
                        outside: bool = False, policy: OutputPolicy | None = None) -> None:
     """Refuse the plan if the protocol lacks a capability it needs."""
     for capability, reason in required_capabilities(plan, truncation, outside=outside,

@@ -34,7 +34,7 @@ from concilium.errors import ProtocolAbort, UnsupportedQuery
 from concilium.mpc.protocols import ThreatModel
 
 __all__ = ["Delivery", "OutputColumn", "column_values", "deliver", "frame_of", "ordered_frame",
-           "plain", "receive_delivery", "result_frame"]
+           "plain", "present", "receive_delivery", "result_frame"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class OutputColumn:
     name: str
     value: Any
     known: SecretArray | None = None
-
+    categories: tuple[str, ...] | None = None  # the value is a 1-based position in these
+    decimals: int | None = None  # the value is exact to this many decimals
 
 @dataclass(frozen=True)
 class Delivery:
@@ -70,6 +71,22 @@ def plain(value: Any) -> Any:
     return value
 
 
+def present(values: np.ndarray, categories: Sequence[str] | None, decimals: int | None
+            ) -> np.ndarray:
+    """Opened values as the recipient sees them: category codes as their names (NULL
+    where undefined), exact decimals rounded to their places."""
+    if categories is not None:
+        names = np.array([None, *categories], dtype=object)
+        codes = np.asarray(values, dtype=np.float64)
+        out = np.full(codes.shape, None, dtype=object)
+        valid = ~np.isnan(codes)
+        out[valid] = names[np.clip(codes[valid].astype(np.int64), 0, len(categories))]
+        return out
+    if decimals is not None and np.asarray(values).dtype.kind == "f":
+        return np.round(values, decimals)
+    return values
+
+
 def column_values(opened: Any, known: Any) -> np.ndarray:
     """Opened values with SQL NULL (NaN) where the defined flag is 0."""
     array = np.atleast_1d(np.asarray(opened))
@@ -83,15 +100,29 @@ def column_values(opened: Any, known: Any) -> np.ndarray:
     return result
 
 
+def _masked(session: Session, columns: Sequence[OutputColumn]) -> dict[str, SecretArray]:
+    """Each secret column that can be NULL times its defined flag, in one round: a NULL
+    cell opens as 0, so what was computed there is never opened."""
+    nullable = [c for c in columns if isinstance(c.value, SecretArray) and c.known is not None]
+    if not nullable:
+        return {}
+    values = [c.value for c in nullable]
+    flags = [c.known for c in nullable if c.known is not None]
+    product = session.backend.mul(np.stack([v.shares for v in values], axis=1),
+                                  np.stack([f.shares for f in flags], axis=1))
+    return {c.name: SecretArray(session, product[:, k], c.value.fractional_bits)
+            for k, c in enumerate(nullable)}
+
+
 def deliver(session: Session, columns: Sequence[OutputColumn], rows: int,
             to: Sequence[int] | None, suppressed: Sequence[dict[str, Any]] = (),
             public_order: Sequence[str] = ()) -> Delivery | None:
     """Open ``columns`` to the recipients ``to`` (every compute party if None); the
     result on a compute recipient, None on other compute parties.
 
-    Reveals: each secret column and its defined flags to the recipients, and to
-    outside recipients the public layout (names, kinds, public columns, the
-    suppressed cells and their rules).
+    Reveals: each secret column (0 where it is NULL) and its defined flags to the
+    recipients, and to outside recipients the public layout (names, kinds, public
+    columns, the suppressed cells and their rules).
     """
     outside = [t for t in (to or ()) if t not in session.compute_parties]
     if outside:
@@ -101,14 +132,16 @@ def deliver(session: Session, columns: Sequence[OutputColumn], rows: int,
         session.send_public(outside, json.dumps(layout, sort_keys=True).encode())
     recipient = to is None or session.party in to
     output: dict[str, np.ndarray] = {}
+    masked = _masked(session, columns)
     for column in columns:
         if isinstance(column.value, SecretArray):
-            opened = column.value.reveal(to)
+            opened = masked.get(column.name, column.value).reveal(to)
             known = None if column.known is None else column.known.reveal(to)
         else:
             opened, known = column.value, None
         if recipient:
-            output[column.name] = column_values(opened, known)
+            output[column.name] = present(column_values(opened, known), column.categories,
+                                          column.decimals)
     if not recipient:
         return None
     return Delivery(output, list(suppressed), set(public_order))
@@ -117,7 +150,8 @@ def deliver(session: Session, columns: Sequence[OutputColumn], rows: int,
 def _layout(column: OutputColumn) -> dict[str, Any]:
     if isinstance(column.value, SecretArray):
         return {"name": column.name, "secret": True, "fixed": column.value.is_fixed,
-                "known": column.known is not None}
+                "known": column.known is not None, "decimals": column.decimals,
+                "categories": None if column.categories is None else list(column.categories)}
     return {"name": column.name, "secret": False, "values": plain(list(column.value))}
 
 
@@ -139,6 +173,8 @@ def receive_delivery(outside: OutsideParty) -> Delivery:
         else:
             opened, known = np.array(spec["values"], dtype=object), None
         values = column_values(opened, known)
+        if spec["secret"]:
+            values = present(values, spec.get("categories"), spec.get("decimals"))
         if values.shape != (rows,):
             raise ProtocolAbort("a result column does not have the announced number of rows")
         output[str(spec["name"])] = values

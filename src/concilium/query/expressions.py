@@ -30,8 +30,9 @@ def evaluate(node: exp.Expr, values: Mapping[str, SecretArray],
     key = GROUP_SQL + node.sql(dialect="duckdb")
     if key in groups:
         return groups[key], True
-    if isinstance(node, exp.AggFunc | exp.WithinGroup):
-        text = aggregate_key(node.this if isinstance(node, exp.WithinGroup) else node)
+    if isinstance(node, exp.AggFunc | exp.WithinGroup | exp.Filter):
+        inner = node.this if isinstance(node, exp.WithinGroup | exp.Filter) else node
+        text = aggregate_key(inner)
         return values[text], defined[text]
     if isinstance(node, exp.Paren):
         return evaluate(node.this, values, defined, groups, session)

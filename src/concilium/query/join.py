@@ -1,61 +1,73 @@
-"""Joins of two tables on a secret key (vertical data: different owners' tables).
+"""Joins of different owners' tables on a secret key: the *join* plan kind.
 
-Supported: ``FROM a [INNER | LEFT] JOIN b ON a.k = b.k`` where one side's key
-is declared ``unique`` in its schema (for ``LEFT JOIN``, the right side's), so
-that every row of the other side matches at most one row: the common
-lookup join (customers and accounts, patients and prescriptions), and no row
-multiplication that would reveal match counts. ``WHERE`` conditions that
-each involve one table (joined by ``AND``) run locally at that table's owners;
-``SELECT``/``HAVING`` combine ``COUNT(*)``, ``COUNT``, ``SUM``, ``AVG``, ``MIN``
-and ``MAX`` of expressions over one table each.
+Two or more tables joined on one key, ``INNER`` (any multiplicity: one-to-one,
+one-to-many, many-to-many) or a ``LEFT JOIN`` of two tables, optionally grouped
+by public-domain columns of any table (planned by
+:mod:`concilium.query.join_planning`). Nothing here reveals which rows match.
 
 Protocol (a sort-based join, as in the join and group-by operators of
 Jonsson, Kreitz and Uddin, "Secure Multi-Party Sorting and Applications",
-2011, and of the secure database systems that followed):
+2011, generalized to per-key totals):
 
-1. Every owner shares *all* rows of its table: the key, a 0/1 flag (the key
-   is not NULL and the row passes its table's ``WHERE``), and the aggregate
-   arguments with their not-NULL flags.
-2. The rows of both tables are sorted together by ``2 * key + side`` (unique
-   side first), so each row of the other side follows the unique row with its
-   key, if any (:mod:`concilium.ops.sort`: shuffle, then opened comparisons of
-   distinct, shuffled rows).
-3. A segmented scan (:func:`concilium.ops.sort.segmented_scan`) copies each
-   unique row's columns forward to the rows after it; a row matches when its
-   key equals the copied key (a secure equality).
-4. Aggregates are dot products of the match flags with the values, and
-   tournaments for ``MIN``/``MAX``.
+1. Every owner shares *all* rows of its table: the key, 0/1 flags (the key is
+   not NULL; the row passes its table's ``WHERE``; each argument is not NULL),
+   one-hot indicators of its rows' groups, and the aggregate arguments.
+2. Per row, on shares: its weight in each group part of its table, and its
+   weighted counts and sums (one multiplication round).
+3. The rows of all tables are sorted together by key
+   (:mod:`concilium.ops.sort`: shuffle, then opened comparisons of distinct,
+   shuffled rows); a segmented scan (:func:`concilium.ops.sort.segmented_scan`)
+   totals each key's rows per table and group part, so a key's last row holds
+   them (a key starts where the key changes: secure equality).
+4. A key contributes to the join the product of its tables' counts (for a
+   ``LEFT JOIN``, the left rows times ``max(1, right rows)``): ``COUNT(*)`` sums
+   those products over the keys, a ``SUM`` over a table's column sums the key's
+   total of that column times the other tables' counts, ``AVG`` divides;
+   ``MIN``/``MAX`` run a segmented extreme (:mod:`concilium.ops.scan`) and keep
+   the keys that match. ``COUNT(DISTINCT)``, the extremes rule and the dominance
+   rule spread each key's multiplicity back to its rows (a reversed scan) and
+   work on those rows (:mod:`concilium.query.rows`).
 
 Reveals: the number of rows of each table (the sizes of the shared columns),
-what the sort reveals (nothing about the data), and the query's result.
+what the sort reveals (nothing about the data), which groups appear, and the
+query's result.
 """
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import duckdb
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pyarrow.compute as pc
-import sqlglot
 from sqlglot import exp
 
 from concilium.data.dataset import Dataset
-from concilium.data.schema import ColumnType
 from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
-from concilium.errors import QueryError, UnsupportedQuery
+from concilium.errors import QueryError
+from concilium.governance.policy import OutputPolicy
 from concilium.ops import sort as sorting
+from concilium.ops.scan import segmented_extreme
+from concilium.query import rows as rows_module
+from concilium.query.aggregates import JOIN
 from concilium.query.catalog import TableEntry
+from concilium.query.expressions import GROUP_SQL
+from concilium.query.finish import Format, Outcome, finish
 from concilium.query.local import run_local, share_rows
-from concilium.query.sql import AGGREGATES, KEY_AGGREGATES, Aggregate, Query, key_refusal
+from concilium.query.partials import mean_of
+from concilium.query.plans import QueryPlan
+from concilium.query.sql import Query
+from concilium.query.statistics import NARROW_LIMIT, ArgumentRange
 
-__all__ = ["KEY_LIMIT", "JoinPlan", "Side", "has_join", "local_side_rows", "plan_join",
-           "run_join"]
+__all__ = ["KEY_LIMIT", "MAX_JOIN_GROUPS", "JoinPlan", "Side", "local_side_rows"]
 
-KEY_LIMIT = 2**61  # |key| below this, so that 2 * key + side fits a signed word
-_JOIN_AGGREGATES = {"count", "sum", "avg", "min", "max"}
+KEY_LIMIT = 2**61  # |key| below this
+MAX_JOIN_GROUPS = 256
 _INT_SENTINEL = 2**62
 _FIXED_SENTINEL = float(2**31 - 1)
 
@@ -70,390 +82,486 @@ class Side:
     key: str
     where: exp.Expr | None
     arguments: tuple[str, ...]  # local SQL of each aggregate argument on this side
-    fixed: tuple[bool, ...]
+    ranges: tuple[ArgumentRange, ...]
+    group_keys: tuple[tuple[int, str], ...] = ()  # (GROUP BY position, local SQL)
+    domains: tuple[tuple[Any, ...], ...] = ()
+
+    @property
+    def fixed(self) -> tuple[bool, ...]:
+        return tuple(not r.integral for r in self.ranges)
+
+    @property
+    def grid_size(self) -> int:
+        size = 1
+        for domain in self.domains:
+            size *= len(domain)
+        return size
 
     def local_sql(self) -> str:
         passes = "1" if self.where is None else (
             f"CASE WHEN ({self.where.sql(dialect='duckdb')}) THEN 1 ELSE 0 END")
         columns = [f'CAST("{self.key}" AS BIGINT) AS k', f"{passes} AS w",
                    f'CASE WHEN "{self.key}" IS NOT NULL THEN 1 ELSE 0 END AS kn']
+        columns += [f"({text}) AS g{k}" for k, (_, text) in enumerate(self.group_keys)]
         columns += [f"CAST(({text}) AS {'DOUBLE' if fixed else 'BIGINT'}) AS a{i}"
                     for i, (text, fixed) in enumerate(zip(self.arguments, self.fixed,
                                                           strict=True))]
         return f"SELECT {', '.join(columns)}\nFROM data"
 
+    def part_of(self, group: tuple[Any, ...]) -> int:
+        """The index in this table's own group grid of a group of the query."""
+        index = 0
+        for (position, _), domain in zip(self.group_keys, self.domains, strict=True):
+            index = index * len(domain) + domain.index(group[position])
+        return index
+
 
 @dataclass(frozen=True)
-class JoinPlan:
+class JoinPlan(QueryPlan):
     """How a join query runs."""
 
     query: Query
-    kind: str  # "inner" or "left"
-    unique: Side
-    many: Side
-    argument_side: dict[str, tuple[str, int]]  # aggregate argument -> (side, index)
+    sides: tuple[Side, ...]
+    left: bool  # a LEFT JOIN of sides[0] with sides[1]
+    argument_side: dict[str, tuple[int, int]]  # aggregate argument -> (side, index)
+    domains: tuple[tuple[Any, ...], ...] = ()
     groups: tuple[tuple[Any, ...], ...] = ((),)
 
+    @property
+    def kind(self) -> str:
+        return JOIN
 
-def has_join(sql: str) -> bool:
-    try:
-        tree = sqlglot.parse_one(sql, dialect="duckdb")
-    except sqlglot.errors.ParseError:
-        return False
-    return isinstance(tree, exp.Select) and bool(tree.args.get("joins"))
+    @property
+    def tables(self) -> Mapping[str, TableEntry]:
+        return {side.table: side.entry for side in self.sides}
 
+    @property
+    def shares_rows(self) -> bool:
+        return True
 
-def _unsupported(node: exp.Expr, why: str) -> UnsupportedQuery:
-    text = node.sql(dialect="duckdb")
-    return UnsupportedQuery(f"{why}: {text[:120]}", construct=text)
+    def columns(self) -> set[str]:
+        query = self.query
+        nodes: list[exp.Expr] = [node for node, _ in query.select]
+        nodes += [n for n in (query.having,) if n is not None]
+        nodes += list(query.group_expressions)
+        for aggregate in query.aggregates:
+            nodes += list(aggregate.arguments)
+        names = {c.name.lower() for node in nodes for c in node.find_all(exp.Column)}
+        for side in self.sides:
+            names.add(side.key.lower())
+            if side.where is not None:
+                names |= {c.name.lower() for c in side.where.find_all(exp.Column)}
+        return names
 
+    def groups_own(self, side: int) -> bool:
+        """Whether only side ``side``'s columns group the join (each of its rows is then
+        in at most one group)."""
+        return all(not s.group_keys for k, s in enumerate(self.sides) if k != side)
 
-def _unqualified(node: exp.Expr) -> str:
-    return node.transform(lambda n: exp.column(n.name, quoted=True)
-                          if isinstance(n, exp.Column) else n).sql(dialect="duckdb")
+    def local_inputs(self, datasets: Mapping[str, Dataset], party: int
+                     ) -> Iterator[tuple[np.ndarray, bool]]:
+        for side in self.sides:
+            if party in side.entry.owners:
+                if side.table not in datasets:
+                    raise QueryError(f"party {party} owns part of {side.table!r} but has no "
+                                     "dataset for it")
+                flags, values = local_side_rows(side, datasets[side.table])
+                yield flags, False
+                yield from zip(values, side.fixed, strict=True)
 
+    def run(self, session: Session, datasets: Mapping[str, Dataset],
+            to: Sequence[int] | None, policy: OutputPolicy) -> pd.DataFrame | None:
+        joined = _Joined.build(session, self, datasets)
+        outcome, context = joined.aggregates(policy)
+        return finish(session, self, outcome, context, to, policy)
 
-class _Resolver:
-    def __init__(self, sides: dict[str, tuple[str, TableEntry]]) -> None:
-        self.sides = sides  # alias -> (table, entry)
+    def explain(self, who: Callable[[int], str], recipients: Sequence[int] | None) -> str:
+        query = self.query
+        sides = []
+        for side in self.sides:
+            owners = ", ".join(who(p) for p in side.entry.owners)
+            unique = "key unique; " if side.entry.schema.column(side.key).unique else ""
+            local = textwrap.indent(side.local_sql(), "       ")
+            sides.append(f"   {side.table} AS {side.alias} ({unique}owners {owners}):\n{local}")
+        to = ("every compute party" if recipients is None
+              else ", ".join(who(p) for p in recipients))
+        finish_text = "\n".join(f"     - {a.sql}" for a in query.aggregates)
+        kind = "left" if self.left else "inner"
+        grouped = (f" per group of {', '.join(query.group_by)} ({len(self.groups)} public "
+                   "groups)" if query.group_by else "")
+        having = " passing HAVING" if query.having is not None else ""
+        appear = (f"Revealed to every compute party: which of the {len(self.groups)} public "
+                  f"groups appear (have a joined row{having}). " if query.group_by else (
+                      "Revealed to every compute party: whether the result passes HAVING. "
+                      if query.having is not None else ""))
+        return f"""Query
+  {query.sql.strip()}
 
-    def side_of(self, column: exp.Column) -> str:
-        if column.table:
-            for alias, (table, _) in self.sides.items():
-                if column.table.lower() in (alias.lower(), table.lower()):
-                    break
-            else:
-                raise QueryError(f"{column.sql()} names no table of the query")
-            if column.name not in self.sides[alias][1].schema:
-                raise QueryError(f"table {self.sides[alias][0]!r} has no column "
-                                 f"{column.name!r}")
-            return alias
-        owners = [a for a, (_, e) in self.sides.items() if column.name in e.schema]
-        if not owners:
-            raise QueryError(f"no table of the query has a column {column.name!r}")
-        if len(owners) > 1:
-            raise QueryError(f"column {column.name!r} is ambiguous: qualify it with a table")
-        return owners[0]
+1. Locally, at each owner, in DuckDB: every row of its table with its key, whether it
+   passes that table's WHERE, its group, and the aggregate arguments; nothing leaves the
+   owner yet:
+{chr(10).join(sides)}
 
-    def side_of_expression(self, node: exp.Expr, usage: str) -> str:
-        sides = set()
-        for column in node.find_all(exp.Column):
-            alias = self.side_of(column)
-            schema_column = self.sides[alias][1].schema.column(column.name)
-            if schema_column.type is ColumnType.KEY and usage not in KEY_AGGREGATES:
-                raise key_refusal(schema_column.name, usage)
-            if usage in KEY_AGGREGATES:
-                usage = "aggregate"
-            if usage not in schema_column.usage:
-                raise QueryError(f"column {schema_column.name!r} may not be used to {usage}")
-            sides.add(alias)
-        if len(sides) > 1:
-            raise _unsupported(node, "an expression may use the columns of one table only")
-        return sides.pop() if sides else next(iter(self.sides))
+{_paragraph("2. Shared as secret shares with the compute parties: all of those rows (so "
+            "each table's row count is revealed, never how many rows pass the filters or "
+            "match).")}
 
+{_paragraph(f"3. Computed on secret shares ({kind} join{grouped}): sort all tables' rows "
+            "together by key (a secret shuffle, then comparisons of distinct shuffled rows: "
+            "they reveal nothing), total each key's rows per table (a segmented scan), and "
+            "multiply the tables' totals per key, then the aggregates:")}
+{finish_text}
 
-def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
-    if isinstance(node, exp.And):
-        return _conjuncts(node.this) + _conjuncts(node.expression)
-    if isinstance(node, exp.Paren):
-        return _conjuncts(node.this)
-    return [node]
-
-
-def plan_join(sql: str, tables: dict[str, TableEntry]) -> JoinPlan:
-    """Check a two-table join query against the catalog and decide what runs where."""
-    tree = sqlglot.parse_one(sql, dialect="duckdb")
-    assert isinstance(tree, exp.Select)
-    joins = tree.args["joins"]
-    if len(joins) != 1:
-        raise _unsupported(joins[1], "only one JOIN per query is supported")
-    join = joins[0]
-    side = (join.args.get("side") or "").upper()
-    kind = (join.args.get("kind") or "").upper()
-    if side not in ("", "LEFT") or kind not in ("", "INNER", "OUTER") or (
-            kind == "OUTER" and side != "LEFT") or join.args.get("using"):
-        raise _unsupported(join, "only INNER and LEFT joins ON a.key = b.key are supported")
-    for key in ("group", "with", "distinct", "qualify"):
-        if tree.args.get(key):
-            raise _unsupported(tree.args[key], "GROUP BY, WITH and DISTINCT are not "
-                                               "supported with a JOIN yet")
-    for node in tree.find_all(exp.Window, exp.Subquery):
-        raise _unsupported(node, "window functions and subqueries are not supported")
-    source = tree.args.get("from_") or tree.args.get("from")
-    if source is None or not isinstance(source.this, exp.Table):
-        raise QueryError("the query needs FROM <table> JOIN <table>")
-    left_table = source.this
-    right_table = join.this
-    sides: dict[str, tuple[str, TableEntry]] = {}
-    for table in (left_table, right_table):
-        known = {name.lower(): name for name in tables}
-        if table.name.lower() not in known:
-            raise QueryError(f"there is no table {table.name!r}; the catalog has "
-                             f"{', '.join(sorted(tables))}")
-        name = known[table.name.lower()]
-        alias = table.alias_or_name
-        if alias in sides:
-            raise QueryError("give the two tables of a join different aliases")
-        sides[alias] = (name, tables[name])
-    resolver = _Resolver(sides)
-    left_alias, right_alias = left_table.alias_or_name, right_table.alias_or_name
-    keys = _join_keys(join, resolver, left_alias, right_alias)
-    where: dict[str, list[exp.Expr]] = {left_alias: [], right_alias: []}
-    if tree.args.get("where"):
-        for conjunct in _conjuncts(tree.args["where"].this):
-            for nested in conjunct.find_all(exp.AggFunc):
-                raise _unsupported(nested, "aggregates are not allowed in WHERE")
-            where[resolver.side_of_expression(conjunct, "filter")].append(conjunct)
-    arguments: dict[str, list[str]] = {left_alias: [], right_alias: []}
-    argument_side: dict[str, tuple[str, int]] = {}
-    aggregates: dict[str, Aggregate] = {}
-    nodes = [e for e in tree.expressions]
-    if tree.args.get("having"):
-        nodes.append(tree.args["having"].this)
-    nodes += [o.this for o in (tree.args["order"].expressions if tree.args.get("order")
-                               else [])]
-    for node in nodes:
-        if isinstance(node, exp.Star):
-            raise _unsupported(node, "SELECT * would reveal rows; select aggregates instead")
-        for aggregate in node.find_all(exp.AggFunc):
-            _join_aggregate(aggregate, resolver, arguments, argument_side, aggregates)
-        for column in node.find_all(exp.Column):
-            if column.find_ancestor(exp.AggFunc) is None and not any(
-                    column.name == alias for _, alias in _select_names(tree)):
-                raise QueryError(f"column {column.name!r} must be inside an aggregate")
-    if tree.args.get("limit"):
-        raise _unsupported(tree.args["limit"], "LIMIT is not supported with a JOIN")
-    query = Query(sql=sql, table=sides[left_alias][0], select=_select_names(tree), where=None,
-                  group_by=(), having=tree.args["having"].this if tree.args.get("having")
-                  else None, order_by=tuple((o.this, bool(o.args.get("desc"))) for o in (
-                      tree.args["order"].expressions if tree.args.get("order") else [])),
-                  limit=None, aggregates=tuple(aggregates.values()))
-    built = {alias: _side(alias, sides[alias], keys[alias], where[alias], arguments[alias])
-             for alias in (left_alias, right_alias)}
-    unique = _unique_side(built, left_alias, right_alias, side == "LEFT", join)
-    many = right_alias if unique == left_alias else left_alias
-    renamed = {text: ("unique" if alias == unique else "many", index)
-               for text, (alias, index) in argument_side.items()}
-    return JoinPlan(query=query, kind="left" if side == "LEFT" else "inner",
-                    unique=built[unique], many=built[many], argument_side=renamed)
+{_paragraph(f"4. {appear}To {to}: the selected columns "
+            f"({', '.join(n for _, n in query.select)}) and which of them are NULL.")}
+"""
 
 
-def _select_names(tree: exp.Select) -> tuple[tuple[exp.Expr, str], ...]:
-    return tuple((item.unalias(), item.alias_or_name if isinstance(item, exp.Alias)
-                  else item.sql(dialect="duckdb")) for item in tree.expressions)
-
-
-def _join_keys(join: exp.Join, resolver: _Resolver, left: str, right: str) -> dict[str, str]:
-    on = join.args.get("on")
-    if not isinstance(on, exp.EQ) or not isinstance(on.this, exp.Column) or not isinstance(
-            on.expression, exp.Column):
-        raise _unsupported(join, "a JOIN needs ON a.key = b.key (one equality of columns)")
-    keys: dict[str, str] = {}
-    for column in (on.this, on.expression):
-        alias = resolver.side_of(column)
-        schema_column = resolver.sides[alias][1].schema.column(column.name)
-        if "join" not in schema_column.usage:
-            raise QueryError(f"column {schema_column.name!r} may not be used to join")
-        if schema_column.type not in (ColumnType.KEY, ColumnType.INT):
-            raise QueryError(f"join key {schema_column.name!r} must be an integer or key "
-                             "column")
-        keys[alias] = schema_column.name
-    if set(keys) != {left, right}:
-        raise _unsupported(on, "the ON condition must compare a column of each table")
-    return keys
-
-
-def _join_aggregate(node: exp.AggFunc, resolver: _Resolver, arguments: dict[str, list[str]],
-                    argument_side: dict[str, tuple[str, int]],
-                    aggregates: dict[str, Aggregate]) -> None:
-    function = AGGREGATES.get(type(node))
-    if function not in _JOIN_AGGREGATES:
-        raise _unsupported(node, "with a JOIN, only COUNT, SUM, AVG, MIN and MAX are "
-                                 "supported yet")
-    if isinstance(node.this, exp.Distinct):
-        raise _unsupported(node, "COUNT(DISTINCT ...) is not supported yet")
-    text = node.sql(dialect="duckdb")
-    if isinstance(node, exp.Count) and isinstance(node.this, exp.Star):
-        aggregates.setdefault(text, Aggregate("count", (), text))
-        return
-    argument = node.this
-    alias = resolver.side_of_expression(argument, function if function in KEY_AGGREGATES
-                                        else "aggregate")
-    key = argument.sql(dialect="duckdb")
-    if key not in argument_side:
-        arguments[alias].append(_unqualified(argument))
-        argument_side[key] = (alias, len(arguments[alias]) - 1)
-    aggregates.setdefault(text, Aggregate(function, (argument,), text))
-
-
-def _side(alias: str, table: tuple[str, TableEntry], key: str, where: list[exp.Expr],
-          arguments: list[str]) -> Side:
-    name, entry = table
-    condition: exp.Expr | None = None
-    for conjunct in where:
-        local: exp.Expr = exp.maybe_parse(_unqualified(conjunct), dialect="duckdb")
-        condition = local if condition is None else exp.and_(condition, local)
-    connection = duckdb.connect()
-    columns = ", ".join(f'"{c.name}" {_duckdb_type(c.type)}' for c in entry.schema.columns)
-    connection.execute(f"CREATE TABLE data ({columns})")
-    fixed = []
-    for text in arguments:
-        try:
-            kind = str(connection.execute(f"DESCRIBE SELECT {text} AS v FROM data"
-                                          ).fetchall()[0][1]).upper()
-        except duckdb.Error as error:
-            raise QueryError(f"{text}: {str(error).splitlines()[0]}") from None
-        if kind == "VARCHAR":
-            raise QueryError(f"{text} is not numeric; aggregates need numbers")
-        fixed.append(not kind.startswith(("TINYINT", "SMALLINT", "INTEGER", "BIGINT",
-                                          "HUGEINT", "BOOLEAN")))
-    side = Side(name, alias, entry, key, condition, tuple(arguments), tuple(fixed))
-    try:
-        connection.execute(f"DESCRIBE {side.local_sql()}")
-    except duckdb.Error as error:
-        raise QueryError(f"WHERE on {name}: {str(error).splitlines()[0]}") from None
-    return side
-
-
-def _duckdb_type(kind: ColumnType) -> str:
-    return {ColumnType.INT: "BIGINT", ColumnType.KEY: "BIGINT", ColumnType.FIXED: "DOUBLE",
-            ColumnType.BOOL: "BOOLEAN", ColumnType.CATEGORY: "VARCHAR"}[kind]
-
-
-def _unique_side(sides: dict[str, Side], left: str, right: str, left_join: bool,
-                 join: exp.Join) -> str:
-    def unique(alias: str) -> bool:
-        return sides[alias].entry.schema.column(sides[alias].key).unique
-
-    if left_join:
-        if not unique(right):
-            raise _unsupported(join, "a LEFT JOIN needs the right table's key declared "
-                                     "unique")
-        return right
-    if unique(right):
-        return right
-    if unique(left):
-        return left
-    raise _unsupported(join, "a JOIN needs one table's key declared unique (a many-to-many "
-                             "join would multiply rows)")
+def _paragraph(text: str) -> str:
+    return textwrap.fill(text, width=88, subsequent_indent="   ")
 
 
 def local_side_rows(side: Side, dataset: Dataset) -> tuple[np.ndarray, list[np.ndarray]]:
-    """The owner's rows: (key, passes WHERE, key not NULL, arguments not NULL) as
-    integers, and the arguments."""
+    """The owner's rows: (key, key not NULL, passes WHERE, arguments not NULL, group
+    indicators) as integers, and the arguments."""
     table = run_local(side.local_sql(), dataset)
     keys = np.asarray(pc.fill_null(table.column("k"), 0).to_numpy(), dtype=np.int64)
     if np.any(np.abs(keys) >= KEY_LIMIT):
         raise QueryError(f"join keys of {side.table!r} must lie within +-2^61")
-    flags = [keys, np.asarray(table.column("w").to_numpy(), dtype=np.int64),
-             np.asarray(table.column("kn").to_numpy(), dtype=np.int64)]
+    flags = [keys, np.asarray(table.column("kn").to_numpy(), dtype=np.int64),
+             np.asarray(table.column("w").to_numpy(), dtype=np.int64)]
     values = []
     for i, fixed in enumerate(side.fixed):
         column = table.column(f"a{i}")
         flags.append((~np.asarray(column.is_null().to_numpy(), dtype=bool)).astype(np.int64))
         values.append(np.asarray(pc.fill_null(column, 0).to_numpy(),
                                  dtype=np.float64 if fixed else np.int64))
+    flags += list(_indicators(side, table))
     return np.stack(flags), values
 
 
-def _input_side(session: Session, side: Side, dataset: Dataset | None
-                ) -> tuple[SecretArray, list[SecretArray]]:
-    return share_rows(session, side.entry.owners, side.table,
-                      None if dataset is None else (lambda: local_side_rows(side, dataset)),
-                      side.fixed)
+def _indicators(side: Side, table: pa.Table) -> np.ndarray:
+    """One-hot rows of the table's group parts (none if it has no group keys)."""
+    if not side.group_keys:
+        return np.zeros((0, table.num_rows), dtype=np.int64)
+    codes, sizes = [], []
+    for k, domain in enumerate(side.domains):
+        known = [v for v in domain if v is not None]
+        values = table.column(f"g{k}").to_pandas()
+        code = pd.Categorical(values, categories=known).codes.astype(np.int64)
+        if None in domain:
+            code = np.where(code < 0, len(known), code)
+        codes.append(code)
+        sizes.append(len(domain))
+    flat = np.ravel_multi_index(codes, sizes)
+    return (flat[None, :] == np.arange(side.grid_size)[:, None]).astype(np.int64)
 
 
-def run_join(session: Session, plan: JoinPlan, datasets: dict[str, Dataset], *,
-             extremes: bool = False) -> tuple[dict[str, SecretArray], dict[str, Any],
-                                              SecretArray, dict[str, SecretArray]]:
-    """Per aggregate: its value (a one-element secret array) and its definedness; the
-    number of joined rows (for the output policy's cohort rule); and with
-    ``extremes``, for each MIN and MAX the number of joined rows that hold its value."""
-    backend = session.backend
-    unique_flags, unique_values = _input_side(session, plan.unique,
-                                              datasets.get(plan.unique.table))
-    many_flags, many_values = _input_side(session, plan.many, datasets.get(plan.many.table))
-    n_unique, n_many = unique_flags.shape[-1], many_flags.shape[-1]
+@dataclass
+class _Joined:
+    """All tables' rows sorted by key, with per-key totals."""
 
-    def spread(unique_part: SecretArray | None, many_part: SecretArray | None,
-               bits: int) -> SecretArray:
-        """A column over all rows: the unique side's rows first, then the others'."""
-        zeros = session.constant(np.zeros(n_unique + n_many, dtype=np.int64))
-        parts = [unique_part if unique_part is not None else zeros[:n_unique],
-                 many_part if many_part is not None else zeros[n_unique:]]
-        joined = SecretArray.concatenate(parts, axis=-1)
-        return joined if joined.fractional_bits == bits else joined.as_fixed()
+    session: Session
+    plan: JoinPlan
+    ends: SecretArray  # 1 on each key's last row
+    starts: SecretArray
+    counts: list[SecretArray]  # per side: (parts, n) rows per group part at key ends
+    present: list[SecretArray]  # per side: (arguments, parts, n) non-NULL counts at ends
+    sums: list[SecretArray]  # per side: (arguments, parts, n) sums at ends
+    rows: list[SecretArray]  # per side: (parts, n) weighted rows (sorted, not totalled)
+    flags: list[SecretArray]  # per side: (arguments, parts, n) weighted present flags
+    values: list[SecretArray]  # per side: (arguments, n) values (sorted)
 
-    tag = session.constant(np.concatenate([np.zeros(n_unique, dtype=np.int64),
-                                           np.ones(n_many, dtype=np.int64)]))
-    keys = spread(unique_flags[0], many_flags[0], 0)
-    order_key = keys * 2 + tag
-    # the unique side's key, flag, not-NULL flags and values, copied forward after the sort
-    carried = [spread(unique_flags[k], None, 0) for k in range(unique_flags.shape[0])]
-    carried += [spread(v, None, v.fractional_bits) for v in unique_values]
-    # the other side's flags (WHERE, key not NULL, arguments not NULL) and values, in place
-    own = [spread(None, many_flags[k], 0) for k in range(1, many_flags.shape[0])]
-    own += [spread(None, v, v.fractional_bits) for v in many_values]
-    columns = [tag, *carried, *own]
-    outcome = sorting.sort(backend, [sorting.SortKey(order_key.shares)],
-                           [c.shares for c in columns])
-    rows = [SecretArray(session, shares, c.fractional_bits)
-            for shares, c in zip(outcome.payload, columns, strict=True)]
-    is_many, carried_sorted, own_sorted = rows[0], rows[1:1 + len(carried)], rows[
-        1 + len(carried):]
-    sums, seen = sorting.segmented_scan(backend, (1 - is_many).shares,
-                                        np.stack([c.shares for c in carried_sorted], axis=1))
-    copied = [SecretArray(session, sums[:, k], c.fractional_bits)
-              for k, c in enumerate(carried_sorted)]
-    # a row of the other side (2 k + 1) matches the unique row copied to it (key k_u)
-    same_key = (SecretArray(session, outcome.keys[0], 0) - 1 - copied[0] * 2) == 0
-    found = SecretArray(session, seen, 0)
-    match = is_many * found * same_key * copied[1] * copied[2] * own_sorted[1]
-    own_flag = own_sorted[0]
-    rows_counted = own_flag * (match if plan.kind == "inner" or plan.unique.where is not None
-                               else is_many)
-    values, defined, held = _aggregates(plan, rows_counted, match, copied, own_sorted,
-                                        extremes)
-    return values, defined, rows_counted.sum().reshape(1), held
+    @classmethod
+    def build(cls, session: Session, plan: JoinPlan, datasets: Mapping[str, Dataset]
+              ) -> _Joined:
+        shared = []
+        for side in plan.sides:
+            dataset = datasets.get(side.table)
+            produce = None if dataset is None else (
+                lambda side=side, dataset=dataset: local_side_rows(side, dataset))
+            shared.append(share_rows(session, side.entry.owners, side.table, produce,
+                                     side.fixed))
+        sizes = [flags.shape[-1] for flags, _ in shared]
+        total = sum(sizes)
 
+        def spread(part: SecretArray, k: int) -> SecretArray:
+            """A column of side ``k``'s rows, zero on the other sides' rows."""
+            pieces = []
+            for j in range(len(sizes)):
+                if j == k:
+                    pieces.append(part)
+                else:
+                    pieces.append(session.constant(np.zeros(
+                        (*part.shape[:-1], sizes[j]), dtype=np.int64)) if not part.is_fixed
+                        else session.constant(np.zeros((*part.shape[:-1], sizes[j])),
+                                              fixed=True))
+            return SecretArray.concatenate(pieces, axis=-1)
 
-def _aggregates(plan: JoinPlan, counted: SecretArray, match: SecretArray,
-                copied: list[SecretArray], own: list[SecretArray], extremes: bool
-                ) -> tuple[dict[str, SecretArray], dict[str, Any], dict[str, SecretArray]]:
-    values: dict[str, SecretArray] = {}
-    defined: dict[str, Any] = {}
-    held: dict[str, SecretArray] = {}
-    unique_arguments = len(plan.unique.fixed)
-    many_arguments = len(plan.many.fixed)
-    for aggregate in plan.query.aggregates:
-        if not aggregate.arguments:
-            values[aggregate.sql] = counted.sum().reshape(1)
-            defined[aggregate.sql] = True
-            continue
-        side, index = plan.argument_side[aggregate.arguments[0].sql(dialect="duckdb")]
-        if side == "unique":  # copied: key, WHERE, key not NULL, not-NULL flags, values
-            present = copied[3 + index] * match
-            value = copied[3 + unique_arguments + index]
-        else:  # own: WHERE, key not NULL, not-NULL flags, values
-            present = own[2 + index]
-            value = own[2 + many_arguments + index]
-        contributes = counted * present
-        count = contributes.sum().reshape(1)
-        if aggregate.function == "count":
-            values[aggregate.sql], defined[aggregate.sql] = count, True
-            continue
-        nonempty = count >= 1
-        if aggregate.function in ("sum", "avg"):
-            total = (contributes.reshape(1, -1) @ value).reshape(1)
-            values[aggregate.sql] = total if aggregate.function == "sum" else (
-                total.as_fixed() / count)
+        keys = SecretArray.concatenate([flags[0] for flags, _ in shared], axis=-1)
+        known = SecretArray.concatenate([flags[1] for flags, _ in shared], axis=-1)
+        columns: list[SecretArray] = []
+        layout = []
+        for k, (side, (flags, values)) in enumerate(zip(plan.sides, shared, strict=True)):
+            arguments = len(side.arguments)
+            weight = flags[2] if (plan.left and k == 0) else flags[2] * flags[1]
+            parts = side.grid_size
+            groups = flags[3 + arguments:3 + arguments + parts] if side.group_keys else (
+                weight.reshape(1, -1) * 0 + 1)
+            weighted = groups * weight  # (parts, rows)
+            present = (SecretArray.stack([flags[3 + a] for a in range(arguments)])
+                       .reshape(arguments, 1, -1) * weighted.reshape(1, parts, -1)
+                       if arguments else None)
+            sums = (SecretArray.stack([present[a] * values[a] for a in range(arguments)])
+                    if present is not None else None)
+            start = len(columns)
+            columns.append(spread(weighted, k))
+            if present is not None and sums is not None:
+                columns += [spread(present, k), spread(sums, k),
+                            spread(SecretArray.stack(values), k)]
+            layout.append((start, arguments))
+        order = [sorting.SortKey((1 - known).shares, full_range=False),
+                 sorting.SortKey(keys.shares, full_range=True)]
+        flat = [c.reshape(-1, total) for c in columns]  # one sort column per row of each
+        payload = [c.shares[:, r] for c in flat for r in range(c.shape[0])]
+        outcome = sorting.sort(session.backend, order, payload)
+        moved, taken = [], 0
+        for c, column in zip(flat, columns, strict=True):
+            rows_of = np.stack(outcome.payload[taken:taken + c.shape[0]], axis=1)
+            taken += c.shape[0]
+            moved.append(SecretArray(session, rows_of, c.fractional_bits).reshape(column.shape))
+        key = SecretArray(session, outcome.keys[1], 0)
+        flag = SecretArray(session, outcome.keys[0], 0)
+        one = session.constant(np.ones(min(total, 1), dtype=np.int64))
+        if total > 1:
+            same = (key[1:] == key[:-1]) * (flag[1:] == flag[:-1])
+            starts = SecretArray.concatenate([one, 1 - same], axis=-1)
         else:
-            sentinel = (_FIXED_SENTINEL if value.is_fixed else _INT_SENTINEL) * (
-                1 if aggregate.function == "min" else -1)
-            masked = contributes * (value - sentinel) + sentinel
-            extreme = masked.min() if aggregate.function == "min" else masked.max()
-            values[aggregate.sql] = extreme.reshape(1)
-            if extremes:
-                held[aggregate.sql] = (contributes * (masked == extreme)).sum().reshape(1)
-        defined[aggregate.sql] = nonempty
-    return values, defined, held
+            starts = one
+        ends = SecretArray.concatenate([starts[1:], one], axis=-1) if total else one[:0]
+        # counts and sums of every side, scanned together (shares: ints and fixed alike)
+        summed = [c for start, arguments in layout
+                  for c in ([moved[start]] + ([moved[start + 1], moved[start + 2]]
+                                              if arguments else []))]
+        stacked = np.concatenate([c.reshape(-1, total).shares for c in summed], axis=1)
+        totals_shares = (sorting.segmented_scan(session.backend, starts.shares, stacked)[0]
+                         if total else stacked)
+        totals = SecretArray(session, totals_shares, 0)
+        counts, present_totals, sum_totals, rows, flags_sorted, values_sorted = (
+            [], [], [], [], [], [])
+        row = 0
+        for side, (start, arguments) in zip(plan.sides, layout, strict=True):
+            parts = side.grid_size
+            counts.append(totals[row:row + parts])
+            rows.append(moved[start])
+            row += parts
+            if arguments:
+                width = arguments * parts
+                present_totals.append(totals[row:row + width].reshape(arguments, parts, -1))
+                row += width
+                sums_block = SecretArray(session, totals_shares[:, row:row + width],
+                                         moved[start + 2].fractional_bits)
+                sum_totals.append(sums_block.reshape(arguments, parts, -1))
+                row += width
+                flags_sorted.append(moved[start + 1])
+                values_sorted.append(moved[start + 3])
+            else:
+                present_totals.append(totals[:0])
+                sum_totals.append(totals[:0])
+                flags_sorted.append(totals[:0])
+                values_sorted.append(totals[:0])
+        return cls(session, plan, ends, starts, counts, present_totals, sum_totals, rows,
+                   flags_sorted, values_sorted)
+
+    # -- per group of the query ------------------------------------------------------
+    def _parts(self, k: int) -> np.ndarray:
+        return np.array([self.plan.sides[k].part_of(g) for g in self.plan.groups],
+                        dtype=np.intp)
+
+    def _count(self, k: int) -> SecretArray:
+        """Side ``k``'s matched rows at each key end, per query group: (groups, n)."""
+        return self.counts[k][self._parts(k)]
+
+    def multiplicity(self, k: int) -> SecretArray:
+        """Per query group and key end: how many joined rows each matched row of side
+        ``k`` stands for (the product of the other sides' counts)."""
+        plan = self.plan
+        if plan.left:
+            other = self._count(1 - k)
+            if k == 0:  # unmatched left rows still count once
+                return other + (other == 0)
+            return other
+        result: SecretArray | None = None
+        for j in range(len(plan.sides)):
+            if j != k:
+                result = self._count(j) if result is None else result * self._count(j)
+        assert result is not None
+        return result
+
+    def joined_rows(self) -> SecretArray:
+        return (self._count(0) * self.multiplicity(0) * self.ends).sum(axis=-1)
+
+    def _argument(self, aggregate: Any) -> tuple[int, int]:
+        return self.plan.argument_side[aggregate.arguments[0].sql(dialect="duckdb")]
+
+    def aggregates(self, policy: OutputPolicy) -> tuple[Outcome, _JoinRules]:
+        values: dict[str, SecretArray] = {}
+        defined: dict[str, Any] = {}
+        counts_of: dict[tuple[int, int], SecretArray] = {}
+        rows = self.joined_rows()
+        for aggregate in self.plan.query.aggregates:
+            if not aggregate.arguments:
+                values[aggregate.sql], defined[aggregate.sql] = rows, True
+                continue
+            k, a = self._argument(aggregate)
+            side = self.plan.sides[k]
+            parts = self._parts(k)
+            if (k, a) not in counts_of:
+                counts_of[(k, a)] = (self.present[k][a][parts] * self.multiplicity(k)
+                                     * self.ends).sum(axis=-1)
+            count = counts_of[(k, a)]
+            if aggregate.function == "count":
+                values[aggregate.sql], defined[aggregate.sql] = count, True
+                continue
+            if aggregate.function == "count_distinct":
+                values[aggregate.sql] = self._distinct(k, a)
+                defined[aggregate.sql] = True
+                continue
+            defined[aggregate.sql] = count >= 1
+            total = (self.sums[k][a][parts] * self.multiplicity(k) * self.ends).sum(axis=-1)
+            if aggregate.function == "sum":
+                values[aggregate.sql] = total
+            elif aggregate.function == "avg":
+                values[aggregate.sql] = mean_of(total, count, side.ranges[a])
+            else:
+                values[aggregate.sql] = self._extreme(aggregate.function, k, a)
+        include = rows >= 1 if self.plan.query.group_by else True
+        columns = self._group_columns()
+        formats = {a.sql: Format(decimals=self.plan.sides[self._argument(a)[0]].ranges[
+            self._argument(a)[1]].decimals) for a in self.plan.query.aggregates
+            if a.arguments and a.function in ("sum", "min", "max")}
+        return (Outcome(values, defined, columns, include, formats),
+                _JoinRules(self, rows))
+
+    def _group_columns(self) -> dict[str, np.ndarray]:
+        query = self.plan.query
+        columns = {name.lower(): np.array([g[k] for g in self.plan.groups], dtype=object)
+                   for k, name in enumerate(query.group_by)}
+        for k, expression in enumerate(query.group_expressions):
+            columns[GROUP_SQL + expression.sql(dialect="duckdb")] = np.array(
+                [g[k] for g in self.plan.groups], dtype=object)
+        return columns
+
+    def _masked(self, function: str, k: int, a: int) -> tuple[SecretArray, Any]:
+        """Side ``k``'s values of argument ``a`` per group part, the others pushed past
+        the extreme (a sentinel), and the sentinel."""
+        value = self.values[k][a]
+        sentinel = (_FIXED_SENTINEL if value.is_fixed else _INT_SENTINEL) * (
+            1 if function == "min" else -1)
+        flags = self.flags[k][a]  # (parts, n) weighted present flags
+        return flags * (value - sentinel) + sentinel, sentinel
+
+    def _extreme(self, function: str, k: int, a: int) -> SecretArray:
+        masked, sentinel = self._masked(function, k, a)
+        value = self.values[k][a]
+        running = SecretArray(self.session, segmented_extreme(
+            self.session.backend, self.starts.shares, masked.shares,
+            largest=function == "max", full_range=not value.is_fixed), masked.fractional_bits)
+        matched = (self.multiplicity(k) >= 1) * self.ends  # (groups, n)
+        parts = self._parts(k)
+        candidates = matched * (running[parts] - sentinel) + sentinel
+        return candidates.min(axis=-1) if function == "min" else candidates.max(axis=-1)
+
+    def spread_back(self, per_end: SecretArray) -> SecretArray:
+        """Each key's value at its last row, copied to all of its rows (a reversed
+        segmented scan)."""
+        backend = self.session.backend
+        reverse = per_end.shares[..., ::-1]
+        starts = self.ends.shares[..., ::-1]
+        copied, _ = sorting.segmented_scan(backend, np.ascontiguousarray(starts),
+                                           np.ascontiguousarray(reverse * 1))
+        return SecretArray(self.session, np.ascontiguousarray(copied[..., ::-1]),
+                           per_end.fractional_bits)
+
+    def row_data(self, k: int, a: int, weighted_values: bool
+                 ) -> tuple[rows_module.RowData, SecretArray]:
+        """Side ``k``'s rows of argument ``a`` that take part in the join, with their
+        group codes, as row data (with ``weighted_values``, each value times its
+        matches in the group); and the number of such rows per group.
+
+        When the query groups are ``k``'s own, each row is in at most one group; when
+        another table's columns group the join, a row of ``k`` may take part in every
+        group (a customer with a savings and a checking account), so its rows are
+        repeated once per group, each copy counted where the row takes part."""
+        groups = len(self.plan.groups)
+        multiplicity = self.multiplicity(k)  # (groups, n)
+        mult = self.spread_back(SecretArray.stack([multiplicity[g] * self.ends
+                                                   for g in range(groups)]))
+        parts = self._parts(k)
+        flags = self.flags[k][a][parts]  # (groups, n)
+        taking = flags * (mult >= 1)
+        value = self.values[k][a]
+        if self.plan.groups_own(k):
+            codes = (taking * np.arange(groups)[:, None]).sum(axis=0)
+            counted = taking.sum(axis=0)
+            if weighted_values:
+                value = value * (taking * mult).sum(axis=0)
+        else:
+            codes = (taking * 0 + np.arange(groups)[:, None]).reshape(-1)
+            counted = taking.reshape(-1)
+            value = (value * mult if weighted_values else taking * 0 + value).reshape(-1)
+        shared = rows_module.RowData(codes=codes, counted={0: counted}, values={0: value})
+        return shared, taking.sum(axis=-1)
+
+    def _distinct(self, k: int, a: int) -> SecretArray:
+        shared, per_group = self.row_data(k, a, weighted_values=False)
+        ordered = rows_module.sorted_values(shared, len(self.plan.groups), 0)
+        return rows_module.count_distinct(ordered, per_group)
+
+
+@dataclass
+class _JoinRules:
+    """What the output policy's rules need, per query group."""
+
+    joined: _Joined
+    rows: SecretArray
+
+    def cohort(self) -> SecretArray:
+        return self.rows
+
+    def extreme_rows(self, aggregate: Any) -> SecretArray:
+        joined = self.joined
+        k, a = joined._argument(aggregate)
+        extreme = joined._extreme(aggregate.function, k, a)
+        masked, _ = joined._masked(aggregate.function, k, a)
+        parts = joined._parts(k)
+        holding = (masked[parts] == extreme.reshape(-1, 1)) * joined.flags[k][a][parts]
+        per_key, _ = sorting.segmented_scan(joined.session.backend, joined.starts.shares,
+                                            holding.shares)
+        held = SecretArray(joined.session, per_key, 0)
+        return (held * joined.multiplicity(k) * joined.ends).sum(axis=-1)
+
+    def dominance(self, aggregate: Any, n: int) -> tuple[SecretArray, SecretArray]:
+        joined = self.joined
+        k, a = joined._argument(aggregate)
+        shared, per_group = joined.row_data(k, a, weighted_values=True)
+        total = (joined.sums[k][a][joined._parts(k)] * joined.multiplicity(k)
+                 * joined.ends).sum(axis=-1)
+        bound = joined.plan.sides[k].ranges[a].bound
+        shift = 0
+        if bound is not None:  # contributions and totals scaled into the sort's range
+            reach = bound * sum(s.entry.schema.rows_bound * len(s.entry.owners)
+                                for s in joined.plan.sides)
+            while reach / 2**shift >= NARROW_LIMIT:
+                shift += 1
+        if shift:
+            value = shared.values[0]
+            shared = rows_module.RowData(shared.codes, shared.counted,
+                                         {0: value.as_fixed().truncate(shift)})
+            total = total.as_fixed().truncate(shift)
+        ordered = rows_module.sorted_values(shared, len(joined.plan.groups), 0)
+        top = rows_module.largest(ordered, per_group, n)
+        if total.fractional_bits != top.fractional_bits:
+            total = total.as_fixed()
+            top = top.as_fixed()
+        return top, total

@@ -16,7 +16,7 @@ the result to the recipients only.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -25,29 +25,10 @@ import pandas as pd
 from concilium.data.dataset import Dataset
 from concilium.data.outside import OutsideParty
 from concilium.data.session import encode_values
-from concilium.errors import QueryError
 from concilium.query.delivery import receive_delivery, result_frame
-from concilium.query.execute import local_statistics
-from concilium.query.join import JoinPlan, local_side_rows
-from concilium.query.rows import local_rows
-from concilium.query.secret_groups import local_group_rows
 from concilium.ring.fixed import FixedPointCodec
 
 __all__ = ["check_inputs", "contribute_inputs", "local_inputs", "receive_result", "take_part"]
-
-
-def _rows(rows: tuple[np.ndarray, list[np.ndarray]], fixed: Sequence[bool]
-          ) -> Iterator[tuple[np.ndarray, bool]]:
-    """The owner's side of :func:`concilium.query.local.share_rows`."""
-    flags, values = rows
-    yield flags, False
-    yield from zip(values, fixed, strict=True)
-
-
-def _dataset(party: int, datasets: Mapping[str, Dataset], table: str) -> Dataset:
-    if table not in datasets:
-        raise QueryError(f"party {party} owns part of {table!r} but has no dataset for it")
-    return datasets[table]
 
 
 def local_inputs(plan: Any, datasets: Mapping[str, Dataset], party: int
@@ -56,25 +37,7 @@ def local_inputs(plan: Any, datasets: Mapping[str, Dataset], party: int
     parties expect it: (values, fixed point) pairs, computed alone over its own data.
     Owners check these before any run (the ranges must fit the codec) and outside
     owners contribute them."""
-    if isinstance(plan, JoinPlan):
-        for side in (plan.unique, plan.many):
-            if party in side.entry.owners:
-                yield from _rows(local_side_rows(side, _dataset(party, datasets, side.table)),
-                                 side.fixed)
-        return
-    if party not in plan.entry.owners:
-        return
-    dataset = _dataset(party, datasets, plan.query.table)
-    fixed = [plan.argument_fixed[i] for i in plan.row_arguments]
-    if plan.query.secret_group:
-        yield from _rows(local_group_rows(plan, dataset), fixed)
-        return
-    integers, reals = local_statistics(plan, dataset)
-    yield integers, False
-    if plan.fixed_statistics:
-        yield reals, True
-    if plan.row_arguments:
-        yield from _rows(local_rows(plan, dataset), fixed)
+    return plan.local_inputs(datasets, party)
 
 
 def contribute_inputs(outside: OutsideParty, plan: Any, datasets: Mapping[str, Dataset]

@@ -30,6 +30,7 @@ final reveal.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -41,14 +42,38 @@ from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.ops import sort as sorting
 from concilium.ops.truncation import exact_truncate
+from concilium.query.catalog import TableEntry
 from concilium.query.local import run_local, share_rows
-from concilium.query.plan import Plan
+from concilium.query.sql import Query
 
-__all__ = ["RowData", "SortedRows", "count_distinct", "group_codes", "input_rows",
+__all__ = ["RowData", "RowPlan", "SortedRows", "count_distinct", "group_codes", "input_rows",
            "largest", "local_rows", "quantile", "sorted_values"]
 
 
-def group_codes(plan: Plan, table: pa.Table) -> np.ndarray:
+class RowPlan(Protocol):
+    """What the row-level steps need of a plan (:class:`~concilium.query.aggregate_plan.
+    AggregatePlan` has it)."""
+
+    @property
+    def query(self) -> Query: ...
+
+    @property
+    def entry(self) -> TableEntry: ...
+
+    @property
+    def domains(self) -> tuple[tuple[Any, ...], ...]: ...
+
+    @property
+    def row_arguments(self) -> tuple[int, ...]: ...
+
+    @property
+    def argument_fixed(self) -> tuple[bool, ...]: ...
+
+    @property
+    def row_sql(self) -> str | None: ...
+
+
+def group_codes(plan: RowPlan, table: pa.Table) -> np.ndarray:
     """Each row's index in the plan's public group grid (row-major, as the grid)."""
     if not plan.query.group_by:
         return np.zeros(table.num_rows, dtype=np.int64)
@@ -64,7 +89,7 @@ def group_codes(plan: Plan, table: pa.Table) -> np.ndarray:
     return np.ravel_multi_index(codes, sizes).astype(np.int64)
 
 
-def local_rows(plan: Plan, dataset: Dataset) -> tuple[np.ndarray, list[np.ndarray]]:
+def local_rows(plan: RowPlan, dataset: Dataset) -> tuple[np.ndarray, list[np.ndarray]]:
     """The owner's rows for the quantile arguments: (codes and flags, values)."""
     assert plan.row_sql is not None
     table = run_local(plan.row_sql, dataset)
@@ -89,7 +114,7 @@ class RowData:
     values: dict[int, SecretArray]
 
 
-def input_rows(session: Session, plan: Plan, dataset: Dataset | None) -> RowData:
+def input_rows(session: Session, plan: RowPlan, dataset: Dataset | None) -> RowData:
     every, columns = share_rows(
         session, plan.entry.owners, plan.query.table,
         None if dataset is None else (lambda: local_rows(plan, dataset)),

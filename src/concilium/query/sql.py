@@ -21,15 +21,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
 
 from concilium.data.schema import Column, ColumnType, Schema
 from concilium.errors import PolicyViolation, QueryError, UnsupportedQuery
+from concilium.query.aggregates import BY_CLASS
 
 __all__ = ["AGGREGATES", "KEY_AGGREGATES", "QUANTILES", "Aggregate", "Query", "aggregate_key",
-           "key_refusal", "parse_query"]
+           "clause", "inline_with", "key_refusal", "output_name", "parse_query"]
 
 #: The only aggregates a key column may feed: counting keys reveals no one's key.
 KEY_AGGREGATES = ("count", "count_distinct")
@@ -45,20 +47,8 @@ def key_refusal(column: str, usage: str) -> PolicyViolation:
                            f"it may only be joined on or counted, never "
                            f"{_KEY_USE.get(usage, usage)}")
 
-#: sqlglot aggregate classes and the statistic each computes.
-AGGREGATES: dict[type[exp.Expr], str] = {
-    exp.Count: "count",
-    exp.Sum: "sum",
-    exp.Avg: "avg",
-    exp.Min: "min",
-    exp.Max: "max",
-    exp.Variance: "var_samp",
-    exp.VariancePop: "var_pop",
-    exp.Stddev: "stddev_samp",
-    exp.StddevSamp: "stddev_samp",
-    exp.StddevPop: "stddev_pop",
-    exp.Corr: "corr",
-}
+#: sqlglot aggregate classes and the registry name each computes.
+AGGREGATES: dict[type[exp.Expr], str] = {cls: spec.name for cls, spec in BY_CLASS.items()}
 _LATER = {
     exp.PercentileDisc: "PERCENTILE_DISC (use PERCENTILE_CONT or MEDIAN)",
 }
@@ -121,6 +111,135 @@ def _unsupported(node: exp.Expr, why: str) -> UnsupportedQuery:
     return UnsupportedQuery(f"{why}: {text[:120]}", construct=text)
 
 
+def output_name(item: exp.Expr) -> str:
+    """A SELECT item's result column name: its alias, a column's own name (as DuckDB
+    names ``a.kind`` ``kind``), else the item's SQL."""
+    if isinstance(item, exp.Alias):
+        return item.alias_or_name
+    if isinstance(item, exp.Column):
+        return item.name
+    return item.sql(dialect="duckdb")
+
+
+def clause(tree: exp.Expr, name: str) -> Any:
+    """A clause of a parsed statement (sqlglot spells some with a trailing underscore:
+    ``from_``, ``with_``)."""
+    return tree.args.get(name) or tree.args.get(name + "_")
+
+
+def _cte_definition(cte: exp.CTE) -> tuple[exp.Table, dict[str, exp.Expr] | None,
+                                            exp.Expr | None]:
+    """A common table expression the planner can inline: ``SELECT [*, ] columns or
+    expressions AS names FROM table [WHERE ...]`` (no joins, groups or aggregates).
+    Returns its table, its outputs (None for ``*`` only) and its filter."""
+    body = cte.this
+    if not isinstance(body, exp.Select) or any(clause(body, k) for k in (
+            "joins", "group", "having", "distinct", "limit", "order", "with", "qualify")):
+        raise _unsupported(cte, "a WITH table can be inlined only if it is SELECT columns "
+                                "FROM a table [WHERE ...]")
+    for aggregate in body.find_all(exp.AggFunc):
+        raise _unsupported(aggregate, "a WITH table cannot aggregate")
+    source = clause(body, "from")
+    if source is None or not isinstance(source.this, exp.Table):
+        raise _unsupported(cte, "a WITH table must read FROM a table")
+    outputs: dict[str, exp.Expr] | None = {}
+    for item in body.expressions:
+        if isinstance(item, exp.Star):
+            if outputs:
+                raise _unsupported(item, "mix * and named columns in a WITH table")
+            outputs = None
+            continue
+        if outputs is None:
+            raise _unsupported(item, "mix * and named columns in a WITH table")
+        name = item.alias_or_name
+        outputs[name.lower()] = item.unalias()
+    where = body.args.get("where")
+    return source.this, outputs, None if where is None else where.this
+
+
+def inline_with(sql: str) -> str:
+    """The query with its WITH tables inlined (their tables, expressions and filters
+    put in place), or the query unchanged if it has none."""
+    try:
+        tree = sqlglot.parse_one(sql, dialect="duckdb")
+    except sqlglot.errors.ParseError:
+        return sql
+    if not isinstance(tree, exp.Select) or not clause(tree, "with"):
+        return sql
+    definitions: dict[str, tuple[exp.Table, dict[str, exp.Expr] | None, exp.Expr | None]] = {}
+    for cte in clause(tree, "with").expressions:
+        table, outputs, where = _cte_definition(cte)
+        if table.name.lower() in definitions:  # a WITH table over an earlier one
+            inner, inner_outputs, inner_where = definitions[table.name.lower()]
+            outputs = {n: _substitute(e, inner_outputs) for n, e in outputs.items()} if (
+                outputs is not None) else inner_outputs
+            where = exp.and_(inner_where, _substitute(where, inner_outputs)) if (
+                where is not None and inner_where is not None) else (
+                inner_where if where is None else _substitute(where, inner_outputs))
+            table = inner
+        definitions[cte.alias_or_name.lower()] = (table, outputs, where)
+    main = tree.copy()
+    main.set("with_" if "with_" in main.args else "with", None)
+    filters: list[exp.Expr] = []
+    for node in list(main.find_all(exp.Table)):
+        found = definitions.get(node.name.lower())
+        if found is None:
+            continue
+        table, outputs, where = found
+        alias = node.alias_or_name
+        qualify = len(main.args.get("joins") or []) > 0
+        replacement = exp.Table(this=exp.to_identifier(table.name),
+                                alias=exp.TableAlias(this=exp.to_identifier(alias)))
+        node.replace(replacement)
+
+        def rewrite(column: exp.Expr, outputs: dict[str, exp.Expr] | None = outputs,
+                    alias: str = alias, qualify: bool = qualify) -> exp.Expr:
+            if not isinstance(column, exp.Column) or (column.table and column.table != alias):
+                return column
+            if outputs is None or column.name.lower() not in outputs:
+                return exp.column(column.name, table=alias) if qualify else column
+            expression = outputs[column.name.lower()].copy()
+            if qualify:
+                expression = expression.transform(
+                    lambda n: exp.column(n.name, table=alias) if isinstance(n, exp.Column)
+                    else n)
+            return exp.Paren(this=expression) if not isinstance(expression, exp.Column) \
+                else expression
+
+        for part in ("expressions", "where", "group", "having", "order", "joins"):
+            value = main.args.get(part)
+            if value is None:
+                continue
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                item.transform(rewrite, copy=False)
+        if where is not None:
+            condition = where.copy()
+            if qualify:
+                condition = condition.transform(
+                    lambda n, alias=alias: exp.column(n.name, table=alias)
+                    if isinstance(n, exp.Column) else n)
+            filters.append(condition)
+    for condition in filters:
+        main = main.where(condition, copy=False)
+    return main.sql(dialect="duckdb")
+
+
+def _substitute(node: exp.Expr | None, outputs: dict[str, exp.Expr] | None) -> exp.Expr:
+    assert node is not None
+    if outputs is None:
+        return node
+
+    def replace(n: exp.Expr) -> exp.Expr:
+        if not isinstance(n, exp.Column) or n.name.lower() not in outputs:
+            return n
+        expression = outputs[n.name.lower()].copy()
+        return expression if isinstance(expression, exp.Column) else exp.Paren(
+            this=expression)
+
+    return node.transform(replace)
+
+
 def parse_query(sql: str, schemas: Mapping[str, Schema]) -> Query:
     """Parse and check ``sql`` against the tables' public schemas."""
     try:
@@ -161,12 +280,12 @@ def parse_query(sql: str, schemas: Mapping[str, Schema]) -> Query:
 
 
 def _refuse_unsupported_clauses(tree: exp.Select) -> None:
-    for key, why in (("joins", "JOIN is not supported yet (secret-key joins are planned)"),
-                     ("with", "WITH (common table expressions) is not supported"),
+    for key, why in (("joins", "a JOIN is planned by concilium.query.join_planning"),
+                     ("with", "WITH tables are inlined before planning"),
                      ("distinct", "SELECT DISTINCT is not supported"),
                      ("qualify", "QUALIFY is not supported")):
-        if tree.args.get(key):
-            node = tree.args[key]
+        if clause(tree, key):
+            node = clause(tree, key)
             raise _unsupported(node[0] if isinstance(node, list) else node, why)
     for node in tree.find_all(exp.Window):
         raise _unsupported(node, "window functions are not supported")
@@ -178,7 +297,7 @@ def _refuse_unsupported_clauses(tree: exp.Select) -> None:
 
 
 def _table(tree: exp.Select, schemas: Mapping[str, Schema]) -> tuple[str, Schema]:
-    source = tree.args.get("from_") or tree.args.get("from")
+    source = clause(tree, "from")
     if source is None or not isinstance(source.this, exp.Table):
         raise QueryError("the query needs FROM <table>")
     name = source.this.name
@@ -256,9 +375,12 @@ def _secret_key(column: Column, keys: int) -> bool:
 
 
 def aggregate_key(node: exp.Expr) -> str:
-    """The identity of an aggregate call (a WITHIN GROUP clause belongs to it)."""
+    """The identity of an aggregate call (a WITHIN GROUP or FILTER clause belongs to
+    it)."""
     parent = node.parent
     if isinstance(node, exp.PercentileCont) and isinstance(parent, exp.WithinGroup):
+        return parent.sql(dialect="duckdb")
+    if isinstance(parent, exp.Filter) and parent.this is node:
         return parent.sql(dialect="duckdb")
     return node.sql(dialect="duckdb")
 
@@ -288,6 +410,20 @@ def _quantile(node: exp.AggFunc, schema: Schema, aggregates: dict[str, Aggregate
     aggregates.setdefault(key, Aggregate("quantile", (argument,), key, float(fraction.this)))
 
 
+def _filtered(node: exp.AggFunc, arguments: tuple[exp.Expr, ...], schema: Schema
+              ) -> tuple[exp.Expr, ...]:
+    """``agg(x) FILTER (WHERE c)`` is ``agg(CASE WHEN c THEN x END)`` (``COUNT(*)``
+    counts ``CASE WHEN c THEN 1 END``)."""
+    parent = node.parent
+    if not isinstance(parent, exp.Filter):
+        return arguments
+    condition = parent.expression.this
+    _check_row_expression(condition, schema, "filter", "FILTER")
+    values = arguments or (exp.Literal.number(1),)
+    return tuple(exp.Case(ifs=[exp.If(this=condition.copy(), true=value.copy())])
+                 for value in values)
+
+
 def _aggregate(node: exp.AggFunc, schema: Schema, aggregates: dict[str, Aggregate]) -> None:
     kind = type(node)
     if isinstance(node, QUANTILES):
@@ -305,7 +441,7 @@ def _aggregate(node: exp.AggFunc, schema: Schema, aggregates: dict[str, Aggregat
         inner, function = inner.expressions[0], "count_distinct"
     if kind is exp.Count and isinstance(inner, exp.Star):
         arguments: tuple[exp.Expr, ...] = ()
-    elif kind is exp.Corr:
+    elif BY_CLASS[kind].arity == 2:
         arguments = (node.this, node.expression)
     else:
         arguments = (inner,)
@@ -317,7 +453,8 @@ def _aggregate(node: exp.AggFunc, schema: Schema, aggregates: dict[str, Aggregat
         for column in argument.find_all(exp.Column):
             _column(column, schema, function if function in KEY_AGGREGATES else "aggregate",
                     node.sql(dialect="duckdb"))
-    text = node.sql(dialect="duckdb")
+    arguments = _filtered(node, arguments, schema)
+    text = aggregate_key(node)
     aggregates.setdefault(text, Aggregate(function, arguments, text))
 
 
@@ -327,7 +464,7 @@ def _check_output_expression(node: exp.Expr, schema: Schema, group_by: _Grouping
     for aggregate in node.find_all(exp.AggFunc):
         _aggregate(aggregate, schema, aggregates)
     for column in node.find_all(exp.Column):
-        if column.find_ancestor(exp.AggFunc, exp.WithinGroup) is None and not (
+        if column.find_ancestor(exp.AggFunc, exp.WithinGroup, exp.Filter) is None and not (
                 group_by.covers(column, schema, node)) and column.name not in group_by.names:
             raise QueryError(f"column {column.name!r} must appear in GROUP BY or inside an "
                              "aggregate")
@@ -337,7 +474,7 @@ def _select_item(item: exp.Expr, schema: Schema, group_by: _Grouping,
                  aggregates: dict[str, Aggregate]) -> tuple[exp.Expr, str]:
     if isinstance(item, exp.Star):
         raise _unsupported(item, "SELECT * would reveal rows; select aggregates instead")
-    name = item.alias_or_name if isinstance(item, exp.Alias) else item.sql(dialect="duckdb")
+    name = output_name(item)
     node = item.unalias()
     _check_output_expression(node, schema, group_by, aggregates)
     return node, name
