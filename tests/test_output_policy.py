@@ -310,3 +310,29 @@ def test_key_columns_are_only_joined_on_or_counted(sql: str, message: str) -> No
         plan_query(sql, tables)
     # counting keys is allowed
     plan_query("SELECT COUNT(DISTINCT patient) AS p, COUNT(patient) AS q FROM visits", tables)
+
+
+def test_a_min_cohort_checks_the_extremes_of_secret_key_groups(protocol: str) -> None:
+    # a patient's MAX(grade) is released only when at least k of their visits hold it
+    rng = np.random.default_rng(8)
+    frames = [pd.DataFrame({"patient": rng.integers(0, 25, rows) * 7919 + 3,
+                            "grade": rng.integers(0, 4, rows)}) for rows in (90, 70, 60)]
+    schemas = {"visits": {"patient": {"type": "int"},
+                          "grade": {"type": "int", "low": 0, "high": 3}}}
+    union, k = pd.concat(frames), 3
+    got = simulate("SELECT patient, MAX(grade) AS top, MIN(grade) AS low, COUNT(*) AS n "
+                   "FROM visits GROUP BY patient", {"visits": frames}, schemas,
+                   policy={"min_cohort": k}, protocol=protocol)
+    grades = union.groupby("patient")["grade"]
+    top_held = grades.apply(lambda g: int((g == g.max()).sum()))
+    low_held = grades.apply(lambda g: int((g == g.min()).sum()))
+    released = set(top_held[(top_held >= k) & (low_held >= k) & (grades.size() >= k)].index)
+    hidden = set(grades.groups) - released
+    assert released and len(hidden) >= 2
+    assert set(got["patient"]) == released
+    expected = grades.agg(["max", "min", "size"]).loc[sorted(released)]
+    shown = got.set_index("patient").loc[sorted(released)]
+    assert shown["top"].tolist() == expected["max"].tolist()
+    assert shown["low"].tolist() == expected["min"].tolist()
+    assert shown["n"].tolist() == expected["size"].tolist()
+    assert "not listed" in got.attrs["suppressed"][0]["group"]

@@ -379,6 +379,12 @@ def _statistics(query: Query, arguments: dict[str, int], ranges: tuple[ArgumentR
                 raise UnsupportedQuery(f"{aggregate.sql} could reach {(2 * bound) ** 2:.3g}, "
                                        "beyond what a secret value can hold; state a smaller "
                                        "bound", construct=aggregate.sql)
+        if aggregate.function in ("covar_pop", "covar_samp"):
+            by, bx = (ranges[k].bound for k in indices)
+            if bx is not None and by is not None and bx * by >= WIDE_LIMIT:
+                raise UnsupportedQuery(f"{aggregate.sql} could reach {bx * by:.3g}, beyond "
+                                       "what a secret value can hold; state smaller bounds",
+                                       construct=aggregate.sql)
         if aggregate.function == "mode" and ranges[indices[0]].categories is None:
             raise UnsupportedQuery(f"{aggregate.sql}: MODE takes a category column",
                                    construct=aggregate.sql)

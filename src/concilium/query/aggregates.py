@@ -25,8 +25,8 @@ from sqlglot import exp
 from concilium.data.secret_array import SecretArray
 from concilium.query.statistics import ArgumentRange, Encoding, Statistic, StatisticKey
 
-__all__ = ["AGGREGATES", "BY_CLASS", "KINDS", "AggregateSpec", "Finished", "Partials",
-           "aggregate_spec"]
+__all__ = ["AGGREGATES", "BY_CLASS", "BY_NAME", "KINDS", "AggregateSpec", "Finished",
+           "Partials", "aggregate_spec", "count_of", "sql_names", "supported_by"]
 
 #: The plan kinds (see :mod:`concilium.query.planner`).
 PARTIAL, ROWS, SECRET_GROUPS, JOIN = ("partial aggregates", "row statistics",
@@ -326,7 +326,7 @@ AGGREGATES: tuple[AggregateSpec, ...] = (
                   "interpolation", frozenset({ROWS}), _needs_count, None, rows=True),
     AggregateSpec("count_distinct", (), 1, "count_distinct",
                   "secure sort of the shared rows, run starts (secure equality) counted per "
-                  "group", frozenset({ROWS}), _needs_count, None, rows=True),
+                  "group", frozenset({ROWS, JOIN}), _needs_count, None, rows=True),
 )
 
 BY_NAME = {spec.name: spec for spec in AGGREGATES}
@@ -337,3 +337,14 @@ BY_CLASS: dict[type[exp.Expr], AggregateSpec] = {
 
 def aggregate_spec(name: str) -> AggregateSpec:
     return BY_NAME[name]
+
+
+def supported_by(kind: str) -> tuple[str, ...]:
+    """The aggregates (SQL names) a plan kind supports, in registry order."""
+    return tuple(spec.name for spec in AGGREGATES if kind in spec.kinds)
+
+
+def sql_names(names: tuple[str, ...]) -> str:
+    """``COUNT, SUM, ...`` for messages."""
+    spelled = {"count_distinct": "COUNT(DISTINCT)", "quantile": "MEDIAN/PERCENTILE_CONT"}
+    return ", ".join(spelled.get(n, n.upper()) for n in names)

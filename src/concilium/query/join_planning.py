@@ -23,6 +23,7 @@ from sqlglot import exp
 
 from concilium.data.schema import ColumnType, Schema
 from concilium.errors import QueryError, UnsupportedQuery
+from concilium.query.aggregates import JOIN, sql_names, supported_by
 from concilium.query.catalog import TableEntry
 from concilium.query.groups import DUCKDB_TYPES, group_domain
 from concilium.query.join import MAX_JOIN_GROUPS, JoinPlan, Side
@@ -40,7 +41,7 @@ from concilium.query.statistics import ArgumentRange
 
 __all__ = ["has_join", "plan_join"]
 
-_JOIN_FUNCTIONS = {"count", "count_distinct", "sum", "avg", "min", "max"}
+_JOIN_FUNCTIONS = supported_by(JOIN)
 _INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "BOOLEAN")
 
 
@@ -285,8 +286,7 @@ def _join_aggregate(node: exp.AggFunc, resolver: _Resolver, arguments: dict[str,
             raise _unsupported(node, "DISTINCT is supported in COUNT(DISTINCT x) only")
         function = "count_distinct"
     if function not in _JOIN_FUNCTIONS:
-        raise _unsupported(node, "with a JOIN, COUNT, COUNT(DISTINCT), SUM, AVG, MIN and MAX "
-                                 "are supported")
+        raise _unsupported(node, f"with a JOIN, {sql_names(_JOIN_FUNCTIONS)} are supported")
     text = aggregate_key(node)
     condition = node.parent.expression.this if isinstance(node.parent, exp.Filter) else None
     if isinstance(node, exp.Count) and isinstance(node.this, exp.Star):

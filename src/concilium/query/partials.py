@@ -135,23 +135,28 @@ class Combined:
             self.cache[key] = self.total(StatisticKey("m2", (i,))) + between
         return self.cache[key]
 
-    def _scaled_variance(self, i: int, sample: bool) -> SecretArray:
-        """The variance in ``4^-p`` units, by exact long division."""
-        key = ("var", i, sample)
+    def _variance(self, i: int, sample: bool, shift: int) -> SecretArray:
+        """The variance divided by ``4^shift``, by exact long division of the wide
+        squared deviations (in ``4^-p`` units, ``shift <= p``)."""
+        key = ("var", i, sample, shift)
         if key not in self.cache:
             count = self.total(count_of(i))
             if sample:  # max(count - 1, 0): a lone row's variance is NULL, divided by 0
                 count = (count - 1) * (count >= 1)
             argument = self.ranges[i]
-            bound = argument.bound**2 / 4**argument.moment_shift if argument.bound else 2**30
-            self.cache[key] = divide_wide(self.deviations(i), count, bound)
+            p = argument.moment_shift
+            bound = argument.bound**2 / 4**p if argument.bound else 2.0**30
+            self.cache[key] = divide_wide(self.deviations(i), count, bound,
+                                          fraction_bits=2 * (p - shift))
         return self.cache[key]
 
     def variance(self, i: int, sample: bool) -> SecretArray:
-        return self._scaled_variance(i, sample) * (1 << (2 * self.ranges[i].moment_shift))
+        return self._variance(i, sample, 0)
 
     def deviation(self, i: int, sample: bool) -> SecretArray:
-        return fn.sqrt(self._scaled_variance(i, sample)) * (1 << self.ranges[i].moment_shift)
+        shift = self.ranges[i].root_shift
+        root = fn.sqrt(self._variance(i, sample, shift))
+        return root * (1 << shift) if shift else root
 
     def moments(self, x: int, y: int) -> Any:
         if (x, y) not in self.pairs:
@@ -164,13 +169,16 @@ class Combined:
                                   for v in range(1, size + 1)])
 
 
-def divide_wide(numerator: SecretArray, count: SecretArray, bound: float) -> SecretArray:
-    """A wide fixed-point numerator over an integer count, exactly (the quotient's
-    magnitude below ``bound``): long division, one comparison per bit."""
+def divide_wide(numerator: SecretArray, count: SecretArray, bound: float, *,
+                fraction_bits: int = 0) -> SecretArray:
+    """``numerator * 2^fraction_bits / count`` for a wide fixed-point numerator and an
+    integer count, exactly (``|numerator / count| < bound``): long division, one
+    comparison per bit."""
     session = numerator.session
     bits = math.ceil(math.log2(bound + 1)) + 1 + numerator.fractional_bits
     shares = long_divide(session.backend, numerator.shares, count.shares,
-                         quotient_bits=min(bits, 61))
+                         quotient_bits=min(bits, 62 - fraction_bits),
+                         fraction_bits=fraction_bits)
     return SecretArray(session, shares, numerator.fractional_bits)
 
 
@@ -220,12 +228,22 @@ class PairMoments:
                                                         self.px + self.py)
         return SecretArray.stack([sxx, syy, sxy])
 
+    def _bounds(self) -> tuple[float, float]:
+        return self.range_x.bound or 2.0**15, self.range_y.bound or 2.0**15
+
     def _moments(self) -> SecretArray:
-        """Sxx / n, Syy / n, Sxy / n in shifted units, exactly."""
-        bx = self.range_x.bound or 2.0**15
-        by = self.range_y.bound or 2.0**15
-        bound = max(bx * bx / 4**self.px, by * by / 4**self.py, bx * by / 2**(self.px + self.py))
-        return divide_wide(self["sums"], self["count"], bound)
+        """Sxx / n, Syy / n and Sxy / n exactly, divided by ``4^rx``, ``4^ry`` and
+        ``2^(rx + ry)`` (the root shifts) so that their square roots fit."""
+        bx, by = self._bounds()
+        rx, ry = self.range_x.root_shift, self.range_y.root_shift
+        sums, count = self["sums"], self["count"]
+        parts = [divide_wide(sums[0], count, bx * bx / 4**self.px,
+                             fraction_bits=2 * (self.px - rx)),
+                 divide_wide(sums[1], count, by * by / 4**self.py,
+                             fraction_bits=2 * (self.py - ry)),
+                 divide_wide(sums[2], count, bx * by / 2**(self.px + self.py),
+                             fraction_bits=self.px + self.py - rx - ry)]
+        return SecretArray.stack(parts)
 
     def _defined_x(self) -> SecretArray:
         return self["sums"][0] > 0
@@ -241,25 +259,39 @@ class PairMoments:
         # divide twice: 1/sqrt(Syy) alone can be a few units in the last place
         return fn.divide(fn.divide(self["moments"][2], roots[0]), roots[1])
 
+    def _covariance(self, divisor: SecretArray) -> SecretArray:
+        """Sxy / divisor in real units, exactly."""
+        bx, by = self._bounds()
+        return divide_wide(self["sums"][2], divisor, bx * by / 2**(self.px + self.py),
+                           fraction_bits=self.px + self.py)
+
     def _covar_pop(self) -> SecretArray:
-        return self["moments"][2] * (1 << (self.px + self.py))
+        if self.range_x.root_shift + self.range_y.root_shift == 0:
+            return self["moments"][2]  # already in real units
+        return self._covariance(self["count"])
 
     def _covar_samp(self) -> SecretArray:
         count = self["count"]
-        ratio = divide_wide(self["sums"][2], (count - 1) * (count >= 1), self._co_bound())
-        return ratio * (1 << (self.px + self.py))
-
-    def _co_bound(self) -> float:
-        bx = self.range_x.bound or 2.0**15
-        by = self.range_y.bound or 2.0**15
-        return bx * by / 2**(self.px + self.py)
+        return self._covariance((count - 1) * (count >= 1))
 
     def _regr_slope(self) -> SecretArray:
         moments = self["moments"]
-        return fn.divide(moments[2], moments[0]) * 2.0**(self.py - self.px)
+        shift = self.range_y.root_shift - self.range_x.root_shift
+        slope = fn.divide(moments[2], moments[0])
+        return slope * 2.0**shift if shift else slope
 
     def _regr_intercept(self) -> SecretArray:
-        return self["mean_y"] - self["regr_slope"] * self["mean_x"]
+        """``mean_y - Sxy mean_x / Sxx``: the product before the division, so that the
+        slope's last place is not multiplied by the mean (divided by ``2^q`` when the
+        product could leave the fixed-point range)."""
+        moments = self["moments"]
+        bx, by = self._bounds()
+        rx, ry = self.range_x.root_shift, self.range_y.root_shift
+        reach = bx * by / 2**(rx + ry) * bx
+        q = max(0, math.ceil(math.log2(reach) - 29)) if reach > 0 else 0
+        mean_x = self["mean_x"] * 2.0**-q if q else self["mean_x"]
+        shifted = fn.divide(moments[2] * mean_x, moments[0])
+        return self["mean_y"] - shifted * 2.0**(q + ry - rx)
 
     def _regr_r2(self) -> SecretArray:
         corr = self["corr"]

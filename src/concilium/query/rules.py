@@ -13,7 +13,7 @@ public rule, and :func:`rounded_values` rounds released values on shares.
 
 * ``min_cohort``: a released cell needs at least ``k`` rows (every kind);
 * ``extremes``: under ``min_cohort``, a MIN or MAX is released only when ``k``
-  rows hold it (partial aggregates, row statistics, joins);
+  rows hold it (every kind);
 * ``dominance``: a SUM or AVG whose ``n`` largest contributions exceed ``k``% is
   suppressed (row statistics, joins, secret-key groups);
 * ``complementary``: no line of the group grid holds exactly one hidden cell
@@ -87,7 +87,7 @@ class MinimumCohort(Rule):
 
 
 class Extremes(Rule):
-    name, kinds = "extremes", frozenset({PARTIAL, ROWS, JOIN})
+    name, kinds = "extremes", _ALL
 
     def applies(self, policy: OutputPolicy, plan: Any) -> bool:
         return policy.min_cohort > 1 and any(a.function in ("min", "max")

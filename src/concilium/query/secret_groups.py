@@ -51,7 +51,7 @@ from concilium.governance.policy import OutputPolicy
 from concilium.ops import sort as sorting
 from concilium.ops.scan import segmented_extreme
 from concilium.query.aggregate_plan import analyze_arguments, formats_of, row_sql
-from concilium.query.aggregates import BY_NAME, SECRET_GROUPS
+from concilium.query.aggregates import SECRET_GROUPS, sql_names, supported_by
 from concilium.query.catalog import TableEntry
 from concilium.query.delivery import OutputColumn, deliver, result_frame
 from concilium.query.expressions import evaluate
@@ -66,7 +66,7 @@ from concilium.query.statistics import ArgumentRange
 __all__ = ["SECRET_GROUP_FUNCTIONS", "SecretGroupPlan", "local_group_rows",
            "plan_secret_groups"]
 
-SECRET_GROUP_FUNCTIONS = ("count", "sum", "avg", "min", "max")
+SECRET_GROUP_FUNCTIONS = supported_by(SECRET_GROUPS)
 _INT_SENTINEL = 2**62
 _FIXED_SENTINEL = float(2**31 - 1)
 
@@ -159,10 +159,9 @@ def plan_secret_groups(query: Query, entry: TableEntry) -> SecretGroupPlan:
     """GROUP BY a secret key: every row is shared."""
     for aggregate in query.aggregates:
         if aggregate.function not in SECRET_GROUP_FUNCTIONS:
-            raise UnsupportedQuery(f"with GROUP BY on a secret key, COUNT, SUM, AVG, MIN and "
-                                   f"MAX are supported yet, not {aggregate.sql}",
-                                   construct=aggregate.sql)
-        assert SECRET_GROUPS in BY_NAME[aggregate.function].kinds
+            raise UnsupportedQuery(f"with GROUP BY on a secret key, "
+                                   f"{sql_names(SECRET_GROUP_FUNCTIONS)} are supported, not "
+                                   f"{aggregate.sql}", construct=aggregate.sql)
     arguments, ranges, local = analyze_arguments(query, entry)
     rows = tuple(range(len(arguments)))
     fixed = tuple(not r.integral for r in ranges)
@@ -242,8 +241,25 @@ class _GroupRules:
     def cohort(self) -> SecretArray:
         return self.sorted_rows.totals[0]
 
-    def extreme_rows(self, aggregate: Any) -> SecretArray:  # refused at planning
-        raise UnsupportedQuery("MIN/MAX rows under a minimum cohort on secret-key groups")
+    aggregates: Mapping[str, SecretArray]
+
+    def extreme_rows(self, aggregate: Any) -> SecretArray:
+        """Per group (at its last row), the rows that hold its MIN or MAX: the group's
+        extreme copied back to all of its rows (a reversed segmented scan), compared
+        with each row, and the matches added up per group."""
+        session, rows = self.session, self.sorted_rows
+        backend = session.backend
+        k = self.plan.row_arguments.index(self.plan.arguments[aggregate.arguments[0].sql(
+            dialect="duckdb")])
+        extreme = self.aggregates[aggregate.sql] * rows.last
+        copied, _ = sorting.segmented_scan(backend,
+                                           np.ascontiguousarray(rows.last.shares[..., ::-1]),
+                                           np.ascontiguousarray(extreme.shares[:, None, ::-1]))
+        spread = SecretArray(session, np.ascontiguousarray(copied[:, 0, ::-1]),
+                             extreme.fractional_bits)
+        holding = rows.present[k] * (rows.values[k] == spread)
+        held, _ = sorting.segmented_scan(backend, rows.starts.shares, holding.shares[:, None])
+        return SecretArray(session, held[:, 0], 0)
 
     def dominance(self, aggregate: Any, n: int) -> tuple[SecretArray, SecretArray]:
         """Sort the argument's rows within the groups (the same group order, so each
@@ -316,7 +332,7 @@ def _run(session: Session, plan: SecretGroupPlan, dataset: Dataset | None,
                                         largest=largest, full_range=not value.is_fixed)
             aggregates[aggregate.sql] = SecretArray(session, extreme, value.fractional_bits)
     include = rows.last * rows.counted
-    context = _GroupRules(session, plan, rows, flags, values)
+    context = _GroupRules(session, plan, rows, flags, values, aggregates)
     checks = suppression_flags(plan, policy, context)
     suppressed = []
     if checks:

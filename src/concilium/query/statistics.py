@@ -30,7 +30,8 @@ from typing import Any, Literal
 from concilium.errors import UnsupportedQuery
 
 __all__ = ["FRACTIONAL_BITS", "WIDE_LIMIT", "ArgumentRange", "Encoding", "Statistic",
-           "StatisticKey", "check_range", "moment_shift", "spread_shift", "to_ring"]
+           "StatisticKey", "check_range", "moment_shift", "root_shift", "spread_shift",
+           "to_ring"]
 
 FRACTIONAL_BITS = 16
 #: Wide fixed-point values stay below this magnitude (their ring values below 2^62).
@@ -106,10 +107,23 @@ class ArgumentRange:
         return moment_shift(self.bound, self.rows)
 
     @property
+    def root_shift(self) -> int:
+        """``r <= p``: variances are divided by ``4^r`` for their square roots."""
+        return root_shift(self.bound)
+
+    @property
     def spread_shift(self) -> int:
         """``t >= p``: owners' mean differences are divided by ``2^t`` before they are
         squared and weighted by counts (see :func:`spread_shift`)."""
         return spread_shift(self.bound, self.rows)
+
+
+def root_shift(bound: float | None) -> int:
+    """The least ``r >= 0`` with ``bound^2 / 4^r < 2^30``: a variance divided by ``4^r``
+    fits the fixed point (for its square root)."""
+    if bound is None or bound == 0:
+        return 0
+    return max(0, math.ceil((2 * math.log2(bound) - math.log2(NARROW_LIMIT)) / 2))
 
 
 def moment_shift(bound: float | None, rows: int) -> int:
