@@ -85,6 +85,7 @@ class Side:
     ranges: tuple[ArgumentRange, ...]
     group_keys: tuple[tuple[int, str], ...] = ()  # (GROUP BY position, local SQL)
     domains: tuple[tuple[Any, ...], ...] = ()
+    secret_key: str | None = None  # a secret column that groups the join (join_groups)
 
     @property
     def fixed(self) -> tuple[bool, ...]:
@@ -106,6 +107,8 @@ class Side:
         columns += [f"CAST(({text}) AS {'DOUBLE' if fixed else 'BIGINT'}) AS a{i}"
                     for i, (text, fixed) in enumerate(zip(self.arguments, self.fixed,
                                                           strict=True))]
+        if self.secret_key is not None:
+            columns.append(f'CAST("{self.secret_key}" AS BIGINT) AS s')
         return f"SELECT {', '.join(columns)}\nFROM data"
 
     def part_of(self, group: tuple[Any, ...]) -> int:
@@ -187,13 +190,7 @@ class JoinPlan(QueryPlan):
               else ", ".join(who(p) for p in recipients))
         finish_text = "\n".join(f"     - {a.sql}" for a in query.aggregates)
         kind = "left" if self.left else "inner"
-        grouped = (f" per group of {', '.join(query.group_by)} ({len(self.groups)} public "
-                   "groups)" if query.group_by else "")
-        having = " passing HAVING" if query.having is not None else ""
-        appear = (f"Revealed to every compute party: which of the {len(self.groups)} public "
-                  f"groups appear (have a joined row{having}). " if query.group_by else (
-                      "Revealed to every compute party: whether the result passes HAVING. "
-                      if query.having is not None else ""))
+        grouped, appear = self._grouping_text()
         return f"""Query
   {query.sql.strip()}
 
@@ -217,6 +214,19 @@ class JoinPlan(QueryPlan):
 """
 
 
+    def _grouping_text(self) -> tuple[str, str]:
+        """How the explanation words the grouping, and what it reveals."""
+        query = self.query
+        grouped = (f" per group of {', '.join(query.group_by)} ({len(self.groups)} public "
+                   "groups)" if query.group_by else "")
+        having = " passing HAVING" if query.having is not None else ""
+        appear = (f"Revealed to every compute party: which of the {len(self.groups)} public "
+                  f"groups appear (have a joined row{having}). " if query.group_by else (
+                      "Revealed to every compute party: whether the result passes HAVING. "
+                      if query.having is not None else ""))
+        return grouped, appear
+
+
 def _paragraph(text: str) -> str:
     return textwrap.fill(text, width=88, subsequent_indent="   ")
 
@@ -237,6 +247,8 @@ def local_side_rows(side: Side, dataset: Dataset) -> tuple[np.ndarray, list[np.n
         values.append(np.asarray(pc.fill_null(column, 0).to_numpy(),
                                  dtype=np.float64 if fixed else np.int64))
     flags += list(_indicators(side, table))
+    if side.secret_key is not None:
+        flags.append(np.asarray(table.column("s").to_numpy(), dtype=np.int64))
     return np.stack(flags), values
 
 
@@ -271,6 +283,7 @@ class _Joined:
     rows: list[SecretArray]  # per side: (parts, n) weighted rows (sorted, not totalled)
     flags: list[SecretArray]  # per side: (arguments, parts, n) weighted present flags
     values: list[SecretArray]  # per side: (arguments, n) values (sorted)
+    secret_keys: dict[int, SecretArray]  # per side with a secret group key: (n,) (sorted)
 
     @classmethod
     def build(cls, session: Session, plan: JoinPlan, datasets: Mapping[str, Dataset]
@@ -302,6 +315,7 @@ class _Joined:
         known = SecretArray.concatenate([flags[1] for flags, _ in shared], axis=-1)
         columns: list[SecretArray] = []
         layout = []
+        secret_at: dict[int, int] = {}
         for k, (side, (flags, values)) in enumerate(zip(plan.sides, shared, strict=True)):
             arguments = len(side.arguments)
             weight = flags[2] if (plan.left and k == 0) else flags[2] * flags[1]
@@ -320,6 +334,9 @@ class _Joined:
                 columns += [spread(present, k), spread(sums, k),
                             spread(SecretArray.stack(values), k)]
             layout.append((start, arguments))
+            if side.secret_key is not None:
+                secret_at[k] = len(columns)
+                columns.append(spread(flags[flags.shape[0] - 1], k))
         order = [sorting.SortKey((1 - known).shares, full_range=False),
                  sorting.SortKey(keys.shares, full_range=True)]
         flat = [c.reshape(-1, total) for c in columns]  # one sort column per row of each
@@ -371,7 +388,8 @@ class _Joined:
                 flags_sorted.append(totals[:0])
                 values_sorted.append(totals[:0])
         return cls(session, plan, ends, starts, counts, present_totals, sum_totals, rows,
-                   flags_sorted, values_sorted)
+                   flags_sorted, values_sorted,
+                   {k: moved[at] for k, at in secret_at.items()})
 
     # -- per group of the query ------------------------------------------------------
     def _parts(self, k: int) -> np.ndarray:

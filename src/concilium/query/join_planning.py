@@ -13,6 +13,7 @@ after ordering by group columns. See :mod:`concilium.query.join` for how it runs
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Mapping
 from typing import Any
@@ -23,10 +24,11 @@ from sqlglot import exp
 
 from concilium.data.schema import ColumnType, Schema
 from concilium.errors import QueryError, UnsupportedQuery
-from concilium.query.aggregates import JOIN, sql_names, supported_by
+from concilium.query.aggregates import JOIN, SECRET_GROUPS, sql_names, supported_by
 from concilium.query.catalog import TableEntry
 from concilium.query.groups import DUCKDB_TYPES, group_domain
 from concilium.query.join import MAX_JOIN_GROUPS, JoinPlan, Side
+from concilium.query.join_groups import JoinGroupsPlan
 from concilium.query.sql import (
     AGGREGATES,
     KEY_AGGREGATES,
@@ -42,6 +44,7 @@ from concilium.query.statistics import ArgumentRange
 __all__ = ["has_join", "plan_join"]
 
 _JOIN_FUNCTIONS = supported_by(JOIN)
+_SECRET_GROUP_FUNCTIONS = tuple(f for f in supported_by(SECRET_GROUPS) if f in _JOIN_FUNCTIONS)
 _INTEGER_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "BOOLEAN")
 
 
@@ -137,6 +140,7 @@ def plan_join(sql: str, tables: Mapping[str, TableEntry]) -> JoinPlan:
                 raise _unsupported(nested, "aggregates are not allowed in WHERE")
             where[resolver.side_of_expression(conjunct, "filter")].append(conjunct)
     group_by, group_nodes, group_side = _group_keys(tree, resolver)
+    secret = _secret_group(group_nodes, group_side, resolver)
     arguments: dict[str, list[str]] = {alias: [] for alias in sides}
     argument_side: dict[str, tuple[str, int]] = {}
     aggregates: dict[str, Aggregate] = {}
@@ -159,6 +163,10 @@ def plan_join(sql: str, tables: Mapping[str, TableEntry]) -> JoinPlan:
                     or any(column.name == name for _, name in select)):
                 raise QueryError(f"column {column.name!r} must appear in GROUP BY or inside "
                                  "an aggregate")
+    if secret is not None:
+        return _plan_secret_groups(tree, sides, resolver, left, keys, where, arguments,
+                                   argument_side, aggregates, select, order, group_by,
+                                   group_nodes, group_side[0])
     query = Query(sql=sql, table=sides[source.this.alias_or_name][0], select=select,
                   where=None, group_by=group_by,
                   having=tree.args["having"].this if tree.args.get("having") else None,
@@ -184,6 +192,64 @@ def plan_join(sql: str, tables: Mapping[str, TableEntry]) -> JoinPlan:
                  for text, (alias, index) in argument_side.items()}
     return JoinPlan(query=query, sides=tuple(built), left=left, argument_side=positions,
                     domains=domains, groups=tuple(itertools.product(*domains)))
+
+
+def _secret_group(nodes: list[exp.Expr], owners: list[str], resolver: _Resolver
+                  ) -> str | None:
+    """The table whose secret column groups the join, if one does (a plain column
+    without a public domain)."""
+    if len(nodes) != 1 or not isinstance(nodes[0], exp.Column):
+        return None
+    column = resolver.sides[owners[0]][1].schema.column(nodes[0].name)
+    return owners[0] if column.public_domain is None else None
+
+
+def _plan_secret_groups(tree: exp.Select, sides: dict[str, tuple[str, TableEntry]],
+                        resolver: _Resolver, left: bool, keys: dict[str, str],
+                        where: dict[str, list[exp.Expr]], arguments: dict[str, list[str]],
+                        argument_side: dict[str, tuple[str, int]],
+                        aggregates: dict[str, Aggregate],
+                        select: tuple[tuple[exp.Expr, str], ...], order: list[exp.Ordered],
+                        group_by: tuple[str, ...], group_nodes: list[exp.Expr],
+                        grouping: str) -> JoinGroupsPlan:
+    """A join grouped by one secret column (see :mod:`concilium.query.join_groups`)."""
+    node = group_nodes[0]
+    column = sides[grouping][1].schema.column(node.name)
+    if column.type is not ColumnType.INT or column.nullable:
+        raise _unsupported(node, "GROUP BY a secret column over a JOIN needs an integer "
+                                 "column that is not nullable")
+    if left and grouping != next(iter(sides)):
+        raise _unsupported(tree.args["group"], "GROUP BY a column of the right table of a "
+                                               "LEFT JOIN is not supported")
+    if tree.args.get("limit"):
+        raise _unsupported(tree.args["limit"], "LIMIT with GROUP BY on a secret key is not "
+                                               "supported")
+    for aggregate in aggregates.values():
+        if aggregate.function not in _SECRET_GROUP_FUNCTIONS:
+            raise _unsupported(aggregate.arguments[0] if aggregate.arguments else tree,
+                               f"with GROUP BY on a secret key over a JOIN, "
+                               f"{sql_names(_SECRET_GROUP_FUNCTIONS)} are supported, not "
+                               f"{aggregate.sql}")
+        if aggregate.function in ("min", "max") and argument_side[
+                aggregate.arguments[0].sql(dialect="duckdb")][0] != grouping:
+            raise UnsupportedQuery(f"{aggregate.sql}: with GROUP BY a secret column of "
+                                   f"{sides[grouping][0]}, MIN and MAX take that table's "
+                                   "columns", construct=aggregate.sql)
+    query = Query(sql=tree.sql(dialect="duckdb"), table=sides[grouping][0], select=select,
+                  where=None, group_by=group_by,
+                  having=tree.args["having"].this if tree.args.get("having") else None,
+                  order_by=tuple((o.this, bool(o.args.get("desc"))) for o in order),
+                  limit=None, aggregates=tuple(aggregates.values()),
+                  group_expressions=tuple(group_nodes), secret_group=True)
+    built = [_side(alias, sides[alias], keys[alias], where[alias], arguments[alias], [])
+             for alias in sides]
+    names = list(sides)
+    position = names.index(grouping)
+    built[position] = dataclasses.replace(built[position], secret_key=column.name)
+    positions = {text: (names.index(alias), index)
+                 for text, (alias, index) in argument_side.items()}
+    return JoinGroupsPlan(query=query, sides=tuple(built), left=left and built[1].where is None,
+                          argument_side=positions, group_side=position)
 
 
 def _sides(first: exp.Table, others: list[exp.Table], tables: Mapping[str, TableEntry]

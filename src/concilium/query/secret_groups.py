@@ -63,8 +63,8 @@ from concilium.query.rules import round_to, suppression_flags
 from concilium.query.sql import Query
 from concilium.query.statistics import ArgumentRange
 
-__all__ = ["SECRET_GROUP_FUNCTIONS", "SecretGroupPlan", "local_group_rows",
-           "plan_secret_groups"]
+__all__ = ["SECRET_GROUP_FUNCTIONS", "GroupRows", "SecretGroupPlan", "local_group_rows",
+           "plan_secret_groups", "run_groups", "table_rows"]
 
 SECRET_GROUP_FUNCTIONS = supported_by(SECRET_GROUPS)
 _INT_SENTINEL = 2**62
@@ -186,45 +186,81 @@ def local_group_rows(plan: SecretGroupPlan, dataset: Dataset
 
 
 @dataclass
+class GroupRows:
+    """Rows to group by a secret key, on shares, in any order (each ``(n,)``)."""
+
+    key: SecretArray
+    counted: SecretArray  # 0/1: the row takes part
+    weight: SecretArray  # how many result rows it stands for (``counted`` for a table)
+    counts: list[SecretArray]  # per argument: the non-NULL result rows it stands for
+    sums: list[SecretArray]  # per argument: its contribution to the argument's sum
+    flags: list[SecretArray]  # per argument: 0/1, it holds a non-NULL value
+    values: list[SecretArray]  # per argument: its value
+    #: per argument, the order of its contributions within a group (for dominance);
+    #: by default its value, absent rows first
+    orders: list[SecretArray] | None = None
+
+    def order(self, k: int) -> SecretArray:
+        if self.orders is not None:
+            return self.orders[k]
+        value, flag = self.values[k], self.flags[k]
+        lowest: float | int = _FIXED_SENTINEL if value.is_fixed else _INT_SENTINEL
+        return flag * (value + lowest) - lowest
+
+
+def table_rows(flags: SecretArray, values: list[SecretArray]) -> GroupRows:
+    """A table's shared rows (key, passes WHERE, not-NULL flags; the arguments)."""
+    keys, counted = flags[0], flags[1]
+    present = [counted * flags[2 + k] for k in range(len(values))]
+    sums = [p * v for p, v in zip(present, values, strict=True)]
+    return GroupRows(keys, counted, counted, present, sums, present, values)
+
+
+@dataclass
 class _Sorted:
     """The shared rows in group order, with what the scans made of them."""
 
     key: SecretArray
     counted: SecretArray
-    present: list[SecretArray]
+    counts: list[SecretArray]
+    flags: list[SecretArray]
     values: list[SecretArray]
     starts: SecretArray
     last: SecretArray
-    totals: list[SecretArray]  # counted, each argument's non-NULL count, each sum
+    totals: list[SecretArray]  # weight, each argument's non-NULL count, each sum
 
 
-def _sorted_rows(session: Session, plan: SecretGroupPlan, flags: SecretArray,
-                 values: list[SecretArray]) -> _Sorted:
+def _sorted_rows(session: Session, query: Query, given: GroupRows) -> _Sorted:
     backend = session.backend
-    keys, counted = flags[0], flags[1]
-    present = [counted * flags[2 + k] for k in range(len(values))]
-    sums = [p * v for p, v in zip(present, values, strict=True)]
-    extremes = any(a.function in ("min", "max") for a in plan.query.aggregates)
-    columns = [counted, *present, *sums, *(values if extremes else [])]
-    outcome = sorting.sort(backend, [sorting.SortKey((1 - counted).shares, full_range=False),
-                                     sorting.SortKey(keys.shares, full_range=True)],
-                           [c.shares for c in columns])
+    count = len(given.values)
+    extremes = any(a.function in ("min", "max") for a in query.aggregates)
+    columns = [given.counted, given.weight, *given.counts, *given.sums,
+               *((given.flags + given.values) if extremes else [])]
+    unique: dict[int, int] = {}  # a column given twice (a table's counts are its flags)
+    for column in columns:
+        unique.setdefault(id(column), len(unique))
+    distinct = list({id(c): c for c in columns}.values())
+    outcome = sorting.sort(backend, [sorting.SortKey((1 - given.counted).shares,
+                                                     full_range=False),
+                                     sorting.SortKey(given.key.shares, full_range=True)],
+                           [c.shares for c in distinct])
+    moved = [SecretArray(session, shares, c.fractional_bits)
+             for shares, c in zip(outcome.payload, distinct, strict=True)]
+    rows = [moved[unique[id(c)]] for c in columns]
     key = SecretArray(session, outcome.keys[1], 0)
-    rows = [SecretArray(session, shares, c.fractional_bits)
-            for shares, c in zip(outcome.payload, columns, strict=True)]
-    count = len(values)
     one = session.constant(np.ones(1, dtype=np.int64))
     same = (key[1:] == key[:-1]) * (rows[0][1:] == rows[0][:-1])
     starts = SecretArray.concatenate([one, 1 - same], axis=-1)
     width = 1 + 2 * count
     totals_shares, _ = sorting.segmented_scan(backend, starts.shares,
-                                              np.stack([r.shares for r in rows[:width]],
+                                              np.stack([r.shares for r in rows[1:1 + width]],
                                                        axis=1))
     totals = [SecretArray(session, totals_shares[:, k], r.fractional_bits)
-              for k, r in enumerate(rows[:width])]
+              for k, r in enumerate(rows[1:1 + width])]
     last = SecretArray.concatenate([starts[1:], one], axis=-1)
-    return _Sorted(key, rows[0], rows[1:1 + count], rows[1 + 2 * count:] or values, starts,
-                   last, totals)
+    flags = rows[2 + 2 * count:2 + 3 * count] if extremes else given.flags
+    values = rows[2 + 3 * count:] if extremes else given.values
+    return _Sorted(key, rows[0], rows[2:2 + count], flags, values, starts, last, totals)
 
 
 @dataclass
@@ -233,50 +269,41 @@ class _GroupRules:
     its cell)."""
 
     session: Session
-    plan: SecretGroupPlan
+    argument_of: Callable[[Any], int]
     sorted_rows: _Sorted
-    flags: SecretArray
-    values: list[SecretArray]
+    given: GroupRows
+    aggregates: Mapping[str, SecretArray]
 
     def cohort(self) -> SecretArray:
         return self.sorted_rows.totals[0]
 
-    aggregates: Mapping[str, SecretArray]
-
     def extreme_rows(self, aggregate: Any) -> SecretArray:
         """Per group (at its last row), the rows that hold its MIN or MAX: the group's
         extreme copied back to all of its rows (a reversed segmented scan), compared
-        with each row, and the matches added up per group."""
+        with each row, and the rows each stands for added up per group."""
         session, rows = self.session, self.sorted_rows
         backend = session.backend
-        k = self.plan.row_arguments.index(self.plan.arguments[aggregate.arguments[0].sql(
-            dialect="duckdb")])
+        k = self.argument_of(aggregate)
         extreme = self.aggregates[aggregate.sql] * rows.last
         copied, _ = sorting.segmented_scan(backend,
                                            np.ascontiguousarray(rows.last.shares[..., ::-1]),
                                            np.ascontiguousarray(extreme.shares[:, None, ::-1]))
         spread = SecretArray(session, np.ascontiguousarray(copied[:, 0, ::-1]),
                              extreme.fractional_bits)
-        holding = rows.present[k] * (rows.values[k] == spread)
+        holding = rows.counts[k] * (rows.values[k] == spread)
         held, _ = sorting.segmented_scan(backend, rows.starts.shares, holding.shares[:, None])
         return SecretArray(session, held[:, 0], 0)
 
     def dominance(self, aggregate: Any, n: int) -> tuple[SecretArray, SecretArray]:
         """Sort the argument's rows within the groups (the same group order, so each
         group ends at the same position) and add the last ``n`` of each group."""
-        session, plan = self.session, self.plan
-        k = plan.row_arguments.index(plan.arguments[aggregate.arguments[0].sql(
-            dialect="duckdb")])
-        keys, counted = self.flags[0], self.flags[1]
-        present = counted * self.flags[2 + k]
-        value = self.values[k]
-        contribution = present * value
-        lowest = _FIXED_SENTINEL if value.is_fixed else float(_INT_SENTINEL)
-        order = present * (value + lowest) - lowest  # absent rows first within a group
+        session, given = self.session, self.given
+        k = self.argument_of(aggregate)
+        contribution, order = given.sums[k], given.order(k)
         outcome = sorting.sort(session.backend, [
-            sorting.SortKey((1 - counted).shares, full_range=False),
-            sorting.SortKey(keys.shares, full_range=True),
-            sorting.SortKey(order.shares, full_range=not value.is_fixed)],
+            sorting.SortKey((1 - given.counted).shares, full_range=False),
+            sorting.SortKey(given.key.shares, full_range=True),
+            sorting.SortKey(order.shares, full_range=not order.is_fixed)],
             [contribution.shares])
         key = SecretArray(session, outcome.keys[1], 0)
         flag = SecretArray(session, outcome.keys[0], 0)
@@ -290,7 +317,7 @@ class _GroupRules:
             shifted = SecretArray.concatenate([ranked[:j] * 0, ranked[:-j] * step], axis=-1)
             top = top + shifted
             together = step
-        whole = self.sorted_rows.totals[1 + len(self.values) + k]
+        whole = self.sorted_rows.totals[1 + len(given.values) + k]
         return top, whole
 
 
@@ -300,18 +327,31 @@ def _run(session: Session, plan: SecretGroupPlan, dataset: Dataset | None,
         session, plan.entry.owners, plan.query.table,
         None if dataset is None else (lambda: local_group_rows(plan, dataset)),
         [plan.argument_fixed[i] for i in plan.row_arguments])
-    rows = _sorted_rows(session, plan, flags, values)
+
+    def argument_of(aggregate: Any) -> int:
+        return plan.row_arguments.index(plan.arguments[aggregate.arguments[0].sql(
+            dialect="duckdb")])
+
+    return run_groups(session, plan, table_rows(flags, values), argument_of,
+                      lambda k: plan.ranges[plan.row_arguments[k]], to, policy)
+
+
+def run_groups(session: Session, plan: Any, given: GroupRows,
+               argument_of: Callable[[Any], int], range_of: Callable[[int], ArgumentRange],
+               to: Sequence[int] | None, policy: OutputPolicy) -> pd.DataFrame | None:
+    """Group ``given`` rows by their secret key, finish the aggregates, apply the
+    output policy and deliver (steps 1 to 4 above)."""
+    rows = _sorted_rows(session, plan.query, given)
     if rows.key.shape[0] == 0:
         return _frame(session, plan, {}, {}, rows.key, rows.key, to, [])
-    count = len(values)
+    count = len(given.values)
     aggregates: dict[str, SecretArray] = {}
     defined: dict[str, Any] = {}
     for aggregate in plan.query.aggregates:
         if not aggregate.arguments:
             aggregates[aggregate.sql], defined[aggregate.sql] = rows.totals[0], True
             continue
-        k = plan.row_arguments.index(plan.arguments[aggregate.arguments[0].sql(
-            dialect="duckdb")])
+        k = argument_of(aggregate)
         non_null, total = rows.totals[1 + k], rows.totals[1 + count + k]
         if aggregate.function == "count":
             aggregates[aggregate.sql], defined[aggregate.sql] = non_null, True
@@ -320,19 +360,18 @@ def _run(session: Session, plan: SecretGroupPlan, dataset: Dataset | None,
         if aggregate.function == "sum":
             aggregates[aggregate.sql] = total
         elif aggregate.function == "avg":
-            aggregates[aggregate.sql] = mean_of(total, non_null, plan.ranges[
-                plan.row_arguments[k]])
+            aggregates[aggregate.sql] = mean_of(total, non_null, range_of(k))
         else:
             largest = aggregate.function == "max"
             value = rows.values[k]
             sentinel = (_FIXED_SENTINEL if value.is_fixed else _INT_SENTINEL) * (
                 -1 if largest else 1)
-            masked = rows.present[k] * (value - sentinel) + sentinel
+            masked = rows.flags[k] * (value - sentinel) + sentinel
             extreme = segmented_extreme(session.backend, rows.starts.shares, masked.shares,
                                         largest=largest, full_range=not value.is_fixed)
             aggregates[aggregate.sql] = SecretArray(session, extreme, value.fractional_bits)
     include = rows.last * rows.counted
-    context = _GroupRules(session, plan, rows, flags, values, aggregates)
+    context = _GroupRules(session, argument_of, rows, given, aggregates)
     checks = suppression_flags(plan, policy, context)
     suppressed = []
     if checks:
@@ -350,14 +389,17 @@ def _run(session: Session, plan: SecretGroupPlan, dataset: Dataset | None,
     if policy.rounding is not None:
         aggregates = {text: round_to(value, policy.rounding)
                       for text, value in aggregates.items()}
-    group_values = {plan.query.group_by[0].lower(): rows.key,
-                    "sql:" + plan.query.group_expressions[0].sql(dialect="duckdb"): rows.key}
     if plan.query.having is not None:
-        passed, passed_ok = evaluate(plan.query.having, aggregates, defined, group_values,
-                                     session)
+        passed, passed_ok = evaluate(plan.query.having, aggregates, defined,
+                                     _group_values(plan, rows.key), session)
         include = include * passed * (passed_ok if isinstance(passed_ok, SecretArray)
                                       else 1)
     return _frame(session, plan, aggregates, defined, include, rows.key, to, suppressed)
+
+
+def _group_values(plan: Any, key: SecretArray) -> dict[str, SecretArray]:
+    return {plan.query.group_by[0].lower(): key,
+            "sql:" + plan.query.group_expressions[0].sql(dialect="duckdb"): key}
 
 
 def _complementary(groups: SecretArray, hidden: SecretArray, sizes: SecretArray
@@ -378,12 +420,11 @@ def _complementary(groups: SecretArray, hidden: SecretArray, sizes: SecretArray
     return (1 - hidden) * (1 - second * exactly_one)
 
 
-def _frame(session: Session, plan: SecretGroupPlan, aggregates: Mapping[str, SecretArray],
+def _frame(session: Session, plan: Any, aggregates: Mapping[str, SecretArray],
            defined: Mapping[str, Any], include: SecretArray, key: SecretArray,
            to: Sequence[int] | None, suppressed: list[dict[str, Any]]
            ) -> pd.DataFrame | None:
-    group_values = {plan.query.group_by[0].lower(): key,
-                    "sql:" + plan.query.group_expressions[0].sql(dialect="duckdb"): key}
+    group_values = _group_values(plan, key)
     outputs = []
     for node, name in plan.query.select:
         value, ok = evaluate(node, aggregates, defined, group_values, session)
