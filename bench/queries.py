@@ -15,10 +15,11 @@ busiest compute party), and ``secure_seconds`` (the part after the inputs are
 checked and computed locally).
 
 Data are synthetic admissions (age, condition among 20, length of stay,
-readmitted) at three hospitals, and for ``join_count`` bank A's customers
-(``n`` unique ids) joined with banks B's and C's ``n`` accounts; drawn with
-numpy's seeded generator: test data, not secrets. ``n`` is rows per owner,
-except for ``join_count`` (rows per table).
+readmitted) at three hospitals; for ``join_count`` and ``grouped_join`` (by
+five regions) bank A's customers (``n`` unique ids) joined with banks B's and
+C's ``n`` accounts; for ``sum_money`` three insurers' claims, a cost in cents
+from 0 to 10^6. Drawn with numpy's seeded generator: test data, not secrets.
+``n`` is rows per owner, except for the joins (rows per table).
 """
 
 from __future__ import annotations
@@ -58,14 +59,23 @@ QUERIES = {
                      "FROM admissions WHERE age >= 18 GROUP BY condition",
     "median": "SELECT MEDIAN(stay) FROM admissions",
     "join_count": "SELECT COUNT(*) FROM customers c JOIN accounts a ON c.id = a.customer",
+    "grouped_join": "SELECT c.region, COUNT(*), AVG(a.balance) FROM customers c "
+                    "JOIN accounts a ON c.id = a.customer GROUP BY c.region",
+    "sum_money": "SELECT SUM(cost) FROM claims",
 }
+JOINS = ("join_count", "grouped_join")
+REGIONS = ["north", "south", "east", "west", "central"]
 CUSTOMERS = Schema.from_mapping({"id": {"type": "key", "unique": True},
-                                 "age": {"type": "int", "low": 0, "high": 120}})
+                                 "age": {"type": "int", "low": 0, "high": 120},
+                                 "region": {"type": "category", "domain": REGIONS}})
+#: a money column in cents, bounded 0 to 10^6
+CLAIMS = Schema.from_mapping({"cost": {"type": "fixed", "low": 0, "high": 10**6,
+                                       "decimals": 2}})
 ACCOUNTS = Schema.from_mapping({"customer": {"type": "key"},
                                 "balance": {"type": "fixed", "low": -10**6, "high": 10**6}})
 # rows per owner: three owners; the median's 10^5 rows are the three tables together
 DEFAULT_ROWS = {"grouped_avg_count": 10**6, "grouped_stats": 10**6, "median": 33_334,
-                "join_count": 10**5}
+                "join_count": 10**5, "grouped_join": 10**5, "sum_money": 10**6}
 
 
 def owner_frame(seed: int, rows: int) -> pd.DataFrame:
@@ -88,12 +98,21 @@ def join_tables(rows: int) -> dict[str, list[pd.DataFrame]]:
     accounts = pd.DataFrame({"customer": generator.choice(owners, rows),
                              "balance": np.round(generator.normal(500, 2000, rows), 2)})
     half = rows // 2
-    return {"customers": [pd.DataFrame({"id": ids, "age": generator.integers(18, 90, rows)})],
-            "accounts": [accounts.iloc[:half], accounts.iloc[half:]]}
+    customers = pd.DataFrame({"id": ids, "age": generator.integers(18, 90, rows),
+                              "region": generator.choice(REGIONS, rows)})
+    return {"customers": [customers], "accounts": [accounts.iloc[:half], accounts.iloc[half:]]}
+
+
+def claims_frame(seed: int, rows: int) -> pd.DataFrame:
+    """Costs in cents up to 10^6 (most small, some near the bound)."""
+    generator = np.random.default_rng(seed)
+    cost = np.minimum(generator.lognormal(7, 2, rows), 10**6)
+    return pd.DataFrame({"cost": np.round(cost, 2)})
 
 
 def _schemas() -> dict[str, Schema]:
-    return {"admissions": SCHEMA, "customers": CUSTOMERS, "accounts": ACCOUNTS}
+    return {"admissions": SCHEMA, "customers": CUSTOMERS, "accounts": ACCOUNTS,
+            "claims": CLAIMS}
 
 
 def _run_once(sql: str, tables: dict[str, list[pd.DataFrame]]
@@ -102,7 +121,7 @@ def _run_once(sql: str, tables: dict[str, list[pd.DataFrame]]
     schemas = _schemas()
     datasets = {name: [Dataset.from_frame(name, f, schemas[name]) for f in frames]
                 for name, frames in tables.items()}
-    first_owner = {"customers": 0, "accounts": 1, "admissions": 0}
+    first_owner = {"customers": 0, "accounts": 1, "admissions": 0, "claims": 0}
     entries = {name: TableEntry(schemas[name], tuple(first_owner[name] + k
                                                      for k in range(len(frames))))
                for name, frames in tables.items()}
@@ -126,8 +145,11 @@ def _run_once(sql: str, tables: dict[str, list[pd.DataFrame]]
 
 
 def _tables_for(name: str, rows: int) -> dict[str, list[pd.DataFrame]]:
-    return join_tables(rows) if name == "join_count" else {
-        "admissions": [owner_frame(seed, rows) for seed in (11, 12, 13)]}
+    if name in JOINS:
+        return join_tables(rows)
+    if name == "sum_money":
+        return {"claims": [claims_frame(seed, rows) for seed in (11, 12, 13)]}
+    return {"admissions": [owner_frame(seed, rows) for seed in (11, 12, 13)]}
 
 
 def tls_party(session: Session, query: str, rows: int, repeats: int) -> list[dict[str, Any]]:
@@ -137,7 +159,7 @@ def tls_party(session: Session, query: str, rows: int, repeats: int) -> list[dic
 
     schemas = _schemas()
     tables = _tables_for(query, rows)
-    first_owner = {"customers": 0, "accounts": 1, "admissions": 0}
+    first_owner = {"customers": 0, "accounts": 1, "admissions": 0, "claims": 0}
     entries = {name: TableEntry(schemas[name], tuple(first_owner[name] + k
                                                      for k in range(len(frames))))
                for name, frames in tables.items()}

@@ -60,7 +60,8 @@ def test_query_benchmark_emits_records_with_a_duckdb_baseline() -> None:
          "--repeats", "1"], capture_output=True, text=True, timeout=300, check=False)
     assert completed.returncode == 0, completed.stderr
     records = {r["op"]: r for r in json.loads(completed.stdout)}
-    assert set(records) == {"grouped_avg_count", "grouped_stats", "median", "join_count"}
+    assert set(records) == {"grouped_avg_count", "grouped_stats", "median", "join_count",
+                            "grouped_join", "sum_money"}
     for record in records.values():
         assert set(record) >= KEYS and record["n"] == 2000 and record["owners"] == 3
         assert record["plaintext_seconds"] == record["numpy_seconds"] > 0

@@ -65,3 +65,16 @@ def test_docstring_examples_run() -> None:
         module = importlib.import_module(name)
         failures, tried = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert tried > 0 and failures == 0, name
+
+
+def test_queries_doc_lists_every_registry_aggregate_with_its_plan_kinds() -> None:
+    from concilium.query.aggregates import AGGREGATES, KINDS
+
+    short = dict(zip(KINDS, ("partial", "rows", "secret groups", "join"), strict=True))
+    text = (ROOT / "docs" / "queries.md").read_text()
+    for spec in AGGREGATES:
+        row = re.search(rf"^\| {spec.name} \| (.*?) \| (.*?) \| (.*?) \| (.*?) \|$", text, re.M)
+        assert row is not None, spec.name
+        assert row.group(2) == spec.policy_name
+        assert row.group(3) == ", ".join(short[k] for k in KINDS if k in spec.kinds)
+        assert row.group(4) == spec.explain

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -19,18 +21,19 @@ SCHEMAS = {
     "customers": {"id": {"type": "key", "unique": True},
                   "age": {"type": "int", "low": 0, "high": 120},
                   "postcode": {"type": "int"}},  # no public domain: a secret group key
-    "accounts": {"customer": {"type": "key", "nullable": True},
-                 "balance": {"type": "fixed", "low": -100000, "high": 100000,
-                             "nullable": True},
-                 "branch": {"type": "int"}},
-    "loans": {"customer": {"type": "key"},
-              "amount": {"type": "fixed", "low": 0, "high": 50000, "decimals": 2}},
+    "accounts": {"columns": {"customer": {"type": "key", "nullable": True},
+                             "balance": {"type": "fixed", "low": -100000, "high": 100000,
+                                         "nullable": True},
+                             "branch": {"type": "int"}}, "max_rows": 1000},
+    "loans": {"columns": {"customer": {"type": "key"},
+                          "amount": {"type": "fixed", "low": 0, "high": 50000,
+                                     "decimals": 2}}, "max_rows": 1000},
 }
 
 
 def _split(frame: pd.DataFrame, parts: int) -> list[pd.DataFrame]:
     edges = np.linspace(0, len(frame), parts + 1).astype(int)
-    return [frame.iloc[a:b].reset_index(drop=True) for a, b in zip(edges, edges[1:])]
+    return [frame.iloc[a:b].reset_index(drop=True) for a, b in itertools.pairwise(edges)]
 
 
 def _data(account_owners: int) -> dict[str, list[pd.DataFrame]]:
@@ -156,6 +159,18 @@ def test_what_secret_groups_of_a_join_cannot_do_is_refused(sql: str, construct: 
     with pytest.raises(UnsupportedQuery) as caught:
         plan_query(sql, _tables())
     assert caught.value.construct is not None and construct in caught.value.construct
+
+
+def test_a_joined_sum_that_could_overflow_is_refused_at_planning() -> None:
+    tables = _tables()
+    tables["accounts"] = TableEntry(Schema.from_mapping(
+        {**SCHEMAS["accounts"], "max_rows": 10**7}), (1, 2))
+    sql = ("SELECT a.branch, SUM(b.balance) FROM accounts a JOIN accounts b "
+           "ON a.customer = b.customer GROUP BY a.branch")
+    with pytest.raises(UnsupportedQuery, match=r"bound 100000 times .* rows") as caught:
+        plan_query(sql, tables)
+    assert caught.value.construct is not None and "balance" in caught.value.construct
+    plan_query(sql.replace("SUM(b.balance)", "COUNT(*)"), tables)  # counts fit
 
 
 def test_dominance_on_another_tables_sum_is_refused_not_skipped() -> None:

@@ -17,11 +17,15 @@ from tests.test_queries import _assert_same
 CUSTOMERS = {"id": {"type": "key", "unique": True},
              "age": {"type": "int", "low": 0, "high": 120},
              "segment": {"type": "category", "domain": ["retail", "business"]}}
-ACCOUNTS = {"customer": {"type": "key", "nullable": True},
-            "balance": {"type": "fixed", "low": -100000, "high": 100000, "nullable": True},
-            "kind": {"type": "category", "domain": ["savings", "checking"]}}
-LOANS = {"customer": {"type": "key"},
-         "amount": {"type": "fixed", "low": 0, "high": 50000, "decimals": 2}}
+# tables whose keys repeat state their most rows: a joined sum's range follows from them
+ACCOUNTS = {"columns": {"customer": {"type": "key", "nullable": True},
+                        "balance": {"type": "fixed", "low": -100000, "high": 100000,
+                                    "nullable": True},
+                        "kind": {"type": "category", "domain": ["savings", "checking"]}},
+            "max_rows": 1000}
+LOANS = {"columns": {"customer": {"type": "key"},
+                     "amount": {"type": "fixed", "low": 0, "high": 50000, "decimals": 2}},
+         "max_rows": 1000}
 SCHEMAS = {"customers": CUSTOMERS, "accounts": ACCOUNTS, "loans": LOANS}
 
 

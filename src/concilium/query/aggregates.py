@@ -275,7 +275,8 @@ AGGREGATES: tuple[AggregateSpec, ...] = (
     AggregateSpec("sum", (exp.Sum,), 1, "sum", "sum of the owners' sums", _ALL,
                   _needs_sum, _finish_sum),
     AggregateSpec("avg", (exp.Avg,), 1, "avg",
-                  "sum / count (secure division; exact long division for wide sums)", _ALL,
+                  "sum / count (secure division; for wide sums, division by the normalized "
+                  "count)", _ALL,
                   _needs_sum, _finish_avg),
     AggregateSpec("min", (exp.Min,), 1, "min",
                   "secure minimum over the owners' minima (comparisons)", _ALL,

@@ -337,8 +337,10 @@ class _Joined:
             if side.secret_key is not None:
                 secret_at[k] = len(columns)
                 columns.append(spread(flags[flags.shape[0] - 1], k))
-        order = [sorting.SortKey((1 - known).shares, full_range=False),
-                 sorting.SortKey(keys.shares, full_range=True)]
+        # one sort key, 2 key + (key is NULL): |key| < 2^61 keeps differences in range;
+        # the NULL keys' rows (weight 0, or a left row counted once) form one odd "key"
+        # that no real key equals
+        order = [sorting.SortKey((keys * 2 + (1 - known)).shares)]
         flat = [c.reshape(-1, total) for c in columns]  # one sort column per row of each
         payload = [c.shares[:, r] for c in flat for r in range(c.shape[0])]
         outcome = sorting.sort(session.backend, order, payload)
@@ -347,11 +349,10 @@ class _Joined:
             rows_of = np.stack(outcome.payload[taken:taken + c.shape[0]], axis=1)
             taken += c.shape[0]
             moved.append(SecretArray(session, rows_of, c.fractional_bits).reshape(column.shape))
-        key = SecretArray(session, outcome.keys[1], 0)
-        flag = SecretArray(session, outcome.keys[0], 0)
+        key = SecretArray(session, outcome.keys[0], 0)
         one = session.constant(np.ones(min(total, 1), dtype=np.int64))
         if total > 1:
-            same = (key[1:] == key[:-1]) * (flag[1:] == flag[:-1])
+            same = key[1:] == key[:-1]
             starts = SecretArray.concatenate([one, 1 - same], axis=-1)
         else:
             starts = one

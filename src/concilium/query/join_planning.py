@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,7 +40,7 @@ from concilium.query.sql import (
     key_refusal,
     output_name,
 )
-from concilium.query.statistics import ArgumentRange
+from concilium.query.statistics import ArgumentRange, check_range
 
 __all__ = ["has_join", "plan_join"]
 
@@ -173,9 +174,12 @@ def plan_join(sql: str, tables: Mapping[str, TableEntry]) -> JoinPlan:
                   order_by=tuple((o.this, bool(o.args.get("desc"))) for o in order),
                   limit=_limit(tree, order, group_by), aggregates=tuple(aggregates.values()),
                   group_expressions=tuple(group_nodes))
+    joined = joined_rows_bound(sides, keys)
     built = [_side(alias, sides[alias], keys[alias], where[alias], arguments[alias],
-                   [(k, node) for k, node in enumerate(group_nodes) if group_side[k] == alias])
+                   [(k, node) for k, node in enumerate(group_nodes) if group_side[k] == alias],
+                   joined)
              for alias in sides]
+    _check_sums(built, argument_side, aggregates)
     grid = 1
     for side in built:
         grid *= side.grid_size
@@ -241,8 +245,10 @@ def _plan_secret_groups(tree: exp.Select, sides: dict[str, tuple[str, TableEntry
                   order_by=tuple((o.this, bool(o.args.get("desc"))) for o in order),
                   limit=None, aggregates=tuple(aggregates.values()),
                   group_expressions=tuple(group_nodes), secret_group=True)
-    built = [_side(alias, sides[alias], keys[alias], where[alias], arguments[alias], [])
-             for alias in sides]
+    joined = joined_rows_bound(sides, keys)
+    built = [_side(alias, sides[alias], keys[alias], where[alias], arguments[alias], [],
+                   joined) for alias in sides]
+    _check_sums(built, argument_side, aggregates)
     names = list(sides)
     position = names.index(grouping)
     built[position] = dataclasses.replace(built[position], secret_key=column.name)
@@ -373,8 +379,22 @@ def _join_aggregate(node: exp.AggFunc, resolver: _Resolver, arguments: dict[str,
     aggregates.setdefault(text, Aggregate(function, (argument,), text))
 
 
+def joined_rows_bound(sides: Mapping[str, tuple[str, TableEntry]], keys: Mapping[str, str]
+                      ) -> int:
+    """The most rows the join can have, from the public schemas: the product of the
+    row bounds of the tables whose key is not unique (a unique key matches a row at
+    most once), or the smallest table when every key is unique. A LEFT JOIN keeps
+    each left row at least once, which this bound covers."""
+    rows = {alias: entry.schema.rows_bound * len(entry.owners)
+            for alias, (_, entry) in sides.items()}
+    repeated = [rows[a] for a, (_, e) in sides.items() if not e.schema.column(keys[a]).unique]
+    if not repeated:
+        return min(rows.values())
+    return math.prod(repeated)
+
+
 def _side(alias: str, table: tuple[str, TableEntry], key: str, where: list[exp.Expr],
-          arguments: list[str], groups: list[tuple[int, exp.Expr]]) -> Side:
+          arguments: list[str], groups: list[tuple[int, exp.Expr]], joined: int) -> Side:
     name, entry = table
     condition: exp.Expr | None = None
     for conjunct in where:
@@ -384,7 +404,6 @@ def _side(alias: str, table: tuple[str, TableEntry], key: str, where: list[exp.E
     columns = ", ".join(f'"{c.name}" {DUCKDB_TYPES[c.type]}' for c in entry.schema.columns)
     connection.execute(f"CREATE TABLE data ({columns})")
     ranges = []
-    rows = entry.schema.rows_bound * len(entry.owners)
     for text in arguments:
         try:
             kind = str(connection.execute(f"DESCRIBE SELECT {text} AS v FROM data"
@@ -393,7 +412,7 @@ def _side(alias: str, table: tuple[str, TableEntry], key: str, where: list[exp.E
             raise QueryError(f"{text}: {str(error).splitlines()[0]}") from None
         if kind == "VARCHAR":
             raise QueryError(f"{text} is not numeric; aggregates need numbers")
-        ranges.append(_range(text, kind.startswith(_INTEGER_TYPES), entry.schema, rows))
+        ranges.append(_range(text, kind.startswith(_INTEGER_TYPES), entry.schema, joined))
     keys = tuple((position, _unqualified(node)) for position, node in groups)
     domains = tuple(group_domain(exp.maybe_parse(text, dialect="duckdb"), entry.schema)
                     for _, text in keys)
@@ -404,6 +423,16 @@ def _side(alias: str, table: tuple[str, TableEntry], key: str, where: list[exp.E
     except duckdb.Error as error:
         raise QueryError(f"WHERE on {name}: {str(error).splitlines()[0]}") from None
     return side
+
+
+def _check_sums(built: list[Side], argument_side: Mapping[str, tuple[str, int]],
+                aggregates: Mapping[str, Aggregate]) -> None:
+    """Refuse a SUM or AVG whose joined total could overflow, naming its bound."""
+    by_alias = {side.alias: side for side in built}
+    for aggregate in aggregates.values():
+        if aggregate.function in ("sum", "avg"):
+            alias, index = argument_side[aggregate.arguments[0].sql(dialect="duckdb")]
+            check_range(by_alias[alias].ranges[index], aggregate.function.upper())
 
 
 def _range(text: str, integral: bool, schema: Schema, rows: int) -> ArgumentRange:

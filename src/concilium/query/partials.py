@@ -3,14 +3,15 @@
 finished from.
 
 * Sums add up; an average divides a sum by its count: by the fixed-point
-  division when the sum's public bound fits its range, else by exact long
-  division (:func:`concilium.ops.long_division.long_divide`), with the quotient's
-  bits from the argument's bound.
+  division when the sum's public bound fits its range, else by a division of
+  the wide sum by the count (:mod:`concilium.ops.count_division`, or exact long
+  division, :mod:`concilium.ops.long_division`, where its sizes do not fit the
+  ring), with the quotient's bits from the argument's bound.
 * Variances follow Chan, Golub and LeVeque (1979): the owners' squared
   deviations from their own means plus the count-weighted squared differences
-  of those means from the global one; all of it on values divided by the
-  argument's public prescale ``2^s`` (:mod:`concilium.query.statistics`), so
-  that it fits over any number of rows, and scaled back at the end.
+  of those means from the global one, as wide values in the argument's moment
+  shift units (:mod:`concilium.query.statistics`), so that they fit over any
+  number of rows, divided by the count the same way.
 * Co-moments the same way for correlations, covariances and regressions.
 
 Reveals: nothing.
@@ -28,9 +29,10 @@ from concilium.data import functions as fn
 from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
 from concilium.errors import PolicyViolation
+from concilium.ops.count_division import divide_by_count, fits
 from concilium.ops.long_division import long_divide
 from concilium.query.aggregates import ROWS_KEY, count_of
-from concilium.query.statistics import NARROW_LIMIT, ArgumentRange, StatisticKey
+from concilium.query.statistics import NARROW_LIMIT, WIDE_LIMIT, ArgumentRange, StatisticKey
 
 __all__ = ["Combined", "PairMoments", "mean_of"]
 
@@ -38,20 +40,40 @@ __all__ = ["Combined", "PairMoments", "mean_of"]
 def mean_of(total: SecretArray, count: SecretArray, argument: ArgumentRange | None
             ) -> SecretArray:
     """``total / count`` in fixed point: the fixed-point division when the total fits
-    its range, else exact long division (the quotient is within the argument's
-    bound)."""
+    its range, else a division of the wide total by the count (the quotient is within
+    the argument's bound)."""
     bound = None if argument is None else argument.bound
     if bound is None or bound * argument.rows < NARROW_LIMIT:  # type: ignore[union-attr]
         return fn.divide(total.as_fixed(), count)
+    assert argument is not None
     session = total.session
     bits = math.ceil(math.log2(bound + 1)) + 1
+    fraction = session.codec.fractional_bits
+    if not total.is_fixed and bound * argument.rows < WIDE_LIMIT:
+        total = total * (1 << fraction)  # an integer sum in fixed point: it fits
+        total = SecretArray(session, total.shares, fraction)
     if total.is_fixed:  # in 2^-16 units already: the quotient is the fixed-point mean
-        shares = long_divide(session.backend, total.shares, count.shares,
-                             quotient_bits=bits + total.fractional_bits)
+        shares = divide_count(session, total.shares, count.shares, argument.rows,
+                              quotient_bits=bits + total.fractional_bits)
         return SecretArray(session, shares, total.fractional_bits)
-    shares = long_divide(session.backend, total.shares, count.shares, quotient_bits=bits,
-                         fraction_bits=session.codec.fractional_bits)
-    return SecretArray(session, shares, session.codec.fractional_bits)
+    shares = divide_count(session, total.shares, count.shares, argument.rows,
+                          quotient_bits=bits, fraction_bits=fraction)
+    return SecretArray(session, shares, fraction)
+
+
+def divide_count(session: Any, numerator: Any, count: Any, rows: int, *,
+                 quotient_bits: int, fraction_bits: int = 0) -> Any:
+    """``numerator * 2^fraction_bits / count`` on shares, for a count of at most
+    ``rows``: normalized by the count's exponent (:mod:`concilium.ops.count_division`,
+    about 30 rounds) when the sizes fit the ring, else exact long division (one
+    comparison per quotient bit)."""
+    count_bits = max(1, math.ceil(math.log2(rows + 1)))
+    backend = session.backend
+    if fits(count_bits, quotient_bits, fraction_bits):
+        return divide_by_count(backend, numerator, count, count_bits=count_bits,
+                               quotient_bits=quotient_bits, fraction_bits=fraction_bits)
+    return long_divide(backend, numerator, count, quotient_bits=quotient_bits,
+                       fraction_bits=fraction_bits)
 
 
 class Combined:
@@ -146,7 +168,7 @@ class Combined:
             argument = self.ranges[i]
             p = argument.moment_shift
             bound = argument.bound**2 / 4**p if argument.bound else 2.0**30
-            self.cache[key] = divide_wide(self.deviations(i), count, bound,
+            self.cache[key] = divide_wide(self.deviations(i), count, bound, argument.rows,
                                           fraction_bits=2 * (p - shift))
         return self.cache[key]
 
@@ -169,16 +191,15 @@ class Combined:
                                   for v in range(1, size + 1)])
 
 
-def divide_wide(numerator: SecretArray, count: SecretArray, bound: float, *,
+def divide_wide(numerator: SecretArray, count: SecretArray, bound: float, rows: int, *,
                 fraction_bits: int = 0) -> SecretArray:
     """``numerator * 2^fraction_bits / count`` for a wide fixed-point numerator and an
-    integer count, exactly (``|numerator / count| < bound``): long division, one
-    comparison per bit."""
+    integer count of at most ``rows`` (``|numerator / count| < bound``)."""
     session = numerator.session
     bits = math.ceil(math.log2(bound + 1)) + 1 + numerator.fractional_bits
-    shares = long_divide(session.backend, numerator.shares, count.shares,
-                         quotient_bits=min(bits, 62 - fraction_bits),
-                         fraction_bits=fraction_bits)
+    shares = divide_count(session, numerator.shares, count.shares, rows,
+                          quotient_bits=min(bits, 62 - fraction_bits),
+                          fraction_bits=fraction_bits)
     return SecretArray(session, shares, numerator.fractional_bits)
 
 
@@ -194,6 +215,7 @@ class PairMoments:
         self.combined, self.x, self.y = combined, x, y
         self.range_x, self.range_y = combined.ranges[x], combined.ranges[y]
         self.px, self.py = self.range_x.moment_shift, self.range_y.moment_shift
+        self.rows = max(self.range_x.rows, self.range_y.rows)  # the most rows of a pair
         self.values: dict[str, SecretArray] = {}
 
     def _key(self, kind: str) -> StatisticKey:
@@ -237,11 +259,12 @@ class PairMoments:
         bx, by = self._bounds()
         rx, ry = self.range_x.root_shift, self.range_y.root_shift
         sums, count = self["sums"], self["count"]
-        parts = [divide_wide(sums[0], count, bx * bx / 4**self.px,
+        rows = self.rows
+        parts = [divide_wide(sums[0], count, bx * bx / 4**self.px, rows,
                              fraction_bits=2 * (self.px - rx)),
-                 divide_wide(sums[1], count, by * by / 4**self.py,
+                 divide_wide(sums[1], count, by * by / 4**self.py, rows,
                              fraction_bits=2 * (self.py - ry)),
-                 divide_wide(sums[2], count, bx * by / 2**(self.px + self.py),
+                 divide_wide(sums[2], count, bx * by / 2**(self.px + self.py), rows,
                              fraction_bits=self.px + self.py - rx - ry)]
         return SecretArray.stack(parts)
 
@@ -263,7 +286,7 @@ class PairMoments:
         """Sxy / divisor in real units, exactly."""
         bx, by = self._bounds()
         return divide_wide(self["sums"][2], divisor, bx * by / 2**(self.px + self.py),
-                           fraction_bits=self.px + self.py)
+                           self.rows, fraction_bits=self.px + self.py)
 
     def _covar_pop(self) -> SecretArray:
         if self.range_x.root_shift + self.range_y.root_shift == 0:
