@@ -93,3 +93,15 @@ def test_transport_benchmark_refuses_an_unknown_variant() -> None:
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert completed.returncode == 2 and "unknown variants ['udp']" in completed.stderr
+
+
+def test_concurrency_benchmark_runs_computations_one_after_another_and_at_once() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "concurrency.py"), "--json", "--computations",
+         "2"], capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr
+    (record,) = json.loads(completed.stdout)
+    assert record["op"] == "concurrent_computations" and record["n"] == 2
+    assert record["sequential_seconds"] > 0 and record["concurrent_seconds"] > 0
+    assert record["concurrent_over_sequential"] == (
+        record["concurrent_seconds"] / record["sequential_seconds"])

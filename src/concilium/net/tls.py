@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Protocol, cast
 
 import numpy as np
 
@@ -41,13 +41,19 @@ from concilium.net.frame import FrameKind, FrameLimits, encode_frame
 from concilium.net.stream import read_frame
 
 __all__ = [
+    "Arrivals",
     "Endpoint",
     "Hello",
     "TlsConnection",
     "TlsIdentity",
     "TlsSettings",
     "establish_connections",
+    "listen_socket",
+    "read_hello",
+    "server_context",
     "session_id",
+    "tune_socket",
+    "wrap_connection",
 ]
 
 _CHUNK = 1 << 18
@@ -264,6 +270,17 @@ def _wrap(sock: socket.socket, context: ssl.SSLContext, server: bool) -> TlsConn
     return TlsConnection(sock, tls, incoming, outgoing)
 
 
+def wrap_connection(sock: socket.socket, context: ssl.SSLContext, server: bool
+                    ) -> TlsConnection:
+    """A TLS connection over ``sock`` (not yet handshaken)."""
+    return _wrap(sock, context, server)
+
+
+def server_context(identity: TlsIdentity, trusted: Sequence[Endpoint]) -> ssl.SSLContext:
+    """The server side's TLS context: this party's certificate, the manifest's pinned."""
+    return _context(True, identity, trusted)
+
+
 def _hello_payload(manifest_hash: bytes, computation_id: bytes, nonce: bytes) -> np.ndarray:
     return np.frombuffer(manifest_hash + computation_id + nonce, dtype=np.uint8)
 
@@ -271,18 +288,37 @@ def _hello_payload(manifest_hash: bytes, computation_id: bytes, nonce: bytes) ->
 def _exchange_hello(connection: TlsConnection, me: int, expected: int, manifest_hash: bytes,
                     computation_id: bytes, nonce: bytes, limits: FrameLimits,
                     timeout: float) -> Hello:
+    send_hello(connection, me, manifest_hash, computation_id, nonce, timeout)
+    hello = read_hello(connection, limits)
+    check_hello(hello, expected, manifest_hash, computation_id)
+    return hello
+
+
+def send_hello(connection: TlsConnection, me: int, manifest_hash: bytes,
+               computation_id: bytes, nonce: bytes, timeout: float) -> None:
+    """Announce this party, the manifest, the computation and a fresh nonce."""
     header, payload = encode_frame(FrameKind.HELLO, _ZERO_SESSION, me, 0, 0,
                                    _hello_payload(manifest_hash, computation_id, nonce))
     connection.send([header, payload], timeout)
+
+
+def read_hello(connection: TlsConnection, limits: FrameLimits) -> Hello:
+    """The peer's HELLO frame (BadFrame if its first frame is anything else)."""
     frame = read_frame(connection.read_exact, limits)
     data = frame.array.tobytes()
     if frame.kind != FrameKind.HELLO or frame.array.dtype != np.uint8 or len(data) != (
             _HELLO_BYTES):
         raise BadFrame("the peer's first frame is not a valid HELLO")
-    if frame.sender != expected:
+    return Hello(frame.sender, data[:32], data[32:64], data[64:])
+
+
+def check_hello(hello: Hello, expected: int, manifest_hash: bytes,
+                computation_id: bytes) -> None:
+    """Refuse a HELLO from another party than the certificate's, for another
+    manifest or for another computation."""
+    if hello.index != expected:
         raise BadFrame(f"the peer with party {expected}'s certificate claims to be party "
-                       f"{frame.sender}")
-    hello = Hello(frame.sender, data[:32], data[32:64], data[64:])
+                       f"{hello.index}")
     if hello.manifest_hash != manifest_hash:
         raise ConfigurationError(f"party {expected} has a different consortium manifest "
                                  f"({hello.manifest_hash.hex()[:12]} vs "
@@ -290,7 +326,6 @@ def _exchange_hello(connection: TlsConnection, me: int, expected: int, manifest_
     if hello.computation_id != computation_id:
         raise ConfigurationError(f"party {expected} is running another computation "
                                  f"({hello.computation_id.hex()[:12]})")
-    return hello
 
 
 def _dial(endpoint: Endpoint, context: ssl.SSLContext, deadline: float) -> TlsConnection:
@@ -321,13 +356,17 @@ def establish_connections(
     settings: TlsSettings,
     listener: socket.socket | None = None,
     on_refused: Callable[[str], None] | None = None,
+    arrivals: Arrivals | None = None,
 ) -> tuple[dict[int, TlsConnection], bytes]:
     """Connect to every other endpoint; return the connections and the session id.
 
     ``listener``: an already bound, listening socket for this party (one is made
-    from ``endpoints[me]`` otherwise). Refused connection attempts (unknown
-    certificates, garbage, wrong HELLO) are reported to ``on_refused`` and do
-    not stop the set-up; a peer that never shows up raises PeerUnavailable.
+    from ``endpoints[me]`` otherwise); ``arrivals``: instead of listening, take the
+    inbound connections a standing listener routed to this computation
+    (:mod:`concilium.net.listener`) and answer their HELLOs. Refused connection
+    attempts (unknown certificates, garbage, wrong HELLO) are reported to
+    ``on_refused`` and do not stop the set-up; a peer that never shows up raises
+    PeerUnavailable.
     """
     deadline = time.monotonic() + settings.startup_timeout
     nonce = os.urandom(32)
@@ -341,7 +380,7 @@ def establish_connections(
     errors: list[BaseException] = []
     expected_inbound = {e.index for e in peers if e.index < me}
     own = next(e for e in endpoints if e.index == me)
-    sock = listener or _listen(own)
+    sock = None if arrivals is not None else (listener or _listen(own))
     done = threading.Event()
 
     def register(index: int, connection: TlsConnection, hello: Hello) -> None:
@@ -371,7 +410,33 @@ def establish_connections(
             if isinstance(error, ConfigurationError):
                 errors.append(error)
 
+    def take_arrivals() -> None:
+        """Answer the routed connections' HELLOs (a standing listener read them)."""
+        assert arrivals is not None
+        while not done.is_set() and time.monotonic() < deadline:
+            with lock:
+                if expected_inbound <= set(connections):
+                    return
+            item = arrivals.get(0.1)
+            if item is None:
+                continue
+            connection, hello = item
+            try:
+                if hello.index not in expected_inbound:
+                    raise BadFrame(f"party {hello.index} may not dial party {me}")
+                check_hello(hello, hello.index, manifest_hash, computation_id)
+                send_hello(connection, me, manifest_hash, computation_id, nonce,
+                           settings.handshake_timeout)
+                register(hello.index, connection, hello)
+            except (OSError, ssl.SSLError, BadFrame, ConfigurationError) as error:
+                connection.close()
+                if on_refused is not None:
+                    on_refused(f"{type(error).__name__}: {error}")
+                if isinstance(error, ConfigurationError):
+                    errors.append(error)
+
     def accept_loop() -> None:
+        assert sock is not None
         sock.settimeout(0.1)
         while not done.is_set() and time.monotonic() < deadline:
             with lock:
@@ -386,7 +451,8 @@ def establish_connections(
             _tune(raw)
             threading.Thread(target=serve_one, args=(raw,), daemon=True).start()
 
-    acceptor = threading.Thread(target=accept_loop, name=f"accept-{me}", daemon=True)
+    acceptor = threading.Thread(target=accept_loop if arrivals is None else take_arrivals,
+                                name=f"accept-{me}", daemon=True)
     acceptor.start()
     try:
         for peer in (e for e in peers if e.index > me):
@@ -396,10 +462,10 @@ def establish_connections(
                 if connection.peer_fingerprint() != peer.fingerprint:
                     raise BadFrame(f"party {peer.index} ({peer.name}) presented a certificate "
                                    "that is not the one pinned in the manifest")
-                connection.sock.settimeout(settings.handshake_timeout)
+                wait = max(settings.handshake_timeout, deadline - time.monotonic())
+                connection.sock.settimeout(wait)  # its job may start a little later
                 hello = _exchange_hello(connection, me, peer.index, manifest_hash,
-                                        computation_id, nonce, settings.limits,
-                                        settings.handshake_timeout)
+                                        computation_id, nonce, settings.limits, wait)
                 connection.sock.settimeout(None)
             except (OSError, EOFError, ssl.SSLError) as error:
                 connection.close()
@@ -432,11 +498,28 @@ def establish_connections(
     finally:
         done.set()
         acceptor.join(timeout=2)
-        if listener is None:
+        if listener is None and sock is not None:
             sock.close()
     nonces = [nonce if index == me else hellos[index].nonce
               for index in sorted([me, *connections])]
     return connections, session_id(manifest_hash, computation_id, nonces)
+
+
+class Arrivals(Protocol):
+    """Inbound connections routed to one computation by a standing listener
+    (:class:`concilium.net.listener.Arrivals`), each with its peer's HELLO read."""
+
+    def get(self, timeout: float) -> tuple[TlsConnection, Hello] | None: ...
+
+
+def tune_socket(sock: socket.socket) -> None:
+    """No Nagle delay; large buffers."""
+    _tune(sock)
+
+
+def listen_socket(own: Endpoint) -> socket.socket:
+    """A socket bound to ``own``'s address and listening."""
+    return _listen(own)
 
 
 def _tune(sock: socket.socket) -> None:

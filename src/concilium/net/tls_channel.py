@@ -35,6 +35,7 @@ from concilium.net.frame import FrameKind, encode_frame
 from concilium.net.mailbox import Mailbox, Message
 from concilium.net.stream import read_frame
 from concilium.net.tls import (
+    Arrivals,
     Endpoint,
     TlsConnection,
     TlsIdentity,
@@ -81,7 +82,8 @@ class TlsChannel(Channel):
                 manifest_hash: bytes, computation_id: bytes,
                 settings: TlsSettings | None = None,
                 listener: socket.socket | None = None,
-                on_refused: Callable[[str], None] | None = None) -> TlsChannel:
+                on_refused: Callable[[str], None] | None = None,
+                arrivals: Arrivals | None = None) -> TlsChannel:
         """Connect to every endpoint over mutual TLS and agree on the session id.
 
         Refused connection attempts (unknown certificates, garbage) are passed to
@@ -89,7 +91,7 @@ class TlsChannel(Channel):
         options = settings or TlsSettings()
         connections, session = establish_connections(
             me, endpoints, identity, manifest_hash, computation_id, options, listener,
-            on_refused)
+            on_refused, arrivals)
         return cls(me, max(e.index for e in endpoints) + 1, connections, session, options)
 
     # -- Channel ------------------------------------------------------------------

@@ -76,6 +76,7 @@ class NodeContext:
     peer_timeout: float = 10.0  # seconds for a control-plane request to a peer
     tls_settings: TlsSettings | None = None  # the MPC transport's timeouts
     audit_status: dict[str, Any] | None = None  # the last check against the peers
+    listener: Any = None  # the standing MPC listener (net.listener), when serving
 
 
 class ProposalIn(BaseModel):

@@ -364,6 +364,22 @@ def result_json(frame: Any) -> dict[str, Any] | None:
                            for c in frame.attrs.get("suppressed", [])]}
 
 
+def _connect(context: Any, manifest: Manifest, me: int, involved: set[int],
+             identifier: str) -> TlsChannel:
+    """The computation's MPC channel: inbound connections through the node's standing
+    listener when it serves (any number of computations at once), else by listening
+    on the MPC address for this one."""
+    identity = context.identity
+    arguments = (me, [e for e in endpoints(manifest) if e.index in involved],
+                 TlsIdentity(identity.tls_certificate_path, identity.tls_key_path),
+                 bytes.fromhex(manifest.hash), bytes.fromhex(identifier),
+                 context.tls_settings)
+    if context.listener is None:
+        return TlsChannel.connect(*arguments)
+    with context.listener.expect(bytes.fromhex(identifier), len(involved) - 1) as arrivals:
+        return TlsChannel.connect(*arguments, arrivals=arrivals)
+
+
 def _job(context: Any, identifier: str) -> None:
     manifest: Manifest = context.manifest
     record = context.store.computation(identifier)
@@ -373,12 +389,7 @@ def _job(context: Any, identifier: str) -> None:
     involved = set(participants(spec, manifest))
     channel = None
     try:
-        identity = context.identity
-        channel = TlsChannel.connect(me, [e for e in endpoints(manifest) if e.index in involved],
-                                     TlsIdentity(identity.tls_certificate_path,
-                                                 identity.tls_key_path),
-                                     bytes.fromhex(manifest.hash), bytes.fromhex(identifier),
-                                     context.tls_settings)
+        channel = _connect(context, manifest, me, involved, identifier)
         context.store.update(identifier, progress=0.3)
         datasets = {name: load_dataset(context, name) for name in spec.datasets
                     if context.name in spec.owners(name)}

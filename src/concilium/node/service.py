@@ -3,9 +3,11 @@ with its own pinned certificate, state in SQLite under the node directory.
 
 State files (created on first start): ``state.sqlite`` (datasets,
 computations, approvals), ``users.sqlite`` (users and token hashes),
-``audit.sqlite`` (the signed, hash-chained audit log). Shutdown on SIGINT or
-SIGTERM is graceful: uvicorn stops accepting requests, finishes the ones in
-flight, and the stores are closed.
+``audit.sqlite`` (the signed, hash-chained audit log). The node listens on its
+MPC address for its whole life (:mod:`concilium.net.listener`) and routes each
+peer's connection to its computation, so any number of computations run at
+once. Shutdown on SIGINT or SIGTERM is graceful: uvicorn stops accepting
+requests, finishes the ones in flight, and the stores are closed.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ from concilium.governance.audit import AuditLog
 from concilium.governance.consortium import load_manifest
 from concilium.governance.identity import load_node, load_signing_key
 from concilium.governance.users import UserStore
+from concilium.net.listener import StandingListener
+from concilium.net.tls import TlsIdentity, TlsSettings
 from concilium.node import control
 from concilium.node.api import NodeContext, create_app
-from concilium.node.store import NodeStore
+from concilium.node.launcher import endpoints
+from concilium.node.store import NodeStore, NotFound
 
-__all__ = ["open_node", "serve", "spawn", "stop"]
+__all__ = ["mpc_listener", "open_node", "serve", "spawn", "stop"]
 
 
 def open_node(node_dir: str | Path, manifest_path: str | Path | None = None) -> NodeContext:
@@ -64,6 +69,29 @@ def _background(context: NodeContext, stopping: threading.Event, interval: float
         control.request_witnesses(context)
 
 
+_RUNNABLE = ("proposed", "approved", "running")
+
+
+def mpc_listener(context: NodeContext) -> StandingListener:
+    """The node's standing MPC listener: routes peers' connections to this node's
+    computations; a connection for a computation it does not have, or has finished,
+    is refused and logged."""
+    manifest = context.manifest
+    assert manifest is not None and context.identity is not None
+    every = endpoints(manifest)
+    own = every[manifest.index(context.name)]
+
+    def known(computation: bytes) -> bool:
+        try:
+            return context.store.computation(computation.hex()).status in _RUNNABLE
+        except NotFound:
+            return False
+
+    identity = TlsIdentity(context.identity.tls_certificate_path, context.identity.tls_key_path)
+    return StandingListener(own, every, identity, context.tls_settings or TlsSettings(),
+                            known=known).start()
+
+
 def serve(node_dir: str | Path, manifest_path: str | Path | None = None, *,
           witness_interval: float = 2.0) -> None:
     """Serve the node's API until SIGINT/SIGTERM (blocking); ``witness_interval``:
@@ -80,6 +108,7 @@ def serve(node_dir: str | Path, manifest_path: str | Path | None = None, *,
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     stopping = threading.Event()
     if context.manifest is not None:
+        context.listener = mpc_listener(context)
         threading.Thread(target=_background, args=(context, stopping, witness_interval),
                          daemon=True, name="concilium-background").start()
     try:
@@ -89,6 +118,8 @@ def serve(node_dir: str | Path, manifest_path: str | Path | None = None, *,
                     ssl_keyfile=str(identity.tls_key_path), timeout_graceful_shutdown=10)
     finally:
         stopping.set()
+        if context.listener is not None:
+            context.listener.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         context.store.close()
