@@ -104,6 +104,29 @@ def test_tokens_and_roles_are_required(node: Node) -> None:
                               "register dataset; that needs the role admin"}
 
 
+def test_repeated_failed_token_attempts_are_rate_limited_and_logged(
+        node: Node, caplog: pytest.LogCaptureFixture) -> None:
+    from concilium.node.api import FailedAttempts
+
+    node.context.attempts = FailedAttempts(limit=3, window=60)
+    for _ in range(3):
+        wrong = node.call("GET", "/datasets", headers={"Authorization": "Bearer guess"})
+        assert wrong.status_code == 401
+    locked = node.call("GET", "/datasets", "root")  # even a valid token, from there
+    assert locked.status_code == 429 and locked.json()["error"] == "TooManyAttempts"
+    assert "too many failed token attempts from 127.0.0.1" in locked.json()["message"]
+    assert sum(r.message.startswith("a failed token attempt") for r in caplog.records) == 3
+    assert any("locked out 127.0.0.1" in r.message for r in caplog.records)
+
+    async def elsewhere() -> httpx.Response:  # another address is not affected
+        transport = httpx.ASGITransport(app=node.app, client=("10.0.0.9", 4000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+            return await client.get("/datasets", headers={
+                "Authorization": f"Bearer {node.tokens['root']}"})
+
+    assert asyncio.run(elsewhere()).status_code == 200
+
+
 NO_RULES = {"policy": {"allowed_aggregates": None, "allowed_columns": None,
                        "allowed_recipients": None, "dominance": None, "metrics_only": False,
                        "min_cohort": 0, "rounding": None}, "approval": {"required": 1}}

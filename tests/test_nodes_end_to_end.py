@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from concilium.cli import app
+from concilium.errors import ConciliumError
 from concilium.governance.audit import verify_log
 from concilium.governance.consortium import Manifest, add_party, save_manifest
 from concilium.governance.identity import create_node
@@ -189,9 +190,14 @@ def test_a_node_killed_mid_run_fails_the_run_everywhere_and_a_retry_succeeds(
         time.sleep(0.2)
     assert other.request("GET", f"/computations/{identifier}")["status"] == "failed"
     other.close()
-    # hospital-c comes back with its state; the analyst retries
+    # hospital-c comes back with its state, its interrupted run marked failed; the
+    # analyst retries
     processes[2] = spawn(dirs[2], manifest_path, quiet=False)
     _wait_until_up(dirs[2], processes[2])
+    back = NodeClient(dirs[2], tokens[("hospital-c", "dr-lee")])
+    shown = back.request("GET", f"/computations/{identifier}")
+    back.close()
+    assert shown["status"] == "failed" and "interrupted" in shown["error"]
     retried = _cli(["retry", identifier, "--node", str(dirs[0])],
                    tokens[("hospital-a", "dr-lee")])
     assert retried.exit_code == 0, retried.output
@@ -199,7 +205,60 @@ def test_a_node_killed_mid_run_fails_the_run_everywhere_and_a_retry_succeeds(
     while status() not in ("failed", "completed"):
         assert time.monotonic() < deadline
         time.sleep(0.3)
-    assert status() == "completed"
+    assert status() == "completed", client.request("GET", f"/computations/{identifier}")["error"]
     result = client.request("GET", f"/computations/{identifier}/result")
     assert result["rows"][0][1] == 120000
     client.close()
+
+
+def test_a_node_that_was_down_receives_what_it_missed_and_the_run_completes(
+        three_nodes: tuple, tmp_path: Path) -> None:
+    dirs, tokens, manifest_path, processes = three_nodes
+    (tmp_path / "schema.toml").write_text(SCHEMA)
+    frames = []
+    for k, (node_dir, name) in enumerate(zip(dirs, NAMES, strict=True)):
+        rng = np.random.default_rng(10 + k)
+        frame = pd.DataFrame({"condition": rng.choice(["asthma", "copd", "sepsis"], 40),
+                              "readmitted": rng.integers(0, 2, 40)})
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        frames.append(frame)
+        _cli(["dataset", "add", "admissions", str(tmp_path / f"{name}.csv"), "--schema",
+              str(tmp_path / "schema.toml"), "--node", str(node_dir)], tokens[(name, "root")])
+    stop([processes[2]])  # hospital-c goes down
+    sql = "SELECT condition, COUNT(*) AS n, SUM(readmitted) AS r FROM admissions " \
+          "GROUP BY condition ORDER BY condition"
+    identifier = _cli(["propose", sql, "--dataset", "admissions", "--recipient", "hospital-a",
+                       "--node", str(dirs[0])], tokens[("hospital-a", "dr-lee")]).stdout.strip()
+    for node_dir, name in zip(dirs[:2], NAMES[:2], strict=True):
+        decided = _cli(["approve", identifier, "--node", str(node_dir)],
+                       tokens[(name, "officer")])
+        assert decided.exit_code == 0, decided.output
+    listed = _cli(["status", "--node", str(dirs[0])], tokens[("hospital-a", "dr-lee")])
+    assert "undelivered to" in listed.stdout and "hospital-c" in listed.stdout
+    # hospital-c comes back: the proposal and both approvals reach it unasked
+    processes[2] = spawn(dirs[2], manifest_path, quiet=False)
+    _wait_until_up(dirs[2], processes[2])
+    officer_c = NodeClient(dirs[2], tokens[("hospital-c", "officer")])
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            shown = officer_c.request("GET", f"/computations/{identifier}")
+            if len(shown["approvals"]) == 2:
+                break
+        except ConciliumError:  # not there yet
+            pass
+        assert time.monotonic() < deadline, "the missed messages never arrived"
+        time.sleep(0.2)
+    officer_c.request("POST", f"/computations/{identifier}/approve", json={})
+    officer_c.close()
+    followed = _cli(["status", identifier, "--wait", "--node", str(dirs[0])],
+                    tokens[("hospital-a", "dr-lee")])
+    assert followed.exit_code == 0 and "completed" in followed.stdout, followed.output
+    client = NodeClient(dirs[0], tokens[("hospital-a", "dr-lee")])
+    result = client.request("GET", f"/computations/{identifier}/result")
+    assert client.request("GET", "/outbox") == []
+    client.close()
+    expected = pd.concat(frames).groupby("condition").agg(n=("readmitted", "size"),
+                                                          r=("readmitted", "sum"))
+    assert [row[1] for row in result["rows"]] == expected["n"].tolist()
+    assert [row[2] for row in result["rows"]] == expected["r"].tolist()

@@ -339,12 +339,19 @@ def status(identifier: Annotated[str | None, typer.Argument(help="Computation id
                 raise typer.Exit(1)
             return
         rows = client.request("GET", "/computations")
+        undelivered = client.request("GET", "/outbox")
     table = Table("id", "status", "progress", "analyst", "query")
     table.columns[0].no_wrap = table.columns[1].no_wrap = True
     for row in rows:
         table.add_row(row["id"][:12], row["status"], f"{row['progress']:.0%}", row["analyst"],
                       row["query"])
     console.print(table)
+    if undelivered:
+        waiting = Table("undelivered to", "message", "since", "attempts", "last error")
+        for item in undelivered:
+            waiting.add_row(item["peer"], item["path"], item["created"], str(item["attempts"]),
+                            item["last_error"])
+        console.print(waiting)
 
 
 def _show(state: dict[str, Any]) -> None:

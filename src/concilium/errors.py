@@ -30,6 +30,7 @@ from __future__ import annotations
 
 __all__ = [
     "AccessDenied",
+    "TooManyAttempts",
     "ApprovalMissing",
     "AuditError",
     "BadFrame",
@@ -131,3 +132,7 @@ class AuditError(ConciliumError):
 
 class AccessDenied(ConciliumError):
     """An unknown or revoked token, or a role that does not allow the action."""
+
+
+class TooManyAttempts(AccessDenied):
+    """Too many failed token attempts from one address: refused for a while."""

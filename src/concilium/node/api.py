@@ -13,9 +13,12 @@ failed audit). The OpenAPI description is at ``/openapi.json``.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
+import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,6 +39,7 @@ from concilium.errors import (
     ConciliumError,
     InputError,
     PolicyViolation,
+    TooManyAttempts,
     UnsupportedQuery,
 )
 from concilium.governance.approval import Approval, sign_approval, verify_approval
@@ -52,9 +56,11 @@ from concilium.node.planning import participants, validate
 from concilium.node.store import ComputationRecord, NodeStore, NotFound
 from concilium.query.explain import explain
 
-__all__ = ["NodeContext", "create_app"]
+__all__ = ["FailedAttempts", "NodeContext", "create_app"]
 
-_STATUS = ((AccessDenied, 403), (PolicyViolation, 403), (NotFound, 404),
+_LOG = logging.getLogger("concilium.node")
+
+_STATUS = ((TooManyAttempts, 429), (AccessDenied, 403), (PolicyViolation, 403), (NotFound, 404),
            (UnsupportedQuery, 422), (ApprovalMissing, 409), (AuditError, 409),
            (InputError, 400), (ConciliumError, 400))
 
@@ -77,6 +83,8 @@ class NodeContext:
     tls_settings: TlsSettings | None = None  # the MPC transport's timeouts
     audit_status: dict[str, Any] | None = None  # the last check against the peers
     listener: Any = None  # the standing MPC listener (net.listener), when serving
+    outbox: Any = None  # undelivered control-plane messages (node.outbox)
+    attempts: FailedAttempts = field(default_factory=lambda: FailedAttempts())
 
 
 class ProposalIn(BaseModel):
@@ -94,12 +102,56 @@ class DecisionIn(BaseModel):
     comment: str = ""
 
 
+class FailedAttempts:
+    """Failed token attempts per client address: after ``limit`` within ``window``
+    seconds, that address is refused (429) until the window has passed, whatever
+    token it sends; every failure and every lock-out is logged."""
+
+    def __init__(self, limit: int = 10, window: float = 60.0) -> None:
+        self.limit, self.window = limit, window
+        self._failures: dict[str, collections.deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, address: str) -> None:
+        with self._lock:
+            recent = self._recent(address)
+            if len(recent) >= self.limit:
+                wait = self.window - (time.monotonic() - recent[0])
+                raise TooManyAttempts(f"too many failed token attempts from {address}; try "
+                                      f"again in {max(wait, 1):.0f} s")
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            recent = self._recent(address)
+            recent.append(time.monotonic())
+            count = len(recent)
+        _LOG.warning("a failed token attempt from %s (%d in %g s)", address, count,
+                     self.window)
+        if count == self.limit:
+            _LOG.warning("locked out %s for %g s after %d failed token attempts", address,
+                         self.window, count)
+
+    def _recent(self, address: str) -> collections.deque[float]:
+        recent = self._failures.setdefault(address, collections.deque())
+        while recent and time.monotonic() - recent[0] > self.window:
+            recent.popleft()
+        if len(self._failures) > 10_000:  # forget quiet addresses
+            self._failures = {a: d for a, d in self._failures.items() if d}
+        return recent
+
+
 def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> User:
     """The authenticated user of a request (every endpoint but /health)."""
+    context: NodeContext = request.app.state.context
+    address = request.client.host if request.client is not None else "unknown"
+    context.attempts.check(address)
     if not authorization or not authorization.startswith("Bearer "):
         raise AccessDenied("send your API token as 'Authorization: Bearer <token>'")
-    context: NodeContext = request.app.state.context
-    return context.users.authenticate(authorization.removeprefix("Bearer ").strip())
+    try:
+        return context.users.authenticate(authorization.removeprefix("Bearer ").strip())
+    except AccessDenied:
+        context.attempts.failed(address)
+        raise
 
 
 Caller = Annotated[User, Depends(_caller)]
@@ -126,7 +178,8 @@ def create_app(context: NodeContext) -> FastAPI:
     @app.exception_handler(ConciliumError)
     async def refused(_: Request, error: ConciliumError) -> JSONResponse:
         status = next(code for kind, code in _STATUS if isinstance(error, kind))
-        if isinstance(error, AccessDenied) and "token" in str(error):
+        if isinstance(error, AccessDenied) and "token" in str(error) and not isinstance(
+                error, TooManyAttempts):
             status = 401
         return JSONResponse({"error": type(error).__name__, "message": str(error)},
                             status_code=status)
@@ -219,6 +272,13 @@ def create_app(context: NodeContext) -> FastAPI:
     def computations(user: Caller) -> list[dict[str, Any]]:
         return [_summary(r) for r in context.store.computations()]
 
+    @app.get("/outbox")
+    def outbox(user: Caller) -> list[dict[str, Any]]:
+        """Messages to peers not delivered yet (re-sent with backoff)."""
+        if context.outbox is None:
+            return []
+        return [item.summary() for item in context.outbox.pending()]
+
     @app.get("/computations/{identifier}")
     def show(identifier: str, user: Caller) -> dict[str, Any]:
         record = context.store.computation(identifier)
@@ -298,6 +358,10 @@ def create_app(context: NodeContext) -> FastAPI:
         spec = ComputationSpec.from_dict(json.loads(body))
         if context.manifest is None or spec.consortium != context.manifest.hash:
             raise AccessDenied(f"{node!r} proposed a computation for another consortium")
+        try:  # delivered twice (an outbox re-sends after a crash): nothing changes
+            return {"id": context.store.computation(spec.computation_id).id}
+        except NotFound:
+            pass
         record = context.store.add_computation(spec)
         context.audit.append("proposal", {"computation_id": record.id, "from": node,
                                           "spec": spec.as_dict()})

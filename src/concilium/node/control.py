@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import logging
 import ssl
 import threading
 from collections.abc import Mapping
@@ -62,6 +63,7 @@ from concilium.errors import (
     AuditError,
     ConciliumError,
     ConfigurationError,
+    PeerUnavailable,
 )
 from concilium.governance.approval import (
     Approval,
@@ -89,6 +91,9 @@ __all__ = ["AUTOMATIC", "MAX_SKEW", "Forwarded", "all_approved", "catalog", "col
 MAX_SKEW = datetime.timedelta(minutes=5)
 #: The approver name of a node's own automatic refusal (its checks, not a person).
 AUTOMATIC = "automatic-check"
+
+
+_LOG = logging.getLogger("concilium.node")
 
 
 def _message(method: str, path: str, time: str, body: bytes) -> bytes:
@@ -120,27 +125,80 @@ def _post(context: Any, party: PartyEntry, path: str, data: bytes) -> httpx.Resp
 
 def forward(context: Any, path: str, body: Mapping[str, Any]) -> Forwarded:
     """POST ``body`` to every other party's API, signed; report who could not be
-    reached and who refused (a peer that is down gets nothing now; see issue notes)."""
+    reached and who refused. A peer that cannot be reached (or still has older
+    messages waiting) gets it through the node's outbox (:mod:`concilium.node.outbox`)
+    when it comes back."""
     manifest: Manifest | None = context.manifest
     outcome = Forwarded()
     if manifest is None:
         return outcome
     data = canonical_json(dict(body))
+    outbox = getattr(context, "outbox", None)
     for party in manifest.parties:
         if party.name == context.name:
             continue
-        try:
-            response = _post(context, party, path, data)
-        except httpx.HTTPError:
+        if outbox is not None and outbox.has_pending(party.name):
+            outbox.add(party.name, path, data, "queued behind older messages")
             outcome.failed.append(party.name)
             continue
-        if response.status_code >= 400:
-            try:
-                answer = response.json()
-                outcome.refused[party.name] = (str(answer["error"]), str(answer["message"]))
-            except (ValueError, KeyError, TypeError):
-                outcome.refused[party.name] = ("ConciliumError", response.text[:200])
+        try:
+            response = _post(context, party, path, data)
+        except httpx.HTTPError as error:
+            outcome.failed.append(party.name)
+            if outbox is not None:
+                outbox.add(party.name, path, data, f"{type(error).__name__}: {error}")
+            continue
+        if _retry_later(response) and outbox is not None:
+            outcome.failed.append(party.name)
+            outbox.add(party.name, path, data, f"HTTP {response.status_code}")
+        elif response.status_code >= 400:
+            outcome.refused[party.name] = _refusal(response)
     return outcome
+
+
+def _retry_later(response: httpx.Response) -> bool:
+    """A server error, or a peer that does not know the computation yet (its
+    proposal is on its way from another node): send again later."""
+    return response.status_code >= 500 or response.status_code == 404
+
+
+def _refusal(response: httpx.Response) -> tuple[str, str]:
+    try:
+        answer = response.json()
+        return str(answer["error"]), str(answer["message"])
+    except (ValueError, KeyError, TypeError):
+        return "ConciliumError", response.text[:200]
+
+
+def deliver_outbox(context: Any) -> int:
+    """One pass over the outbox: re-send what is due, oldest first per peer; returns
+    how many messages were delivered."""
+    outbox = getattr(context, "outbox", None)
+    manifest: Manifest | None = context.manifest
+    if outbox is None or manifest is None:
+        return 0
+    parties = {p.name: p for p in manifest.parties}
+    delivered = 0
+    for peer, items in outbox.due().items():
+        party = parties.get(peer)
+        for item in items:
+            if party is None:  # no longer in the manifest
+                outbox.delivered(item)
+                continue
+            try:
+                response = _post(context, party, item.path, item.body)
+            except httpx.HTTPError as error:
+                outbox.failed(item, f"{type(error).__name__}: {error}")
+                break
+            if _retry_later(response):
+                outbox.failed(item, f"HTTP {response.status_code}")
+                break
+            if response.status_code >= 400:
+                kind, message = _refusal(response)
+                _LOG.warning("%s refused a queued %s: %s: %s", peer, item.path, kind, message)
+            outbox.delivered(item)
+            delivered += 1
+    return delivered
 
 
 def verify_peer(manifest: Manifest | None, method: str, path: str, node: str | None,
@@ -364,6 +422,21 @@ def result_json(frame: Any) -> dict[str, Any] | None:
                            for c in frame.attrs.get("suppressed", [])]}
 
 
+#: The error prefix of an approved computation whose peers were not all there yet.
+WAITING = "waiting for peers: "
+
+
+def resume_waiting(context: Any) -> list[str]:
+    """Start again the approved computations that waited for peers (a node that was
+    down is back, or is about to be)."""
+    started = []
+    for record in context.store.computations():
+        waiting = record.status == "approved" and (record.error or "").startswith(WAITING)
+        if waiting and maybe_start(context, record.id):
+            started.append(record.id)
+    return started
+
+
 def _connect(context: Any, manifest: Manifest, me: int, involved: set[int],
              identifier: str) -> TlsChannel:
     """The computation's MPC channel: inbound connections through the node's standing
@@ -389,7 +462,12 @@ def _job(context: Any, identifier: str) -> None:
     involved = set(participants(spec, manifest))
     channel = None
     try:
-        channel = _connect(context, manifest, me, involved, identifier)
+        try:
+            channel = _connect(context, manifest, me, involved, identifier)
+        except PeerUnavailable as error:  # nothing was shared: wait for the peers
+            context.store.update(identifier, status="approved", progress=0.0,
+                                 error=f"{WAITING}{str(error).splitlines()[0]}")
+            return
         context.store.update(identifier, progress=0.3)
         datasets = {name: load_dataset(context, name) for name in spec.datasets
                     if context.name in spec.owners(name)}
@@ -407,7 +485,7 @@ def _job(context: Any, identifier: str) -> None:
         channel.finish()
         keep = frame if context.name in spec.recipients else None
         context.store.update(identifier, status="completed", progress=1.0,
-                             result=result_json(keep))
+                             result=result_json(keep), error="")
     except (ConciliumError, OSError) as error:
         if channel is not None:
             channel.abort(f"{context.name} failed: {type(error).__name__}")

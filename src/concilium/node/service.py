@@ -12,6 +12,7 @@ requests, finishes the ones in flight, and the stores are closed.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -29,9 +30,10 @@ from concilium.net.tls import TlsIdentity, TlsSettings
 from concilium.node import control
 from concilium.node.api import NodeContext, create_app
 from concilium.node.launcher import endpoints
+from concilium.node.outbox import Outbox
 from concilium.node.store import NodeStore, NotFound
 
-__all__ = ["mpc_listener", "open_node", "serve", "spawn", "stop"]
+__all__ = ["interrupted", "mpc_listener", "open_node", "serve", "spawn", "stop"]
 
 
 def open_node(node_dir: str | Path, manifest_path: str | Path | None = None) -> NodeContext:
@@ -45,7 +47,21 @@ def open_node(node_dir: str | Path, manifest_path: str | Path | None = None) -> 
                        audit=AuditLog(root / "audit.sqlite", identity.name, key),
                        audit_path=root / "audit.sqlite",
                        manifest=None if manifest_path is None else load_manifest(manifest_path),
-                       identity=identity)
+                       identity=identity, outbox=Outbox(root / "outbox.sqlite"))
+
+
+def _deliveries(context: NodeContext, stopping: threading.Event, interval: float = 0.5
+                ) -> None:
+    """Re-send what the outbox holds, and restart computations that waited for peers."""
+    passes = 0
+    while not stopping.wait(interval):
+        try:
+            control.deliver_outbox(context)
+            passes += 1
+            if passes % 4 == 0:
+                control.resume_waiting(context)
+        except Exception:  # a background loop must not die
+            _LOG.exception("outbox delivery failed; trying again")
 
 
 def _background(context: NodeContext, stopping: threading.Event, interval: float,
@@ -69,13 +85,32 @@ def _background(context: NodeContext, stopping: threading.Event, interval: float
         control.request_witnesses(context)
 
 
-_RUNNABLE = ("proposed", "approved", "running")
+#: Computations whose peers' connections are held for their job: a failed one may be
+#: retried at any moment (its peers may dial before the retry reaches this node).
+_RUNNABLE = ("proposed", "approved", "running", "failed")
+_LOG = logging.getLogger("concilium.node")
+
+
+def interrupted(context: NodeContext) -> list[str]:
+    """Mark the runs this node was in the middle of when it stopped as failed, with
+    the reason (their peers failed them too); ``concilium retry`` completes them."""
+    found = []
+    for record in context.store.computations():
+        if record.status == "running":
+            context.store.update(record.id, status="failed",
+                                 error="interrupted: this node stopped during the run; "
+                                       "retry it")
+            context.audit.append("abort", {"computation_id": record.id,
+                                           "error": "NodeRestarted",
+                                           "reason": "the node stopped during the run"})
+            found.append(record.id)
+    return found
 
 
 def mpc_listener(context: NodeContext) -> StandingListener:
     """The node's standing MPC listener: routes peers' connections to this node's
-    computations; a connection for a computation it does not have, or has finished,
-    is refused and logged."""
+    computations; a connection for a computation it does not have, or has completed
+    or refused, is refused and logged."""
     manifest = context.manifest
     assert manifest is not None and context.identity is not None
     every = endpoints(manifest)
@@ -107,8 +142,11 @@ def serve(node_dir: str | Path, manifest_path: str | Path | None = None, *,
     previous = {sig: signal.signal(sig, lambda number, _: received.append(number))
                 for sig in (signal.SIGINT, signal.SIGTERM)}
     stopping = threading.Event()
+    interrupted(context)
     if context.manifest is not None:
         context.listener = mpc_listener(context)
+        threading.Thread(target=_deliveries, args=(context, stopping), daemon=True,
+                         name="concilium-deliveries").start()
         threading.Thread(target=_background, args=(context, stopping, witness_interval),
                          daemon=True, name="concilium-background").start()
     try:
@@ -123,6 +161,8 @@ def serve(node_dir: str | Path, manifest_path: str | Path | None = None, *,
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         context.store.close()
+        if context.outbox is not None:
+            context.outbox.close()
         context.users.close()
         context.audit.close()
 
