@@ -256,16 +256,7 @@ def _indicators(side: Side, table: pa.Table) -> np.ndarray:
     """One-hot rows of the table's group parts (none if it has no group keys)."""
     if not side.group_keys:
         return np.zeros((0, table.num_rows), dtype=np.int64)
-    codes, sizes = [], []
-    for k, domain in enumerate(side.domains):
-        known = [v for v in domain if v is not None]
-        values = table.column(f"g{k}").to_pandas()
-        code = pd.Categorical(values, categories=known).codes.astype(np.int64)
-        if None in domain:
-            code = np.where(code < 0, len(known), code)
-        codes.append(code)
-        sizes.append(len(domain))
-    flat = np.ravel_multi_index(codes, sizes)
+    flat = rows_module.grid_codes(table, side.domains)
     return (flat[None, :] == np.arange(side.grid_size)[:, None]).astype(np.int64)
 
 

@@ -29,6 +29,7 @@ final reveal.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -46,8 +47,8 @@ from concilium.query.catalog import TableEntry
 from concilium.query.local import run_local, share_rows
 from concilium.query.sql import Query
 
-__all__ = ["RowData", "RowPlan", "SortedRows", "count_distinct", "group_codes", "input_rows",
-           "largest", "local_rows", "quantile", "sorted_values"]
+__all__ = ["RowData", "RowPlan", "SortedRows", "count_distinct", "grid_codes", "group_codes",
+           "input_rows", "largest", "local_rows", "quantile", "sorted_values"]
 
 
 class RowPlan(Protocol):
@@ -77,8 +78,14 @@ def group_codes(plan: RowPlan, table: pa.Table) -> np.ndarray:
     """Each row's index in the plan's public group grid (row-major, as the grid)."""
     if not plan.query.group_by:
         return np.zeros(table.num_rows, dtype=np.int64)
+    return grid_codes(table, plan.domains)
+
+
+def grid_codes(table: pa.Table, domains: Sequence[Sequence[Any]]) -> np.ndarray:
+    """Each row's index in the grid of its group columns ``g0, g1, ...`` over their
+    public ``domains`` (row-major; a domain's None is the NULL group)."""
     codes, sizes = [], []
-    for k, domain in enumerate(plan.domains):
+    for k, domain in enumerate(domains):
         known = [v for v in domain if v is not None]
         values = table.column(f"g{k}").to_pandas()
         code = pd.Categorical(values, categories=known).codes.astype(np.int64)
