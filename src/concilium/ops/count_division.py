@@ -12,8 +12,10 @@ and scales the numerator by the *same* power of two, which keeps the product
 within the ring because the quotient is bounded:
 
 1. ``k = floor(log2 d)`` as a one-hot boolean word (bit decomposition and a
-   prefix OR), its ``K`` low bits injected into the ring, and
-   ``P = 2^(K - 1 - k)`` as their public linear combination (local);
+   prefix OR); the five bits ``e_i`` of ``e = K - 1 - k`` and ``z = [d > 0]`` are
+   parities of masked one-hot bits (local), injected into the ring, and
+   ``P = z prod_i (1 + e_i (2^(2^i) - 1)) = 2^(K - 1 - k)`` (0 for ``d = 0``) takes
+   three multiplication levels: six injected bits instead of ``K``;
 2. ``u = d P`` in ``[2^(K-1), 2^K)`` (the count normalized to ``[1/2, 1)``) and
    ``t = n 2^F P / 2^K = n 2^F / 2^(k + 1)`` (``|t| < 2^(Q + F)`` since
    ``|n| < 2^Q d``), in one multiplication round: as ``trunc(n P, K - F)`` when
@@ -27,7 +29,7 @@ within the ring because the quotient is bounded:
    units.
 
 Error: a few units in the last place of ``q``. A zero count gives 0 (the caller
-masks it). Cost: about 40 rounds whatever the numbers of bits, against one
+masks it). Cost: about 43 rounds whatever the numbers of bits, against one
 comparison per quotient bit for long division.
 
 Reveals: nothing.
@@ -39,6 +41,7 @@ import numpy as np
 
 from concilium.errors import ConfigurationError
 from concilium.mpc.backend import Backend, Shares
+from concilium.ops.bitwise import parity
 from concilium.ops.compare import broadcast_pair
 from concilium.ops.fixed_point import fixed_constant, one_hot_exponent, ring
 from concilium.ops.truncation import exact_truncate
@@ -46,7 +49,6 @@ from concilium.ring.arithmetic import RING_DTYPE
 
 __all__ = ["divide_by_count", "fits"]
 
-_ONE = np.uint64(1)
 _BITS = 30  # the reciprocal's fraction bits (products of two stay below 2^61)
 _SPLIT = 15  # w = w_high 2^15 + w_low
 
@@ -93,11 +95,7 @@ def divide_by_count(backend: Backend, numerator: Shares, count: Shares, *, count
     n = numerator.reshape(shape[0], -1)
     d = count.reshape(shape[0], -1)
     big_k, fw = count_bits, _BITS
-    one_hot = one_hot_exponent(backend, d)  # step 1
-    positions = np.arange(big_k, dtype=RING_DTYPE).reshape(big_k, 1)
-    bits = backend.bit_inject((one_hot[:, None, :] >> positions) & _ONE)  # (c, K, m)
-    weights = (_ONE << (np.uint64(big_k - 1) - positions)).astype(RING_DTYPE)
-    power = backend.mul_public(bits, weights).sum(axis=1, dtype=RING_DTYPE)  # 2^(K-1-k)
+    power = _normalizing_power(backend, one_hot_exponent(backend, d), big_k)  # step 1
     fraction = fraction_bits
     if quotient_bits + big_k <= 61:  # step 2: n P fits the ring
         both = backend.mul(np.stack([d, n], axis=1), np.stack([power, power], axis=1))
@@ -120,6 +118,30 @@ def divide_by_count(backend: Backend, numerator: Shares, count: Shares, *, count
     scaled = backend.mul_public(n, _power(fraction)) if fraction else n
     result = backend.add(result, _correction(backend, scaled, d, power, w, result, big_k))
     return result.reshape(shape)
+
+
+def _position_bits(one_hot: Shares, positions: list[int]) -> Shares:
+    """Boolean ``[k in positions]`` for the set bit ``k`` of a one-hot word: the
+    parity of the word masked to ``positions`` (XOR-linear, local)."""
+    return parity(one_hot & np.uint64(sum(1 << p for p in positions)))
+
+
+def _normalizing_power(backend: Backend, one_hot: Shares, big_k: int) -> Shares:
+    """``P = 2^(K - 1 - k)`` for the one-hot exponent ``k < K`` (0 for the zero word)."""
+    covered = range(big_k)
+    exponent_bits = [_position_bits(one_hot, [p for p in covered if (big_k - 1 - p) >> i & 1])
+                     for i in range((big_k - 1).bit_length())]
+    nonzero = _position_bits(one_hot, list(covered))
+    bits = backend.bit_inject(np.stack([nonzero, *exponent_bits], axis=1))
+    factors = [bits[:, 0]] + [
+        backend.add_public(backend.mul_public(bits[:, 1 + i], ring((1 << (1 << i)) - 1)),
+                           ring(1)) for i in range(len(exponent_bits))]
+    while len(factors) > 1:  # a product tree: ceil(log2(6)) = 3 levels
+        half = len(factors) // 2
+        pairs = backend.mul(np.stack(factors[:half], axis=1),
+                            np.stack(factors[half:2 * half], axis=1))
+        factors = [pairs[:, j] for j in range(half)] + factors[2 * half:]
+    return factors[0]
 
 
 def _shift(backend: Backend, x: Shares, amount: int) -> Shares:
