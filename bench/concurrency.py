@@ -30,24 +30,11 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from concilium.errors import ConfigurationError
-from concilium.governance.consortium import Manifest, add_party, save_manifest
-from concilium.governance.identity import create_node
-from concilium.governance.users import UserStore
-from concilium.node.client import NodeClient
-from concilium.node.service import spawn, stop
+from concilium.node.cluster import LocalCluster
 
 NAMES = ("hospital-a", "hospital-b", "hospital-c")
 SCHEMA = {"columns": {"condition": {"type": "category", "domain": ["asthma", "copd", "sepsis"]},
                       "age": {"type": "int", "low": 0, "high": 100}}}
-
-
-def _port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _queries(count: int) -> list[str]:
@@ -55,97 +42,29 @@ def _queries(count: int) -> list[str]:
             f"WHERE age >= {k % 90} GROUP BY condition" for k in range(count)]
 
 
-class Nodes:
-    """Three node processes with their users and datasets."""
-
-    def __init__(self, root: Path) -> None:
-        manifest = Manifest("bench", "rep3")
-        self.dirs = []
-        for name in NAMES:
-            node = create_node(root / name, name, f"127.0.0.1:{_port()}",
-                               f"127.0.0.1:{_port()}")
-            manifest = add_party(manifest, node, ("data_owner", "compute"))
-            self.dirs.append(root / name)
-        save_manifest(manifest, root / "consortium.toml")
-        self.tokens = {}
-        for node_dir, name in zip(self.dirs, NAMES, strict=True):
-            users = UserStore(node_dir / "users.sqlite")
-            self.tokens[name] = {role: users.add_user(role, role)
-                                 for role in ("admin", "analyst", "approver")}
-            users.close()
-        self.processes = [spawn(d, root / "consortium.toml", quiet=False) for d in self.dirs]
-        self.clients = {}
-        for node_dir, name in zip(self.dirs, NAMES, strict=True):
-            self._wait_until_up(node_dir)
-            self.clients[name] = {role: NodeClient(node_dir, token)
-                                  for role, token in self.tokens[name].items()}
-        for k, name in enumerate(NAMES):
-            generator = np.random.default_rng(k)
-            path = root / f"{name}.csv"
-            pd.DataFrame({"condition": generator.choice(["asthma", "copd", "sepsis"], 200),
-                          "age": generator.integers(0, 101, 200)}).to_csv(path, index=False)
-            self.clients[name]["admin"].request("POST", "/datasets", json={
-                "name": "admissions", "path": str(path), "schema": SCHEMA})
-
-    @staticmethod
-    def _wait_until_up(node_dir: Path) -> None:
-        client = NodeClient(node_dir, None)
-        deadline = time.monotonic() + 60
-        try:
-            while True:
-                try:
-                    client.request("GET", "/health")
-                    return
-                except ConfigurationError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-        finally:
-            client.close()
-
-    def start(self, sql: str) -> str:
-        analyst = self.clients[NAMES[0]]["analyst"]
-        identifier = str(analyst.request("POST", "/computations", json={
-            "query": sql, "datasets": ["admissions"], "recipients": [NAMES[0]]})["id"])
-        for name in NAMES:
-            self.clients[name]["approver"].request(
-                "POST", f"/computations/{identifier}/approve", json={})
-        return identifier
-
-    def wait(self, identifiers: list[str], timeout: float = 600) -> None:
-        analyst = self.clients[NAMES[0]]["analyst"]
-        deadline = time.monotonic() + timeout
-        pending = set(identifiers)
-        while pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(pending)} computations did not finish")
-            for identifier in list(pending):
-                state = analyst.request("GET", f"/computations/{identifier}")
-                if state["status"] == "failed":
-                    raise RuntimeError(f"{identifier[:12]} failed: {state['error']}")
-                if state["status"] == "completed":
-                    pending.discard(identifier)
-            time.sleep(0.1)
-
-    def close(self) -> None:
-        for clients in self.clients.values():
-            for client in clients.values():
-                client.close()
-        stop(self.processes)
+def _frames() -> dict[str, pd.DataFrame]:
+    frames = {}
+    for k, name in enumerate(NAMES):
+        generator = np.random.default_rng(k)
+        frames[name] = pd.DataFrame({"condition": generator.choice(["asthma", "copd", "sepsis"],
+                                                                   200),
+                                     "age": generator.integers(0, 101, 200)})
+    return frames
 
 
 def run(count: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as root:
-        nodes = Nodes(Path(root))
+        nodes = LocalCluster(Path(root), NAMES)
         try:
+            nodes.register("admissions", _frames(), SCHEMA)
             queries = _queries(count)
-            nodes.wait([nodes.start(queries[0])])  # warm-up
+            nodes.wait([nodes.propose_and_approve(queries[0])])  # warm-up
             start = time.perf_counter()
             for sql in queries:
-                nodes.wait([nodes.start(sql)])
+                nodes.wait([nodes.propose_and_approve(sql)])
             sequential = time.perf_counter() - start
             start = time.perf_counter()
-            nodes.wait([nodes.start(sql) for sql in queries])
+            nodes.wait([nodes.propose_and_approve(sql) for sql in queries])
             concurrent = time.perf_counter() - start
         finally:
             nodes.close()

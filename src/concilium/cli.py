@@ -138,15 +138,28 @@ def user_add(
 def node_start(
     node_dir: Annotated[Path, typer.Argument(help="The node's directory")],
     manifest: Annotated[Path | None, typer.Option(help="The consortium manifest")] = None,
+    peer_timeout: Annotated[float, typer.Option(
+        help="Seconds a run waits for a silent peer before it aborts on every node")] = 60.0,
+    startup_timeout: Annotated[float, typer.Option(
+        help="Seconds a run waits for its peers to connect")] = 30.0,
+    mpc_bind: Annotated[str | None, typer.Option(
+        help="Listen for MPC connections on HOST:PORT instead of the manifest's "
+             "address (behind port forwarding or a proxy)")] = None,
 ) -> None:
     """Serve the node's HTTP API over HTTPS until Ctrl-C or SIGTERM."""
+    from concilium.net.tls import TlsSettings
     from concilium.node.service import serve
 
     with _friendly():
         identity = load_node(node_dir)
+        if peer_timeout <= 0 or startup_timeout <= 0:
+            raise ConfigurationError("--peer-timeout and --startup-timeout must be "
+                                     "positive")
+        settings = TlsSettings(startup_timeout=startup_timeout, receive_timeout=peer_timeout,
+                               send_timeout=peer_timeout)
         errors.print(f"node {identity.name} serving https://{identity.api_address}",
                      highlight=False)
-        serve(node_dir, manifest)
+        serve(node_dir, manifest, settings=settings, mpc_bind=mpc_bind)
     errors.print(f"node {identity.name} stopped", highlight=False)
 
 

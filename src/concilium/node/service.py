@@ -19,11 +19,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from concilium.governance.audit import AuditLog
 from concilium.governance.consortium import load_manifest
-from concilium.governance.identity import load_node, load_signing_key
+from concilium.governance.identity import load_node, load_signing_key, parse_address
 from concilium.governance.users import UserStore
 from concilium.net.listener import StandingListener
 from concilium.net.tls import TlsIdentity, TlsSettings
@@ -107,14 +108,18 @@ def interrupted(context: NodeContext) -> list[str]:
     return found
 
 
-def mpc_listener(context: NodeContext) -> StandingListener:
+def mpc_listener(context: NodeContext, bind: str | None = None) -> StandingListener:
     """The node's standing MPC listener: routes peers' connections to this node's
     computations; a connection for a computation it does not have, or has completed
-    or refused, is refused and logged."""
+    or refused, is refused and logged. ``bind`` (``host:port``): listen there instead
+    of on the manifest's MPC address (a node behind port forwarding or a proxy)."""
     manifest = context.manifest
     assert manifest is not None and context.identity is not None
     every = endpoints(manifest)
     own = every[manifest.index(context.name)]
+    if bind is not None:
+        address = parse_address(bind, "MPC bind address")
+        own = replace(own, host=address.host, port=address.port)
 
     def known(computation: bytes) -> bool:
         try:
@@ -128,12 +133,16 @@ def mpc_listener(context: NodeContext) -> StandingListener:
 
 
 def serve(node_dir: str | Path, manifest_path: str | Path | None = None, *,
-          witness_interval: float = 2.0) -> None:
+          witness_interval: float = 2.0, settings: TlsSettings | None = None,
+          mpc_bind: str | None = None) -> None:
     """Serve the node's API until SIGINT/SIGTERM (blocking); ``witness_interval``:
-    seconds between rounds of peer co-signatures of the audit log."""
+    seconds between rounds of peer co-signatures of the audit log; ``settings``: the
+    MPC transport's timeouts (a peer silent for ``receive_timeout`` aborts the run);
+    ``mpc_bind``: see :func:`mpc_listener`."""
     import uvicorn
 
     context = open_node(node_dir, manifest_path)
+    context.tls_settings = settings
     identity = load_node(node_dir)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, restores the handlers it found
     # and raises the signal again: with these no-op handlers the node then returns
@@ -144,7 +153,7 @@ def serve(node_dir: str | Path, manifest_path: str | Path | None = None, *,
     stopping = threading.Event()
     interrupted(context)
     if context.manifest is not None:
-        context.listener = mpc_listener(context)
+        context.listener = mpc_listener(context, mpc_bind)
         threading.Thread(target=_deliveries, args=(context, stopping), daemon=True,
                          name="concilium-deliveries").start()
         threading.Thread(target=_background, args=(context, stopping, witness_interval),
@@ -168,9 +177,10 @@ def serve(node_dir: str | Path, manifest_path: str | Path | None = None, *,
 
 
 def spawn(node_dir: str | Path, manifest_path: str | Path | None = None, *,
-          quiet: bool = True) -> subprocess.Popen[str]:
+          quiet: bool = True, options: Sequence[str] = ()) -> subprocess.Popen[str]:
     """Start ``concilium node start`` for ``node_dir`` as a child process (this
-    checkout's package first on the path); stderr is captured unless ``quiet``."""
+    checkout's package first on the path); stderr is captured unless ``quiet``;
+    ``options``: more of ``node start``'s options (``--peer-timeout 5``)."""
     environment = dict(os.environ)
     source = str(Path(__file__).resolve().parents[2])
     environment["PYTHONPATH"] = os.pathsep.join(
@@ -178,6 +188,7 @@ def spawn(node_dir: str | Path, manifest_path: str | Path | None = None, *,
     command = [sys.executable, "-m", "concilium.cli", "node", "start", str(node_dir)]
     if manifest_path is not None:
         command += ["--manifest", str(manifest_path)]
+    command += list(options)
     return subprocess.Popen(command, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL if quiet else subprocess.PIPE,
                             text=True, env=environment)

@@ -1,0 +1,215 @@
+"""Node processes on one machine: a consortium of real ``concilium node start``
+processes (mutual TLS, SQLite, a standing MPC listener each) for benchmarks, the
+chaos harness and tests.
+
+    cluster = LocalCluster(root, ("hospital-a", "hospital-b", "hospital-c"))
+    cluster.register("admissions", {"hospital-a": frame_a, ...}, schema)
+    identifier = cluster.propose_and_approve("SELECT COUNT(*) AS n FROM admissions")
+    cluster.wait([identifier])
+    cluster.kill("hospital-c"); cluster.start("hospital-c")
+    cluster.close()
+
+Each node has three users (``admin``, ``analyst``, ``approver``); the analyst of
+the first node proposes. ``mpc_addresses`` lets the manifest advertise other
+MPC addresses than the ones the nodes listen on (a proxy in between: each node
+is started with ``--mpc-bind``).
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from concilium.errors import ConciliumError, ConfigurationError
+from concilium.governance.consortium import Manifest, add_party, save_manifest
+from concilium.governance.identity import create_node
+from concilium.governance.users import UserStore
+from concilium.node.client import NodeClient
+from concilium.node.service import spawn, stop
+
+__all__ = ["ROLES", "TERMINAL", "LocalCluster", "free_port"]
+
+ROLES = ("admin", "analyst", "approver")
+#: statuses a computation does not leave by itself
+TERMINAL = ("completed", "failed", "rejected")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class LocalCluster:
+    """Node processes under ``root``, one per name, started at construction."""
+
+    def __init__(self, root: Path, names: Sequence[str], *, protocol: str = "rep3",
+                 options: Sequence[str] = (), proxied: bool = False) -> None:
+        """``options``: more ``node start`` options for every node (``--peer-timeout
+        5``); ``proxied``: the manifest advertises MPC addresses (``advertised``) other
+        than the ones the nodes bind (``bound``), for a proxy to forward between."""
+        self.root, self.names, self.options = root, tuple(names), tuple(options)
+        manifest = Manifest("local", protocol)
+        self.dirs: dict[str, Path] = {}
+        self.bound: dict[str, str] = {}
+        self.advertised: dict[str, str] = {}
+        for name in self.names:
+            self.bound[name] = f"127.0.0.1:{free_port()}"
+            self.advertised[name] = f"127.0.0.1:{free_port()}" if proxied else self.bound[name]
+            node = create_node(root / name, name, f"127.0.0.1:{free_port()}",
+                               self.advertised[name])
+            manifest = add_party(manifest, node, ("data_owner", "compute"))
+            self.dirs[name] = root / name
+        self.manifest_path = root / "consortium.toml"
+        save_manifest(manifest, self.manifest_path)
+        self.tokens: dict[str, dict[str, str]] = {}
+        for name in self.names:
+            users = UserStore(self.dirs[name] / "users.sqlite")
+            try:
+                self.tokens[name] = {role: users.add_user(role, role) for role in ROLES}
+            finally:
+                users.close()
+        self.processes: dict[str, subprocess.Popen[str]] = {}
+        self.clients: dict[str, dict[str, NodeClient]] = {}
+        try:
+            for name in self.names:
+                self.start(name, wait=False)
+            for name in self.names:
+                self.wait_until_up(name)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- processes ------------------------------------------------------------------
+
+    def start(self, name: str, *, wait: bool = True) -> None:
+        """Start (or restart) ``name``'s node process."""
+        options = list(self.options)
+        if self.bound[name] != self.advertised[name]:
+            options += ["--mpc-bind", self.bound[name]]
+        self.processes[name] = spawn(self.dirs[name], self.manifest_path, options=options)
+        if wait:
+            self.wait_until_up(name)
+
+    def wait_until_up(self, name: str, timeout: float = 60.0) -> None:
+        """Until the node answers ``/health``; its clients are opened then."""
+        probe = NodeClient(self.dirs[name], None)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if self.processes[name].poll() is not None:
+                    raise ConfigurationError(f"node {name} exited with status "
+                                             f"{self.processes[name].returncode}")
+                try:
+                    probe.request("GET", "/health")
+                    break
+                except ConfigurationError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        finally:
+            probe.close()
+        if name not in self.clients:
+            self.clients[name] = {role: NodeClient(self.dirs[name], token)
+                                  for role, token in self.tokens[name].items()}
+
+    def kill(self, name: str) -> None:
+        """SIGKILL ``name``'s node (no shutdown at all) and reap it."""
+        process = self.processes[name]
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+
+    def pause(self, name: str) -> None:
+        self.processes[name].send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.processes[name].send_signal(signal.SIGCONT)
+
+    def running(self, name: str) -> bool:
+        return self.processes[name].poll() is None
+
+    def close(self) -> None:
+        for clients in self.clients.values():
+            for client in clients.values():
+                client.close()
+        self.clients.clear()
+        for process in self.processes.values():  # a paused node cannot stop gracefully
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+        stop(list(self.processes.values()))
+
+    # -- governed computations ------------------------------------------------------
+
+    def client(self, name: str, role: str = "analyst") -> NodeClient:
+        return self.clients[name][role]
+
+    def register(self, dataset: str, frames: Mapping[str, pd.DataFrame],
+                 schema: Mapping[str, Any]) -> None:
+        """Write each node's frame to a CSV file and register it as ``dataset``."""
+        for name, frame in frames.items():
+            path = self.root / f"{name}-{dataset}.csv"
+            frame.to_csv(path, index=False)
+            self.client(name, "admin").request("POST", "/datasets", json={
+                "name": dataset, "path": str(path), "schema": dict(schema)})
+
+    def propose(self, sql: str, datasets: Sequence[str] = ("admissions",),
+                recipients: Sequence[str] | None = None) -> str:
+        recipients = list(recipients or self.names[:1])
+        return str(self.client(self.names[0]).request("POST", "/computations", json={
+            "query": sql, "datasets": list(datasets), "recipients": recipients})["id"])
+
+    def approve(self, identifier: str, names: Sequence[str] | None = None) -> None:
+        for name in names or self.names:
+            self.client(name, "approver").request(
+                "POST", f"/computations/{identifier}/approve", json={})
+
+    def propose_and_approve(self, sql: str, datasets: Sequence[str] = ("admissions",)) -> str:
+        identifier = self.propose(sql, datasets)
+        self.approve(identifier)
+        return identifier
+
+    def status(self, name: str, identifier: str) -> dict[str, Any] | None:
+        """The computation as ``name``'s node shows it (None: not there, or the node
+        does not answer)."""
+        try:
+            shown = self.client(name).request("GET", f"/computations/{identifier}")
+        except ConciliumError:
+            return None
+        return dict(shown)
+
+    def result(self, identifier: str, name: str | None = None) -> dict[str, Any]:
+        return dict(self.client(name or self.names[0]).request(
+            "GET", f"/computations/{identifier}/result"))
+
+    def wait(self, identifiers: Sequence[str], timeout: float = 600.0, *,
+             name: str | None = None) -> None:
+        """Until every computation completed on ``name``'s node (the first); a failed
+        one raises with its error."""
+        name = name or self.names[0]
+        deadline = time.monotonic() + timeout
+        pending = set(identifiers)
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(pending)} computations did not finish")
+            for identifier in list(pending):
+                shown = self.status(name, identifier)
+                if shown is not None and shown["status"] == "failed":
+                    raise RuntimeError(f"{identifier[:12]} failed: {shown['error']}")
+                if shown is not None and shown["status"] == "completed":
+                    pending.discard(identifier)
+            time.sleep(0.1)
+
+    def terminal(self, identifier: str) -> dict[str, str | None]:
+        """Each node's status of the computation (None where a node does not answer)."""
+        return {name: (shown or {}).get("status") for name in self.names
+                for shown in [self.status(name, identifier) if self.running(name) else None]}
+
