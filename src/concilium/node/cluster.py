@@ -64,8 +64,8 @@ class LocalCluster:
         for name in self.names:
             self.bound[name] = f"127.0.0.1:{free_port()}"
             self.advertised[name] = f"127.0.0.1:{free_port()}" if proxied else self.bound[name]
-            node = create_node(root / name, name, f"127.0.0.1:{free_port()}",
-                               self.advertised[name])
+            node = create_node(root / name, name, self.advertised[name],
+                               f"127.0.0.1:{free_port()}")
             manifest = add_party(manifest, node, ("data_owner", "compute"))
             self.dirs[name] = root / name
         self.manifest_path = root / "consortium.toml"

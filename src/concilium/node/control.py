@@ -437,6 +437,13 @@ def resume_waiting(context: Any) -> list[str]:
     return started
 
 
+def start_approved(context: Any) -> list[str]:
+    """Start the computations that have every approval but never started (the node
+    stopped between storing the last approval and starting the job): on start-up."""
+    return [record.id for record in context.store.computations()
+            if record.status in ("proposed", "approved") and maybe_start(context, record.id)]
+
+
 def _connect(context: Any, manifest: Manifest, me: int, involved: set[int],
              identifier: str) -> TlsChannel:
     """The computation's MPC channel: inbound connections through the node's standing

@@ -154,6 +154,7 @@ def serve(node_dir: str | Path, manifest_path: str | Path | None = None, *,
     interrupted(context)
     if context.manifest is not None:
         context.listener = mpc_listener(context, mpc_bind)
+        control.start_approved(context)
         threading.Thread(target=_deliveries, args=(context, stopping), daemon=True,
                          name="concilium-deliveries").start()
         threading.Thread(target=_background, args=(context, stopping, witness_interval),
