@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from concilium.governance.audit_events import event_from_entry
 from concilium.node.cluster import LocalCluster
 
 NAMES = ("hospital-a", "hospital-b", "hospital-c")
@@ -75,5 +76,12 @@ def test_a_node_killed_at_random_moments_keeps_a_consistent_state(tmp_path: Path
             rows = cluster.result(identifier)["rows"]
             assert rows == [[float(np.median(kept["age"])), len(kept)]]
         assert "failed" in outcomes, outcomes  # at least one kill interrupted a run
+        for name in NAMES:  # every entry of every log is one of the documented events
+            kinds = set()
+            for entry in cluster.client(name, "admin").request("GET", "/audit/entries"):
+                kinds.add(type(event_from_entry(entry["kind"], entry["body"])).KIND)
+            assert {"proposal", "approval", "run_start", "input_commitment", "result",
+                    "run_end", "dataset_registered"} <= kinds, kinds
+        assert "abort" in kinds or "retry" in kinds
     finally:
         cluster.close()

@@ -257,3 +257,43 @@ def test_common_mistakes_get_clear_errors_before_anyone_approves(node: Node) -> 
         "query": QUERY, "datasets": ["admissions"], "recipients": ["hospital-a"]}).json()["id"]
     node.call("POST", f"/computations/{rejected}/reject", "officer-1", json={})
     assert node.call("GET", f"/computations/{rejected}", "dr-lee").json()["status"] == "refused"
+
+
+def test_a_datasets_format_is_stored_at_registration_whatever_the_files_name(
+        node: Node) -> None:
+    from concilium.node.control import load_dataset
+
+    frame = pd.DataFrame({"age": [30, 40, 50, 60], "condition": ["asthma", "copd", "copd",
+                                                                 "asthma"]})
+    frame.to_parquet(node.root / "export.dat")  # a Parquet file without the suffix
+    registered = node.call("POST", "/datasets", "root", json={
+        "name": "admissions", "path": str(node.root / "export.dat"), "format": "parquet",
+        "schema": SCHEMA})
+    assert registered.status_code == 201 and registered.json()["rows"] == 4
+    assert node.context.store.dataset("admissions").format == "parquet"
+    loaded = load_dataset(node.context, "admissions")  # as the job reads it
+    assert loaded.rows == 4
+    entry = node.call("GET", "/audit/entries", "root").json()[-1]
+    assert entry["kind"] == "dataset_registered" and entry["body"]["format"] == "parquet"
+    wrong = node.call("POST", "/datasets", "root", json={
+        "name": "other", "path": str(node.root / "export.dat"), "format": "xlsx",
+        "schema": SCHEMA})
+    assert wrong.status_code == 400 and "format must be one of csv, parquet" in \
+        wrong.json()["message"]
+
+
+def test_a_store_from_before_formats_were_stored_keeps_reading_its_files(
+        tmp_path: Path) -> None:
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "state.sqlite")
+    old.execute("CREATE TABLE datasets (name TEXT PRIMARY KEY, schema TEXT NOT NULL, "
+                "source TEXT NOT NULL, rows INTEGER NOT NULL, registered TEXT NOT NULL, "
+                "rules TEXT NOT NULL DEFAULT '{}')")
+    old.executemany("INSERT INTO datasets VALUES (?, '{}', ?, 3, 't', '{}')",
+                    [("a", "/data/a.parquet"), ("b", "/data/b.csv")])
+    old.commit()
+    old.close()
+    store = NodeStore(tmp_path / "state.sqlite")
+    assert [(d.name, d.format) for d in store.datasets()] == [("a", "parquet"), ("b", "csv")]
+    store.close()

@@ -223,11 +223,14 @@ def dataset_add(
     node: NodeOption, token: TokenOption = None,
     policy: Annotated[Path | None, typer.Option(
         help="TOML file of the dataset's output policy and approval rule (see above)")] = None,
+    file_format: Annotated[str | None, typer.Option(
+        "--format", help="csv or parquet (default: parquet for a .parquet file, else csv); "
+                         "stored with the dataset")] = None,
 ) -> None:
     with _friendly():
         columns = _read_toml(schema, "schema")
         rules = _read_toml(policy, "policy") if policy is not None else {}
-        kind = "parquet" if file.suffix == ".parquet" else "csv"
+        kind = file_format or ("parquet" if file.suffix == ".parquet" else "csv")
         answer = _client(node, token).request("POST", "/datasets", json={
             "name": name, "path": str(file.resolve()), "format": kind,
             "schema": columns, "rules": rules})

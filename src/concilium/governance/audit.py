@@ -33,7 +33,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -42,6 +42,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from concilium.errors import AuditError, ConfigurationError
 from concilium.governance.approval import public_key
 from concilium.governance.spec import canonical_json
+
+if TYPE_CHECKING:
+    from concilium.governance.audit_events import AuditEvent
 
 __all__ = ["AuditEntry", "AuditLog", "Checkpoint", "Witnessed", "checkpoint_message",
            "commitment", "cosign",
@@ -163,6 +166,10 @@ class AuditLog:
 
     def close(self) -> None:
         self._connection.close()
+
+    def record(self, event: AuditEvent) -> AuditEntry:
+        """Add an event (:mod:`concilium.governance.audit_events`): its kind and body."""
+        return self.append(event.KIND, event.body())
 
     def append(self, kind: str, body: Mapping[str, Any],
                time: datetime.datetime | None = None) -> AuditEntry:

@@ -42,6 +42,7 @@ from concilium.errors import (
     TooManyAttempts,
     UnsupportedQuery,
 )
+from concilium.governance import audit_events as events
 from concilium.governance.approval import Approval, sign_approval, verify_approval
 from concilium.governance.audit import AuditLog, verify_log
 from concilium.governance.consortium import Manifest
@@ -217,10 +218,11 @@ def create_app(context: NodeContext) -> FastAPI:
         rules = DatasetRules.from_mapping(body.get("rules") or {})
         parsed = Schema.from_mapping(schema)
         dataset = loaders[kind](name, path, parsed)
-        context.store.add_dataset(name, parsed.as_mapping(), str(path), dataset.rows, rules)
-        context.audit.append("dataset_registered", {
-            "dataset": name, "rows": dataset.rows, "rules": rules.as_dict(),
-            "schema_hash": hashlib.sha256(canonical_json(parsed.as_mapping())).hexdigest()})
+        context.store.add_dataset(name, parsed.as_mapping(), str(path), dataset.rows, rules,
+                                  file_format=kind)
+        context.audit.record(events.DatasetRegistered(
+            name, dataset.rows, kind, rules.as_dict(),
+            hashlib.sha256(canonical_json(parsed.as_mapping())).hexdigest()))
         control.publish_catalog(context)
         return {"name": name, "rows": dataset.rows, "rules": rules.as_dict()}
 
@@ -230,9 +232,8 @@ def create_app(context: NodeContext) -> FastAPI:
         before = context.store.dataset(name).rules
         rules = DatasetRules.from_mapping(body.rules)
         context.store.set_rules(name, rules)
-        context.audit.append("dataset_rules_changed", {"dataset": name, "by": user.name,
-                                                       "before": before.as_dict(),
-                                                       "after": rules.as_dict()})
+        context.audit.record(events.DatasetRulesChanged(name, user.name, before.as_dict(),
+                                                        rules.as_dict()))
         control.publish_catalog(context)
         return {"name": name, "rules": rules.as_dict()}
 
@@ -256,8 +257,8 @@ def create_app(context: NodeContext) -> FastAPI:
                           OutputPolicy.from_mapping(body.policy))
         _validate(spec)  # refused here, with the run's own message, before anyone signs
         record = context.store.add_computation(spec)
-        context.audit.append("proposal", {"computation_id": spec.computation_id,
-                                          "spec": spec.as_dict()})
+        context.audit.record(events.Proposal(spec.computation_id, spec.as_dict(),
+                                             origin=context.name))
         outcome = control.forward(context, "/peer/computations", spec.as_dict())
         if outcome.refused:
             node, (kind, message) = sorted(outcome.refused.items())[0]
@@ -328,7 +329,7 @@ def create_app(context: NodeContext) -> FastAPI:
 
     def _record_approval(approval: Approval) -> None:
         context.store.add_approval(approval)
-        context.audit.append("approval", dict(approval.as_dict()))
+        context.audit.record(events.Approval.of(approval))
         identifier = approval.computation_id
         record = context.store.computation(identifier)
         if approval.decision == "reject":
@@ -363,8 +364,7 @@ def create_app(context: NodeContext) -> FastAPI:
         except NotFound:
             pass
         record = context.store.add_computation(spec)
-        context.audit.append("proposal", {"computation_id": record.id, "from": node,
-                                          "spec": spec.as_dict()})
+        context.audit.record(events.Proposal(record.id, spec.as_dict(), origin=node))
         try:
             await run_in_threadpool(_validate, spec)
         except ConciliumError as error:
@@ -405,7 +405,7 @@ def create_app(context: NodeContext) -> FastAPI:
             return False
         with context.lock:
             context.store.update(identifier, status="approved", progress=0.0)
-        context.audit.append("retry", {"computation_id": identifier})
+        context.audit.record(events.Retry(identifier))
         return True
 
     @app.post("/computations/{identifier}/retry")
@@ -435,6 +435,8 @@ def create_app(context: NodeContext) -> FastAPI:
             raise AccessDenied(f"node {context.name!r} is not a recipient of this computation")
         if record.status != "completed" or record.result is None:
             raise ApprovalMissing(f"the computation is {record.status}; no result yet")
+        digest = hashlib.sha256(canonical_json(record.result)).hexdigest()
+        context.audit.record(events.Delivery(identifier, user.name, digest))
         return record.result
 
     @app.get("/audit/entries")
@@ -474,7 +476,7 @@ def create_app(context: NodeContext) -> FastAPI:
         try:
             held = context.audit.witness(node, int(data["size"]), str(data["root"]))
         except AuditError as alarm:
-            context.audit.append("audit_alert", {"node": node, "problem": str(alarm)})
+            context.audit.record(events.AuditAlert(str(alarm), [node]))
             raise
         except (KeyError, TypeError, ValueError):
             raise InputError("a checkpoint is {size, root}") from None

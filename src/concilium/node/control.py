@@ -73,6 +73,7 @@ from concilium.governance.approval import (
     standing_decisions,
 )
 from concilium.governance.audit import Checkpoint, Witnessed, checkpoint_message, verify_log
+from concilium.governance.audit_events import AuditAlert, Refusal
 from concilium.governance.consortium import Manifest, PartyEntry
 from concilium.governance.proposal import DatasetEntry
 from concilium.governance.spec import ComputationSpec, canonical_json
@@ -284,7 +285,7 @@ def load_dataset(context: Any, name: str) -> Dataset:
     """One of this node's datasets, loaded from its file and checked again."""
     known = context.store.dataset(name)
     schema = Schema.from_mapping(known.schema)
-    if known.source.endswith(".parquet"):
+    if known.format == "parquet":  # as stated at registration, whatever the file's name
         return Dataset.from_parquet(name, known.source, schema)
     return Dataset.from_csv(name, known.source, schema)
 
@@ -340,7 +341,7 @@ def verify_own_log(context: Any) -> dict[str, Any]:
     except AuditError as error:
         outcome = {"verified": False, "problem": str(error), "peers": answered,
                    "checkpoints": len(held)}
-        context.audit.append("audit_alert", {"problem": str(error), "peers": answered})
+        context.audit.record(AuditAlert(str(error), list(answered)))
     else:
         outcome = {"verified": True, "entries": entries, "peers": answered,
                    "checkpoints": len(held)}
@@ -381,8 +382,7 @@ def refuse(context: Any, spec: ComputationSpec, error: ConciliumError) -> Approv
     context.store.add_approval(approval)
     context.store.update(spec.computation_id, status="refused", error=f"{context.name} "
                          f"refused it: {reason}")
-    context.audit.append("refusal", {"computation_id": spec.computation_id,
-                                     "error": type(error).__name__, "reason": str(error)})
+    context.audit.record(Refusal(spec.computation_id, type(error).__name__, str(error)))
     forward(context, "/peer/approvals", approval.as_dict())
     return approval
 

@@ -45,6 +45,7 @@ from concilium.data.dataset import Dataset
 from concilium.data.outside import OutsideParty
 from concilium.data.session import Session
 from concilium.errors import ApprovalMissing, ConciliumError, ConfigurationError, PolicyViolation
+from concilium.governance import audit_events as events
 from concilium.governance.approval import Approval, require_approvals
 from concilium.governance.audit import AuditLog, Checkpoint
 from concilium.governance.consortium import Manifest
@@ -80,12 +81,9 @@ def result_hash(frame: pd.DataFrame | None) -> str | None:
 
 
 def _log_proposal(log: AuditLog, spec: ComputationSpec, approvals: Sequence[Approval]) -> None:
-    log.append("proposal", {"computation_id": spec.computation_id, "spec": spec.as_dict()})
+    log.record(events.Proposal(spec.computation_id, spec.as_dict(), origin=None))
     for approval in approvals:
-        log.append("approval", {"computation_id": approval.computation_id,
-                                "decision": approval.decision, "approver": approval.approver,
-                                "node": approval.node, "time": approval.time,
-                                "signature": approval.signature})
+        log.record(events.Approval.of(approval))
 
 
 def _check(log: AuditLog, spec: ComputationSpec, approvals: Sequence[Approval],
@@ -100,23 +98,20 @@ def _check(log: AuditLog, spec: ComputationSpec, approvals: Sequence[Approval],
         check_spec(spec, manifest, me, own)
         require_approvals(spec, approvals, manifest)
     except (ApprovalMissing, PolicyViolation, ConfigurationError) as refusal:
-        log.append("refusal", {"computation_id": spec.computation_id,
-                               "error": type(refusal).__name__, "reason": str(refusal)})
+        log.record(events.Refusal(spec.computation_id, type(refusal).__name__, str(refusal)))
         raise
 
 
 def _start(log: AuditLog, spec: ComputationSpec, party: int,
            datasets: Mapping[str, Dataset], threat: ThreatModel) -> None:
-    log.append("run_start", {"computation_id": spec.computation_id, "party": party,
-                             "threat_model": threat.as_dict()})
+    log.record(events.RunStart(spec.computation_id, party, spec.protocol, threat.as_dict()))
     for dataset in datasets.values():
-        log.append("input_commitment", {"computation_id": spec.computation_id,
-                                        **dataset_commitment(dataset)})
+        log.record(events.InputCommitment(spec.computation_id, **dataset_commitment(dataset)))
 
 
 def _abort(log: AuditLog, spec: ComputationSpec, error: ConciliumError) -> None:
-    log.append("abort", {"computation_id": spec.computation_id, "error": type(error).__name__,
-                         "reason": str(error).splitlines()[0][:300]})
+    log.record(events.Abort(spec.computation_id, type(error).__name__,
+                            str(error).splitlines()[0][:300]))
 
 
 def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable[Approval],
@@ -143,18 +138,13 @@ def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable
         _abort(log, spec, error)
         raise
     suppressed = frame.attrs.get("suppressed", []) if frame is not None else []
-    log.append("policy_decision", {"computation_id": spec.computation_id,
-                                   "policy": policy.as_dict(),
-                                   "suppressed": [{"group": str(cell["group"]),
-                                                   "rule": cell["rule"]}
-                                                  for cell in suppressed]})
-    log.append("result", {"computation_id": spec.computation_id,
-                          "result_hash": result_hash(frame), "recipients": list(spec.recipients)})
-    log.append("run_end", {"computation_id": spec.computation_id,
-                           "bytes_sent": session.stats().bytes_sent,
-                           "transcript": _transcript(session.backend.channel,
-                                                     session.backend.compute_parties,
-                                                     session.party)})
+    log.record(events.PolicyDecision(spec.computation_id, policy.as_dict(),
+                                     [{"group": str(cell["group"]), "rule": cell["rule"]}
+                                      for cell in suppressed]))
+    log.record(events.Result(spec.computation_id, result_hash(frame), list(spec.recipients)))
+    log.record(events.RunEnd(spec.computation_id, session.stats().bytes_sent,
+                             _transcript(session.backend.channel,
+                                         session.backend.compute_parties, session.party)))
     if checkpoints:
         exchange_checkpoints(session, log, {i: p.name for i, p in enumerate(manifest.parties)})
     return frame
@@ -177,13 +167,11 @@ def run_outside(outside: OutsideParty, spec: ComputationSpec, approvals: Iterabl
         _abort(log, spec, error)
         raise
     if frame is not None:
-        log.append("result", {"computation_id": spec.computation_id,
-                              "result_hash": result_hash(frame),
-                              "recipients": list(spec.recipients)})
-    log.append("run_end", {"computation_id": spec.computation_id,
-                           "bytes_sent": outside.stats().bytes_sent,
-                           "transcript": _transcript(outside.channel,
-                                                     outside.compute_parties, outside.party)})
+        log.record(events.Result(spec.computation_id, result_hash(frame),
+                                 list(spec.recipients)))
+    log.record(events.RunEnd(spec.computation_id, outside.stats().bytes_sent,
+                             _transcript(outside.channel, outside.compute_parties,
+                                         outside.party)))
     return frame
 
 

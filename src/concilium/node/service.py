@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from concilium.governance.audit import AuditLog
+from concilium.governance.audit_events import Abort
 from concilium.governance.consortium import load_manifest
 from concilium.governance.identity import load_node, load_signing_key, parse_address
 from concilium.governance.users import UserStore
@@ -101,9 +102,8 @@ def interrupted(context: NodeContext) -> list[str]:
             context.store.update(record.id, status="failed",
                                  error="interrupted: this node stopped during the run; "
                                        "retry it")
-            context.audit.append("abort", {"computation_id": record.id,
-                                           "error": "NodeRestarted",
-                                           "reason": "the node stopped during the run"})
+            context.audit.record(Abort(record.id, "NodeRestarted",
+                                       "the node stopped during the run"))
             found.append(record.id)
     return found
 

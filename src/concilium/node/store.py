@@ -28,7 +28,7 @@ STATUSES = ("proposed", "approved", "running", "completed", "failed", "refused")
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (name TEXT PRIMARY KEY, schema TEXT NOT NULL,
     source TEXT NOT NULL, rows INTEGER NOT NULL, registered TEXT NOT NULL,
-    rules TEXT NOT NULL DEFAULT '{}');
+    rules TEXT NOT NULL DEFAULT '{}', format TEXT NOT NULL DEFAULT 'csv');
 CREATE TABLE IF NOT EXISTS catalog (node TEXT NOT NULL, dataset TEXT NOT NULL,
     entry TEXT NOT NULL, received TEXT NOT NULL, PRIMARY KEY (node, dataset));
 CREATE TABLE IF NOT EXISTS computations (id TEXT PRIMARY KEY, spec TEXT NOT NULL,
@@ -70,6 +70,7 @@ class DatasetRecord:
     rows: int
     registered: str
     rules: DatasetRules
+    format: str = "csv"  # how the file is read: "csv" or "parquet", stated at registration
 
     def entry(self, node: str) -> DatasetEntry:
         """What the node publishes about this dataset (no path, no row count)."""
@@ -99,6 +100,12 @@ class NodeStore:
             with self._connection:
                 self._connection.execute("ALTER TABLE datasets ADD COLUMN rules TEXT NOT NULL "
                                          "DEFAULT '{}'")
+        if "format" not in columns:  # from before the format was stored: as it was read
+            with self._connection:
+                self._connection.execute("ALTER TABLE datasets ADD COLUMN format TEXT NOT NULL "
+                                         "DEFAULT 'csv'")
+                self._connection.execute("UPDATE datasets SET format = 'parquet' "
+                                         "WHERE source LIKE '%.parquet'")
 
     @_locked
     def close(self) -> None:
@@ -107,14 +114,15 @@ class NodeStore:
     # -- datasets -------------------------------------------------------------------
     @_locked
     def add_dataset(self, name: str, schema: dict[str, Any], source: str, rows: int,
-                    rules: DatasetRules | None = None) -> None:
+                    rules: DatasetRules | None = None, file_format: str = "csv") -> None:
         text = canonical_json((rules or DatasetRules()).as_dict()).decode()
         try:
             with self._connection:
                 self._connection.execute(
-                    "INSERT INTO datasets (name, schema, source, rows, registered, rules) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (name, canonical_json(schema).decode(), source, rows, _now(), text))
+                    "INSERT INTO datasets (name, schema, source, rows, registered, rules, "
+                    "format) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (name, canonical_json(schema).decode(), source, rows, _now(), text,
+                     file_format))
         except sqlite3.IntegrityError:
             raise ConfigurationError(f"dataset {name!r} is registered already") from None
 
@@ -128,10 +136,10 @@ class NodeStore:
     @_locked
     def datasets(self) -> list[DatasetRecord]:
         return [DatasetRecord(n, json.loads(s), src, r, t,
-                              DatasetRules.from_mapping(json.loads(rules)))
-                for n, s, src, r, t, rules in self._connection.execute(
-                    "SELECT name, schema, source, rows, registered, rules FROM datasets "
-                    "ORDER BY name")]
+                              DatasetRules.from_mapping(json.loads(rules)), kind)
+                for n, s, src, r, t, rules, kind in self._connection.execute(
+                    "SELECT name, schema, source, rows, registered, rules, format "
+                    "FROM datasets ORDER BY name")]
 
     # -- the consortium's catalog ------------------------------------------------------
     @_locked
