@@ -13,17 +13,11 @@ failed audit). The OpenAPI description is at ``/openapi.json``.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import json
 import logging
-import threading
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Annotated, Any
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -44,17 +38,15 @@ from concilium.errors import (
 )
 from concilium.governance import audit_events as events
 from concilium.governance.approval import Approval, sign_approval, verify_approval
-from concilium.governance.audit import AuditLog, verify_log
-from concilium.governance.consortium import Manifest
-from concilium.governance.identity import NodeIdentity
+from concilium.governance.audit import verify_log
 from concilium.governance.policy import OutputPolicy
 from concilium.governance.proposal import DatasetRules, build_spec
 from concilium.governance.spec import ComputationSpec, canonical_json
-from concilium.governance.users import User, UserStore
-from concilium.net.tls import TlsSettings
+from concilium.governance.users import User
 from concilium.node import control
+from concilium.node.context import FailedAttempts, NodeContext
 from concilium.node.planning import participants, validate
-from concilium.node.store import ComputationRecord, NodeStore, NotFound
+from concilium.node.store import ComputationRecord, NotFound
 from concilium.query.explain import explain
 
 __all__ = ["FailedAttempts", "NodeContext", "create_app"]
@@ -64,28 +56,6 @@ _LOG = logging.getLogger("concilium.node")
 _STATUS = ((TooManyAttempts, 429), (AccessDenied, 403), (PolicyViolation, 403), (NotFound, 404),
            (UnsupportedQuery, 422), (ApprovalMissing, 409), (AuditError, 409),
            (InputError, 400), (ConciliumError, 400))
-
-
-@dataclass
-class NodeContext:
-    """What the API serves: this node's identity, state, users and audit log."""
-
-    name: str
-    key: ed25519.Ed25519PrivateKey
-    store: NodeStore
-    users: UserStore
-    audit: AuditLog
-    audit_path: Path
-    manifest: Manifest | None = None
-    identity: NodeIdentity | None = None  # for the MPC transport of jobs
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    run_jobs: bool = True  # start approved computations (off in API-only tests)
-    peer_timeout: float = 10.0  # seconds for a control-plane request to a peer
-    tls_settings: TlsSettings | None = None  # the MPC transport's timeouts
-    audit_status: dict[str, Any] | None = None  # the last check against the peers
-    listener: Any = None  # the standing MPC listener (net.listener), when serving
-    outbox: Any = None  # undelivered control-plane messages (node.outbox)
-    attempts: FailedAttempts = field(default_factory=lambda: FailedAttempts())
 
 
 class ProposalIn(BaseModel):
@@ -101,44 +71,6 @@ class RulesIn(BaseModel):
 
 class DecisionIn(BaseModel):
     comment: str = ""
-
-
-class FailedAttempts:
-    """Failed token attempts per client address: after ``limit`` within ``window``
-    seconds, that address is refused (429) until the window has passed, whatever
-    token it sends; every failure and every lock-out is logged."""
-
-    def __init__(self, limit: int = 10, window: float = 60.0) -> None:
-        self.limit, self.window = limit, window
-        self._failures: dict[str, collections.deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def check(self, address: str) -> None:
-        with self._lock:
-            recent = self._recent(address)
-            if len(recent) >= self.limit:
-                wait = self.window - (time.monotonic() - recent[0])
-                raise TooManyAttempts(f"too many failed token attempts from {address}; try "
-                                      f"again in {max(wait, 1):.0f} s")
-
-    def failed(self, address: str) -> None:
-        with self._lock:
-            recent = self._recent(address)
-            recent.append(time.monotonic())
-            count = len(recent)
-        _LOG.warning("a failed token attempt from %s (%d in %g s)", address, count,
-                     self.window)
-        if count == self.limit:
-            _LOG.warning("locked out %s for %g s after %d failed token attempts", address,
-                         self.window, count)
-
-    def _recent(self, address: str) -> collections.deque[float]:
-        recent = self._failures.setdefault(address, collections.deque())
-        while recent and time.monotonic() - recent[0] > self.window:
-            recent.popleft()
-        if len(self._failures) > 10_000:  # forget quiet addresses
-            self._failures = {a: d for a, d in self._failures.items() if d}
-        return recent
 
 
 def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> User:

@@ -30,7 +30,8 @@ from concilium.governance.users import UserStore
 from concilium.net.listener import StandingListener
 from concilium.net.tls import TlsIdentity, TlsSettings
 from concilium.node import control
-from concilium.node.api import NodeContext, create_app
+from concilium.node.api import create_app
+from concilium.node.context import NodeContext
 from concilium.node.launcher import endpoints
 from concilium.node.outbox import Outbox
 from concilium.node.store import NodeStore, NotFound
