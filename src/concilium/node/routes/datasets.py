@@ -1,0 +1,89 @@
+"""Datasets (schemas and rules; never rows) and the consortium's catalog."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from concilium.data.dataset import Dataset
+from concilium.data.schema import Schema
+from concilium.errors import InputError
+from concilium.governance import audit_events as events
+from concilium.governance.proposal import DatasetRules
+from concilium.governance.spec import canonical_json
+from concilium.governance.users import User
+from concilium.node import control
+from concilium.node.context import NodeContext
+from concilium.node.routes.common import Caller, Context
+
+__all__ = ["change_rules", "list_datasets", "register_dataset", "router"]
+
+router = APIRouter(tags=["datasets"])
+_LOADERS = {"csv": Dataset.from_csv, "parquet": Dataset.from_parquet}
+
+
+class RulesIn(BaseModel):
+    rules: dict[str, Any]  # [policy] and [approval] sections, as in the TOML file
+
+
+def list_datasets(context: NodeContext) -> list[dict[str, Any]]:
+    return [{"name": d.name, "rows": d.rows, "schema": d.schema, "rules": d.rules.as_dict()}
+            for d in context.store.datasets()]
+
+
+def register_dataset(context: NodeContext, body: dict[str, Any], user: User) -> dict[str, Any]:
+    """Check every row of the file against the schema, store the dataset with its
+    format and rules, log it and publish the catalog."""
+    context.users.require(user, "register_dataset")
+    try:
+        name, path, schema = body["name"], body["path"], body["schema"]
+    except KeyError as missing:
+        raise InputError(f"the request needs {missing}") from None
+    kind = body.get("format", "csv")
+    if kind not in _LOADERS:
+        raise InputError(f"format must be one of {', '.join(_LOADERS)}")
+    rules = DatasetRules.from_mapping(body.get("rules") or {})
+    parsed = Schema.from_mapping(schema)
+    dataset = _LOADERS[kind](name, path, parsed)
+    context.store.add_dataset(name, parsed.as_mapping(), str(path), dataset.rows, rules,
+                              file_format=kind)
+    context.audit.record(events.DatasetRegistered(
+        name, dataset.rows, kind, rules.as_dict(),
+        hashlib.sha256(canonical_json(parsed.as_mapping())).hexdigest()))
+    control.publish_catalog(context)
+    return {"name": name, "rows": dataset.rows, "rules": rules.as_dict()}
+
+
+def change_rules(context: NodeContext, name: str, mapping: dict[str, Any], user: User
+                 ) -> dict[str, Any]:
+    context.users.require(user, "set_policy")
+    before = context.store.dataset(name).rules
+    rules = DatasetRules.from_mapping(mapping)
+    context.store.set_rules(name, rules)
+    context.audit.record(events.DatasetRulesChanged(name, user.name, before.as_dict(),
+                                                    rules.as_dict()))
+    control.publish_catalog(context)
+    return {"name": name, "rules": rules.as_dict()}
+
+
+@router.get("/datasets")
+def datasets_route(context: Context, user: Caller) -> list[dict[str, Any]]:
+    return list_datasets(context)
+
+
+@router.post("/datasets", status_code=201)
+def register_route(body: dict[str, Any], context: Context, user: Caller) -> dict[str, Any]:
+    return register_dataset(context, body, user)
+
+
+@router.put("/datasets/{name}/rules")
+def rules_route(name: str, body: RulesIn, context: Context, user: Caller) -> dict[str, Any]:
+    return change_rules(context, name, body.rules, user)
+
+
+@router.get("/catalog")
+def catalog_route(context: Context, user: Caller) -> list[dict[str, Any]]:
+    return [e.as_dict() for e in control.catalog(context)]
