@@ -12,7 +12,8 @@ chaos harness and tests.
 Each node has three users (``admin``, ``analyst``, ``approver``); the analyst of
 the first node proposes. ``mpc_addresses`` lets the manifest advertise other
 MPC addresses than the ones the nodes listen on (a proxy in between: each node
-is started with ``--mpc-bind``).
+is started with ``--mpc-bind``). Each node's stderr goes to ``node.log`` in its
+directory.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ class LocalCluster:
         options = list(self.options)
         if self.bound[name] != self.advertised[name]:
             options += ["--mpc-bind", self.bound[name]]
-        self.processes[name] = spawn(self.dirs[name], self.manifest_path, options=options)
+        self.processes[name] = spawn(self.dirs[name], self.manifest_path, options=options,
+                                     log=self.dirs[name] / "node.log")
         if wait:
             self.wait_until_up(name)
 

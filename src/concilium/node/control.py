@@ -498,6 +498,13 @@ def _job(context: Any, identifier: str) -> None:
             channel.abort(f"{context.name} failed: {type(error).__name__}")
         context.store.update(identifier, status="failed",
                              error=f"{type(error).__name__}: {str(error).splitlines()[0]}")
+    except Exception as error:  # a defect: the run still ends, failed, on every party
+        _LOG.exception("computation %s failed unexpectedly", identifier[:16])
+        if channel is not None:
+            channel.abort(f"{context.name} failed: {type(error).__name__}")
+        context.store.update(identifier, status="failed",
+                             error=f"InternalError: {type(error).__name__} on this node; "
+                                   "see its log")
     finally:
         if channel is not None:
             channel.close()

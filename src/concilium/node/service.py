@@ -179,10 +179,12 @@ def serve(node_dir: str | Path, manifest_path: str | Path | None = None, *,
 
 
 def spawn(node_dir: str | Path, manifest_path: str | Path | None = None, *,
-          quiet: bool = True, options: Sequence[str] = ()) -> subprocess.Popen[str]:
+          quiet: bool = True, options: Sequence[str] = (),
+          log: str | Path | None = None) -> subprocess.Popen[str]:
     """Start ``concilium node start`` for ``node_dir`` as a child process (this
-    checkout's package first on the path); stderr is captured unless ``quiet``;
-    ``options``: more of ``node start``'s options (``--peer-timeout 5``)."""
+    checkout's package first on the path); stderr is captured unless ``quiet``, or
+    appended to the file ``log``; ``options``: more of ``node start``'s options
+    (``--peer-timeout 5``)."""
     environment = dict(os.environ)
     source = str(Path(__file__).resolve().parents[2])
     environment["PYTHONPATH"] = os.pathsep.join(
@@ -191,6 +193,10 @@ def spawn(node_dir: str | Path, manifest_path: str | Path | None = None, *,
     if manifest_path is not None:
         command += ["--manifest", str(manifest_path)]
     command += list(options)
+    if log is not None:
+        with open(log, "a") as sink:  # the child keeps its own descriptor
+            return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=sink,
+                                    text=True, env=environment)
     return subprocess.Popen(command, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL if quiet else subprocess.PIPE,
                             text=True, env=environment)
