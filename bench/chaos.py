@@ -87,6 +87,7 @@ class Run:
     detect_seconds: float | None = None
     seconds: float = 0.0
     statuses: str = ""
+    errors: str = ""  # each node's error, for aborted runs
 
 
 def _frames(rows: int) -> dict[str, pd.DataFrame]:
@@ -107,11 +108,12 @@ def _reference(union: pd.DataFrame, query: str, k: int) -> list[list[Any]]:
 
 
 class Harness:
-    def __init__(self, root: Path, peer_timeout: float, rows: int, seed: int) -> None:
-        self.peer_timeout = peer_timeout
+    def __init__(self, root: Path, peer_timeout: float, rows: int, seed: int,
+                 faults: tuple[str, ...] = FAULT_KINDS) -> None:
+        self.peer_timeout, self.faults = peer_timeout, faults
         self.generator = np.random.default_rng(seed)  # the faults' schedule, not a secret
         self.cluster = LocalCluster(root, NAMES, proxied=True, options=[
-            "--peer-timeout", str(peer_timeout), "--startup-timeout", str(2 * peer_timeout)])
+            "--peer-timeout", str(peer_timeout), "--startup-timeout", str(peer_timeout)])
         self.proxies: dict[str, FaultProxy] = {}
         try:
             for name in NAMES:
@@ -151,7 +153,7 @@ class Harness:
     def run(self, index: int, deadline: float) -> Run:
         query = str(self.generator.choice(list(QUERIES)))
         k = int(self.generator.integers(0, 60))
-        fault = str(self.generator.choice(FAULT_KINDS))
+        fault = str(self.generator.choice(self.faults))
         target = str(self.generator.choice(NAMES))
         at = float(self.generator.uniform(0, 0.9 * self.durations[query]))
         run = Run(index, fault, target, query, at)
@@ -252,6 +254,9 @@ class Harness:
     def _classify(self, identifier: str, reference: list[list[Any]], run: Run) -> str:
         records = {name: self._record(name, identifier) for name in NAMES}
         run.statuses = ",".join(str(r[0]) for r in records.values())
+        run.errors = " | ".join(
+            str((self.cluster.status(name, identifier) or {}).get("error") or "")[:160]
+            for name in NAMES)
         recipient = NAMES[0]
         for name, (status, result, logged) in records.items():
             if name != recipient and (result is not None or logged):
@@ -294,10 +299,11 @@ def _pair(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def run(runs: int, peer_timeout: float, rows: int, seed: int) -> dict[str, Any]:
+def run(runs: int, peer_timeout: float, rows: int, seed: int,
+        faults: tuple[str, ...] = FAULT_KINDS) -> dict[str, Any]:
     deadline = 4 * peer_timeout + 30
     with tempfile.TemporaryDirectory() as root:
-        harness = Harness(Path(root), peer_timeout, rows, seed)
+        harness = Harness(Path(root), peer_timeout, rows, seed, faults)
         try:
             harness.warm_up()
             start = time.perf_counter()
@@ -328,8 +334,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peer-timeout", type=float, default=5.0)
     parser.add_argument("--rows", type=int, default=3000, help="rows per node")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--faults", default=",".join(FAULT_KINDS),
+                        help="the faults to draw from, comma-separated")
     args = parser.parse_args(argv)
-    record = run(args.runs, args.peer_timeout, args.rows, args.seed)
+    faults = tuple(args.faults.split(","))
+    unknown = set(faults) - set(FAULT_KINDS)
+    if unknown:
+        parser.error(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULT_KINDS)}")
+    record = run(args.runs, args.peer_timeout, args.rows, args.seed, faults)
     if args.json:
         print(json.dumps([record], indent=1))
     else:

@@ -297,3 +297,17 @@ def test_a_store_from_before_formats_were_stored_keeps_reading_its_files(
     store = NodeStore(tmp_path / "state.sqlite")
     assert [(d.name, d.format) for d in store.datasets()] == [("a", "parquet"), ("b", "csv")]
     store.close()
+
+
+def test_the_same_query_proposed_again_is_a_new_computation(node: Node) -> None:
+    _register(node)
+    for peer in ("hospital-b", "hospital-c"):
+        _publish(node, peer, [_entry(peer)])
+    body = {"query": QUERY, "datasets": ["admissions"], "recipients": ["hospital-a"]}
+    first = node.call("POST", "/computations", "dr-lee", json=body).json()["id"]
+    node.call("POST", f"/computations/{first}/reject", "officer-1", json={"comment": "no"})
+    again = node.call("POST", "/computations", "dr-lee", json=body).json()
+    assert again["id"] != first and again["status"] == "proposed"  # not the rejected one
+    specs = [node.call("GET", f"/computations/{i}", "dr-lee").json()["spec"]
+             for i in (first, again["id"])]
+    assert specs[0]["query"] == specs[1]["query"] and specs[0]["nonce"] != specs[1]["nonce"]

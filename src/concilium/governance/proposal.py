@@ -31,6 +31,7 @@ A dataset's rules, in the TOML file given to ``concilium dataset add
 
 from __future__ import annotations
 
+import secrets
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -150,7 +151,8 @@ def build_spec(query: str, datasets: Sequence[str], recipients: Sequence[str], a
     return ComputationSpec(query=query, datasets=tuple(dict.fromkeys(datasets)),
                            consortium=manifest.hash, protocol=manifest.protocol,
                            recipients=tuple(dict.fromkeys(recipients)), analyst=analyst,
-                           policy=policy.as_dict(), tables=tables, approvers=approvers)
+                           policy=policy.as_dict(), tables=tables, approvers=approvers,
+                           nonce=secrets.token_hex(16))
 
 
 def check_spec(spec: ComputationSpec, manifest: Manifest, me: str,

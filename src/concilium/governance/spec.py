@@ -45,6 +45,9 @@ class ComputationSpec:
     policy: dict[str, Any] = field(default_factory=dict)  # the effective output policy
     tables: dict[str, dict[str, Any]] = field(default_factory=dict)  # owners and schema
     approvers: dict[str, int] = field(default_factory=dict)  # node -> approvals needed
+    #: random hex from the proposing node, so that the same query proposed again (next
+    #: month's report) is a new computation with its own id, approvals and run
+    nonce: str = ""
 
     def __post_init__(self) -> None:
         if not self.query.strip():
@@ -79,7 +82,8 @@ class ComputationSpec:
         return {"query": self.query, "datasets": sorted(self.datasets),
                 "consortium": self.consortium, "protocol": self.protocol,
                 "recipients": sorted(self.recipients), "analyst": self.analyst,
-                "policy": self.policy, "tables": self.tables, "approvers": self.approvers}
+                "policy": self.policy, "tables": self.tables, "approvers": self.approvers,
+                **({"nonce": self.nonce} if self.nonce else {})}
 
     def canonical_json(self) -> bytes:
         return canonical_json(self.as_dict())
@@ -97,6 +101,7 @@ class ComputationSpec:
                        recipients=tuple(data["recipients"]), analyst=data["analyst"],
                        policy=dict(data.get("policy", {})),
                        tables={str(k): dict(v) for k, v in data.get("tables", {}).items()},
-                       approvers={str(k): v for k, v in data.get("approvers", {}).items()})
+                       approvers={str(k): v for k, v in data.get("approvers", {}).items()},
+                       nonce=str(data.get("nonce", "")))
         except (KeyError, TypeError, AttributeError) as error:
             raise ConfigurationError(f"malformed computation spec: {error}") from None
