@@ -73,7 +73,7 @@ from concilium.governance.approval import (
     standing_decisions,
 )
 from concilium.governance.audit import Checkpoint, Witnessed, checkpoint_message, verify_log
-from concilium.governance.audit_events import AuditAlert, Refusal
+from concilium.governance.audit_events import Abort, AuditAlert, Refusal
 from concilium.governance.consortium import Manifest, PartyEntry
 from concilium.governance.proposal import DatasetEntry
 from concilium.governance.spec import ComputationSpec, canonical_json
@@ -432,9 +432,31 @@ def resume_waiting(context: Any) -> list[str]:
     started = []
     for record in context.store.computations():
         waiting = record.status == "approved" and (record.error or "").startswith(WAITING)
-        if waiting and maybe_start(context, record.id):
+        if waiting and not _failed_elsewhere(context, record) and maybe_start(context,
+                                                                             record.id):
             started.append(record.id)
     return started
+
+
+def _failed_elsewhere(context: Any, record: Any) -> bool:
+    """Whether a participant has failed the run (it met the others and aborted while
+    this node could not connect): then it fails here too, with that node's reason,
+    instead of waiting for peers that will not come back to it."""
+    manifest: Manifest = context.manifest
+    involved = set(participants(record.spec, manifest))
+    peers = [p for i, p in enumerate(manifest.parties) if i in involved]
+    for peer, answer in _ask(context, "/peer/status", {"id": record.id}, peers).items():
+        if isinstance(answer, dict) and answer.get("status") == "failed":
+            with context.lock:
+                if context.store.computation(record.id).status != "approved":
+                    return True
+                context.store.update(record.id, status="failed",
+                                     error=f"{peer} failed the run: "
+                                           f"{str(answer.get('error') or '')[:200]}")
+            context.audit.record(Abort(record.id, "PeerFailed",
+                                       f"{peer} failed the run while this node waited"))
+            return True
+    return False
 
 
 def start_approved(context: Any) -> list[str]:

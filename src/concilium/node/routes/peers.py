@@ -17,6 +17,7 @@ from concilium.governance import audit_events as events
 from concilium.governance.approval import Approval, verify_approval
 from concilium.governance.spec import ComputationSpec
 from concilium.node import control
+from concilium.node.planning import participants
 from concilium.node.routes.common import Context, peer_request
 from concilium.node.routes.computations import record_approval, reset, validate_here
 from concilium.node.store import NotFound
@@ -93,3 +94,18 @@ async def peer_witness(request: Request, context: Context) -> dict[str, Any]:
 async def peer_witnessed(request: Request, context: Context) -> list[dict[str, Any]]:
     node, _ = await peer_request(context, request)
     return [w.as_dict() for w in context.audit.witnessed(node)]
+
+
+@router.post("/peer/status")
+async def peer_status(request: Request, context: Context) -> dict[str, Any]:
+    """A computation's status here, for a participant that waits for its peers."""
+    node, body = await peer_request(context, request)
+    try:
+        identifier = str(json.loads(body)["id"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError("a status request is {id}") from None
+    record = context.store.computation(identifier)
+    if context.manifest is None or context.manifest.index(node) not in participants(
+            record.spec, context.manifest):
+        raise AccessDenied(f"{node!r} takes no part in this computation")
+    return {"id": identifier, "status": record.status, "error": record.error}
