@@ -18,7 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from concilium.errors import (
     AccessDenied,
@@ -52,6 +54,19 @@ async def _refused(_: Request, error: Exception) -> JSONResponse:
                         status_code=status)
 
 
+async def _malformed(_: Request, error: Exception) -> JSONResponse:
+    """A request FastAPI could not parse or validate (a body that is not JSON, a
+    field of the wrong type), in the same JSON shape as every other refusal."""
+    if isinstance(error, RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+                             for e in error.errors()[:5])
+        return JSONResponse({"error": "InputError", "message": f"invalid request: {problems}"},
+                            status_code=422)
+    assert isinstance(error, StarletteHTTPException)
+    return JSONResponse({"error": "InputError" if error.status_code < 500 else "ConciliumError",
+                         "message": str(error.detail)}, status_code=error.status_code)
+
+
 def health(context: NodeContext) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "status": "ok", "node": context.name,
@@ -68,6 +83,8 @@ def create_app(context: NodeContext) -> FastAPI:
     app = FastAPI(title=f"Concilium node {context.name}", version="0.1.0")
     app.state.context = context
     app.add_exception_handler(ConciliumError, _refused)
+    app.add_exception_handler(RequestValidationError, _malformed)
+    app.add_exception_handler(StarletteHTTPException, _malformed)
 
     @app.get("/health")
     def health_route(context: Context) -> dict[str, Any]:
