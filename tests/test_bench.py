@@ -105,3 +105,16 @@ def test_concurrency_benchmark_runs_computations_one_after_another_and_at_once()
     assert record["sequential_seconds"] > 0 and record["concurrent_seconds"] > 0
     assert record["concurrent_over_sequential"] == (
         record["concurrent_seconds"] / record["sequential_seconds"])
+
+
+def test_memory_benchmark_samples_every_node_after_the_baseline_and_at_the_end() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "memory.py"), "--json", "--computations", "4",
+         "--baseline", "2"], capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr
+    (record,) = json.loads(completed.stdout)
+    assert record["op"] == "node_memory" and record["n"] == 4
+    assert [s["after"] for s in record["samples"]] == [2, 4]
+    names = set(record["rss_at_end"])
+    assert len(names) == 3 and all(record["rss_after_baseline"][n] > 10 << 20 for n in names)
+    assert record["max_end_over_baseline"] == max(record["end_over_baseline"].values())
