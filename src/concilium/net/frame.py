@@ -167,11 +167,14 @@ def parse_shape(prefix: FramePrefix, data: bytes | bytearray | memoryview) -> tu
     if len(data) < prefix.shape_bytes:
         raise BadFrame("truncated frame shape")
     shape = struct.unpack_from(f"<{prefix.ndim}Q", data, 0)
-    elements = 1
+    elements = extent = 1
     for dim in shape:
         if dim > _MAX_DIMENSION:
             raise BadFrame(f"frame dimension {dim} exceeds {_MAX_DIMENSION}")
         elements *= dim
+        extent *= max(dim, 1)
+    if extent >= 1 << 62:  # numpy refuses such a shape even when a dimension is zero
+        raise BadFrame(f"frame shape {shape} exceeds what an array can have")
     if elements * prefix.dtype.itemsize != prefix.payload_bytes:
         raise BadFrame(
             f"frame shape {shape} of {prefix.dtype} needs "
