@@ -7,7 +7,8 @@ governed computations, one after another.
 Three real node processes (``concilium.node.cluster.LocalCluster``: mutual TLS,
 SQLite, a standing MPC listener each) hold synthetic admissions (numpy's seeded
 generator: test data). ``N`` small computations (different queries) are each
-proposed, approved by every owner and waited for. Each node's resident memory
+proposed, approved by every owner and waited for until every node shows it
+completed (``completed`` in the record counts them). Each node's resident memory
 (``VmRSS`` from ``/proc``) is sampled after computation ``--baseline`` (20 by
 default: imports, caches and pools have warmed up by then), every 20, and at the
 end. The record gives, per node, the memory after the baseline and at the end and
@@ -50,9 +51,13 @@ def run(count: int, baseline: int) -> dict[str, Any]:
         try:
             cluster.register("admissions", _frames(), SCHEMA)
             samples: list[dict[str, Any]] = []
+            completed = 0
             start = time.perf_counter()
             for k in range(1, count + 1):
-                cluster.wait([cluster.propose_and_approve(_query(k))], timeout=120)
+                identifier = cluster.propose_and_approve(_query(k))
+                for name in NAMES:  # a failed one raises
+                    cluster.wait([identifier], timeout=120, name=name)
+                completed += 1
                 if k in (baseline, count) or k % 20 == 0:
                     samples.append({"after": k, **{name: _rss(cluster.processes[name].pid)
                                                    for name in NAMES}})
@@ -63,7 +68,8 @@ def run(count: int, baseline: int) -> dict[str, Any]:
     last = samples[-1]
     ratios = {name: last[name] / first[name] for name in NAMES}
     return {"op": "node_memory", "n": count, "parties": 3, "protocol": "rep3",
-            "transport": "tls", "seconds": seconds, "baseline_after": baseline,
+            "transport": "tls", "seconds": seconds, "completed": completed,
+            "baseline_after": baseline,
             "rss_after_baseline": {n: first[n] for n in NAMES},
             "rss_at_end": {n: last[n] for n in NAMES}, "end_over_baseline": ratios,
             "max_end_over_baseline": max(ratios.values()), "samples": samples}

@@ -109,12 +109,20 @@ def test_concurrency_benchmark_runs_computations_one_after_another_and_at_once()
 
 def test_memory_benchmark_samples_every_node_after_the_baseline_and_at_the_end() -> None:
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "memory.py"), "--json", "--computations", "4",
-         "--baseline", "2"], capture_output=True, text=True, timeout=300, check=False)
+        [sys.executable, str(ROOT / "bench" / "memory.py"), "--json", "--computations", "21",
+         "--baseline", "5"], capture_output=True, text=True, timeout=300, check=False)
     assert completed.returncode == 0, completed.stderr
     (record,) = json.loads(completed.stdout)
-    assert record["op"] == "node_memory" and record["n"] == 4
-    assert [s["after"] for s in record["samples"]] == [2, 4]
+    assert set(record) >= {"op", "n", "parties", "protocol", "transport", "seconds"}
+    assert record["op"] == "node_memory" and record["n"] == 21 and record["parties"] == 3
+    assert record["completed"] == 21 and record["baseline_after"] == 5 and record["seconds"] > 0
+    assert [s["after"] for s in record["samples"]] == [5, 20, 21]
     names = set(record["rss_at_end"])
-    assert len(names) == 3 and all(record["rss_after_baseline"][n] > 10 << 20 for n in names)
+    assert len(names) == 3 and set(record["rss_after_baseline"]) == names
+    assert all(set(sample) == names | {"after"} for sample in record["samples"])
+    assert all(record["rss_after_baseline"][n] > 10 << 20 for n in names)  # a real process
+    assert record["rss_after_baseline"] == {n: record["samples"][0][n] for n in names}
+    assert record["rss_at_end"] == {n: record["samples"][-1][n] for n in names}
+    assert record["end_over_baseline"] == {
+        n: record["rss_at_end"][n] / record["rss_after_baseline"][n] for n in names}
     assert record["max_end_over_baseline"] == max(record["end_over_baseline"].values())
