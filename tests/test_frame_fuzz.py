@@ -33,8 +33,6 @@ from concilium.net.frame import (
     FrameLimits,
     decode_frame,
     encode_frame,
-    parse_prefix,
-    parse_shape,
 )
 from concilium.net.stream import read_frame
 from concilium.net.tls import check_hello, read_hello
@@ -131,22 +129,6 @@ def _mutations(rng: np.random.Generator, count: int, valid: list[bytes] | None =
     return out
 
 
-def _known_numpy_overflow(data: bytes) -> bool:
-    """A header whose shape has a zero dimension next to others whose product numpy
-    cannot hold (``(0, 2**40, 2**40)``): it passes ``parse_shape`` (0 elements, 0
-    bytes) and numpy then raises ValueError. Known bug, see
-    :func:`test_a_zero_dimension_beside_huge_ones_is_refused`."""
-    try:
-        prefix = parse_prefix(data, LIMITS)
-        shape = parse_shape(prefix, data[FRAME_PREFIX_BYTES:])
-    except BadFrame:
-        return False
-    nonzero = 1
-    for dim in shape:
-        nonzero *= max(dim, 1)
-    return 0 in shape and nonzero * prefix.dtype.itemsize > np.iinfo(np.intp).max
-
-
 def _check_accepted(frame: Frame, data: bytes, used: int) -> None:
     assert frame.array.nbytes <= LIMITS.max_payload_bytes
     assert frame.array.ndim <= LIMITS.max_dimensions
@@ -165,10 +147,6 @@ def _decode_all(inputs: list[bytes], decode: Callable[[bytes], None]) -> tuple[i
             decode(data)
             accepted += 1
         except (BadFrame, EOFError):
-            refused += 1
-        except ValueError:
-            if not _known_numpy_overflow(data):
-                raise AssertionError(f"unexpected ValueError on {data.hex()}") from None
             refused += 1
         except Exception as error:
             raise AssertionError(f"{type(error).__name__}: {error} on {data.hex()}") from None
@@ -235,7 +213,7 @@ def test_the_mutations_cover_every_check() -> None:
             read_frame(_Stream(data).read_exact, LIMITS)
             reasons["accepted"] += 1
         except BadFrame as error:
-            reasons[" ".join(w for w in str(error).split() if not w[0].isdigit())[:40]] += 1
+            reasons[" ".join(w for w in str(error).split() if not w[0].isdigit())] += 1
         except EOFError:
             reasons["ended"] += 1
     for check in ("accepted", "ended", "bad magic", "unsupported frame version",
@@ -246,6 +224,8 @@ def test_the_mutations_cover_every_check() -> None:
 
 
 def test_a_zero_dimension_beside_huge_ones_is_refused() -> None:
+    """Found by this fuzzing: such a shape passed the checks (0 elements, 0 bytes) and
+    numpy then raised ValueError allocating it."""
     header, _ = encode_frame(FrameKind.DATA, SESSION, 1, 9, 0, np.zeros((0, 1, 1), np.uint64))
     data = _set(_set(header, FRAME_PREFIX_BYTES + 8, "<Q", 1 << 40),
                 FRAME_PREFIX_BYTES + 16, "<Q", 1 << 40)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import socket
@@ -15,15 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from concilium.data import Session
-from concilium.errors import BadFrame, ConfigurationError, PeerUnavailable, ProtocolAbort
+from concilium.errors import ConfigurationError, PeerUnavailable, ProtocolAbort
 from concilium.governance.identity import create_node
 from concilium.mpc.protocols import protocol
-from concilium.net.frame import FrameKind, FrameLimits, encode_frame
-from concilium.net.stream import read_frame
+from concilium.net.frame import FrameKind, encode_frame
 from concilium.net.tls import TlsIdentity, TlsSettings, _context, _wrap
 from concilium.net.tls_channel import TlsChannel
 from concilium.node.launcher import endpoints, launch_local, values_or_raise
@@ -230,36 +226,6 @@ def test_bad_frames_from_an_authenticated_peer_stop_the_run(consortium: Consorti
                 channels[2].receive(0, 7)
     finally:
         _close(channels)
-
-
-class _Stream:
-    def __init__(self, data: bytes) -> None:
-        self.buffer = io.BytesIO(data)
-
-    def read_exact(self, target: memoryview) -> None:
-        chunk = self.buffer.read(len(target))
-        if len(chunk) < len(target):
-            raise EOFError
-        target[: len(chunk)] = chunk
-
-
-VALID = _raw_frame(FrameKind.DATA, bytes(32), 1, 9, np.arange(6, dtype=np.uint64))
-
-
-@settings(max_examples=10_000, deadline=None)
-@given(st.one_of(
-    st.binary(max_size=160),
-    st.tuples(st.integers(0, len(VALID) - 1), st.binary(min_size=1, max_size=12)).map(
-        lambda edit: VALID[:edit[0]] + edit[1] + VALID[edit[0] + len(edit[1]):]),
-    st.integers(0, len(VALID) - 1).map(lambda cut: VALID[:cut]),
-))
-def test_ten_thousand_malformed_frames_are_refused_cleanly(data: bytes) -> None:
-    """The TLS readers' frame decoder: only BadFrame or EOFError, never a crash."""
-    try:
-        frame = read_frame(_Stream(data).read_exact, FrameLimits(max_payload_bytes=1 << 16))
-    except (BadFrame, EOFError):
-        return
-    assert frame.array.nbytes <= 1 << 16
 
 
 def test_a_different_manifest_is_refused_at_hello(consortium: Consortium) -> None:
