@@ -129,7 +129,8 @@ def test_repeated_failed_token_attempts_are_rate_limited_and_logged(
 
 NO_RULES = {"policy": {"allowed_aggregates": None, "allowed_columns": None,
                        "allowed_recipients": None, "dominance": None, "metrics_only": False,
-                       "min_cohort": 0, "rounding": None}, "approval": {"required": 1}}
+                       "min_cohort": 0, "rounding": None, "dp": None, "min_difference": 0},
+            "approval": {"required": 1}}
 
 
 def test_datasets_show_schemas_and_rules_only(node: Node) -> None:

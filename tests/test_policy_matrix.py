@@ -12,6 +12,7 @@ import pytest
 
 from concilium import simulate
 from concilium.data.schema import Schema
+from concilium.errors import PolicyViolation
 from concilium.query import TableEntry, plan_query
 from concilium.query.aggregates import JOIN, KINDS, PARTIAL, ROWS, SECRET_GROUPS
 from concilium.query.rules import RULES
@@ -49,7 +50,11 @@ POLICIES = {
     "dominance": {"dominance": [1, 60]},
     "complementary": {"min_cohort": 4},
     "rounding": {"rounding": 5},
+    "dp": {"dp": {"rho": 1.0}},
+    "min_difference": {"min_difference": 3},
 }
+#: the rules enforced on one plan kind only; refused at planning on the others
+ONE_KIND = {"dp", "min_difference"}
 
 
 def _tables() -> dict[str, list[pd.DataFrame]]:
@@ -83,6 +88,23 @@ def test_every_rule_is_enforced_on_every_plan_kind(rule: str, query: str) -> Non
     entries = {name: TableEntry(Schema.from_mapping(SCHEMAS[name]), tuple(range(len(frames))))
                for name, frames in _tables().items()}
     assert plan_query(sql, entries).kind == kind
+    if rule in ONE_KIND and kind != PARTIAL:
+        with pytest.raises(PolicyViolation, match=f"{rule} rule cannot be enforced on {kind}|"
+                           "under dp, only COUNT, SUM and AVG"):
+            simulate(sql, _tables(), SCHEMAS, policy=POLICIES[rule], protocol="reference")
+        return
+    if rule == "dp":  # noise: COUNT and SUM only, each within its stated interval
+        with pytest.raises(PolicyViolation, match="only COUNT, SUM and AVG"):
+            simulate(sql, _tables(), SCHEMAS, policy=POLICIES[rule], protocol="reference")
+        sql = "SELECT g, COUNT(*) AS n, SUM(x) AS s FROM t GROUP BY g"
+        got = simulate(sql, _tables(), SCHEMAS, policy=POLICIES[rule], protocol="reference")
+        widths = got.attrs["privacy"]["columns"]
+        plain = _plaintext()
+        assert sorted(got["g"]) == LABELS  # every public group, noised
+        errors = [abs(row[c] - plain.loc[row["g"], c]) <= 3 * widths[c]["interval95"][0]
+                  for _, row in got.iterrows() for c in ("n", "s")]
+        assert all(errors)
+        return
     got = simulate(sql, _tables(), SCHEMAS, policy=POLICIES[rule], protocol="reference")
     released, plain = _released(got, column), _plaintext()
     hidden = set(LABELS) - set(released)
@@ -92,6 +114,8 @@ def test_every_rule_is_enforced_on_every_plan_kind(rule: str, query: str) -> Non
             assert row["n"] == round(plain.loc[label, "n"] / 5) * 5
             assert row["s"] == round(plain.loc[label, "s"] / 5) * 5
         return
+    if rule == "min_difference":  # no earlier release: the result is exact and whole
+        assert not hidden
     for label, row in released.items():  # what is released is exact and obeys the rule
         assert (row["n"], row["s"], row["hi"]) == tuple(plain.loc[label, ["n", "s", "hi"]])
     if rule == "min_cohort":

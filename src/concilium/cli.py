@@ -58,6 +58,8 @@ user_app = typer.Typer(help="Manage a node's users.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 dataset_app = typer.Typer(help="Register datasets at a node.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+budget_app = typer.Typer(help="Privacy budgets of a node's datasets.", no_args_is_help=True)
+app.add_typer(budget_app, name="budget")
 NodeOption = Annotated[Path, typer.Option("--node", help="The node's directory")]
 TokenOption = Annotated[str | None, typer.Option(envvar="CONCILIUM_TOKEN",
                                                  help="Your API token at that node")]
@@ -266,6 +268,30 @@ def dataset_list(node: NodeOption, token: TokenOption = None) -> None:
     console.print(table)
 
 
+@budget_app.command("show")
+def budget_show(dataset: Annotated[str, typer.Argument(help="Dataset name")],
+                node: NodeOption, token: TokenOption = None,
+                json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """A dataset's privacy budget at its owner node: spent, left, and every charge."""
+    with _friendly():
+        answer = _client(node, token).request("GET", f"/datasets/{dataset}/budget")
+    if json_output:
+        console.print_json(json.dumps(answer))
+        return
+    budget = answer["budget"]
+    console.print(f"{dataset}: budget rho={budget['rho']:g} per {budget['unit']} "
+                  f"(epsilon {answer['total_epsilon']:.3g} at delta {answer['delta']:g}); "
+                  f"spent rho={answer['spent_rho']:.6g}, left rho={answer['left_rho']:.6g} "
+                  f"(epsilon {answer['left_epsilon']:.3g})", highlight=False)
+    if "warning" in answer:
+        console.print(f"warning: {answer['warning']}", highlight=False)
+    table = Table("time", "computation", "analyst", "rho", "state")
+    for charge in answer["charges"]:
+        table.add_row(charge["time"][:19], charge["computation"][:16], charge["analyst"],
+                      f"{charge['rho']:g}", charge["state"])
+    console.print(table)
+
+
 def _policy_text(policy: dict[str, Any]) -> str:
     shown = {k: v for k, v in policy.items() if v not in (None, False, 0)}
     return ", ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "none"
@@ -434,6 +460,27 @@ def _with_suppressed(answer: dict[str, Any], marker: str) -> tuple[list[str], li
     return [*columns, "suppressed"], out
 
 
+def _with_intervals(answer: dict[str, Any], privacy: dict[str, Any], *, csv: bool
+                    ) -> dict[str, Any]:
+    """Each noisy column shown as ``value +- half-width`` (a table) or followed by a
+    ``NAME_ci95`` column (CSV)."""
+    columns, rows = list(answer["columns"]), [list(r) for r in answer["rows"]]
+    for name, noisy in privacy["columns"].items():
+        if name not in columns:
+            continue
+        k = columns.index(name)
+        widths = noisy["interval95"]
+        if csv:
+            columns.insert(k + 1, f"{name}_ci95")
+            for row, width in zip(rows, widths, strict=True):
+                row.insert(k + 1, None if width is None else round(width, 6))
+        else:
+            for row, width in zip(rows, widths, strict=True):
+                if row[k] is not None and width is not None:
+                    row[k] = f"{row[k]:.6g} +- {width:.3g}"
+    return {**answer, "columns": columns, "rows": rows}
+
+
 @app.command()
 def result(identifier: Annotated[str, typer.Argument(help="Computation id")],
            node: NodeOption, token: TokenOption = None,
@@ -450,6 +497,13 @@ def result(identifier: Annotated[str, typer.Argument(help="Computation id")],
     threat = (answer.get("threat_model") or {}).get("summary")
     if threat:  # on stderr, so that CSV output stays a clean table
         errors.print(f"threat model: {threat}", highlight=False, markup=False)
+    privacy = answer.get("privacy")
+    if privacy:
+        errors.print(f"differential privacy: {privacy['mechanism']} noise made in MPC, rho="
+                     f"{privacy['rho']:g} (epsilon {privacy['epsilon']:.3g} at delta "
+                     f"{privacy['delta']:g}); each noisy value +- its 95% interval",
+                     highlight=False, markup=False)
+        answer = _with_intervals(answer, privacy, csv=format == "csv")
     if format == "csv":
         import csv
         import io

@@ -20,6 +20,8 @@ ConciliumError
 │   └── PeerUnavailable                      a peer went silent or disconnected
 ├── BadFrame                                 a malformed, oversized or unexpected frame
 ├── PolicyViolation                          an output policy forbids the result
+│   ├── BudgetExhausted                      the dataset's privacy budget would be exceeded
+│   └── RateLimited                          an analyst's query rate on a dataset is reached
 ├── ApprovalMissing                          a required approval is absent or invalid
 ├── AccessDenied                             a user's role does not allow the action
 └── AuditError                               an audit log fails verification (names the index)
@@ -34,6 +36,7 @@ __all__ = [
     "ApprovalMissing",
     "AuditError",
     "BadFrame",
+    "BudgetExhausted",
     "ConciliumError",
     "ConfigurationError",
     "DatasetError",
@@ -43,6 +46,7 @@ __all__ = [
     "PolicyViolation",
     "ProtocolAbort",
     "QueryError",
+    "RateLimited",
     "RingRangeError",
     "SessionMismatch",
     "ShapeMismatch",
@@ -115,6 +119,15 @@ class BadFrame(ConciliumError):
 
 class PolicyViolation(ConciliumError):
     """An output policy forbids releasing a result as requested."""
+
+
+class BudgetExhausted(PolicyViolation):
+    """A run would spend more of a dataset's privacy budget than is left (the message
+    says what is left); the owner node refuses to contribute."""
+
+
+class RateLimited(PolicyViolation):
+    """An analyst has reached the number of queries a dataset's owner allows per day."""
 
 
 class ApprovalMissing(ConciliumError):

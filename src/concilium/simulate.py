@@ -76,7 +76,8 @@ def simulate(sql: str, tables: Mapping[str, Sequence[Any]],
             raise ConfigurationError(f"table {name!r} has no schema")
         schema = _schema(schemas[name])
         entries[name] = TableEntry(schema, tuple(range(len(frames))))
-        datasets[name] = [Dataset.from_frame(name, frame, schema) for frame in frames]
+        datasets[name] = [frame if isinstance(frame, Dataset)  # with its releases, say
+                          else Dataset.from_frame(name, frame, schema) for frame in frames]
     rules = policy if isinstance(policy, OutputPolicy) else OutputPolicy.from_mapping(
         policy or {})
     spec = registry(protocol)

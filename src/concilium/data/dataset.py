@@ -56,6 +56,9 @@ class Dataset:
     name: str
     schema: Schema
     table: pa.Table
+    #: (computation id, row predicate) of the queries released on this dataset that
+    #: this owner took part in (its ledger's), for the differencing check
+    releases: tuple[tuple[str, str], ...] = ()
 
     @property
     def rows(self) -> int:

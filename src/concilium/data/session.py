@@ -71,6 +71,9 @@ class Session:
         self.codec = codec if codec is not None else FixedPointCodec()
         self.truncation: Rounding = truncation
         self._correlations: CorrelationSource | None = None
+        #: set once noise is drawn (concilium.query.privacy): from then on a failed run
+        #: may have opened noisy values, and its privacy budget is not refunded
+        self.noised = False
 
     @property
     def party(self) -> int:

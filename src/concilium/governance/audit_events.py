@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 
 from concilium.errors import AuditError
 
-__all__ = ["EVENTS", "Abort", "Approval", "AuditAlert", "AuditEvent", "DatasetRegistered",
+__all__ = ["EVENTS", "Abort", "Approval", "AuditAlert", "AuditEvent", "BudgetCharge",
+           "BudgetRefund", "DatasetRegistered",
            "DatasetRulesChanged", "Delivery", "InputCommitment", "PolicyDecision", "Proposal",
            "Refusal", "Result", "Retry", "RunEnd", "RunStart", "event_from_entry"]
 
@@ -189,10 +190,37 @@ class AuditAlert(AuditEvent):
     peers: list[str]
 
 
+@dataclass(frozen=True)
+class BudgetCharge(AuditEvent):
+    """A run's privacy loss charged to a dataset's budget at its owner (before the run
+    shares anything), with what is spent and left afterwards."""
+
+    KIND: ClassVar[str] = "budget_charge"
+    computation_id: str
+    dataset: str
+    unit: str
+    analyst: str
+    rho: float
+    spent: float
+    left: float
+
+
+@dataclass(frozen=True)
+class BudgetRefund(AuditEvent):
+    """A charge given back: the run aborted before anything was revealed."""
+
+    KIND: ClassVar[str] = "budget_refund"
+    computation_id: str
+    dataset: str
+    rho: float
+    reason: str
+
+
 #: every kind, by its name
 EVENTS: dict[str, type[AuditEvent]] = {event.KIND: event for event in (
     Proposal, Approval, Refusal, RunStart, InputCommitment, PolicyDecision, Result, RunEnd,
-    Abort, Delivery, Retry, DatasetRegistered, DatasetRulesChanged, AuditAlert)}
+    Abort, Delivery, Retry, DatasetRegistered, DatasetRulesChanged, AuditAlert, BudgetCharge,
+    BudgetRefund)}
 
 
 def event_from_entry(kind: str, body: Mapping[str, Any]) -> AuditEvent:

@@ -10,6 +10,10 @@ inside MPC before anything is revealed.
     metrics_only = true          # no per-record outputs (no GROUP BY a secret key)
     dominance = [2, 85]          # (n, k): a sum whose 2 largest contributions exceed
                                  # 85% of it is suppressed
+    dp = { rho = 0.05, mechanism = "skellam" }  # noise made inside MPC; the query's
+                                 # privacy loss is at most rho (zero-concentrated DP)
+    min_difference = 5           # refused if its rows differ from an earlier released
+                                 # query's rows by fewer than 5
 
 A query over several datasets obeys the strictest combination
 (:meth:`OutputPolicy.combine`) of the proposal's policy and every used
@@ -36,7 +40,21 @@ from concilium.errors import ConfigurationError
 __all__ = ["OutputPolicy", "load_policy"]
 
 _KNOWN = {"min_cohort", "rounding", "allowed_aggregates", "allowed_columns",
-          "allowed_recipients", "metrics_only", "dominance"}
+          "allowed_recipients", "metrics_only", "dominance", "dp", "min_difference"}
+
+#: The distributed noise mechanisms (see :mod:`concilium.query.privacy`).
+MECHANISMS = ("skellam",)
+
+
+def _dp(value: Any) -> tuple[float | None, str]:
+    if value is None:
+        return None, "skellam"
+    if not isinstance(value, Mapping) or set(value) - {"rho", "mechanism"} or "rho" not in value:
+        raise ConfigurationError('policy setting dp is { rho = R, mechanism = "skellam" }')
+    rho = value["rho"]
+    if isinstance(rho, bool) or not isinstance(rho, int | float):
+        raise ConfigurationError("dp rho must be a number")
+    return float(rho), str(value.get("mechanism", "skellam"))
 
 
 def _names(value: Any, setting: str) -> frozenset[str] | None:
@@ -64,8 +82,20 @@ class OutputPolicy:
     allowed_recipients: frozenset[str] | None = None
     metrics_only: bool = False
     dominance: tuple[int, float] | None = None  # (n, k percent)
+    dp_rho: float | None = None  # each query's zCDP privacy loss, noise made in MPC
+    dp_mechanism: str = "skellam"
+    min_difference: int = 0  # rows by which a query must differ from earlier releases
 
     def __post_init__(self) -> None:
+        if self.dp_rho is not None and not (0 < self.dp_rho < 100 and math.isfinite(
+                self.dp_rho)):
+            raise ConfigurationError("dp rho must be a positive number below 100 (zCDP)")
+        if self.dp_mechanism not in MECHANISMS:
+            raise ConfigurationError(f"dp mechanism {self.dp_mechanism!r} is not one of "
+                                     f"{list(MECHANISMS)} (the binomial mechanism has no "
+                                     "zCDP bound Concilium can state; Skellam has)")
+        if not isinstance(self.min_difference, int) or self.min_difference < 0:
+            raise ConfigurationError("min_difference must be a whole number >= 0")
         if self.dominance is not None and not (
                 self.dominance[0] >= 1 and 0 < self.dominance[1] <= 100):
             raise ConfigurationError("dominance is [n, k]: n >= 1 contributors, 0 < k <= 100 "
@@ -88,8 +118,11 @@ class OutputPolicy:
         if dominance is not None and (not isinstance(dominance, list | tuple)
                                       or len(dominance) != 2):
             raise ConfigurationError("dominance is [n, k]")
+        rho, mechanism = _dp(section.get("dp"))
         return cls(dominance=None if dominance is None else (int(dominance[0]),
                                                              float(dominance[1])),
+                   dp_rho=rho, dp_mechanism=mechanism,
+                   min_difference=_whole(section.get("min_difference", 0), "min_difference"),
                    min_cohort=int(section.get("min_cohort", 0)),
                    rounding=None if rounding is None else float(rounding),
                    allowed_aggregates=_names(section.get("allowed_aggregates"),
@@ -103,7 +136,11 @@ class OutputPolicy:
         """The strictest policy that satisfies both."""
         rounding = [r for r in (self.rounding, other.rounding) if r is not None]
         rules = [d for d in (self.dominance, other.dominance) if d is not None]
+        rhos = [r for r in (self.dp_rho, other.dp_rho) if r is not None]
         return OutputPolicy(
+            dp_rho=min(rhos) if rhos else None,
+            dp_mechanism=self.dp_mechanism if self.dp_rho is not None else other.dp_mechanism,
+            min_difference=max(self.min_difference, other.min_difference),
             dominance=(max(d[0] for d in rules), min(d[1] for d in rules)) if rules else None,
             min_cohort=max(self.min_cohort, other.min_cohort),
             rounding=max(rounding) if rounding else None,
@@ -134,7 +171,16 @@ class OutputPolicy:
                 "allowed_columns": listed(self.allowed_columns),
                 "allowed_recipients": listed(self.allowed_recipients),
                 "metrics_only": self.metrics_only,
-                "dominance": None if self.dominance is None else list(self.dominance)}
+                "dominance": None if self.dominance is None else list(self.dominance),
+                "dp": None if self.dp_rho is None else {"rho": self.dp_rho,
+                                                        "mechanism": self.dp_mechanism},
+                "min_difference": self.min_difference}
+
+
+def _whole(value: Any, setting: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(f"policy setting {setting} must be a whole number")
+    return value
 
 
 def load_policy(path: str | Path) -> OutputPolicy:

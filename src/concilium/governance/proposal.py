@@ -27,6 +27,9 @@ A dataset's rules, in the TOML file given to ``concilium dataset add
 
     [approval]
     required = 2        # distinct approvers at this node must approve each use
+
+    [budget]            # optional: a privacy budget (see concilium.governance.budget);
+    rho = 1.0           # it needs dp = { rho = ... } in [policy]
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from concilium.errors import ApprovalMissing, ConfigurationError, PolicyViolation
+from concilium.governance.budget import PrivacyBudget
 from concilium.governance.consortium import Manifest
 from concilium.governance.policy import OutputPolicy
 from concilium.governance.spec import ComputationSpec, canonical_json
@@ -53,25 +57,38 @@ class DatasetRules:
 
     policy: OutputPolicy = field(default_factory=OutputPolicy)
     approvals: int = 1
+    budget: PrivacyBudget | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.approvals, int) or self.approvals < 1:
             raise ConfigurationError("[approval] required must be a whole number >= 1")
+        if self.budget is not None and self.policy.dp_rho is None:
+            raise ConfigurationError("a dataset with a [budget] needs noise on every query: "
+                                     "set dp = { rho = ... } in its [policy] (each query's "
+                                     "largest cost)")
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> DatasetRules:
-        unknown = set(data) - {"policy", "approval"}
+        unknown = set(data) - {"policy", "approval", "budget"}
         if unknown:
             raise ConfigurationError(f"unknown sections {sorted(unknown)} in a dataset's "
-                                     "rules; it takes [policy] and [approval]")
+                                     "rules; it takes [policy], [approval] and [budget]")
         approval = data.get("approval", {})
         if not isinstance(approval, Mapping) or set(approval) - {"required"}:
             raise ConfigurationError("[approval] takes one setting: required = N")
+        budget = data.get("budget")
+        if budget is not None and not isinstance(budget, Mapping):
+            raise ConfigurationError("[budget] is a table: rho = ..., unit = ...")
         return cls(OutputPolicy.from_mapping(data.get("policy", {})),
-                   approval.get("required", 1))
+                   approval.get("required", 1),
+                   None if budget is None else PrivacyBudget.from_mapping(budget))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"policy": self.policy.as_dict(), "approval": {"required": self.approvals}}
+        answer: dict[str, Any] = {"policy": self.policy.as_dict(),
+                                  "approval": {"required": self.approvals}}
+        if self.budget is not None:
+            answer["budget"] = self.budget.as_dict()
+        return answer
 
 
 def load_rules(path: str | Path) -> DatasetRules:

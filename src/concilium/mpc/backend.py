@@ -302,6 +302,24 @@ class Backend(ABC):
     def random(self, shape: tuple[int, ...], *, boolean: bool = False) -> Shares:
         """A sharing of uniformly random ring elements (or words), without communication."""
 
+    def sum_of_private(self, values: RingArray) -> Shares:
+        """A sharing of the sum, over the compute parties, of a private array each of
+        them holds (every compute party passes its own ``values``, of one shape), such
+        as its share of distributed noise.
+
+        This default has each party input its array in turn (one input per party);
+        a backend may do it in fewer rounds (``rep3``: one reshare).
+
+        Reveals: the shape only; no party's array.
+        """
+        value = np.require(values, dtype=RING_DTYPE, requirements="C")
+        total: Shares | None = None
+        for owner in self.compute_parties:
+            part = self.input(owner, value if owner == self.party else None)
+            total = part if total is None else self.add(total, part)
+        assert total is not None
+        return total
+
     # -- conversions and permutations (the protocol-specific halves) ----------
     @abstractmethod
     def boolean_pair(self, x: Shares, transform: Callable[[RingArray], RingArray] | None = None,

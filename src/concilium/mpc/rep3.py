@@ -287,6 +287,19 @@ class Rep3(ChannelBackend):
         self.randomness.next(tag, Purpose.RANDOM).fill(out[1, ...])
         return out
 
+    def sum_of_private(self, values: RingArray) -> Shares:
+        """One round: party ``i`` masks its array with its share of a zero sharing
+        (``z_i = v_i + F(K_i) - F(K_(i+1))``, uniformly random to anyone but ``i``) and
+        reshares it as in a multiplication (Araki et al. 2016, Section 2.2); the
+        ``z_i`` sum to the sum of the arrays. Eight bytes per element per party."""
+        value = np.require(values, dtype=RING_DTYPE, requirements="C")
+        tag = self.next_tag()
+        out = np.empty((2, value.size), dtype=RING_DTYPE)
+        out[0] = value.reshape(-1)
+        add_zero_share(out[0], self.masks(tag))
+        self._reshare(out, tag)
+        return out.reshape((2, *value.shape))
+
     # -- multiplication -------------------------------------------------------
     def _reshare(self, out: RingArray, tag: int) -> None:
         """``out[0]`` holds this party's masked 3-out-of-3 share ``z_i``: send it to the

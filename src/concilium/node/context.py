@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from concilium.errors import TooManyAttempts
 from concilium.governance.audit import AuditLog
+from concilium.governance.budget import Ledger
 from concilium.governance.consortium import Manifest
 from concilium.governance.identity import NodeIdentity
 from concilium.governance.users import UserStore
@@ -87,3 +88,4 @@ class NodeContext:
     listener: Any = None  # the standing MPC listener (net.listener), when serving
     outbox: Any = None  # undelivered control-plane messages (node.outbox)
     attempts: FailedAttempts = field(default_factory=lambda: FailedAttempts())
+    ledger: Ledger | None = None  # the privacy-budget ledger of this node's datasets

@@ -80,6 +80,7 @@ from concilium.governance.spec import ComputationSpec, canonical_json
 from concilium.mpc.protocols import protocol
 from concilium.net.tls import TlsIdentity
 from concilium.net.tls_channel import TlsChannel
+from concilium.node import privacy
 from concilium.node.launcher import endpoints
 from concilium.node.planning import participants
 from concilium.node.runner import run_computation, run_outside
@@ -419,7 +420,8 @@ def result_json(frame: Any) -> dict[str, Any] | None:
                      for row in frame.astype(object).values.tolist()],
             "suppressed": [{"group": c["group"] if isinstance(c["group"], dict)
                             else str(c["group"]), "rule": c["rule"]}
-                           for c in frame.attrs.get("suppressed", [])]}
+                           for c in frame.attrs.get("suppressed", [])],
+            **({"privacy": frame.attrs["privacy"]} if "privacy" in frame.attrs else {})}
 
 
 #: The error prefix of an approved computation whose peers were not all there yet.
@@ -482,6 +484,21 @@ def _connect(context: Any, manifest: Manifest, me: int, involved: set[int],
         return TlsChannel.connect(*arguments, arrivals=arrivals)
 
 
+def _settle(context: Any, spec: ComputationSpec, session: Session | None, channel: Any,
+            charged: list[str], error: BaseException) -> None:
+    """A failed run's budget: refunded when nothing was opened (a compute party
+    that drew no noise yet; an outside owner that sent nothing). An outside owner
+    that has shared cannot tell what the compute parties opened: its charge
+    stands."""
+    if not charged:
+        return
+    unopened = not session.noised if session is not None else (
+        channel is None or channel.stats().bytes_sent == 0)
+    if unopened:
+        privacy.refund_run(context, spec, f"aborted before anything was opened: "
+                                          f"{type(error).__name__}")
+
+
 def _job(context: Any, identifier: str) -> None:
     manifest: Manifest = context.manifest
     record = context.store.computation(identifier)
@@ -490,6 +507,8 @@ def _job(context: Any, identifier: str) -> None:
     compute = tuple(i for i, p in enumerate(manifest.parties) if p.is_compute)
     involved = set(participants(spec, manifest))
     channel = None
+    session: Session | None = None
+    charged: list[str] = []
     try:
         try:
             channel = _connect(context, manifest, me, involved, identifier)
@@ -503,14 +522,17 @@ def _job(context: Any, identifier: str) -> None:
         approvals = context.store.approvals(identifier)
         own = own_entries(context)
         backend = protocol(manifest.protocol)  # the consortium's, never another
+        charged = privacy.charge_run(context, spec)  # before anything is shared
+        datasets = privacy.with_releases(context, datasets)
         if me in compute:
-            frame = run_computation(Session(backend.create_backend(channel, compute)), spec,
-                                    approvals, manifest, datasets, context.audit,
-                                    me=context.name, own=own, checkpoints=True)
+            session = Session(backend.create_backend(channel, compute))
+            frame = run_computation(session, spec, approvals, manifest, datasets,
+                                    context.audit, me=context.name, own=own, checkpoints=True)
         else:
             frame = run_outside(OutsideParty(channel, compute, protocol=backend.name), spec,
                                 approvals, manifest, datasets, context.audit,
                                 me=context.name, own=own)
+        privacy.release_run(context, spec)
         channel.finish()
         keep = frame if context.name in spec.recipients else None
         context.store.update(identifier, status="completed", progress=1.0,
@@ -518,12 +540,14 @@ def _job(context: Any, identifier: str) -> None:
     except (ConciliumError, OSError) as error:
         if channel is not None:
             channel.abort(f"{context.name} failed: {type(error).__name__}")
+        _settle(context, spec, session, channel, charged, error)
         context.store.update(identifier, status="failed",
                              error=f"{type(error).__name__}: {str(error).splitlines()[0]}")
     except Exception as error:  # a defect: the run still ends, failed, on every party
         _LOG.exception("computation %s failed unexpectedly", identifier[:16])
         if channel is not None:
             channel.abort(f"{context.name} failed: {type(error).__name__}")
+        _settle(context, spec, session, channel, charged, error)
         context.store.update(identifier, status="failed",
                              error=f"InternalError: {type(error).__name__} on this node; "
                                    "see its log")

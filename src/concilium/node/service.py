@@ -24,6 +24,7 @@ from pathlib import Path
 
 from concilium.governance.audit import AuditLog
 from concilium.governance.audit_events import Abort
+from concilium.governance.budget import Ledger
 from concilium.governance.consortium import load_manifest
 from concilium.governance.identity import load_node, load_signing_key, parse_address
 from concilium.governance.users import UserStore
@@ -50,7 +51,8 @@ def open_node(node_dir: str | Path, manifest_path: str | Path | None = None) -> 
                        audit=AuditLog(root / "audit.sqlite", identity.name, key),
                        audit_path=root / "audit.sqlite",
                        manifest=None if manifest_path is None else load_manifest(manifest_path),
-                       identity=identity, outbox=Outbox(root / "outbox.sqlite"))
+                       identity=identity, outbox=Outbox(root / "outbox.sqlite"),
+                       ledger=Ledger(root / "budget.sqlite"))
 
 
 def _deliveries(context: NodeContext, stopping: threading.Event, interval: float = 0.5

@@ -39,17 +39,19 @@ from concilium.data.dataset import Dataset
 from concilium.data.schema import ColumnType, Schema
 from concilium.data.secret_array import SecretArray
 from concilium.data.session import Session
-from concilium.errors import QueryError, UnsupportedQuery
+from concilium.errors import PolicyViolation, QueryError, UnsupportedQuery
 from concilium.governance.policy import OutputPolicy
 from concilium.query import rows as rows_module
 from concilium.query.aggregates import BY_NAME, PARTIAL, ROWS, ROWS_KEY, count_of
 from concilium.query.catalog import TableEntry
+from concilium.query.differencing import check_difference, difference_inputs
 from concilium.query.expressions import GROUP_SQL
 from concilium.query.finish import Format, Outcome, finish
 from concilium.query.groups import DUCKDB_TYPES, group_grid
 from concilium.query.local import run_local
 from concilium.query.partials import Combined
 from concilium.query.plans import QueryPlan
+from concilium.query.privacy import NoisePlan, add_noise, average_counts, noise_plan
 from concilium.query.sql import Aggregate, Query
 from concilium.query.statistics import (
     NARROW_LIMIT,
@@ -84,6 +86,8 @@ class AggregatePlan(QueryPlan):
     formats: dict[str, Format]
     row_arguments: tuple[int, ...] = ()  # arguments whose rows are shared
     row_sql: str | None = None  # the owners' row query for them
+    noise: NoisePlan | None = None  # under dp: the noise of each statistic
+    min_difference: int = 0  # the differencing check's k (0: no check)
 
     @property
     def kind(self) -> str:
@@ -118,6 +122,8 @@ class AggregatePlan(QueryPlan):
         if party not in self.entry.owners:
             return
         dataset = _dataset(party, datasets, self.query.table)
+        if self.min_difference:
+            yield from difference_inputs(self, dataset)
         integers, reals = local_statistics(self, dataset)
         yield integers, False
         if self.fixed_statistics:
@@ -141,7 +147,13 @@ class AggregatePlan(QueryPlan):
     def run(self, session: Session, datasets: Mapping[str, Dataset],
             to: Sequence[int] | None, policy: OutputPolicy) -> pd.DataFrame | None:
         dataset = datasets.get(self.query.table)
+        if self.min_difference:
+            check_difference(session, self, self.entry.owners, dataset, self.min_difference)
         combined = Combined(session, self.ranges, _input_statistics(session, self, dataset))
+        if self.noise is not None:  # from here on, every statistic is noisy
+            totals = {s.key: combined.total(s.key) for s in self.noise.statistics}
+            add_noise(session, self.noise, totals)
+            combined.cache.update(totals)
         shared = (rows_module.input_rows(session, self, dataset) if self.row_arguments
                   else None)
         ordered: dict[int, rows_module.SortedRows] = {}
@@ -192,7 +204,11 @@ class AggregatePlan(QueryPlan):
             defined[text] = result
         context = _RuleContext(self, combined, shared, ordered)
         outcome = Outcome(values, defined, self._group_columns(),
-                          bits[(ROWS_KEY, 1)] if grouped else True, self.formats)
+                          # under dp every public group appears, empty or not
+                          bits[(ROWS_KEY, 1)] if grouped and self.noise is None else True,
+                          self.formats,
+                          {} if self.noise is None else average_counts(self, values,
+                                                                       combined.total))
         return finish(session, self, outcome, context, to, policy)
 
     def _group_columns(self) -> dict[str, np.ndarray]:
@@ -249,7 +265,14 @@ class AggregatePlan(QueryPlan):
 4. Revealed
      - to every compute party: {appear}
      - to {to}: the selected columns ({outputs}) for those groups, and which of them are NULL
-"""
+{self._noise_text()}"""
+
+    def _noise_text(self) -> str:
+        if self.noise is None:
+            return ""
+        return ("\n5. Differential privacy: every statistic is noised on shares before step 3\n"
+                + textwrap.indent(self.noise.describe(), "     ") + "\n     (each released "
+                "value comes with its 95% interval; an average with its noisy count)\n")
 
     def _method(self, aggregate: Aggregate) -> str:
         """How an aggregate is finished, for this plan's bounds."""
@@ -345,7 +368,16 @@ def plan_aggregates(query: Query, entry: TableEntry, policy: OutputPolicy) -> Ag
                            for a in query.aggregates if a.function in row_functions}))
     domains, groups = group_grid(query.group_expressions, entry.schema)
     fixed = tuple(not r.integral for r in ranges)
-    return AggregatePlan(query=query, entry=entry, groups=groups, domains=domains,
+    noise = None
+    if policy.dp_rho is not None:
+        if shared:
+            raise PolicyViolation("under dp, only COUNT, SUM and AVG are released with noise; "
+                                  "this query shares rows (quantiles, distinct counts or a "
+                                  "dominance rule) and is refused")
+        noise = noise_plan(query, statistics, {i: r.bound for i, r in enumerate(ranges)},
+                           policy.dp_rho, policy.dp_mechanism)
+    return AggregatePlan(noise=noise, min_difference=policy.min_difference, query=query,
+                         entry=entry, groups=groups, domains=domains,
                          arguments=arguments, ranges=ranges, statistics=statistics,
                          local_sql=_local_sql(query, local, ranges, statistics),
                          formats=formats_of(query, arguments, ranges),

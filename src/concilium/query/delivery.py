@@ -193,6 +193,10 @@ def result_frame(plan: Any, delivery: Delivery, threat_model: ThreatModel) -> pd
     frame = ordered_frame(plan, frame_of(delivery), delivery.public_order)
     frame.attrs["suppressed"] = delivery.suppressed
     frame.attrs["threat_model"] = threat_model.as_dict()
+    if getattr(plan, "noise", None) is not None:
+        from concilium.query.privacy import annotate
+
+        frame = annotate(plan, frame, threat_model)
     return frame
 
 

@@ -11,7 +11,7 @@ the recipients.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,7 @@ class Outcome:
     columns: Mapping[str, np.ndarray]  # public group-key values
     include: Any  # True, or a secret 0/1 per group: the group appears
     formats: Mapping[str, Format]
+    extra: Mapping[str, SecretArray] = field(default_factory=dict)  # released beside
 
 
 def finish(session: Session, plan: Any, outcome: Outcome, context: RuleContext,
@@ -78,7 +79,7 @@ def finish(session: Session, plan: Any, outcome: Outcome, context: RuleContext,
         chosen = np.array([i for i in chosen if int(i) not in reasons], dtype=np.intp)
     rounded = rounded_values(values, policy)
     return _reveal_rows(plan, chosen, rounded, defined, columns, outcome.formats, session, to,
-                        suppressed)
+                        suppressed, outcome.extra)
 
 
 def _public_order(plan: Any, chosen: np.ndarray, columns: Mapping[str, np.ndarray]
@@ -109,8 +110,8 @@ def _format_of(node: exp.Expr, formats: Mapping[str, Format]) -> Format:
 def _reveal_rows(plan: Any, chosen: np.ndarray, values: Mapping[str, SecretArray],
                  defined: Mapping[str, Any], columns: Mapping[str, np.ndarray],
                  formats: Mapping[str, Format], session: Session,
-                 to: Sequence[int] | None,
-                 suppressed: Sequence[dict[str, Any]]) -> pd.DataFrame | None:
+                 to: Sequence[int] | None, suppressed: Sequence[dict[str, Any]],
+                 extra: Mapping[str, SecretArray]) -> pd.DataFrame | None:
     outputs = []
     for node, name in plan.query.select:
         value, ok = evaluate(node, values, defined, columns, session)
@@ -122,6 +123,7 @@ def _reveal_rows(plan: Any, chosen: np.ndarray, values: Mapping[str, SecretArray
             public = np.broadcast_to(np.asarray(value, dtype=object), (len(plan.groups),))[
                 chosen] if np.ndim(value) else np.full(len(chosen), value, dtype=object)
             outputs.append(OutputColumn(name, public))
+    outputs += [OutputColumn(name, value[chosen]) for name, value in extra.items()]
     public_order = [g.lower() for g in plan.query.group_by]
     delivery = deliver(session, outputs, len(chosen), to, suppressed, public_order)
     return None if delivery is None else result_frame(plan, delivery, session.threat_model)

@@ -134,8 +134,28 @@ class Rounding(Rule):
         return policy.rounding is not None
 
 
+class DifferentialPrivacy(Rule):
+    """Noise on every statistic (:mod:`concilium.query.privacy`): aggregates over one
+    table's partial statistics."""
+
+    name, kinds = "dp", frozenset({PARTIAL})
+
+    def applies(self, policy: OutputPolicy, plan: Any) -> bool:
+        return policy.dp_rho is not None
+
+
+class MinimumDifference(Rule):
+    """No release whose rows differ from an earlier one's by fewer than k rows
+    (:mod:`concilium.query.differencing`): aggregates over one table."""
+
+    name, kinds = "min_difference", frozenset({PARTIAL})
+
+    def applies(self, policy: OutputPolicy, plan: Any) -> bool:
+        return policy.min_difference > 0
+
+
 RULES: tuple[Rule, ...] = (MinimumCohort(), Extremes(), Dominance(), Complementary(),
-                           Rounding())
+                           Rounding(), DifferentialPrivacy(), MinimumDifference())
 
 
 def check_rules(plan: Any, policy: OutputPolicy) -> None:

@@ -9,14 +9,14 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from concilium.errors import AccessDenied, ApprovalMissing, ConciliumError
+from concilium.errors import AccessDenied, ApprovalMissing, BudgetExhausted, ConciliumError
 from concilium.governance import audit_events as events
 from concilium.governance.approval import Approval, sign_approval
 from concilium.governance.policy import OutputPolicy
 from concilium.governance.proposal import build_spec
 from concilium.governance.spec import ComputationSpec, canonical_json
 from concilium.governance.users import User
-from concilium.node import control
+from concilium.node import control, privacy
 from concilium.node.context import NodeContext
 from concilium.node.planning import participants, validate
 from concilium.node.routes.common import Caller, Context, raise_refusal, summary
@@ -44,6 +44,12 @@ def validate_here(context: NodeContext, spec: ComputationSpec) -> None:
     assert context.manifest is not None
     validate(spec, context.manifest, context.name, control.own_entries(context),
              lambda name: control.load_dataset(context, name))
+    for name, view in privacy.budget_view(context, spec).items():
+        if not view["fits"]:
+            raise BudgetExhausted(f"the privacy budget of {name!r} at {context.name!r} does "
+                                  f"not cover this computation: it costs rho="
+                                  f"{view['cost_rho']:g}, {view['left_before_rho']:.6g} of "
+                                  f"{view['budget_rho']:g} is left")
 
 
 def propose(context: NodeContext, body: ProposalIn, user: User) -> dict[str, Any]:
@@ -78,7 +84,8 @@ def show(context: NodeContext, identifier: str) -> dict[str, Any]:
         plan = _explained(context, record.spec)
     return {**summary(record), "spec": record.spec.as_dict(), "error": record.error,
             "policy": record.spec.policy, "approvers": record.spec.approvers,
-            "pending": pending, "plan": plan, "approvals": [a.as_dict() for a in approvals]}
+            "pending": pending, "plan": plan, "approvals": [a.as_dict() for a in approvals],
+            "budget": privacy.budget_view(context, record.spec)}
 
 
 def _explained(context: NodeContext, spec: ComputationSpec) -> str | None:

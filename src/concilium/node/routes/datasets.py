@@ -19,7 +19,7 @@ from concilium.node import control
 from concilium.node.context import NodeContext
 from concilium.node.routes.common import Caller, Context
 
-__all__ = ["change_rules", "list_datasets", "register_dataset", "router"]
+__all__ = ["budget_status", "change_rules", "list_datasets", "register_dataset", "router"]
 
 router = APIRouter(tags=["datasets"])
 _LOADERS = {"csv": Dataset.from_csv, "parquet": Dataset.from_parquet}
@@ -47,6 +47,8 @@ def register_dataset(context: NodeContext, body: dict[str, Any], user: User) -> 
         raise InputError(f"format must be one of {', '.join(_LOADERS)}")
     rules = DatasetRules.from_mapping(body.get("rules") or {})
     parsed = Schema.from_mapping(schema)
+    if rules.budget is not None:
+        rules.budget.check_unit(parsed)
     dataset = _LOADERS[kind](name, path, parsed)
     context.store.add_dataset(name, parsed.as_mapping(), str(path), dataset.rows, rules,
                               file_format=kind)
@@ -60,8 +62,11 @@ def register_dataset(context: NodeContext, body: dict[str, Any], user: User) -> 
 def change_rules(context: NodeContext, name: str, mapping: dict[str, Any], user: User
                  ) -> dict[str, Any]:
     context.users.require(user, "set_policy")
-    before = context.store.dataset(name).rules
+    known = context.store.dataset(name)
+    before = known.rules
     rules = DatasetRules.from_mapping(mapping)
+    if rules.budget is not None:
+        rules.budget.check_unit(Schema.from_mapping(known.schema))
     context.store.set_rules(name, rules)
     context.audit.record(events.DatasetRulesChanged(name, user.name, before.as_dict(),
                                                     rules.as_dict()))
@@ -82,6 +87,20 @@ def register_route(body: dict[str, Any], context: Context, user: Caller) -> dict
 @router.put("/datasets/{name}/rules")
 def rules_route(name: str, body: RulesIn, context: Context, user: Caller) -> dict[str, Any]:
     return change_rules(context, name, body.rules, user)
+
+
+def budget_status(context: NodeContext, name: str) -> dict[str, Any]:
+    """A dataset's privacy budget: spent, left (rho and epsilon), its charges."""
+    rules = context.store.dataset(name).rules
+    if rules.budget is None or context.ledger is None:
+        raise InputError(f"dataset {name!r} has no privacy budget (its rules have no "
+                         "[budget] section)")
+    return context.ledger.status(name, rules.budget)
+
+
+@router.get("/datasets/{name}/budget")
+def budget_route(name: str, context: Context, user: Caller) -> dict[str, Any]:
+    return budget_status(context, name)
 
 
 @router.get("/catalog")
