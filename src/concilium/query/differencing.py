@@ -1,5 +1,6 @@
 """The differencing check: a query whose rows differ from an earlier released query's
-rows by fewer than ``k`` is refused before its result is computed.
+rows by at least one and fewer than ``k`` is refused before its result is
+computed.
 
 Two releases over row sets that differ by one patient give away that patient
 (COUNT over everyone, then over everyone but one); so do a small set padded
@@ -20,8 +21,10 @@ query the check runs first, on shares, before any statistic is input:
    owner that did not take part in release ``j`` had no rows in it, so its
    difference is its ``n_o``;
 4. they compare each total with ``k`` on shares and open one bit: whether any
-   earlier release is within fewer than ``k`` rows. Then every party refuses
-   (:class:`~concilium.errors.PolicyViolation`) or goes on.
+   earlier release differs by at least one and fewer than ``k`` rows. Then every
+   party refuses (:class:`~concilium.errors.PolicyViolation`) or goes on. The
+   same row set again (a different aggregate over the same rows, or a repeat) is
+   no differencing: what repeats reveal together is bounded by the budget.
 
 What this does not stop: combinations of many queries (the difference of
 unions, sums of overlapping sets), each pair of which differs by ``k`` or
@@ -105,9 +108,12 @@ def check_difference(session: Session, plan: Any, owners: Sequence[int],
         part = count[pick]
         totals = part if totals is None else totals + part
     assert totals is not None
-    close = (totals < minimum).sum()
+    # 0 < D < k: identical row sets are no differencing (repeats are the budget's)
+    tests = SecretArray.stack([totals, totals]) < np.array([[minimum], [1]])
+    close = (tests[0] - tests[1]).sum()
     if int(np.asarray((close > 0).reveal())):
         raise PolicyViolation(f"min_difference: the query's rows differ from an earlier "
-                              f"released query's rows by fewer than {minimum} (the "
+                              f"released query's rows by at least 1 and fewer than "
+                              f"{minimum} (the "
                               "differencing check); it is refused before anything is "
                               "computed")
