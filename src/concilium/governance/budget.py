@@ -100,7 +100,7 @@ class PrivacyBudget:
         if self.unit not in schema:
             raise ConfigurationError(f"[budget] unit {self.unit!r} is not a column of the "
                                      "dataset")
-        if not schema[self.unit].unique:
+        if not schema.column(self.unit).unique:
             raise ConfigurationError(f"[budget] unit {self.unit!r} must be declared unique "
                                      "(one row per unit): a unit with several rows would "
                                      "need its contributions bounded, which Concilium does "

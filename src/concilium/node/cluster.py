@@ -155,13 +155,15 @@ class LocalCluster:
         return self.clients[name][role]
 
     def register(self, dataset: str, frames: Mapping[str, pd.DataFrame],
-                 schema: Mapping[str, Any]) -> None:
-        """Write each node's frame to a CSV file and register it as ``dataset``."""
+                 schema: Mapping[str, Any], rules: Mapping[str, Any] | None = None) -> None:
+        """Write each node's frame to a CSV file and register it as ``dataset`` (with
+        the owners' ``rules``: [policy], [approval], [budget], if given)."""
         for name, frame in frames.items():
             path = self.root / f"{name}-{dataset}.csv"
             frame.to_csv(path, index=False)
             self.client(name, "admin").request("POST", "/datasets", json={
-                "name": dataset, "path": str(path), "schema": dict(schema)})
+                "name": dataset, "path": str(path), "schema": dict(schema),
+                **({"rules": dict(rules)} if rules is not None else {})})
 
     def propose(self, sql: str, datasets: Sequence[str] = ("admissions",),
                 recipients: Sequence[str] | None = None) -> str:
