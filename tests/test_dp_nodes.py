@@ -128,7 +128,7 @@ def test_the_budget_refuses_what_would_exceed_it_and_survives_a_restart(
         cluster: LocalCluster) -> None:
     third = cluster.propose_and_approve("SELECT COUNT(*) AS n FROM admissions WHERE age < 30")
     assert {s["status"] for s in _final(cluster, third).values()} == {"completed"}
-    with pytest.raises(BudgetExhausted, match="0.05 of 0.35 is left"):
+    with pytest.raises(BudgetExhausted, match=r"0\.05 of 0\.35 is left"):
         cluster.propose("SELECT COUNT(*) AS n FROM admissions WHERE age < 60")
     cluster.kill("hospital-c")
     cluster.start("hospital-c")
