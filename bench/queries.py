@@ -3,6 +3,15 @@
     python bench/queries.py --json
     python bench/queries.py --queries grouped_avg_count --rows 100000
     python bench/queries.py --transport tls       # the secure part over mutual TLS
+    python bench/queries.py --dp 0.5 --queries grouped_avg_count,sum_money
+    python bench/queries.py --differencing 100 --queries count_all --rows 333334
+
+With ``--dp RHO`` each query runs twice in the same invocation, without and with
+``dp = { rho = RHO }``; the record adds ``noise_rounds``, ``noise_bytes_per_party``
+and ``noise_bytes_per_cell`` (per released cell: per group of the result). With
+``--differencing N`` each owner holds N earlier releases (their predicates) and the
+query runs with and without ``min_difference = 5``; ``differencing_seconds`` is
+what the check adds.
 
 Each record has the engine's fields: ``op``, ``n`` (rows per owner), ``owners``,
 ``protocol``, ``transport``, ``parties``, ``seconds`` (median of ``--repeats``
@@ -25,6 +34,7 @@ from 0 to 10^6. Drawn with numpy's seeded generator: test data, not secrets.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -41,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from concilium.data.dataset import Dataset
 from concilium.data.schema import Schema
 from concilium.data.session import Session
+from concilium.governance.policy import OutputPolicy
 from concilium.query import TableEntry, plan_query, run_plan
 from concilium.testing import run_parties
 from engine import emit
@@ -62,6 +73,7 @@ QUERIES = {
     "grouped_join": "SELECT c.region, COUNT(*), AVG(a.balance) FROM customers c "
                     "JOIN accounts a ON c.id = a.customer GROUP BY c.region",
     "sum_money": "SELECT SUM(cost) FROM claims",
+    "count_all": "SELECT COUNT(*) FROM admissions WHERE age >= 18",
 }
 JOINS = ("join_count", "grouped_join")
 REGIONS = ["north", "south", "east", "west", "central"]
@@ -75,7 +87,8 @@ ACCOUNTS = Schema.from_mapping({"customer": {"type": "key"},
                                 "balance": {"type": "fixed", "low": -10**6, "high": 10**6}})
 # rows per owner: three owners; the median's 10^5 rows are the three tables together
 DEFAULT_ROWS = {"grouped_avg_count": 10**6, "grouped_stats": 10**6, "median": 33_334,
-                "join_count": 10**5, "grouped_join": 10**5, "sum_money": 10**6}
+                "join_count": 10**5, "grouped_join": 10**5, "sum_money": 10**6,
+                "count_all": 10**6}
 
 
 def owner_frame(seed: int, rows: int) -> pd.DataFrame:
@@ -115,17 +128,21 @@ def _schemas() -> dict[str, Schema]:
             "claims": CLAIMS}
 
 
-def _run_once(sql: str, tables: dict[str, list[pd.DataFrame]]
+def _run_once(sql: str, tables: dict[str, list[pd.DataFrame]],
+              policy: OutputPolicy | None = None, releases: int = 0
               ) -> tuple[float, float, list[Any]]:
     start = time.perf_counter()
     schemas = _schemas()
-    datasets = {name: [Dataset.from_frame(name, f, schemas[name]) for f in frames]
+    history = tuple((f"{k:064x}", f"age >= {k % 90}") for k in range(releases))
+    datasets = {name: [dataclasses.replace(Dataset.from_frame(name, f, schemas[name]),
+                                           releases=history) for f in frames]
                 for name, frames in tables.items()}
     first_owner = {"customers": 0, "accounts": 1, "admissions": 0, "claims": 0}
     entries = {name: TableEntry(schemas[name], tuple(first_owner[name] + k
                                                      for k in range(len(frames))))
                for name, frames in tables.items()}
-    plan = plan_query(sql, entries)
+    policy = policy or OutputPolicy()
+    plan = plan_query(sql, entries, policy=policy)
     secure_start: list[float] = []
 
     def held(party: int) -> dict[str, Dataset]:
@@ -135,7 +152,7 @@ def _run_once(sql: str, tables: dict[str, list[pd.DataFrame]]
     def program(session: Session) -> Any:
         before = session.stats()
         secure_start.append(time.perf_counter())
-        result = run_plan(session, plan, held(session.party))
+        result = run_plan(session, plan, held(session.party), policy=policy)
         spent = session.stats().since(before)
         return result, spent.bytes_sent, spent.rounds
 
@@ -237,6 +254,37 @@ def run_query(name: str, rows: int, repeats: int) -> dict[str, Any]:
     }
 
 
+def run_variants(name: str, rows: int, repeats: int, policy: OutputPolicy,
+                 releases: int = 0) -> dict[str, Any]:
+    """The query without and with ``policy`` (and ``releases`` earlier releases per
+    owner), alternating, in the same invocation: what the policy adds."""
+    sql = QUERIES[name]
+    tables = _tables_for(name, rows)
+    _run_once(sql, tables)  # warm-up
+    _run_once(sql, tables, policy, releases)
+    plain, governed = [], []
+    for _ in range(repeats):
+        plain.append(_run_once(sql, tables))
+        governed.append(_run_once(sql, tables, policy, releases))
+    def cost(runs: list[Any]) -> tuple[int, int]:
+        return max(r[2] for r in runs[-1][2]), max(r[1] for r in runs[-1][2])
+    (rounds, sent), (rounds_on, sent_on) = cost(plain), cost(governed)
+    frame = governed[-1][2][0][0]
+    cells = max(1, len(frame))
+    secure = statistics.median(r[1] for r in plain)
+    secure_on = statistics.median(r[1] for r in governed)
+    return {"op": name, "n": rows, "protocol": "rep3", "transport": "memory", "parties": 3,
+            "policy": policy.as_dict(), "releases": releases,
+            "seconds": statistics.median(r[0] for r in governed),
+            "baseline_seconds": statistics.median(r[0] for r in plain),
+            "secure_seconds": secure_on, "baseline_secure_seconds": secure,
+            "added_seconds": secure_on - secure, "rounds": rounds_on,
+            "baseline_rounds": rounds, "noise_rounds": rounds_on - rounds,
+            "bytes_per_party": sent_on, "baseline_bytes_per_party": sent,
+            "noise_bytes_per_party": sent_on - sent, "released_cells": cells,
+            "noise_bytes_per_cell": (sent_on - sent) / cells, "sql": sql}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true")
@@ -245,8 +293,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--transport", default="memory", choices=["memory", "tls"],
                         help="tls: the secure part between 3 OS processes over mutual TLS")
+    parser.add_argument("--dp", type=float, default=0.0,
+                        help="also run each query with dp = { rho = DP }")
+    parser.add_argument("--differencing", type=int, default=0,
+                        help="also run with min_difference and this many earlier releases")
     args = parser.parse_args(argv)
     records = []
+    if args.dp or args.differencing:
+        policy = OutputPolicy(dp_rho=args.dp or None, min_difference=5 if args.differencing
+                              else 0)
+        for name in args.queries.split(","):
+            record = run_variants(name, args.rows or DEFAULT_ROWS[name], args.repeats,
+                                  policy, args.differencing)
+            records.append(record)
+            if not args.json:
+                print(f"{name:>20} rounds {record['baseline_rounds']} -> {record['rounds']}, "
+                      f"bytes +{record['noise_bytes_per_party']:,} "
+                      f"({record['noise_bytes_per_cell']:.1f} per cell), secure part "
+                      f"{record['baseline_secure_seconds']:.2f} -> "
+                      f"{record['secure_seconds']:.2f} s", file=sys.stderr)
+        return emit(records, args.json)
     run = run_query_tls if args.transport == "tls" else run_query
     for name in args.queries.split(","):
         record = run(name, args.rows or DEFAULT_ROWS[name], args.repeats)

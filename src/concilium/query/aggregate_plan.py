@@ -51,7 +51,13 @@ from concilium.query.groups import DUCKDB_TYPES, group_grid
 from concilium.query.local import run_local
 from concilium.query.partials import Combined
 from concilium.query.plans import QueryPlan
-from concilium.query.privacy import NoisePlan, add_noise, average_counts, noise_plan
+from concilium.query.privacy import (
+    NoisePlan,
+    add_noise,
+    average_counts,
+    floor_to_grid,
+    noise_plan,
+)
 from concilium.query.sql import Aggregate, Query
 from concilium.query.statistics import (
     NARROW_LIMIT,
@@ -152,7 +158,8 @@ class AggregatePlan(QueryPlan):
         combined = Combined(session, self.ranges, _input_statistics(session, self, dataset))
         if self.noise is not None:  # from here on, every statistic is noisy
             totals = {s.key: combined.total(s.key) for s in self.noise.statistics}
-            add_noise(session, self.noise, totals)
+            totals.update({alias: combined.total(alias) for alias, _ in self.noise.aliases})
+            add_noise(session, self.noise, totals, len(self.entry.owners))
             combined.cache.update(totals)
         shared = (rows_module.input_rows(session, self, dataset) if self.row_arguments
                   else None)
@@ -374,8 +381,10 @@ def plan_aggregates(query: Query, entry: TableEntry, policy: OutputPolicy) -> Ag
             raise PolicyViolation("under dp, only COUNT, SUM and AVG are released with noise; "
                                   "this query shares rows (quantiles, distinct counts or a "
                                   "dominance rule) and is refused")
+        never_null = frozenset(i for text, i in arguments.items() if text in entry.schema
+                               and not entry.schema.column(text).nullable)
         noise = noise_plan(query, statistics, {i: r.bound for i, r in enumerate(ranges)},
-                           policy.dp_rho, policy.dp_mechanism)
+                           policy.dp_rho, policy.dp_mechanism, never_null)
     return AggregatePlan(noise=noise, min_difference=policy.min_difference, query=query,
                          entry=entry, groups=groups, domains=domains,
                          arguments=arguments, ranges=ranges, statistics=statistics,
@@ -532,6 +541,8 @@ def local_statistics(plan: AggregatePlan, dataset: Dataset) -> tuple[np.ndarray,
         else:
             integers[k, positions] = [int(statistic.empty) if v is None else int(v)
                                       for v in column]
+        if plan.noise is not None:  # under dp: floored to the noise's grid, here
+            integers[k] = floor_to_grid(integers[k], plan.noise.grid_bits(statistic.key))
     reals = np.empty((len(plan.fixed_statistics), count), dtype=np.float64)
     for k, statistic in enumerate(plan.fixed_statistics):
         reals[k] = statistic.empty

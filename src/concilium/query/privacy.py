@@ -51,13 +51,12 @@ from concilium.errors import PolicyViolation
 from concilium.governance.budget import DELTA, epsilon_of
 from concilium.mpc.noise import MAX_DEVIATION, skellam_mu, skellam_rho, skellam_table
 from concilium.mpc.protocols import ThreatModel
-from concilium.ops.truncation import exact_truncate
-from concilium.query.statistics import Statistic, StatisticKey
+from concilium.query.statistics import FRACTIONAL_BITS, Statistic, StatisticKey
 from concilium.ring.arithmetic import RING_DTYPE
 from concilium.ring.prg import Prg
 
 __all__ = ["HIDDEN", "NoisePlan", "NoisedStatistic", "add_noise", "annotate", "average_counts",
-           "honest_parties", "noise_plan"]
+           "floor_to_grid", "honest_parties", "noise_plan"]
 
 _ALLOWED = ("count", "sum", "avg")
 #: prefix of the extra result columns (an average's noisy count) that carry an interval
@@ -83,15 +82,15 @@ class NoisedStatistic:
     def grid(self) -> float:
         return self.unit * 2.0**self.grid_bits
 
-    def half_width(self, parties: int, honest: int) -> float:
+    def half_width(self, parties: int, honest: int, owners: int) -> float:
         """95% of the total noise (all parties' draws) lies within this, plus the
-        rounding to the grid."""
+        owners' rounding to the grid (at most half a step each, once centred)."""
         quantile = skellam_table(parties * self.party_mu(honest)).quantile95
-        return self.grid * (quantile + (0.5 if self.grid_bits else 0.0))
+        return self.grid * (quantile + (0.5 * owners if self.grid_bits else 0.0))
 
-    def variance(self, parties: int, honest: int) -> float:
+    def variance(self, parties: int, honest: int, owners: int) -> float:
         """The variance of the released value's error (noise and grid rounding)."""
-        rounding = 1 / 12 if self.grid_bits else 0.0
+        rounding = owners / 12 if self.grid_bits else 0.0
         return self.grid**2 * (2 * parties * self.party_mu(honest) + rounding)
 
 
@@ -102,9 +101,18 @@ class NoisePlan:
     rho: float
     mechanism: str
     statistics: tuple[NoisedStatistic, ...]
+    #: statistics equal to another (the count of a column that is never NULL is the
+    #: row count): they take the other's noisy value, and no rho of their own
+    aliases: tuple[tuple[StatisticKey, StatisticKey], ...] = ()
 
     def by_key(self) -> dict[StatisticKey, NoisedStatistic]:
-        return {s.key: s for s in self.statistics}
+        found = {s.key: s for s in self.statistics}
+        return {**found, **{alias: found[same] for alias, same in self.aliases}}
+
+    def grid_bits(self, key: StatisticKey) -> int:
+        """The grid an owner floors its partial statistic to (0: none)."""
+        statistic = self.by_key().get(key)
+        return 0 if statistic is None else statistic.grid_bits
 
     def describe(self) -> str:
         """For ``explain``: the mechanism, each statistic's noise and the cost."""
@@ -128,8 +136,8 @@ def _sensitivity(statistic: Statistic, bound: float | None) -> tuple[float, floa
     if kind in ("rows", "count"):
         return 1.0, 1.0
     if kind == "sum" and bound is not None:
-        if statistic.encoding == "wide":
-            return 1.0 / statistic.units, bound * statistic.units
+        if statistic.encoding == "wide":  # shared as fixed point, 2^-16 units
+            return 2.0**-FRACTIONAL_BITS, float(math.ceil(bound * 2**FRACTIONAL_BITS) + 1)
         if statistic.encoding == "integer":
             return 1.0, float(math.ceil(bound))
     raise PolicyViolation(f"under dp, {statistic.description} cannot be noised: a sum needs "
@@ -138,7 +146,8 @@ def _sensitivity(statistic: Statistic, bound: float | None) -> tuple[float, floa
 
 
 def noise_plan(query: Any, statistics: tuple[Statistic, ...], bounds: Mapping[int, float | None],
-               rho: float, mechanism: str) -> NoisePlan:
+               rho: float, mechanism: str, never_null: frozenset[int] = frozenset()
+               ) -> NoisePlan:
     """Plan the noise of an aggregate query under ``dp = { rho }``; refuse
     (PolicyViolation) what cannot be noised: aggregates other than COUNT, SUM and
     AVG, sums without bounds, outputs that are expressions over aggregates."""
@@ -152,9 +161,12 @@ def noise_plan(query: Any, statistics: tuple[Statistic, ...], bounds: Mapping[in
             raise PolicyViolation(f"under dp, SELECT lists group columns and COUNT, SUM or AVG "
                                   f"aggregates only (each with its interval); {name} is an "
                                   "expression")
-    share = rho / len(statistics)
+    aliases = tuple((s.key, StatisticKey("rows", ())) for s in statistics
+                    if s.key.kind == "count" and s.key.arguments[0] in never_null)
+    noised = [s for s in statistics if s.key not in dict(aliases)]
+    share = rho / len(noised)
     planned = []
-    for statistic in statistics:
+    for statistic in noised:
         if statistic.key.kind not in ("rows", "count", "sum"):
             raise PolicyViolation(f"under dp, {statistic.description} cannot be noised")
         index = statistic.key.arguments[0] if statistic.key.arguments else -1
@@ -166,7 +178,7 @@ def noise_plan(query: Any, statistics: tuple[Statistic, ...], bounds: Mapping[in
         mu = skellam_mu(share, grid_sensitivity)
         planned.append(NoisedStatistic(statistic.key, unit, bits, grid_sensitivity, mu,
                                        skellam_rho(mu, grid_sensitivity)))
-    return NoisePlan(rho, mechanism, tuple(planned))
+    return NoisePlan(rho, mechanism, tuple(planned), aliases)
 
 
 def honest_parties(threat: ThreatModel) -> int:
@@ -174,42 +186,45 @@ def honest_parties(threat: ThreatModel) -> int:
     return max(1, threat.compute_parties - threat.corruptions)
 
 
-def add_noise(session: Session, plan: NoisePlan, totals: dict[Any, SecretArray]) -> None:
+def floor_to_grid(values: Any, bits: int) -> Any:
+    """An owner's partial statistic floored to a grid of ``2^bits`` units, in exact
+    integer arithmetic, before it is shared: one row still moves one owner's floor by
+    at most ``ceil(sensitivity / 2^bits)`` (the sensitivity the noise is made for)."""
+    return values if not bits else np.array([int(v) >> bits for v in values], dtype=object)
+
+
+def add_noise(session: Session, plan: NoisePlan, totals: dict[Any, SecretArray],
+              owners: int) -> None:
     """Replace each planned statistic in ``totals`` (key -> combined secret value) by
-    its noisy value, on shares: floor to the grid where it is coarser than one unit,
-    add the sum of every party's Skellam draws (one ``sum_of_private`` for all), and
-    put the value back in the statistic's units (plus half a grid step where floored).
+    its noisy value, on shares: add the sum of every party's Skellam draws (one
+    ``sum_of_private`` for all the statistics), and put a statistic the owners floored
+    to a grid back in its units (plus half a grid step per owner: each floor is low
+    by that on average). Aliased statistics take their twin's noisy value.
 
     Reveals: nothing (every value stays secret)."""
     threat = session.threat_model
     honest = honest_parties(threat)
     prg = Prg.from_urandom()  # this party's private noise
-    draws, floored = [], []
-    for statistic in plan.statistics:
-        total = totals[statistic.key]
-        shares = total.shares
-        if statistic.grid_bits:
-            shares = exact_truncate(session.backend, shares, statistic.grid_bits)
-        floored.append(shares)
-        table = skellam_table(statistic.party_mu(honest))
-        draws.append(table.sample(prg, total.shape).reshape(-1))
+    draws = [skellam_table(s.party_mu(honest)).sample(prg, totals[s.key].shape).reshape(-1)
+             for s in plan.statistics]
     session.noised = True
     mine = np.concatenate(draws).view(RING_DTYPE) if draws else np.zeros(0, RING_DTYPE)
     noise = session.backend.sum_of_private(mine)
     start = 0
     backend = session.backend
-    for statistic, shares in zip(plan.statistics, floored, strict=True):
+    for statistic in plan.statistics:
         total = totals[statistic.key]
         size = int(np.prod(total.shape, dtype=np.int64))
-        part = noise[:, start:start + size].reshape(shares.shape)
+        noisy = backend.add(total.shares, noise[:, start:start + size].reshape(
+            total.shares.shape))
         start += size
-        noisy = backend.add(shares, part)
         if statistic.grid_bits:
             step = np.asarray(1 << statistic.grid_bits, dtype=RING_DTYPE)
-            noisy = backend.add_public(backend.mul_public(noisy, step),
-                                       np.asarray(1 << (statistic.grid_bits - 1),
-                                                  dtype=RING_DTYPE))
+            half = np.asarray(owners << (statistic.grid_bits - 1), dtype=RING_DTYPE)
+            noisy = backend.add_public(backend.mul_public(noisy, step), half)
         totals[statistic.key] = SecretArray(session, noisy, total.fractional_bits)
+    for alias, same in plan.aliases:
+        totals[alias] = totals[same]
 
 
 def _statistic_of(node: exp.Expr, plan: Any) -> tuple[str, Any]:
@@ -253,21 +268,22 @@ def annotate(plan: Any, frame: pd.DataFrame, threat: ThreatModel) -> pd.DataFram
     state, in ``frame.attrs["privacy"]``, the mechanism, the query's cost and each
     noisy column's 95% interval half-widths (one per row)."""
     parties, honest = threat.compute_parties, honest_parties(threat)
+    owners = len(plan.entry.owners)
     columns: dict[str, Any] = {}
     for node, name in plan.query.select:
         if isinstance(node, exp.Column) or name not in frame:
             continue
         function, noised = _statistic_of(node, plan)
         if function in ("count", "sum"):
-            width = noised.half_width(parties, honest)
+            width = noised.half_width(parties, honest, owners)
             columns[name] = {"statistic": noised.key.alias, "interval95": [width] * len(frame)}
             continue
         total, count = noised
         hidden = f"{HIDDEN}{name}"
         counts = pd.to_numeric(frame[hidden], errors="coerce").to_numpy(dtype=float)
         averages = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=float)
-        spread = total.variance(parties, honest) + np.nan_to_num(averages)**2 * count.variance(
-            parties, honest)
+        spread = total.variance(parties, honest, owners) + np.nan_to_num(
+            averages)**2 * count.variance(parties, honest, owners)
         widths = 1.96 * np.sqrt(spread) / np.maximum(np.nan_to_num(counts, nan=1.0), 1.0)
         columns[name] = {"statistic": f"{total.key.alias} / {count.key.alias}",
                          "interval95": [None if math.isnan(a) else float(w)
