@@ -61,11 +61,37 @@ def test_query_benchmark_emits_records_with_a_duckdb_baseline() -> None:
     assert completed.returncode == 0, completed.stderr
     records = {r["op"]: r for r in json.loads(completed.stdout)}
     assert set(records) == {"grouped_avg_count", "grouped_stats", "median", "join_count",
-                            "grouped_join", "sum_money"}
+                            "grouped_join", "sum_money", "count_all"}
     for record in records.values():
         assert set(record) >= KEYS and record["n"] == 2000 and record["owners"] == 3
         assert record["plaintext_seconds"] == record["numpy_seconds"] > 0
         assert 0 < record["secure_seconds"] <= record["seconds"]
+
+
+def test_noise_costs_at_most_one_round_and_16_bytes_per_released_cell() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "queries.py"), "--json", "--rows", "2000",
+         "--repeats", "1", "--dp", "0.5", "--queries", "grouped_avg_count,sum_money,count_all"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr
+    records = {r["op"]: r for r in json.loads(completed.stdout)}
+    assert records["grouped_avg_count"]["released_cells"] == 20
+    for record in records.values():  # bytes and rounds are exact counts, not timings
+        assert record["policy"]["dp"] == {"rho": 0.5, "mechanism": "skellam"}
+        assert 0 <= record["noise_rounds"] <= 1
+        assert 0 < record["noise_bytes_per_cell"] <= 16
+
+
+def test_the_differencing_benchmark_reports_what_the_check_adds() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "queries.py"), "--json", "--rows", "2000",
+         "--repeats", "1", "--differencing", "10", "--queries", "count_all"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr
+    [record] = json.loads(completed.stdout)
+    assert record["releases"] == 10 and record["policy"]["min_difference"] == 5
+    assert record["rounds"] > record["baseline_rounds"]
+    assert record["secure_seconds"] > 0 and "added_seconds" in record
 
 
 def test_transport_benchmark_measures_every_layer_against_memory() -> None:

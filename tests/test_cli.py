@@ -95,6 +95,23 @@ def test_explain_prints_the_plan_and_refuses_unsupported_sql(tmp_path: Path) -> 
     assert refused.exit_code == 2 and "SELECT * would reveal rows" in refused.output
 
 
+def test_explain_shows_the_noise_and_its_cost_under_dp(tmp_path: Path) -> None:
+    catalog, policy = tmp_path / "tables.toml", tmp_path / "policy.toml"
+    catalog.write_text(CATALOG)
+    policy.write_text("[policy]\ndp = { rho = 0.2 }\n")
+    result = runner.invoke(app, ["explain", "SELECT condition, COUNT(*) AS n, AVG(age) AS a "
+                                 "FROM admissions GROUP BY condition", "--catalog",
+                                 str(catalog), "--policy", str(policy)])
+    assert result.exit_code == 0, result.output
+    assert "Skellam noise made on shares, rho=0.2 zCDP" in result.output
+    assert "epsilon 3.1" in result.output  # 0.2-zCDP at delta 1e-6 (OpenDP)
+    assert "rows: sensitivity 1" in result.output and "sum_0: sensitivity 120" in result.output
+    assert "count_0: sensitivity" not in result.output  # age is never NULL: its count is rows
+    refused = runner.invoke(app, ["explain", "SELECT MEDIAN(age) FROM admissions",
+                                  "--catalog", str(catalog), "--policy", str(policy)])
+    assert refused.exit_code == 2 and "only COUNT, SUM and AVG" in refused.output
+
+
 def _consortium(tmp_path: Path) -> tuple[Path, list[Path]]:
     manifest, nodes = tmp_path / "consortium.toml", []
     runner.invoke(app, ["consortium", "create", str(manifest), "--name", "hospitals"])

@@ -527,15 +527,19 @@ def explain(
     sql: Annotated[str, typer.Argument(help="The SQL query")],
     catalog: Annotated[Path, typer.Option(help="TOML file with the tables' schemas and "
                                                "owners")],
+    policy: Annotated[Path | None, typer.Option(help="TOML output policy (with dp: the "
+                                                     "noise and its cost)")] = None,
 ) -> None:
     """Print what a query runs where, what is shared and what is revealed to whom."""
+    from concilium.governance.policy import OutputPolicy, load_policy
     from concilium.query.catalog import load_catalog
     from concilium.query.explain import explain as explain_plan
     from concilium.query.planner import plan_query
 
     with _friendly():
         tables = load_catalog(catalog)
-        plan = plan_query(sql, tables.tables)
+        rules = load_policy(policy) if policy is not None else OutputPolicy()
+        plan = plan_query(sql, tables.tables, policy=rules)
         console.print(explain_plan(plan, tables.names), highlight=False, markup=False)
 
 

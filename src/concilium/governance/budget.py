@@ -192,10 +192,12 @@ class Ledger:
     def charge(self, computation: str, dataset: str, budget: PrivacyBudget | None,
                analyst: str, rho: float, predicate: str, *, unit: str = "row",
                now: datetime.datetime | None = None) -> bool:
-        """Spend ``rho`` of the dataset's budget (if it has one) for a computation,
-        atomically with the check that it fits and the analyst's rate limit; False if
-        this computation was charged already (a restarted run spends once). Raises
-        BudgetExhausted or RateLimited, charging nothing."""
+        """Spend ``rho`` of the dataset's budget (if it has one) for one attempt at a
+        computation, atomically with the check that it fits and the analyst's rate
+        limit. Every attempt that may draw noise is charged: a computation retried
+        after a failure that was not refunded is charged again (its new run draws new
+        noise), a refunded one afresh; False only for a computation already released.
+        Raises BudgetExhausted or RateLimited, charging nothing."""
         now = now or _now()
         unit = budget.unit if budget is not None else unit
         with self._lock:
@@ -204,14 +206,21 @@ class Ledger:
                 known = self._connection.execute(
                     "SELECT state FROM charges WHERE computation = ? AND dataset = ?",
                     (computation, dataset)).fetchone()
-                if known is not None and known[0] != "refunded":
+                if known is not None and known[0] == "released":
                     self._connection.execute("COMMIT")
                     return False
                 if budget is not None:
-                    self._check(dataset, budget, analyst, rho, now)
-                self._connection.execute(
-                    "INSERT OR REPLACE INTO charges VALUES (?, ?, ?, ?, ?, ?, 'charged', ?)",
-                    (computation, dataset, unit, analyst, rho, now.isoformat(), predicate))
+                    self._check(dataset, budget, analyst, rho, now,
+                                again=known is not None and known[0] == "charged")
+                if known is not None and known[0] == "charged":  # another attempt
+                    self._connection.execute(
+                        "UPDATE charges SET rho = rho + ? WHERE computation = ? AND "
+                        "dataset = ?", (rho, computation, dataset))
+                else:
+                    self._connection.execute(
+                        "INSERT OR REPLACE INTO charges VALUES (?, ?, ?, ?, ?, ?, 'charged', ?)",
+                        (computation, dataset, unit, analyst, rho, now.isoformat(),
+                         predicate))
                 self._connection.execute("COMMIT")
             except BaseException:
                 self._connection.execute("ROLLBACK")
@@ -219,7 +228,7 @@ class Ledger:
         return True
 
     def _check(self, dataset: str, budget: PrivacyBudget, analyst: str, rho: float,
-               now: datetime.datetime) -> None:
+               now: datetime.datetime, *, again: bool = False) -> None:
         spent = self.spent(dataset, budget, now)
         if spent + rho > budget.rho * (1 + 1e-9):
             left = max(0.0, budget.rho - spent)
@@ -229,7 +238,7 @@ class Ledger:
                 f"(epsilon {epsilon_of(left):.3g} at delta {DELTA:g})"
                 + ("" if budget.refresh_days is None else
                    f"; the budget starts again every {budget.refresh_days:g} days"))
-        if budget.queries_per_day is not None:
+        if budget.queries_per_day is not None and not again:
             since = (now - datetime.timedelta(days=1)).isoformat()
             recent = self._connection.execute(
                 "SELECT COUNT(*) FROM charges WHERE dataset = ? AND analyst = ? AND "

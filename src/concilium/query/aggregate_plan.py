@@ -248,6 +248,9 @@ class AggregatePlan(QueryPlan):
                   f"{' and passing HAVING' if query.having is not None else ''})"
                   if query.group_by or query.having is not None else "nothing (one result "
                                                                       "row)")
+        if self.noise is not None:  # under dp every public group appears
+            appear = ("which groups pass HAVING, on noisy values" if query.having is not None
+                      else "nothing (every public group appears)")
         to = ("every compute party" if recipients is None
               else ", ".join(who(p) for p in recipients))
         outputs = ", ".join(name for _, name in query.select)
