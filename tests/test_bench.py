@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"op", "n", "protocol", "transport", "parties", "seconds", "numpy_seconds", "rounds",
@@ -68,13 +69,19 @@ def test_query_benchmark_emits_records_with_a_duckdb_baseline() -> None:
         assert 0 < record["secure_seconds"] <= record["seconds"]
 
 
-def test_noise_costs_at_most_one_round_and_16_bytes_per_released_cell() -> None:
+def _queries(*options: str) -> list[dict[str, Any]]:
+    """bench/queries.py's JSON records, on 2,000 rows per owner, one repeat."""
     completed = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "queries.py"), "--json", "--rows", "2000",
-         "--repeats", "1", "--dp", "0.5", "--queries", "grouped_avg_count,sum_money,count_all"],
-        capture_output=True, text=True, timeout=300, check=False)
+         "--repeats", "1", *options], capture_output=True, text=True, timeout=300,
+        check=False)
     assert completed.returncode == 0, completed.stderr
-    records = {r["op"]: r for r in json.loads(completed.stdout)}
+    return list(json.loads(completed.stdout))
+
+
+def test_noise_costs_at_most_one_round_and_16_bytes_per_released_cell() -> None:
+    records = {r["op"]: r for r in _queries("--dp", "0.5", "--queries",
+                                             "grouped_avg_count,sum_money,count_all")}
     assert records["grouped_avg_count"]["released_cells"] == 20
     for record in records.values():  # bytes and rounds are exact counts, not timings
         assert record["policy"]["dp"] == {"rho": 0.5, "mechanism": "skellam"}
@@ -83,12 +90,7 @@ def test_noise_costs_at_most_one_round_and_16_bytes_per_released_cell() -> None:
 
 
 def test_the_differencing_benchmark_reports_what_the_check_adds() -> None:
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "queries.py"), "--json", "--rows", "2000",
-         "--repeats", "1", "--differencing", "10", "--queries", "count_all"],
-        capture_output=True, text=True, timeout=300, check=False)
-    assert completed.returncode == 0, completed.stderr
-    [record] = json.loads(completed.stdout)
+    [record] = _queries("--differencing", "10", "--queries", "count_all")
     assert record["releases"] == 10 and record["policy"]["min_difference"] == 5
     assert record["rounds"] > record["baseline_rounds"]
     assert record["secure_seconds"] > 0 and "added_seconds" in record
