@@ -7,7 +7,6 @@ charge in the audit log."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,7 +23,7 @@ SCHEMA = {"columns": {"patient_id": {"type": "key", "unique": True},
                       "ward": {"type": "category", "domain": ["a", "b", "c"]},
                       "age": {"type": "int", "low": 0, "high": 100}}}
 RULES = {"policy": {"dp": {"rho": 0.1}, "min_difference": 5},
-         "budget": {"rho": 0.35, "unit": "patient_id", "queries_per_day": 50}}
+         "budget": {"rho": 0.45, "unit": "patient_id", "queries_per_day": 50}}
 GROUPED = "SELECT ward, COUNT(*) AS n, AVG(age) AS mean_age FROM admissions GROUP BY ward"
 
 
@@ -70,7 +69,7 @@ def test_a_noisy_grouped_result_comes_with_its_intervals(cluster: LocalCluster) 
     shown = cluster.status("hospital-b", identifier)
     assert shown is not None
     assert shown["budget"]["admissions"]["cost_rho"] == pytest.approx(0.1)
-    assert shown["budget"]["admissions"]["left_after_rho"] == pytest.approx(0.25)
+    assert shown["budget"]["admissions"]["left_after_rho"] == pytest.approx(0.35)
     assert "Skellam noise made on shares, rho=0.1" in shown["plan"]
     cluster.approve(identifier)
     assert {s["status"] for s in _final(cluster, identifier).values()} == {"completed"}
@@ -110,7 +109,7 @@ def test_two_analysts_share_one_budget(cluster: LocalCluster) -> None:
         assert _spent(cluster, name) == pytest.approx(0.2)
 
 
-def test_a_one_patient_difference_is_refused_and_refunded(cluster: LocalCluster) -> None:
+def test_a_one_patient_difference_is_refused_and_charged(cluster: LocalCluster) -> None:
     # the grouped query above counted everyone: everyone but one patient is 1 row away
     attack = "SELECT COUNT(*) AS n FROM admissions WHERE NOT (age = 37 AND ward = 'c')"
     identifier = cluster.propose_and_approve(attack)
@@ -118,32 +117,64 @@ def test_a_one_patient_difference_is_refused_and_refunded(cluster: LocalCluster)
     assert {s["status"] for s in shown.values()} == {"failed"}, shown
     assert any("min_difference" in (s.get("error") or "") for s in shown.values()), shown
     assert cluster.terminal(identifier) == {name: "failed" for name in NAMES}
-    for name in NAMES:  # the refused run is given back
-        assert _spent(cluster, name) == pytest.approx(0.2)
+    for name in NAMES:  # the refusal is one bit about the rows: a release, not refunded
+        assert _spent(cluster, name) == pytest.approx(0.3)
         charges = cluster.client(name).request("GET", "/datasets/admissions/budget")["charges"]
-        assert [c["state"] for c in charges if c["computation"] == identifier] == ["refunded"]
+        assert [c["state"] for c in charges if c["computation"] == identifier] == ["charged"]
+
+
+def _rate_limit(cluster: LocalCluster, name: str, per_day: int) -> None:
+    rules = {**RULES, "budget": {**RULES["budget"], "queries_per_day": per_day}}
+    cluster.client(name, "admin").request("PUT", "/datasets/admissions/rules",
+                                          json={"rules": rules})
+
+
+def test_a_run_refused_by_one_owner_is_refunded_at_the_others(cluster: LocalCluster) -> None:
+    _rate_limit(cluster, "hospital-c", 2)  # the analyst has run 2 queries on it today
+    try:
+        identifier = cluster.propose_and_approve(
+            "SELECT COUNT(*) AS n FROM admissions WHERE age < 30")
+        shown = _final(cluster, identifier)
+        assert {s["status"] for s in shown.values()} == {"failed"}, shown
+        assert "RateLimited" in shown["hospital-c"]["error"], shown
+        for name in NAMES:  # charged at a and b, refused at c before anything was shared
+            assert _spent(cluster, name) == pytest.approx(0.3)
+        states = {name: [c["state"] for c in cluster.client(name).request(
+            "GET", "/datasets/admissions/budget")["charges"] if c["computation"] == identifier]
+            for name in NAMES}
+        assert states == {"hospital-a": ["refunded"], "hospital-b": ["refunded"],
+                          "hospital-c": []}
+    finally:
+        _rate_limit(cluster, "hospital-c", 50)
+    cluster.client("hospital-a").request("POST", f"/computations/{identifier}/retry")
+    assert {s["status"] for s in _final(cluster, identifier).values()} == {"completed"}
+    for name in NAMES:
+        assert _spent(cluster, name) == pytest.approx(0.4)
 
 
 def test_the_budget_refuses_what_would_exceed_it_and_survives_a_restart(
         cluster: LocalCluster) -> None:
-    third = cluster.propose_and_approve("SELECT COUNT(*) AS n FROM admissions WHERE age < 30")
-    assert {s["status"] for s in _final(cluster, third).values()} == {"completed"}
-    with pytest.raises(BudgetExhausted, match=r"0\.05 of 0\.35 is left"):
+    with pytest.raises(BudgetExhausted, match=r"0\.05 of 0\.45 is left"):
         cluster.propose("SELECT COUNT(*) AS n FROM admissions WHERE age < 60")
     cluster.kill("hospital-c")
     cluster.start("hospital-c")
     status = cluster.client("hospital-c").request("GET", "/datasets/admissions/budget")
-    assert status["spent_rho"] == pytest.approx(0.3)
+    assert status["spent_rho"] == pytest.approx(0.4)
     assert status["left_rho"] == pytest.approx(0.05)
     assert [c["state"] for c in status["charges"]].count("released") == 3
-    entries = cluster.client("hospital-c", "admin").request("GET", "/audit/entries")
-    kinds = [e["kind"] for e in entries]
-    assert kinds.count("budget_charge") == 4 and kinds.count("budget_refund") == 1
-    for entry in entries:
-        event_from_entry(entry["kind"], entry["body"])
+    for name, charges, refunds in (("hospital-c", 4, 0), ("hospital-a", 5, 1)):
+        entries = cluster.client(name, "admin").request("GET", "/audit/entries")
+        kinds = [e["kind"] for e in entries]
+        assert (kinds.count("budget_charge"), kinds.count("budget_refund")) == (charges,
+                                                                               refunds)
+        for entry in entries:
+            event_from_entry(entry["kind"], entry["body"])
+    refusals = [e["body"] for e in cluster.client("hospital-c", "admin").request(
+        "GET", "/audit/entries") if e["kind"] == "refusal"]
+    assert any(r["error"] == "RateLimited" for r in refusals), refusals
 
 
-def test_budget_show_prints_what_is_left(cluster: LocalCluster, tmp_path: Path) -> None:
+def test_budget_show_prints_what_is_left(cluster: LocalCluster) -> None:
     from typer.testing import CliRunner
 
     from concilium.cli import app
@@ -152,4 +183,4 @@ def test_budget_show_prints_what_is_left(cluster: LocalCluster, tmp_path: Path) 
     shown = CliRunner().invoke(app, ["budget", "show", "admissions", "--node",
                                      str(cluster.dirs["hospital-a"]), "--token", token])
     assert shown.exit_code == 0, shown.output
-    assert "spent rho=0.3, left rho=0.05" in shown.output
+    assert "spent rho=0.4, left rho=0.05" in shown.output

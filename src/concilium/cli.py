@@ -410,6 +410,11 @@ def _show(state: dict[str, Any]) -> None:
     for name, table in sorted(spec.get("tables", {}).items()):
         out.append(f"  {name}: held by {', '.join(table['owners'])}")
     out.append(f"effective policy  {_policy_text(state.get('policy') or {})}")
+    for name, budget in sorted((state.get("budget") or {}).items()):
+        out.append(f"privacy budget of {name} here: costs rho={budget['cost_rho']:g} "
+                   f"(epsilon {budget['cost_epsilon']:.3g}); left rho="
+                   f"{budget['left_before_rho']:.6g} before, {budget['left_after_rho']:.6g} "
+                   f"after{'' if budget['fits'] else ' (does not fit: refused)'}")
     out.append("approvals")
     for approval in state.get("approvals", []):
         comment = f": {approval['comment']}" if approval.get("comment") else ""

@@ -71,9 +71,10 @@ class Session:
         self.codec = codec if codec is not None else FixedPointCodec()
         self.truncation: Rounding = truncation
         self._correlations: CorrelationSource | None = None
-        #: set once noise is drawn (concilium.query.privacy): from then on a failed run
-        #: may have opened noisy values, and its privacy budget is not refunded
-        self.noised = False
+        #: set before anything derived from the owners' data is opened or noise is
+        #: drawn (the differencing check's bit, noisy values): from then on a failed
+        #: run is not refunded its privacy budget
+        self.opened = False
 
     @property
     def party(self) -> int:

@@ -169,11 +169,12 @@ class Ledger:
         return self._rows("SELECT * FROM charges WHERE dataset = ? ORDER BY time, computation",
                           (dataset,))
 
-    def _period_start(self, budget: PrivacyBudget, now: datetime.datetime
+    def _period_start(self, dataset: str, budget: PrivacyBudget, now: datetime.datetime
                       ) -> datetime.datetime | None:
         if budget.refresh_days is None:
             return None
-        first = self._connection.execute("SELECT MIN(time) FROM charges").fetchone()[0]
+        first = self._connection.execute("SELECT MIN(time) FROM charges WHERE dataset = ?",
+                                         (dataset,)).fetchone()[0]
         if first is None:
             return now
         origin = datetime.datetime.fromisoformat(first)
@@ -182,11 +183,11 @@ class Ledger:
 
     def spent(self, dataset: str, budget: PrivacyBudget,
               now: datetime.datetime | None = None) -> float:
-        """The rho spent on ``dataset`` (its unit) in the current period."""
+        """The rho spent on ``dataset`` in the current period (under any unit it had:
+        an owner who changes the unit does not erase what was spent)."""
         now = now or _now()
-        start = self._period_start(budget, now)
+        start = self._period_start(dataset, budget, now)
         return sum(c.rho for c in self.charges(dataset) if c.state != "refunded"
-                   and c.unit == budget.unit
                    and (start is None or datetime.datetime.fromisoformat(c.time) >= start))
 
     def charge(self, computation: str, dataset: str, budget: PrivacyBudget | None,
@@ -279,7 +280,7 @@ class Ledger:
         now = _now()
         spent = self.spent(dataset, budget, now)
         left = max(0.0, budget.rho - spent)
-        start = self._period_start(budget, now)
+        start = self._period_start(dataset, budget, now)
         answer: dict[str, Any] = {
             "dataset": dataset, "budget": budget.as_dict(), "spent_rho": spent,
             "left_rho": left, "delta": DELTA, "spent_epsilon": epsilon_of(spent),

@@ -487,13 +487,16 @@ def _connect(context: Any, manifest: Manifest, me: int, involved: set[int],
 def _settle(context: Any, spec: ComputationSpec, session: Session | None, channel: Any,
             charged: list[str], error: BaseException) -> None:
     """A failed run's budget: refunded when nothing was opened (a compute party
-    that drew no noise yet; an outside owner that sent nothing). An outside owner
+    that opened nothing and drew no noise; an outside owner that sent nothing). An outside owner
     that has shared cannot tell what the compute parties opened: its charge
     stands."""
     if not charged:
         return
-    unopened = not session.noised if session is not None else (
-        channel is None or channel.stats().bytes_sent == 0)
+    computes = context.manifest.parties[context.manifest.index(context.name)].is_compute
+    if computes:  # no session yet (its key agreement failed): nothing was opened
+        unopened = session is None or not session.opened
+    else:
+        unopened = channel is None or channel.stats().bytes_sent == 0
     if unopened:
         privacy.refund_run(context, spec, f"aborted before anything was opened: "
                                           f"{type(error).__name__}")

@@ -30,7 +30,14 @@ What this does not stop: combinations of many queries (the difference of
 unions, sums of overlapping sets), each pair of which differs by ``k`` or
 more rows. Sets of ``k`` rows are protected from exact pairwise differencing
 only; the privacy budget (with ``dp``) is what bounds what any number of
-queries reveal together.
+queries reveal together. The refusal is itself one exact bit about the rows
+(whether a predicate's row set lands 1 to ``k - 1`` rows from an earlier
+one's): an analyst who knows all rows but one can ask whether that one
+matches. So a refusal is a release: it is charged (never refunded) and
+counts toward the analyst's rate limit, and under ``dp`` this bit is outside
+the epsilon guarantee (noising it would need noise on every difference, with
+a sensitivity growing with the number of releases, which would make the check
+meaningless).
 
 Reveals: each owner's number of earlier releases and their identifiers; one
 bit (whether the query is refused).
@@ -111,6 +118,7 @@ def check_difference(session: Session, plan: Any, owners: Sequence[int],
     # 0 < D < k: identical row sets are no differencing (repeats are the budget's)
     tests = SecretArray.stack([totals, totals]) < np.array([[minimum], [1]])
     close = (tests[0] - tests[1]).sum()
+    session.opened = True  # the bit is about the data: a refusal is not refunded
     if int(np.asarray((close > 0).reveal())):
         raise PolicyViolation(f"min_difference: the query's rows differ from an earlier "
                               f"released query's rows by at least 1 and fewer than "

@@ -207,7 +207,7 @@ def add_noise(session: Session, plan: NoisePlan, totals: dict[Any, SecretArray],
     prg = Prg.from_urandom()  # this party's private noise
     draws = [skellam_table(s.party_mu(honest)).sample(prg, totals[s.key].shape).reshape(-1)
              for s in plan.statistics]
-    session.noised = True
+    session.opened = True
     mine = np.concatenate(draws).view(RING_DTYPE) if draws else np.zeros(0, RING_DTYPE)
     noise = session.backend.sum_of_private(mine)
     start = 0
