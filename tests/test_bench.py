@@ -154,3 +154,18 @@ def test_memory_benchmark_samples_every_node_after_the_baseline_and_at_the_end()
     assert record["end_over_baseline"] == {
         n: record["rss_at_end"][n] / record["rss_after_baseline"][n] for n in names}
     assert record["max_end_over_baseline"] == max(record["end_over_baseline"].values())
+
+
+def test_the_ot_benchmark_reports_triples_bytes_and_memory() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "ot.py"), "--json", "--triples", "2048",
+         "--repeats", "1", "--memory-triples", "20000"],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr
+    records = {r["op"]: r for r in json.loads(completed.stdout)}
+    assert set(records) == {"triples", "and_triples", "fixed_multiply", "triples_memory"}
+    triples = records["triples"]  # 64 OTs of 16 bytes and 288 bytes of corrections
+    assert triples["theory_bytes_per_triple"] == 1312
+    assert 1312 <= triples["bytes_per_triple"] < 1312 + 4200 / 2048 + 0.01
+    assert records["fixed_multiply"]["max_error"] < 1e-3  # checked against numpy
+    assert records["triples_memory"]["peak_bytes_both_parties"] > 0
