@@ -1,0 +1,335 @@
+"""The ``additive`` backend: two parties, additive shares over Z_2^64 and XOR shares
+of 64-bit words, no dealer and no third party (semi-honest; either party may be
+corrupted). Issue 17 extends it to 3-5 parties; this module is the two-party
+protocol, built and tested directly (``tests/test_additive.py``) and not yet in
+the registry.
+
+A value ``x`` is ``x_0 + x_1`` (``x_0 ^ x_1`` for words), party ``i`` holding
+``x_i`` (one component). Correlations come from oblivious transfer between
+the two parties (:mod:`concilium.mpc.ot_triples`: base OTs at construction,
+then triples on demand, or ahead of time with :meth:`Additive.prepare`; each
+triple is used once).
+
+* **Input**: the owner draws ``r`` from its own PRG, sends it to the other
+  party (whose share it is) and keeps ``v - r``. An outside owner sends ``r``
+  to one party and ``v - r`` to the other.
+* **Products** (Beaver 1991): with a triple ``(a, b, c)``, the parties open
+  ``d = x - a`` and ``e = y - b`` (one round, 16 bytes per element) and set
+  ``z = c + d b + e a`` (+ ``d e`` at party 0). ANDs are the same over GF(2);
+  matrix products use one triple per scalar product term.
+* **Truncation** ``fast``: each party shifts its own share (SecureML, Mohassel
+  and Zhang, S&P 2017: party 1 shifts ``-x_1`` and negates), no message;
+  off by ``2^(64-d)`` with probability ``|x| / 2^64``. ``reliable``: truncation
+  with a known most significant bit (Cheetah, Huang, Lu, Hong and Ding, USENIX
+  Security 2022, Section 5): after adding ``2^62 + 2^d`` the value is positive
+  below ``2^63``, so the shares wrap exactly when either share's top bit is
+  set, ``w = m_0 OR m_1 = m_0 + m_1 - m_0 m_1`` (one Beaver product), and
+  ``sum (x'_i >> d) - w 2^(64-d) - 2^(62-d)`` is ``floor(x / 2^d)`` or that plus
+  one, unbiased, for every ``|x| < 2^62 - 2^d``: no catastrophic error.
+* **Conversions**: an arithmetic sharing is already two summands, each held
+  by one party (``boolean_pair`` is local); ``bit_inject`` turns ``b_0 ^ b_1``
+  into ``b_0 + b_1 - 2 b_0 b_1`` with one product.
+* No secret shuffle yet: the backend does not claim ``shuffle``, so plans that
+  need one (joins, medians, secret-key groups) are refused at planning.
+
+Reveals: only what ``reveal`` opens; ``d`` and ``e`` are masked by uniform
+triple shares, and the OT phase reveals nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, cast
+
+import numpy as np
+
+from concilium.errors import ConfigurationError, ProtocolAbort
+from concilium.mpc.backend import (
+    TRUNCATION_MODES,
+    ChannelBackend,
+    OutsideClient,
+    Shares,
+    Truncation,
+    align,
+    broadcast_shape,
+    matmul_shape,
+    value_shape,
+)
+from concilium.mpc.ot_triples import CHUNK, PairwiseOt
+from concilium.net.channel import Channel
+from concilium.ring.arithmetic import RING_DTYPE, RingArray
+from concilium.ring.prg import Prg
+
+__all__ = ["Additive", "AdditiveOutsideParty"]
+
+_SETUP_TAG = 1 << 20  # the first plan tag (the base OTs take the first few)
+_ONE = np.uint64(1)
+
+
+class _Pool:
+    """Triples made ahead of time, each handed out once, in order."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[RingArray, RingArray, RingArray]] = []
+
+    def size(self) -> int:
+        return sum(p[0].size for p in self.parts)
+
+    def take(self, count: int) -> tuple[RingArray, RingArray, RingArray] | None:
+        if self.size() < count:
+            return None
+        taken: list[tuple[RingArray, RingArray, RingArray]] = []
+        needed = count
+        while needed:
+            a, b, c = self.parts[0]
+            if a.size <= needed:
+                taken.append(self.parts.pop(0))
+                needed -= a.size
+            else:  # split: the rest stays for later, never handed out twice
+                taken.append((a[:needed], b[:needed], c[:needed]))
+                self.parts[0] = (a[needed:], b[needed:], c[needed:])
+                needed = 0
+        return cast(tuple[RingArray, RingArray, RingArray],
+                    tuple(np.concatenate([t[k] for t in taken]) for k in range(3)))
+
+
+class Additive(ChannelBackend):
+    """One party of the two-party ``additive`` protocol."""
+
+    protocol: ClassVar[str] = "additive"
+    security: ClassVar[str] = "semi-honest, dishonest majority (any 1 of 2 may be corrupted)"
+    components: ClassVar[int] = 1
+    capabilities: ClassVar[frozenset[str]] = frozenset(
+        {"boolean", "truncation:fast", "truncation:reliable", "outside_parties"})
+
+    def __init__(self, channel: Channel, compute_parties: Sequence[int] = (0, 1)) -> None:
+        super().__init__(channel, compute_parties, first_tag=_SETUP_TAG)
+        if len(self.compute_parties) != 2:
+            raise ConfigurationError(
+                f"the additive backend runs two compute parties today, not "
+                f"{len(self.compute_parties)} (three to five need the n-summand "
+                "conversions of issue 17)")
+        self.index = self.compute_parties.index(channel.party)
+        self.peer = self.compute_parties[1 - self.index]
+        parties = len(self.compute_parties)
+        self._ot = PairwiseOt.setup(channel, channel.party, self.compute_parties,
+                                    self.next_tag(4 * parties * parties))
+        self._pools = {False: _Pool(), True: _Pool()}
+        self.triples_made = {False: 0, True: 0}
+
+    # -- correlations -----------------------------------------------------------------
+    def prepare(self, count: int, *, boolean: bool = False) -> None:
+        """Make ``count`` triples now (the offline phase), for later products."""
+        self._pools[boolean].parts.append(self._make(count, boolean))
+
+    def _make(self, count: int, boolean: bool) -> tuple[RingArray, RingArray, RingArray]:
+        """New triples; their messages take plan tags, so they interleave with the
+        plan's in order."""
+        self._ot.tag = self.next_tag(2 * max(1, -(-count // CHUNK)))
+        self.triples_made[boolean] += count
+        return self._ot.triples(count, boolean=boolean)
+
+    def _triple(self, count: int, boolean: bool) -> tuple[RingArray, RingArray, RingArray]:
+        taken = self._pools[boolean].take(count)
+        if taken is None:  # not prepared: made now (both parties decide alike)
+            return self._make(count, boolean)
+        return taken
+
+    def _ring(self, peer: int, tag: int, shape: tuple[int, ...] | None = None) -> RingArray:
+        array = self._channel.receive(peer, tag)
+        if array.dtype != RING_DTYPE or (shape is not None and array.shape != shape):
+            raise ProtocolAbort(f"party {peer} sent a {array.dtype} array of shape "
+                                f"{array.shape}; the parties disagree on the plan")
+        return cast(RingArray, array)
+
+    # -- sharing and opening --------------------------------------------------------
+    def input(self, owner: int, values: RingArray | None, *, boolean: bool = False) -> Shares:
+        tag = self.next_tag()
+        if owner not in self._parties:
+            if not 0 <= owner < self._channel.parties:
+                raise ConfigurationError(f"there is no party {owner} on this network")
+            return self._ring(owner, self.outside_tag(owner))[None].copy()
+        if owner != self.party:
+            return self._ring(owner, tag)[None].copy()
+        if values is None:
+            raise ConfigurationError("the owner of an input must pass its values")
+        value = np.require(values, dtype=RING_DTYPE, requirements="C")
+        mask = Prg.from_urandom().integers(value.shape)
+        self._channel.send(self.peer, tag, mask)
+        return ((value ^ mask) if boolean else (value - mask))[None]
+
+    def reveal(self, x: Shares, to: Sequence[int] | None = None, *,
+               boolean: bool = False) -> RingArray | None:
+        """Reveals: the value to the parties in ``to`` (default: both compute parties)."""
+        tag = self.next_tag()
+        targets = self._parties if to is None else tuple(dict.fromkeys(int(t) for t in to))
+        share = np.require(x[0], dtype=RING_DTYPE, requirements="C")
+        for target in targets:
+            if not 0 <= target < self._channel.parties:
+                raise ConfigurationError(f"cannot reveal to party {target}: no such party")
+            if target == self.peer:
+                self._channel.send(target, tag, share)
+            elif target not in self._parties:
+                self._channel.send(target, self.outside_tag(target), share)
+        if self.party not in targets:
+            return None
+        other = self._ring(self.peer, tag, share.shape)
+        return (share ^ other) if boolean else (share + other)
+
+    def share_public(self, values: RingArray, *, boolean: bool = False) -> Shares:
+        value = np.asarray(values, dtype=RING_DTYPE)
+        return (value if self.index == 0 else np.zeros_like(value))[None].copy()
+
+    def send_public(self, target: int, payload: bytes) -> None:
+        if target in self._parties or not 0 <= target < self._channel.parties:
+            raise ConfigurationError(f"party {target} is not an outside party")
+        self._channel.send(target, self.outside_tag(target),
+                           np.frombuffer(payload, dtype=np.uint8))
+
+    def add_public(self, x: Shares, constant: RingArray) -> Shares:
+        constant = np.asarray(constant, dtype=RING_DTYPE)
+        aligned = align(x, constant.ndim)
+        return aligned + constant if self.index == 0 else aligned + np.zeros_like(constant)
+
+    def xor_public(self, x: Shares, constant: RingArray) -> Shares:
+        constant = np.asarray(constant, dtype=RING_DTYPE)
+        aligned = align(x, constant.ndim)
+        return aligned ^ constant if self.index == 0 else aligned ^ np.zeros_like(constant)
+
+    def random(self, shape: tuple[int, ...], *, boolean: bool = False) -> Shares:
+        """Each party's share is its own uniform draw: the sum is uniform, unknown."""
+        self.next_tag()
+        return Prg.from_urandom().integers(shape)[None]
+
+    # -- products ---------------------------------------------------------------------
+    def _beaver(self, x: Shares, y: Shares, boolean: bool) -> Shares:
+        shape = broadcast_shape(value_shape(x), value_shape(y))
+        ndim = len(shape)
+        left = np.broadcast_to(align(x, ndim)[0], shape).reshape(-1)
+        right = np.broadcast_to(align(y, ndim)[0], shape).reshape(-1)
+        a, b, c = self._triple(left.size, boolean)
+        tag = self.next_tag()
+        mine = np.stack([left ^ a, right ^ b]) if boolean else np.stack([left - a, right - b])
+        self._channel.send(self.peer, tag, mine)
+        theirs = self._ring(self.peer, tag, mine.shape)
+        if boolean:
+            d, e = mine[0] ^ theirs[0], mine[1] ^ theirs[1]
+            z = c ^ (d & b) ^ (e & a) ^ ((d & e) if self.index == 0 else 0)
+        else:
+            d, e = mine[0] + theirs[0], mine[1] + theirs[1]
+            z = c + d * b + e * a + ((d * e) if self.index == 0 else 0)
+        return np.asarray(z, dtype=RING_DTYPE).reshape((1, *shape))
+
+    def mul(self, x: Shares, y: Shares) -> Shares:
+        return self._beaver(x, y, boolean=False)
+
+    def and_(self, x: Shares, y: Shares) -> Shares:
+        return self._beaver(x, y, boolean=True)
+
+    def matmul(self, x: Shares, y: Shares) -> Shares:
+        """One triple per term ``x[i, k] y[k, j]``, summed locally."""
+        xs, ys = value_shape(x), value_shape(y)
+        shape = matmul_shape(xs, ys)
+        left = x[0] if len(xs) > 1 else x[0][None, :]
+        right = y[0] if len(ys) > 1 else y[0][:, None]
+        terms = self._beaver(left[..., :, :, None][None], right[..., None, :, :][None],
+                             boolean=False)[0]
+        total = terms.sum(axis=-2, dtype=RING_DTYPE)
+        return total.reshape((1, *shape))
+
+    # -- fixed point ------------------------------------------------------------------
+    def trunc(self, x: Shares, bits: int, mode: Truncation = "reliable") -> Shares:
+        _check_truncation(bits, mode)
+        share = np.require(x[0], dtype=RING_DTYPE, requirements="C")
+        if mode == "fast":
+            self.next_tag()
+            if self.index == 0:
+                return (share.view(np.int64) >> bits).view(RING_DTYPE)[None]
+            return (-((-share).view(np.int64) >> bits)).view(RING_DTYPE)[None]
+        offset = np.uint64((1 << 62) + (1 << bits))
+        shifted = share + offset if self.index == 0 else share.copy()
+        top = shifted >> np.uint64(63)  # this party's share's most significant bit
+        mine = top[None]
+        zero = np.zeros_like(mine)
+        first, second = (mine, zero) if self.index == 0 else (zero, mine)
+        both = self.mul(first, second)[0]  # m_0 m_1
+        wraps = top - both  # this party's share of m_0 + m_1 - m_0 m_1
+        result = (shifted >> np.uint64(bits)) - wraps * np.uint64(1 << (64 - bits))
+        if self.index == 0:
+            result = result - np.uint64(1 << (62 - bits))
+        return result[None]
+
+    def mul_trunc(self, x: Shares, y: Shares, bits: int,
+                  mode: Truncation = "reliable") -> Shares:
+        return self.trunc(self.mul(x, y), bits, mode)
+
+    def matmul_trunc(self, x: Shares, y: Shares, bits: int,
+                     mode: Truncation = "reliable") -> Shares:
+        return self.trunc(self.matmul(x, y), bits, mode)
+
+    # -- conversions ------------------------------------------------------------------
+    def boolean_pair(self, x: Shares, transform: Callable[[RingArray], RingArray] | None = None,
+                     *, difference: bool = False) -> tuple[Shares, Shares]:
+        """``u = x_0`` (held by party 0) and ``v = x_1`` (``-x_1`` with
+        ``difference``, held by party 1), each as a boolean sharing whose other
+        share is zero: local, no message."""
+        shape = value_shape(x)
+        flat = np.require(x[0], dtype=RING_DTYPE, requirements="C").reshape(-1)
+        if self.index == 1 and difference:
+            flat = -flat
+        words = flat if transform is None else transform(flat)
+        mine = np.asarray(words, dtype=RING_DTYPE).reshape((1, *shape))
+        zero = np.zeros_like(mine)
+        return (mine, zero) if self.index == 0 else (zero, mine)
+
+    def bit_inject(self, bits: Shares) -> Shares:
+        """``b_0 + b_1 - 2 b_0 b_1`` for the bits ``b_i`` of each party: one product."""
+        mine = bits & _ONE
+        zero = np.zeros_like(mine)
+        first, second = (mine, zero) if self.index == 0 else (zero, mine)
+        return mine - np.uint64(2) * self.mul(first, second)
+
+    def new_permutation(self, length: int) -> Any:
+        raise ConfigurationError("the additive backend has no secret shuffle yet; plans "
+                                 "that need one are refused at planning")
+
+    def permute(self, permutation: Any, x: Shares, *, inverse: bool = False,
+                boolean: bool = False) -> Shares:
+        raise ConfigurationError("the additive backend has no secret shuffle yet")
+
+
+def _check_truncation(bits: int, mode: str) -> None:
+    if mode not in TRUNCATION_MODES:
+        raise ConfigurationError(f"unknown truncation mode {mode!r}; choose one of "
+                                 f"{', '.join(TRUNCATION_MODES)}")
+    if not 0 < bits < 62:
+        raise ConfigurationError(f"can only truncate by 1..61 bits, not {bits}")
+
+
+class AdditiveOutsideParty(OutsideClient):
+    """An outside owner or recipient of the two-party ``additive`` protocol."""
+
+    def send_input(self, values: RingArray, *, boolean: bool = False) -> None:
+        value = np.require(values, dtype=RING_DTYPE, requirements="C")
+        tag = self.next_tag()
+        mask = Prg.from_urandom().integers(value.shape)
+        first, second = self._parties
+        self._channel.send(first, tag, mask)
+        self._channel.send(second, tag, (value ^ mask) if boolean else (value - mask))
+
+    def receive_output(self, *, boolean: bool = False) -> RingArray:
+        """Reveals: the value to this party (the compute parties chose to open it here)."""
+        tag = self.next_tag()
+        shares = [self._channel.receive(party, tag) for party in self._parties]
+        if any(s.dtype != RING_DTYPE or s.shape != shares[0].shape for s in shares):
+            raise ProtocolAbort("compute parties sent inconsistent output shares")
+        first, second = (np.asarray(s, dtype=RING_DTYPE) for s in shares)
+        return (first ^ second) if boolean else (first + second)
+
+    def receive_public(self) -> bytes:
+        tag = self.next_tag()
+        messages = [self._channel.receive(party, tag) for party in self._parties]
+        if any(m.dtype != np.uint8 or not np.array_equal(m, messages[0]) for m in messages):
+            raise ProtocolAbort("the compute parties sent different public messages; "
+                                "they disagree on the plan")
+        return messages[0].tobytes()

@@ -1,0 +1,171 @@
+"""The two-party ``additive`` backend (no dealer: triples from OT), driven through
+``Session`` and the ops layer exactly as the other backends are: every result
+against numpy, every truncation within its contract, outside owners and
+recipients, strict single use of triples, and a peer that stops aborting the
+other party."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from concilium.data import Session
+from concilium.data import functions as fn
+from concilium.errors import ConfigurationError, ProtocolAbort
+from concilium.mpc.additive import Additive, AdditiveOutsideParty
+from concilium.net import MemoryNetwork
+
+DATA = np.random.default_rng(11)  # test data, not secrets
+
+
+def _run(program: Callable[[Session], Any], *, outside: Callable[[Any], Any] | None = None,
+         network: MemoryNetwork | None = None) -> list[Any]:
+    """``program`` on two additive compute parties (and ``outside`` on party 2)."""
+    network = network or MemoryNetwork(3 if outside else 2)
+    results: list[Any] = [None] * network.parties
+    failures: list[BaseException] = []
+
+    def compute(party: int) -> None:
+        try:
+            results[party] = program(Session(Additive(network.channel(party), (0, 1))))
+        except BaseException as error:  # surfaced below
+            failures.append(error)
+
+    def other() -> None:
+        try:
+            assert outside is not None
+            results[2] = outside(network.channel(2))
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=compute, args=(p,)) for p in (0, 1)]
+    if outside:
+        threads.append(threading.Thread(target=other))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    if failures:
+        raise failures[0]
+    return results
+
+
+def _inputs(session: Session, x: Any, y: Any, fixed: bool = True) -> tuple[Any, Any]:
+    return (session.input(0, x if session.party == 0 else None, fixed=fixed),
+            session.input(1, y if session.party == 1 else None, fixed=fixed))
+
+
+def test_integer_products_and_matrix_products_wrap_like_numpy() -> None:
+    x = DATA.integers(-2**62, 2**62, 4000)
+    y = DATA.integers(-2**62, 2**62, 4000)
+    m, v = DATA.integers(-1000, 1000, (30, 20)), DATA.integers(-1000, 1000, (20, 4))
+
+    def program(session: Session) -> Any:
+        a, b = _inputs(session, x, y, fixed=False)
+        p, q = _inputs(session, m, v, fixed=False)
+        return (a * b).reveal(), (a + b - 7).reveal(), (p @ q).reveal(), (p @ q[:, 0]).reveal()
+
+    product, total, matrix, vector = _run(program)[0]
+    with np.errstate(over="ignore"):
+        assert np.array_equal(product, x * y) and np.array_equal(total, x + y - 7)
+    assert np.array_equal(matrix, m @ v) and np.array_equal(vector, m @ v[:, 0])
+
+
+def test_fixed_point_products_meet_both_truncation_contracts() -> None:
+    x = DATA.uniform(-2**14, 2**14, 20_000)  # encoded products up to 2^60 (< 2^62)
+    y = DATA.uniform(-2**14, 2**14, 20_000)
+
+    def program(session: Session) -> Any:
+        a, b = _inputs(session, x, y)
+        return (a * b).reveal(), a.multiply(b, truncation="fast").reveal()
+
+    reliable, fast = _run(program)[0]
+    rounded = np.round(x * 2**16) * np.round(y * 2**16) / 2**32  # the encoded product
+    assert np.abs(reliable - rounded).max() <= 2 * 2**-16  # floor or floor + 1: never more
+    wrong = np.abs(fast - rounded) > 1  # fast fails with probability |z| / 2^64
+    expected = np.mean(np.abs(x * y) * 2.0**32 / 2.0**64)  # about 1.6% here
+    assert 0.5 * expected < wrong.mean() < 1.5 * expected
+    assert np.abs(fast - rounded)[~wrong].max() <= 2 * 2**-16
+    assert abs(np.mean(reliable - rounded)) < 2**-17  # unbiased rounding
+
+
+def test_comparisons_division_and_functions_over_the_full_range() -> None:
+    edges = np.array([0, -1, 1, 2**62, -2**62, 2**62 - 1])
+    x = np.concatenate([DATA.integers(-2**62, 2**62, 3000), edges])
+    y = np.concatenate([DATA.integers(-2**62, 2**62, 3000), edges[::-1]])
+    u, w = DATA.uniform(-8, 8, 2000), DATA.uniform(0.5, 100, 2000)
+
+    def program(session: Session) -> Any:
+        a, b = _inputs(session, x, y, fixed=False)
+        p, q = _inputs(session, u, w)
+        return ((a < b).reveal(), (a == b).reveal(), fn.maximum(a, b).reveal(),
+                (p / q).reveal(), fn.sigmoid(p).reveal(), fn.sqrt(q).reveal())
+
+    less, equal, biggest, quotient, sigmoid, root = _run(program)[0]
+    assert np.array_equal(less, x < y) and np.array_equal(equal, x == y)
+    assert np.array_equal(biggest, np.maximum(x, y))
+    assert np.abs(quotient - u / w).max() < 1e-3
+    assert np.abs(sigmoid - 1 / (1 + np.exp(-u))).max() < 1e-3
+    assert np.abs(root - np.sqrt(w)).max() < 1e-3
+
+
+def test_outside_owners_and_recipients() -> None:
+    values = DATA.integers(-10**9, 10**9, 500)
+    factor = DATA.integers(-10**3, 10**3, 500)
+
+    def program(session: Session) -> Any:
+        mine = session.input(2)
+        other = session.input(0, factor if session.party == 0 else None)
+        (mine * other).reveal(to=[2])
+        return None
+
+    def owner(channel: Any) -> Any:  # the registry does not list additive yet: its client
+        client = AdditiveOutsideParty(channel, (0, 1))
+        client.send_input(values.astype(np.int64).view(np.uint64))
+        return client.receive_output().view(np.int64)
+
+    assert np.array_equal(_run(program, outside=owner)[2], values * factor)
+
+
+def test_triples_are_made_ahead_and_each_used_once() -> None:
+    def program(session: Session) -> Any:
+        backend = session.backend
+        assert isinstance(backend, Additive)
+        backend.prepare(3000)
+        a, b = _inputs(session, np.arange(1000), np.arange(1000), fixed=False)
+        products = [(a * b).reveal() for _ in range(3)]  # 3000 prepared triples used
+        before = dict(backend.triples_made)
+        (a * b).reveal()  # the pool is empty: 1000 more are made on the spot
+        return products, before, backend.triples_made, backend._pools[False].size()
+
+    products, before, after, left = _run(program)[0]
+    for product in products:
+        assert np.array_equal(product, np.arange(1000) ** 2)
+    assert before[False] == 3000 and after[False] == 4000 and left == 0
+
+
+def test_more_than_two_parties_is_refused_with_what_is_missing() -> None:
+    network = MemoryNetwork(3)
+    with pytest.raises(ConfigurationError, match="two compute parties today"):
+        Additive(network.channel(0), (0, 1, 2))
+
+
+@pytest.mark.parametrize("how", ["aborts", "goes silent"])
+def test_a_peer_that_stops_aborts_the_other_party(how: str) -> None:
+    network = MemoryNetwork(2, timeout=2.0)
+
+    def program(session: Session) -> Any:
+        a, b = _inputs(session, np.arange(100), np.arange(100), fixed=False)
+        if session.party == 1:
+            if how == "aborts":
+                network.channel(1).abort("party 1 stopped")
+            return None
+        return (a * b).reveal()  # needs party 1's triple and opening messages
+
+    with pytest.raises(ProtocolAbort, match="party 1 stopped" if how == "aborts"
+                       else "party 1"):
+        _run(program, network=network)
