@@ -19,8 +19,12 @@ Records (median of ``--repeats``):
   built yet), checked against numpy;
 * ``memory``: the peak traced memory while one party makes 10^6 triples in
   chunks (``--memory-triples``), which stays bounded by the chunk size;
-* with ``--peer``: ``spu_cheetah_seconds`` for the same fixed-point multiply in
-  SPU's two-party CHEETAH (``bench/peer_spu.py --cheetah``), and the ratio.
+* ``backend_multiply``, ``backend_less``: the same multiply, and ``--compare``
+  full-range less-thans, through ``Session`` on the ``additive`` backend, each
+  job including its base OTs and triples;
+* with ``--peer``: ``spu_cheetah_seconds`` for the same jobs in SPU's two-party
+  CHEETAH (``bench/peer_spu.py --cheetah``), run in the same invocation, and
+  ``spu_over_concilium``.
 """
 
 from __future__ import annotations
@@ -138,18 +142,52 @@ def memory(n: int) -> dict[str, Any]:
             "peak_bytes_both_parties": peak, "output_bytes_per_party": 3 * 8 * n}
 
 
-def peer(python: str, n: int) -> float:
+def backend(n: int, compare: int, repeats: int) -> list[dict[str, Any]]:
+    """The ``additive`` backend through ``Session``: ``n`` fixed-point products and
+    ``compare`` full-range less-thans, each job with its inputs, its correlations
+    (base OTs and triples, made in the job) and its reveal."""
+    from concilium.data import Session
+    from concilium.mpc.additive import Additive
+
+    x = (Prg.from_urandom().uniform(n) - 0.5) * 16
+    y = (Prg.from_urandom().uniform(n) - 0.5) * 16
+    u = (Prg.from_urandom().uniform(compare) - 0.5) * 2000
+    v = (Prg.from_urandom().uniform(compare) - 0.5) * 2000
+
+    def job(left: Any, right: Any, op: str) -> Callable[[int, Any], Any]:
+        def program(party: int, channel: Any) -> Any:
+            session = Session(Additive(channel, (0, 1)))
+            a = session.input(0, left if party == 0 else None, fixed=True)
+            b = session.input(1, right if party == 1 else None, fixed=True)
+            return ((a * b) if op == "multiply" else (a < b)).reveal()
+        return program
+
+    records = []
+    for op, left, right, exact in (("multiply", x, y, x * y), ("less", u, v, u < v)):
+        runs = [_two(job(left, right, op)) for _ in range(repeats)]
+        result = np.asarray(runs[-1][1][0], dtype=np.float64)
+        size = left.size
+        records.append({
+            "op": f"backend_{op}", "n": size, "protocol": "additive", "transport": "memory",
+            "parties": 2, "seconds": statistics.median(r[0] for r in runs),
+            "bytes_per_party": max(runs[-1][2]), "bytes_per_element": max(runs[-1][2]) / size,
+            "max_error": float(np.abs(result - exact).max())})
+    return records
+
+
+def peer(python: str, n: int, compare: int) -> dict[str, Any]:
     script = Path(__file__).resolve().parent / "peer_spu.py"
-    completed = subprocess.run([python, str(script), "--cheetah", str(n)], check=True,
-                               capture_output=True, text=True, timeout=1800)
+    completed = subprocess.run([python, str(script), "--cheetah", str(n), str(compare)],
+                               check=True, capture_output=True, text=True, timeout=1800)
     last = completed.stdout.strip().splitlines()[-1]  # SPU logs on stdout before it
-    return float(json.loads(last)["spu_cheetah_seconds"])
+    return dict(json.loads(last))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--triples", type=int, default=100_000)
+    parser.add_argument("--compare", type=int, default=10_000, help="less-than pairs")
     parser.add_argument("--memory-triples", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--peer", help="a Python with spu==0.9.5 (bench/peer_spu.py)")
@@ -157,11 +195,17 @@ def main(argv: list[str] | None = None) -> int:
     transpose_bits(np.zeros((128, 8), dtype=np.uint8))  # compile (or load) the kernel
     records = [triples(args.triples, args.repeats, False),
                triples(args.triples // 10, args.repeats, True),
-               fixed_multiply(args.triples, args.repeats)]
+               fixed_multiply(args.triples, args.repeats),
+               *backend(args.triples, args.compare, args.repeats)]
     if args.peer:
-        spu_seconds = peer(args.peer, args.triples)
-        records[-1]["spu_cheetah_seconds"] = spu_seconds
-        records[-1]["spu_over_concilium"] = spu_seconds / records[-1]["seconds"]
+        spu = peer(args.peer, args.triples, args.compare)
+        for record in records:
+            if record["op"] in ("fixed_multiply", "backend_multiply"):
+                record["spu_cheetah_seconds"] = spu["spu_cheetah_multiply_seconds"]
+            elif record["op"] == "backend_less":
+                record["spu_cheetah_seconds"] = spu["spu_cheetah_less_seconds"]
+            if "spu_cheetah_seconds" in record:
+                record["spu_over_concilium"] = record["spu_cheetah_seconds"] / record["seconds"]
     if args.memory_triples:
         records.append(memory(args.memory_triples))
     if not args.json:

@@ -89,25 +89,30 @@ def _compare_op(op: str, n: int) -> dict[str, Any]:
             "concilium_max_error": float(abs(our_result - exact).max())}
 
 
-def cheetah(n: int) -> dict[str, Any]:
-    """SPU's two-party CHEETAH (no dealer) on ``x * y`` in fixed point, the whole job
-    including its setup, median of 3 (``bench/ot.py --peer`` calls this)."""
+def cheetah(n: int, compare: int) -> dict[str, Any]:
+    """SPU's two-party CHEETAH (no dealer): ``x * y`` in fixed point on ``n`` pairs
+    and ``x < y`` on ``compare`` pairs, each whole job including its setup, median
+    of 3 (``bench/ot.py --peer`` calls this)."""
     data = np.random.default_rng(1)  # test data, not secrets
     x, y = (data.uniform(size=n) - 0.5) * 16, (data.uniform(size=n) - 0.5) * 16
+    u, v = (data.uniform(size=compare) - 0.5) * 2000, (data.uniform(size=compare) - 0.5) * 2000
     config = spu.RuntimeConfig(protocol=spu.ProtocolKind.CHEETAH, field=spu.FieldType.FM64,
                                fxp_fraction_bits=16)
-    job = spsim.sim_jax(spsim.Simulator(2, config), lambda a, b: a * b)
-    seconds = _median(lambda: job(x, y), repeats=3)
-    error = float(np.abs(np.asarray(job(x, y), dtype=np.float64) - x * y).max())
-    return {"op": "cheetah_mul_fxp", "n": n, "spu_cheetah_seconds": seconds,
-            "spu_max_error": error}
+    multiply = spsim.sim_jax(spsim.Simulator(2, config), lambda a, b: a * b)
+    less = spsim.sim_jax(spsim.Simulator(2, config), lambda a, b: a < b)
+    error = float(np.abs(np.asarray(multiply(x, y), dtype=np.float64) - x * y).max())
+    wrong = int(np.sum(np.asarray(less(u, v)) != (u < v)))
+    return {"op": "cheetah", "n": n, "compare_n": compare,
+            "spu_cheetah_multiply_seconds": _median(lambda: multiply(x, y), repeats=3),
+            "spu_cheetah_less_seconds": _median(lambda: less(u, v), repeats=3),
+            "spu_max_error": error, "spu_wrong_comparisons": wrong}
 
 
 def main() -> None:
     import sys
 
-    if len(sys.argv) == 3 and sys.argv[1] == "--cheetah":
-        print(json.dumps(cheetah(int(sys.argv[2]))))
+    if len(sys.argv) == 4 and sys.argv[1] == "--cheetah":
+        print(json.dumps(cheetah(int(sys.argv[2]), int(sys.argv[3]))))
         return
     records = [_compare(n) for n in (10**5, 10**6)]
     records += [_compare_op("lt", n) for n in (10**4, 10**6)]

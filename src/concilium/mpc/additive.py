@@ -23,12 +23,14 @@ triple is used once).
   with a known most significant bit (Cheetah, Huang, Lu, Hong and Ding, USENIX
   Security 2022, Section 5): after adding ``2^62 + 2^d`` the value is positive
   below ``2^63``, so the shares wrap exactly when either share's top bit is
-  set, ``w = m_0 OR m_1 = m_0 + m_1 - m_0 m_1`` (one Beaver product), and
+  set, ``w = m_0 OR m_1 = m_0 + m_1 - m_0 m_1`` (one OT per element), and
   ``sum (x'_i >> d) - w 2^(64-d) - 2^(62-d)`` is ``floor(x / 2^d)`` or that plus
   one, unbiased, for every ``|x| < 2^62 - 2^d``: no catastrophic error.
 * **Conversions**: an arithmetic sharing is already two summands, each held
   by one party (``boolean_pair`` is local); ``bit_inject`` turns ``b_0 ^ b_1``
-  into ``b_0 + b_1 - 2 b_0 b_1`` with one product.
+  into ``b_0 + b_1 - 2 b_0 b_1``. Products of one party's bits with the other's
+  (``b_0 b_1`` here, ``m_0 m_1`` in the reliable truncation) take one correlated
+  OT each (24 bytes), not a triple.
 * No secret shuffle yet: the backend does not claim ``shuffle``, so plans that
   need one (joins, medians, secret-key groups) are refused at planning.
 
@@ -134,6 +136,18 @@ class Additive(ChannelBackend):
         if taken is None:  # not prepared: made now (both parties decide alike)
             return self._make(count, boolean)
         return taken
+
+    def _bit_product(self, mine: RingArray) -> RingArray:
+        """Shares of ``b_0 b_1`` for each party's own bits: party 1 chooses with its bit
+        in one correlated OT, party 0 sends its bit as the correlation (24 bytes per
+        element, two flights; no triple)."""
+        flat = np.require(mine, dtype=RING_DTYPE, requirements="C").reshape(-1)
+        self._ot.tag = self.next_tag(2)
+        if self.index == 1:
+            share = self._ot.bit_products(self.peer, flat, None)
+        else:
+            share = self._ot.bit_products(self.peer, None, flat)
+        return share.reshape(mine.shape)
 
     def _ring(self, peer: int, tag: int, shape: tuple[int, ...] | None = None) -> RingArray:
         array = self._channel.receive(peer, tag)
@@ -249,10 +263,7 @@ class Additive(ChannelBackend):
         offset = np.uint64((1 << 62) + (1 << bits))
         shifted = share + offset if self.index == 0 else share.copy()
         top = shifted >> np.uint64(63)  # this party's share's most significant bit
-        mine = top[None]
-        zero = np.zeros_like(mine)
-        first, second = (mine, zero) if self.index == 0 else (zero, mine)
-        both = self.mul(first, second)[0]  # m_0 m_1
+        both = self._bit_product(top)  # m_0 m_1
         wraps = top - both  # this party's share of m_0 + m_1 - m_0 m_1
         result = (shifted >> np.uint64(bits)) - wraps * np.uint64(1 << (64 - bits))
         if self.index == 0:
@@ -284,10 +295,8 @@ class Additive(ChannelBackend):
 
     def bit_inject(self, bits: Shares) -> Shares:
         """``b_0 + b_1 - 2 b_0 b_1`` for the bits ``b_i`` of each party: one product."""
-        mine = bits & _ONE
-        zero = np.zeros_like(mine)
-        first, second = (mine, zero) if self.index == 0 else (zero, mine)
-        return mine - np.uint64(2) * self.mul(first, second)
+        mine = bits[0] & _ONE
+        return (mine - np.uint64(2) * self._bit_product(mine))[None]
 
     def new_permutation(self, length: int) -> Any:
         raise ConfigurationError("the additive backend has no secret shuffle yet; plans "
