@@ -27,7 +27,8 @@ from tests.test_queries import OWNERS, SCHEMA
 
 
 def test_the_registry_says_what_each_protocol_runs_on_and_tolerates() -> None:
-    assert implemented() == ["rep3", "reference"] and deployable() == ["rep3"]
+    assert implemented() == ["rep3", "additive", "reference"]
+    assert deployable() == ["rep3", "additive"]
     rep3 = protocol("rep3").threat_model(3)
     assert rep3.as_dict() == {
         "protocol": "rep3", "compute_parties": 3, "corruptions": 1,
@@ -35,6 +36,9 @@ def test_the_registry_says_what_each_protocol_runs_on_and_tolerates() -> None:
         "broken_by": "any 2 of the 3 compute parties pool what they see",
         "summary": "rep3: semi-honest, honest majority; 3 compute parties, tolerates 1 "
                    "corrupted; broken if any 2 of the 3 compute parties pool what they see"}
+    assert protocol("additive").threat_model(2).as_dict()["summary"] == (
+        "additive: semi-honest, dishonest majority; 2 compute parties, tolerates 1 "
+        "corrupted; broken if all 2 compute parties pool what they see")
     assert protocol("additive").threat_model(5).corruptions == 4
     assert protocol("reference").threat_model(3).corruptions == 0
     for spec in PROTOCOLS.values():
@@ -45,7 +49,6 @@ def test_the_registry_says_what_each_protocol_runs_on_and_tolerates() -> None:
 
 @pytest.mark.parametrize(("name", "message"), [
     ("rep4", "protocol 'rep4' is not implemented yet; choose one of rep3"),
-    ("additive", "protocol 'additive' is not implemented yet"),
     ("reference", "plaintext test backend with no security; a consortium cannot run it"),
     ("spdz", "unknown protocol 'spdz'"),
 ])
@@ -143,7 +146,7 @@ def test_every_backend_provides_the_whole_interface() -> None:
         assert spec.backend is not None and spec.outside is not None
 
 
-@pytest.mark.parametrize("name", ["rep3", "reference"])
+@pytest.mark.parametrize("name", ["rep3", "additive", "reference"])
 def test_outside_owners_and_recipients_through_the_registry(name: str) -> None:
     frames = [*OWNERS, OWNERS[0].head(50)]
     got = simulate("SELECT condition, COUNT(*) AS n FROM admissions GROUP BY condition "
@@ -152,6 +155,15 @@ def test_outside_owners_and_recipients_through_the_registry(name: str) -> None:
     union = pd.concat(frames)
     assert got["n"].tolist() == union.groupby("condition").size().tolist()
     assert np.all(got["n"] > 0)
+
+
+def test_additive_runs_two_parties_and_refuses_plans_that_need_a_shuffle() -> None:
+    assert protocol("additive").parties_problem(3) == (
+        "protocol additive runs on 2 compute parties, not 3")
+    tables = {"admissions": TableEntry(Schema.from_mapping(SCHEMA), (0, 1, 2))}
+    plan = plan_query("SELECT MEDIAN(age) FROM admissions", tables)
+    with pytest.raises(UnsupportedQuery, match="shuffle"):
+        check_capabilities(plan, protocol("additive"), outside=True)
 
 
 def test_a_policy_needs_comparisons_even_for_a_plain_count() -> None:

@@ -40,8 +40,10 @@ __all__ = ["PROTOCOLS", "run_parties"]
 
 T = TypeVar("T")
 
-#: The protocols a test can run on (those with a backend, ``reference`` included).
-PROTOCOLS = tuple(implemented())
+#: The protocols the generic suite runs on: those with a backend (``reference``
+#: included) that run on three compute parties, as the suite's programs do.
+#: ``additive`` (two parties) has its own suite, ``tests/test_additive.py``.
+PROTOCOLS = tuple(name for name in implemented() if registry(name).parties_problem(3) is None)
 
 
 class _Outcome:

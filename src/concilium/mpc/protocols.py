@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from concilium.errors import ConfigurationError
+from concilium.mpc.additive import Additive, AdditiveOutsideParty
 from concilium.mpc.backend import CAPABILITIES, Backend
 from concilium.mpc.correlations import CorrelationSource, GeneratedCorrelations
 from concilium.mpc.outside import OutsideClient
@@ -146,6 +147,14 @@ def _rep3_outside(channel: Channel, parties: Sequence[int]) -> OutsideClient:
     return Rep3OutsideParty(channel, parties)
 
 
+def _additive(channel: Channel, parties: Sequence[int]) -> Backend:
+    return Additive(channel, parties)
+
+
+def _additive_outside(channel: Channel, parties: Sequence[int]) -> OutsideClient:
+    return AdditiveOutsideParty(channel, parties)
+
+
 def _reference(channel: Channel, parties: Sequence[int]) -> Backend:
     return Reference(channel, parties)
 
@@ -165,9 +174,11 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
         lambda n: "any 2 of the 4 compute parties collude",
         "Fantastic Four (Dalskov, Escudero, Nof, USENIX Security 2021)"),
     "additive": ProtocolSpec(
-        "additive", 2, None, "semi-honest, dishonest majority", lambda n: n - 1,
-        lambda n: f"all {n} compute parties collude",
-        "additive sharing; Beaver triples from OT extension (IKNP), Gilboa products"),
+        "additive", 2, 2, "semi-honest, dishonest majority", lambda n: n - 1,
+        lambda n: f"all {n} compute parties pool what they see",
+        "additive sharing; Beaver triples from Chou-Orlandi base OTs, IKNP extension and "
+        "Gilboa products; known-MSB truncation (Cheetah, USENIX Security 2022)",
+        _additive, _additive_outside, Additive.capabilities),
     "reference": ProtocolSpec(
         "reference", 1, None, "NONE (plaintext reference backend for tests)", lambda n: 0,
         lambda n: "anyone looks: every party sees every value",
