@@ -78,3 +78,18 @@ def test_queries_doc_lists_every_registry_aggregate_with_its_plan_kinds() -> Non
         assert row.group(2) == spec.policy_name
         assert row.group(3) == ", ".join(short[k] for k in KINDS if k in spec.kinds)
         assert row.group(4) == spec.explain
+
+
+def test_the_two_party_demo_runs_two_banks_and_matches_the_plaintext_check() -> None:
+    completed = subprocess.run([sys.executable, "-m", "concilium.demo_banks"],
+                               capture_output=True, text=True, timeout=180, check=False,
+                               env={**os.environ, "COLUMNS": "120"})
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    out = completed.stdout
+    rows = re.findall(r"│ ([a-z]+) +│ (\d+) +│ ([\d,.]+) +│ \d+ +│ \d+ +│ (\d+) / ([\d,.]+) +│",
+                      out)
+    assert len(rows) == 4
+    for _, accounts, mean, check_accounts, check_mean in rows:
+        assert accounts == check_accounts and mean == check_mean
+    assert "does not support shuffle" in out  # the join is refused, not run badly
+    assert out.count("verified True") == 2 and "2 compute parties, tolerates 1" in out

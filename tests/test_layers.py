@@ -28,6 +28,7 @@ RANK = {
     "cli": 8,
     "testing": 8,
     "demo": 8,
+    "demo_banks": 8,
     "simulate": 8,
     "__init__": 8,
 }

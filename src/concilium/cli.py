@@ -653,8 +653,15 @@ def launch(
 
 
 @app.command()
-def demo() -> None:
-    """Three hospitals compute joint readmission statistics on secret shares."""
+def demo(two_party: Annotated[bool, typer.Option(
+        "--two-party", help="two banks, an additive consortium: no third party")] = False
+         ) -> None:
+    """Three hospitals compute joint readmission statistics on secret shares (or, with
+    --two-party, two banks their joint account statistics)."""
+    if two_party:
+        from concilium.demo_banks import main as run_banks
+
+        raise typer.Exit(run_banks())
     from concilium.demo import main as run_demo
 
     raise typer.Exit(run_demo())
