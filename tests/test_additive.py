@@ -6,7 +6,6 @@ other party."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from concilium.data import functions as fn
 from concilium.errors import ConfigurationError, ProtocolAbort
 from concilium.mpc.additive import Additive, AdditiveOutsideParty
 from concilium.net import MemoryNetwork
+from tests.helpers_threads import together
 
 DATA = np.random.default_rng(11)  # test data, not secrets
 
@@ -26,32 +26,14 @@ def _run(program: Callable[[Session], Any], *, outside: Callable[[Any], Any] | N
          network: MemoryNetwork | None = None) -> list[Any]:
     """``program`` on two additive compute parties (and ``outside`` on party 2)."""
     network = network or MemoryNetwork(3 if outside else 2)
-    results: list[Any] = [None] * network.parties
-    failures: list[BaseException] = []
 
-    def compute(party: int) -> None:
-        try:
-            results[party] = program(Session(Additive(network.channel(party), (0, 1))))
-        except BaseException as error:  # surfaced below
-            failures.append(error)
-
-    def other() -> None:
-        try:
+    def party(index: int) -> Any:
+        if index == 2:
             assert outside is not None
-            results[2] = outside(network.channel(2))
-        except BaseException as error:
-            failures.append(error)
+            return outside(network.channel(2))
+        return program(Session(Additive(network.channel(index), (0, 1))))
 
-    threads = [threading.Thread(target=compute, args=(p,)) for p in (0, 1)]
-    if outside:
-        threads.append(threading.Thread(target=other))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    if failures:
-        raise failures[0]
-    return results
+    return together(network, party)
 
 
 def _inputs(session: Session, x: Any, y: Any, fixed: bool = True) -> tuple[Any, Any]:

@@ -5,8 +5,6 @@ of the OT phase the same for two very different secrets (chi-square)."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from functools import reduce
 from typing import Any
 
@@ -20,29 +18,9 @@ from concilium.mpc.ot_base import receive_base_ots, send_base_ots
 from concilium.mpc.ot_extension import setup_pair
 from concilium.mpc.ot_triples import CHUNK, PairwiseOt, correction_bytes
 from concilium.net import MemoryNetwork
+from tests.helpers_threads import together
 
 DATA = np.random.default_rng(7)  # test data, not secrets
-
-
-def _together(network: MemoryNetwork, program: Callable[[int], Any]) -> list[Any]:
-    """``program(party)`` on every party of ``network``, as threads; their results."""
-    results: list[Any] = [None] * network.parties
-    failures: list[BaseException] = []
-
-    def run(party: int) -> None:
-        try:
-            results[party] = program(party)
-        except BaseException as error:  # surfaced below
-            failures.append(error)
-
-    threads = [threading.Thread(target=run, args=(p,)) for p in range(network.parties)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    if failures:
-        raise failures[0]
-    return results
 
 
 @pytest.mark.parametrize("shape", [(128, 1), (128, 40), (64, 8), (8, 3)])
@@ -57,7 +35,7 @@ def test_the_compiled_transpose_is_the_bit_matrix_transpose(shape: tuple[int, in
 def test_base_ots_give_the_receiver_the_key_it_chose_and_nothing_else() -> None:
     choices = DATA.integers(0, 2, 128)
     network = MemoryNetwork(2)
-    sent, chosen = _together(network, lambda p: send_base_ots(network.channel(0), 1, 10, 128)
+    sent, chosen = together(network, lambda p: send_base_ots(network.channel(0), 1, 10, 128)
                              if p == 0 else receive_base_ots(network.channel(1), 0, 10,
                                                              list(choices)))
     k0, k1 = sent
@@ -87,7 +65,7 @@ def test_extended_ots_are_random_ots_with_the_receivers_choices() -> None:
             return y
         return sender.extend(np.asarray(channel.receive(0, 99)), m)
 
-    y, (x0, x1) = _together(network, program)
+    y, (x0, x1) = together(network, program)
     assert np.array_equal(y, np.where(choices == 1, x1, x0))
     assert (x0 != x1).all() and len(np.unique(x0)) == m
 
@@ -100,7 +78,7 @@ def _triples(parties: int, count: int, boolean: bool, network: MemoryNetwork | N
         ot = PairwiseOt.setup(network.channel(party), party, list(range(parties)), 1000)
         return ot.triples(count, boolean=boolean)
 
-    return _together(network, program)
+    return together(network, program)
 
 
 @pytest.mark.parametrize("parties", [2, 3])
@@ -139,7 +117,7 @@ def _ot_view(secret: int) -> list[np.ndarray]:
         return ot.cross_products(value if party == 0 else DATA.integers(
             0, 2**63, 4096, dtype=np.uint64), value)
 
-    _together(network, program)
+    together(network, program)
     return [message.array for message in network.channel(1).received_log]
 
 

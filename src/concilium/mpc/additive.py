@@ -47,13 +47,13 @@ import numpy as np
 
 from concilium.errors import ConfigurationError, ProtocolAbort
 from concilium.mpc.backend import (
-    TRUNCATION_MODES,
     ChannelBackend,
     OutsideClient,
     Shares,
     Truncation,
     align,
     broadcast_shape,
+    check_truncation,
     matmul_shape,
     value_shape,
 )
@@ -253,7 +253,7 @@ class Additive(ChannelBackend):
 
     # -- fixed point ------------------------------------------------------------------
     def trunc(self, x: Shares, bits: int, mode: Truncation = "reliable") -> Shares:
-        _check_truncation(bits, mode)
+        check_truncation(bits, mode)
         share = np.require(x[0], dtype=RING_DTYPE, requirements="C")
         if mode == "fast":
             self.next_tag()
@@ -270,13 +270,7 @@ class Additive(ChannelBackend):
             result = result - np.uint64(1 << (62 - bits))
         return result[None]
 
-    def mul_trunc(self, x: Shares, y: Shares, bits: int,
-                  mode: Truncation = "reliable") -> Shares:
-        return self.trunc(self.mul(x, y), bits, mode)
 
-    def matmul_trunc(self, x: Shares, y: Shares, bits: int,
-                     mode: Truncation = "reliable") -> Shares:
-        return self.trunc(self.matmul(x, y), bits, mode)
 
     # -- conversions ------------------------------------------------------------------
     def boolean_pair(self, x: Shares, transform: Callable[[RingArray], RingArray] | None = None,
@@ -307,12 +301,6 @@ class Additive(ChannelBackend):
         raise ConfigurationError("the additive backend has no secret shuffle yet")
 
 
-def _check_truncation(bits: int, mode: str) -> None:
-    if mode not in TRUNCATION_MODES:
-        raise ConfigurationError(f"unknown truncation mode {mode!r}; choose one of "
-                                 f"{', '.join(TRUNCATION_MODES)}")
-    if not 0 < bits < 62:
-        raise ConfigurationError(f"can only truncate by 1..61 bits, not {bits}")
 
 
 class AdditiveOutsideParty(OutsideClient):

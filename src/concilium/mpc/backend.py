@@ -82,6 +82,7 @@ __all__ = [
     "Truncation",
     "align",
     "broadcast_shape",
+    "check_truncation",
     "matmul_shape",
     "share_matmul",
     "value_shape",
@@ -101,6 +102,15 @@ CAPABILITIES = ("boolean", "shuffle", "truncation:fast", "truncation:reliable",
 Shares = npt.NDArray[np.uint64]
 Truncation = Literal["fast", "reliable"]
 TRUNCATION_MODES: tuple[Truncation, ...] = ("fast", "reliable")
+
+
+def check_truncation(bits: int, mode: str) -> None:
+    """Refuse an unknown truncation mode or a shift outside 1..61 bits."""
+    if mode not in TRUNCATION_MODES:
+        raise ConfigurationError(f"unknown truncation mode {mode!r}; choose one of "
+                                 f"{', '.join(TRUNCATION_MODES)}")
+    if not 0 < bits < 62:
+        raise ConfigurationError(f"can only truncate by 1..61 bits, not {bits}")
 
 
 def value_shape(shares: Shares) -> tuple[int, ...]:
@@ -288,15 +298,16 @@ class Backend(ABC):
     def trunc(self, x: Shares, bits: int, mode: Truncation = "reliable") -> Shares:
         """Signed division by 2^bits, rounded as the mode states."""
 
-    @abstractmethod
     def mul_trunc(self, x: Shares, y: Shares, bits: int,
                   mode: Truncation = "reliable") -> Shares:
-        """``trunc(mul(x, y), bits)`` fused into fewer rounds."""
+        """``trunc(mul(x, y), bits)``; a backend may fuse it into fewer rounds."""
+        return self.trunc(self.mul(x, y), bits, mode)
 
-    @abstractmethod
     def matmul_trunc(self, x: Shares, y: Shares, bits: int,
                      mode: Truncation = "reliable") -> Shares:
-        """``trunc(matmul(x, y), bits)`` fused; one truncation per output element."""
+        """``trunc(matmul(x, y), bits)``, one truncation per output element; a backend
+        may fuse it."""
+        return self.trunc(self.matmul(x, y), bits, mode)
 
     @abstractmethod
     def random(self, shape: tuple[int, ...], *, boolean: bool = False) -> Shares:

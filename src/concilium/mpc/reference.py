@@ -25,12 +25,12 @@ import numpy.typing as npt
 from concilium.errors import ConfigurationError, ProtocolAbort
 from concilium.mpc.backend import (
     CAPABILITIES,
-    TRUNCATION_MODES,
     ChannelBackend,
     Shares,
     Truncation,
     align,
     broadcast_shape,
+    check_truncation,
     share_matmul,
     value_shape,
 )
@@ -151,17 +151,11 @@ class Reference(ChannelBackend):
 
     def trunc(self, x: Shares, bits: int, mode: Truncation = "reliable") -> Shares:
         """The exact floor of ``x / 2^bits`` (within every mode's contract)."""
-        _check_truncation(bits, mode)
+        check_truncation(bits, mode)
         signed = np.require(x, dtype=RING_DTYPE, requirements="C").view(np.int64)
         return np.right_shift(signed, bits).view(RING_DTYPE)
 
-    def mul_trunc(self, x: Shares, y: Shares, bits: int,
-                  mode: Truncation = "reliable") -> Shares:
-        return self.trunc(self.mul(x, y), bits, mode)
 
-    def matmul_trunc(self, x: Shares, y: Shares, bits: int,
-                     mode: Truncation = "reliable") -> Shares:
-        return self.trunc(self.matmul(x, y), bits, mode)
 
     # -- conversions and permutations -----------------------------------------
     def boolean_pair(self, x: Shares, transform: Callable[[RingArray], RingArray] | None = None,
@@ -194,12 +188,6 @@ class Reference(ChannelBackend):
         return np.take(x, order, axis=-1)
 
 
-def _check_truncation(bits: int, mode: str) -> None:
-    if mode not in TRUNCATION_MODES:
-        raise ConfigurationError(f"unknown truncation mode {mode!r}; choose one of "
-                                 f"{', '.join(TRUNCATION_MODES)}")
-    if not 0 < bits < 62:
-        raise ConfigurationError(f"can only truncate by 1..61 bits, not {bits}")
 
 
 class ReferenceOutsideParty(OutsideClient):
