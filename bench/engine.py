@@ -197,12 +197,15 @@ def _time_numpy(spec: OpSpec, n: int, repeats: int, warmup: int) -> float:
 
 
 class TlsRunner:
-    """Three local node processes over mutual TLS, re-launched for each measurement.
+    """Local node processes (three, or ``names``) of a ``protocol`` consortium over mutual
+    TLS, re-launched for each measurement.
 
     ``entry``: the party function (``module:function`` in this directory) that
     runs an operation by name."""
 
-    def __init__(self, entry: str = "engine:tls_party") -> None:
+    def __init__(self, entry: str = "engine:tls_party",
+                 names: tuple[str, ...] = ("bench-a", "bench-b", "bench-c"),
+                 protocol: str = "rep3") -> None:
         self.entry = entry
         import socket
         import tempfile
@@ -212,9 +215,9 @@ class TlsRunner:
 
         self._scratch = tempfile.TemporaryDirectory(prefix="concilium-bench-")
         root = Path(self._scratch.name)
-        manifest = Manifest("bench", "rep3")
+        manifest = Manifest("bench", protocol)
         self.node_dirs = []
-        for name in ("bench-a", "bench-b", "bench-c"):
+        for name in names:
             ports = []
             for _ in range(2):
                 with socket.socket() as probe:

@@ -4,6 +4,7 @@ extension, Gilboa products), in memory, two threads on this machine's cores.
     python bench/ot.py --json
     python bench/ot.py --triples 100000 --repeats 3
     python bench/ot.py --peer /tmp/spuenv/bin/python   # SPU CHEETAH in the same run
+    python bench/ot.py --transport tls                 # also two processes over TLS
 
 Records (median of ``--repeats``):
 
@@ -171,7 +172,57 @@ def backend(n: int, compare: int, repeats: int) -> list[dict[str, Any]]:
             "op": f"backend_{op}", "n": size, "protocol": "additive", "transport": "memory",
             "parties": 2, "seconds": statistics.median(r[0] for r in runs),
             "bytes_per_party": max(runs[-1][2]), "bytes_per_element": max(runs[-1][2]) / size,
-            "max_error": float(np.abs(result - exact).max())})
+            "max_error": float(np.abs(result - exact).max()),
+            "includes": "inputs, base OTs, triples, the job, the reveal"})
+    return records
+
+
+def tls_party(session: Any, op: str, n: int, repeats: int) -> list[dict[str, Any]]:
+    """A party process of ``--transport tls`` (``ot:tls_party``): the backend job with
+    only its own input (seeded test data), each repeat after a barrier; the
+    session's base OTs ran at start-up, every job makes its own triples."""
+    from engine import _barrier
+
+    data = np.random.default_rng(session.party)  # test data, not secrets
+    scale = 16 if op == "multiply" else 2000
+    mine = (data.uniform(size=n) - 0.5) * scale
+    samples = []
+    channel = session.backend.channel
+    for index in range(repeats + 1):
+        _barrier(session)
+        before, start = channel.stats().bytes_sent, time.perf_counter()
+        a = session.input(0, mine if session.party == 0 else None, fixed=True)
+        b = session.input(1, mine if session.party == 1 else None, fixed=True)
+        ((a * b) if op == "multiply" else (a < b)).reveal()
+        end = time.perf_counter()
+        if index:  # the first run warms up
+            samples.append({"start": start, "end": end,
+                            "bytes": channel.stats().bytes_sent - before})
+    _barrier(session)
+    return samples
+
+
+def tls(n: int, compare: int, repeats: int) -> list[dict[str, Any]]:
+    """The backend jobs between two OS processes over mutual TLS."""
+    from concilium.node.launcher import launch_local, values_or_raise
+    from engine import TlsRunner
+
+    runner = TlsRunner("ot:tls_party", names=("bank-a", "bank-b"), protocol="additive")
+    here = Path(__file__).resolve().parent
+    records = []
+    for op, size in (("multiply", n), ("less", compare)):
+        per_party = values_or_raise(launch_local(
+            runner.manifest_path, runner.node_dirs, "ot:tls_party",
+            args={"op": op, "n": size, "repeats": repeats}, python_path=[str(here)],
+            timeout=900, receive_timeout=300))
+        seconds = statistics.median(
+            max(p[k]["end"] for p in per_party) - min(p[k]["start"] for p in per_party)
+            for k in range(repeats))
+        records.append({"op": f"backend_{op}", "n": size, "protocol": "additive",
+                        "transport": "tls", "parties": 2, "seconds": seconds,
+                        "bytes_per_party": max(p[-1]["bytes"] for p in per_party),
+                        "includes": "inputs, triples, the job, the reveal (the base OTs "
+                                    "ran once at the session's start)"})
     return records
 
 
@@ -191,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-triples", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--peer", help="a Python with spu==0.9.5 (bench/peer_spu.py)")
+    parser.add_argument("--transport", default="memory", choices=["memory", "tls"],
+                        help="tls: also the backend jobs between two processes over TLS")
     args = parser.parse_args(argv)
     transpose_bits(np.zeros((128, 8), dtype=np.uint8))  # compile (or load) the kernel
     records = [triples(args.triples, args.repeats, False),
@@ -206,6 +259,17 @@ def main(argv: list[str] | None = None) -> int:
                 record["spu_cheetah_seconds"] = spu["spu_cheetah_less_seconds"]
             if "spu_cheetah_seconds" in record:
                 record["spu_over_concilium"] = record["spu_cheetah_seconds"] / record["seconds"]
+    if args.transport == "tls":
+        over = {r["op"]: r for r in tls(args.triples, args.compare, args.repeats)}
+        for record in list(records):
+            if record["op"] in over:
+                tls_record = over[record["op"]]
+                tls_record["tls_over_memory"] = tls_record["seconds"] / record["seconds"]
+                if "spu_cheetah_seconds" in record:
+                    tls_record["spu_cheetah_seconds"] = record["spu_cheetah_seconds"]
+                    tls_record["spu_over_concilium"] = (record["spu_cheetah_seconds"]
+                                                        / tls_record["seconds"])
+                records.append(tls_record)
     if args.memory_triples:
         records.append(memory(args.memory_triples))
     if not args.json:
