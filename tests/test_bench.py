@@ -163,7 +163,12 @@ def test_the_ot_benchmark_reports_triples_bytes_and_memory() -> None:
         capture_output=True, text=True, timeout=300, check=False)
     assert completed.returncode == 0, completed.stderr
     records = {r["op"]: r for r in json.loads(completed.stdout)}
-    assert set(records) == {"triples", "and_triples", "fixed_multiply", "triples_memory"}
+    assert set(records) == {"triples", "and_triples", "fixed_multiply", "triples_memory",
+                            "backend_multiply", "backend_less"}
+    assert records["backend_less"]["max_error"] == 0  # every comparison right
+    assert records["backend_multiply"]["max_error"] < 1e-3
+    # a product: 8 input + 1,312 triple + 16 opening + 24 truncation OT bytes
+    assert records["backend_multiply"]["bytes_per_element"] < 1360 + 4200 / 2048 + 0.01
     triples = records["triples"]  # 64 OTs of 16 bytes and 288 bytes of corrections
     assert triples["theory_bytes_per_triple"] == 1312
     assert 1312 <= triples["bytes_per_triple"] < 1312 + 4200 / 2048 + 0.01
