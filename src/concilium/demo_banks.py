@@ -16,6 +16,7 @@ The overlap of shared customers (a join) needs the secret shuffle, which the
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from rich.table import Table
 
 from concilium.errors import ConciliumError
 from concilium.node.cluster import LocalCluster
+from concilium.ring import Prg
 
 __all__ = ["main"]
 
@@ -43,14 +45,24 @@ console = Console(highlight=False)
 
 
 def synthetic_accounts(seed: int, count: int) -> pd.DataFrame:
-    """A bank's accounts (a seeded generator: test data, not secrets)."""
-    data = np.random.default_rng(seed)
-    segment = data.choice(SEGMENTS, count, p=[0.2, 0.1, 0.6, 0.1])
-    scale = {"business": 80_000, "private": 400_000, "retail": 6_000, "student": 900}
-    balance = np.array([data.normal(scale[s], scale[s] / 2) for s in segment])
-    return pd.DataFrame({"customer": data.permutation(count * 3)[:count], "segment": segment,
+    """A bank's accounts, reproducible from ``seed`` (demo data, not secrets). The
+    uniform draws come from the project's AES-CTR PRG under a key derived from the
+    seed, like every other random number in the package."""
+    key = hashlib.sha256(f"concilium-banks-{seed}".encode()).digest()[:16]
+    prg = Prg(key)
+    uniform = prg.uniform((4, count))
+    edges = np.cumsum([0.2, 0.1, 0.6, 0.1])
+    segment = np.array(SEGMENTS)[np.minimum(np.searchsorted(edges, uniform[0], side="right"),
+                                            len(SEGMENTS) - 1)]
+    scale = np.array([{"business": 80_000, "private": 400_000, "retail": 6_000,
+                       "student": 900}[s] for s in segment], dtype=np.float64)
+    # two uniforms to one normal (Box-Muller): mean scale, deviation scale / 2
+    normal = np.sqrt(-2 * np.log1p(-uniform[1])) * np.cos(2 * np.pi * uniform[2])
+    balance = scale + normal * scale / 2
+    customers = np.argsort(prg.integers(count * 3), kind="stable")[:count]  # distinct ids
+    return pd.DataFrame({"customer": customers, "segment": segment,
                          "balance": np.clip(balance, -50_000, 5_000_000).astype(int),
-                         "flagged": (data.uniform(size=count) < 0.02).astype(int)})
+                         "flagged": (uniform[3] < 0.02).astype(int)})
 
 
 def main() -> int:
