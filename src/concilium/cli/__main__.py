@@ -1,0 +1,5 @@
+"""``python -m concilium.cli``."""
+
+from concilium.cli import main
+
+main()

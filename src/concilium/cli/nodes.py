@@ -1,0 +1,244 @@
+"""Nodes and consortia: ``init``, ``consortium``, ``user add``, ``node start``,
+``launch``, ``audit``, ``demo``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from concilium.cli.common import (
+    NodeOption,
+    TokenOption,
+    app,
+    audit_app,
+    console,
+    consortium_app,
+    errors,
+    friendly,
+    node_app,
+    node_client,
+    user_app,
+)
+from concilium.errors import ConfigurationError
+from concilium.governance.consortium import (
+    ROLES,
+    Manifest,
+    add_party,
+    load_manifest,
+    save_manifest,
+)
+from concilium.governance.identity import create_node, load_node
+
+
+@audit_app.command("verify")
+def audit_verify(
+    log: Annotated[Path, typer.Argument(help="The node's audit log (SQLite)")],
+    manifest: Annotated[Path | None, typer.Option(
+        help="Check the log's key and the co-signers against this manifest")] = None,
+    against: Annotated[list[Path] | None, typer.Option(
+        help="A peer's audit log (SQLite) or its exported checkpoints (JSON, from "
+             "'concilium audit witnessed'): the checkpoints of this log that the peer "
+             "co-signed and keeps. Detects a cut tail or a rebuilt history. Repeatable.")
+    ] = None,
+) -> None:
+    """Detect any edited, deleted, inserted or reordered entry, and (with --against)
+    a truncated log or a history rebuilt with the node's own key; name the first bad
+    entry."""
+    from concilium.governance.audit import load_witnessed, verify_log
+
+    with friendly():
+        signers = None
+        if manifest is not None:
+            signers = {p.name: p.signing_key for p in load_manifest(manifest).parties}
+        held = [w for path in against or [] for w in load_witnessed(path)]
+        count = verify_log(log, signers, against=held)
+        extra = f", and {len(held)} checkpoint(s) kept by peers" if against else ""
+        console.print(f"{log}: {count} entries, chain, signatures and checkpoints "
+                      f"verified{extra}", highlight=False)
+
+
+@audit_app.command("witnessed")
+def audit_witnessed(
+    node: NodeOption, token: TokenOption = None,
+    of: Annotated[str | None, typer.Option(help="Only the checkpoints of this node's log")
+                  ] = None,
+) -> None:
+    """Print, as JSON, the other nodes' checkpoints this node co-signed and keeps (an
+    auditor verifies a node's log against them with 'audit verify --against')."""
+    with friendly():
+        path = "/audit/witnessed" + (f"?node={of}" if of else "")
+        held = node_client(node, token).request("GET", path)
+    console.print_json(json.dumps(held))
+
+
+@user_app.command("add")
+def user_add(
+    node_dir: Annotated[Path, typer.Argument(help="The node's directory")],
+    name: Annotated[str, typer.Argument(help="User name")],
+    role: Annotated[str, typer.Option(help="admin, analyst, approver or recipient")],
+) -> None:
+    """Create a user and print their API token (shown this once, stored hashed)."""
+    from concilium.governance.users import UserStore
+
+    with friendly():
+        load_node(node_dir)
+        store = UserStore(node_dir / "users.sqlite")
+        try:
+            token = store.add_user(name, role)
+        finally:
+            store.close()
+    console.print(token, highlight=False)
+
+
+@node_app.command("start")
+def node_start(
+    node_dir: Annotated[Path, typer.Argument(help="The node's directory")],
+    manifest: Annotated[Path | None, typer.Option(help="The consortium manifest")] = None,
+    peer_timeout: Annotated[float, typer.Option(
+        help="Seconds a run waits for a silent peer before it aborts on every node")] = 60.0,
+    startup_timeout: Annotated[float, typer.Option(
+        help="Seconds a run waits for its peers to connect")] = 30.0,
+    mpc_bind: Annotated[str | None, typer.Option(
+        help="Listen for MPC connections on HOST:PORT instead of the manifest's "
+             "address (behind port forwarding or a proxy)")] = None,
+) -> None:
+    """Serve the node's HTTP API over HTTPS until Ctrl-C or SIGTERM."""
+    from concilium.net.tls import TlsSettings
+    from concilium.node.service import serve
+
+    with friendly():
+        identity = load_node(node_dir)
+        if peer_timeout <= 0 or startup_timeout <= 0:
+            raise ConfigurationError("--peer-timeout and --startup-timeout must be "
+                                     "positive")
+        settings = TlsSettings(startup_timeout=startup_timeout, receive_timeout=peer_timeout,
+                               send_timeout=peer_timeout)
+        errors.print(f"node {identity.name} serving https://{identity.api_address}",
+                     highlight=False)
+        serve(node_dir, manifest, settings=settings, mpc_bind=mpc_bind)
+    errors.print(f"node {identity.name} stopped", highlight=False)
+
+
+
+@app.command()
+def init(
+    node_dir: Annotated[Path, typer.Argument(help="Directory for the new node")],
+    name: Annotated[str, typer.Option(help="Node name, e.g. hospital-a")],
+    mpc_address: Annotated[str, typer.Option(help="HOST:PORT peers connect to")],
+    api_address: Annotated[str | None, typer.Option(help="HOST:PORT of the HTTP API")] = None,
+) -> None:
+    """Create a node: TLS key and certificate, Ed25519 signing key, node.toml."""
+    with friendly():
+        identity = create_node(node_dir, name, mpc_address, api_address)
+    console.print(f"Created node [bold]{identity.name}[/] in {node_dir}")
+    console.print(f"  MPC address     {identity.mpc_address}")
+    console.print(f"  API address     {identity.api_address}")
+    console.print(f"  TLS certificate {identity.tls_fingerprint}")
+    console.print(f"  signing key     {identity.signing_public_key}")
+
+
+@consortium_app.command("create")
+def consortium_create(
+    manifest: Annotated[Path, typer.Argument(help="Manifest file to create")],
+    name: Annotated[str, typer.Option(help="Consortium name")],
+    protocol: Annotated[str, typer.Option(help="rep3, rep4 or additive")] = "rep3",
+    approval: Annotated[str, typer.Option(
+        help="Whose approval a computation needs: dataset_owners (the owners of the data "
+             "it uses) or all_owners (every data owner)")] = "dataset_owners",
+) -> None:
+    """Start an empty manifest."""
+    with friendly():
+        if manifest.exists():
+            raise ConfigurationError(f"{manifest} already exists; refusing to overwrite it")
+        save_manifest(Manifest(name=name, protocol=protocol, approval=approval), manifest)
+    console.print(f"Created consortium [bold]{name}[/] ({protocol}) in {manifest}")
+
+
+@consortium_app.command("add")
+def consortium_add(
+    manifest: Annotated[Path, typer.Argument(help="Manifest file")],
+    node_dir: Annotated[Path, typer.Argument(help="The node directory to add")],
+    roles: Annotated[str, typer.Option(help=f"Comma-separated: {', '.join(ROLES)}")] = (
+        "data_owner,compute"),
+) -> None:
+    """Add a node (its addresses, certificate and public key) to the manifest."""
+    with friendly():
+        current = load_manifest(manifest)
+        identity = load_node(node_dir)
+        updated = add_party(current, identity,
+                            tuple(r.strip() for r in roles.split(",") if r.strip()))
+        save_manifest(updated, manifest)
+    console.print(f"Added [bold]{identity.name}[/] ({roles}) to {manifest}")
+    for problem in updated.readiness_problems():
+        console.print(f"  not ready yet: {problem}")
+
+
+@consortium_app.command("show")
+def consortium_show(
+    manifest: Annotated[Path, typer.Argument(help="Manifest file")],
+) -> None:
+    """Print the parties, the manifest hash and whether the protocol can run."""
+    with friendly():
+        current = load_manifest(manifest)
+    table = Table(title=f"consortium {current.name} ({current.protocol})")
+    for column in ("#", "name", "MPC address", "API address", "roles", "TLS fingerprint"):
+        table.add_column(column)
+    for index, party in enumerate(current.parties):
+        table.add_row(str(index), party.name, party.mpc_address, party.api_address,
+                      ", ".join(party.roles), party.tls_fingerprint[:23] + "...")
+    console.print(table)
+    console.print(f"manifest hash {current.hash}")
+    problems = current.readiness_problems()
+    console.print("ready" if not problems else "not ready: " + "; ".join(problems))
+
+
+@app.command()
+def launch(
+    manifest: Annotated[Path, typer.Argument(help="Manifest file")],
+    node_dirs: Annotated[list[Path], typer.Argument(help="One directory per party to start")],
+    program: Annotated[str, typer.Option(help="package.module:function run by each party")],
+    args: Annotated[str, typer.Option(help="JSON object of keyword arguments")] = "{}",
+    timeout: Annotated[float, typer.Option(help="Seconds before the launch gives up")] = 300.0,
+    peer_timeout: Annotated[float, typer.Option(
+        help="Seconds a party waits for a peer that sends, or accepts, nothing")] = 60.0,
+) -> None:
+    """Run a program on local node processes over mutual TLS on this machine."""
+    from concilium.node.launcher import encode_value, launch_local
+
+    with friendly():
+        try:
+            keyword = json.loads(args)
+        except json.JSONDecodeError as error:
+            raise ConfigurationError(f"--args is not JSON: {error}") from None
+        outcomes = launch_local(manifest, node_dirs, program, args=keyword, timeout=timeout,
+                                receive_timeout=peer_timeout, python_path=[str(Path.cwd())])
+    failed = False
+    for outcome in outcomes:
+        if outcome.ok:
+            console.print(f"[green]{outcome.name}[/]: {json.dumps(encode_value(outcome.value))}")
+        else:
+            failed = True
+            errors.print(f"[red]{outcome.name}[/]: {outcome.error_type}: {outcome.error}",
+                         highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(two_party: Annotated[bool, typer.Option(
+        "--two-party", help="two banks, an additive consortium: no third party")] = False
+         ) -> None:
+    """Three hospitals compute joint readmission statistics on secret shares (or, with
+    --two-party, two banks their joint account statistics)."""
+    if two_party:
+        from concilium.demo_banks import main as run_banks
+
+        raise typer.Exit(run_banks())
+    from concilium.demo import main as run_demo
+
+    raise typer.Exit(run_demo())
+
