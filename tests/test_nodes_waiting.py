@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from concilium.node.cluster import LocalCluster
-from concilium.node.control import WAITING
+from concilium.node.jobs import WAITING
 
 NAMES = ("hospital-a", "hospital-b", "hospital-c")
 SCHEMA = {"columns": {"condition": {"type": "category", "domain": ["asthma", "copd"]},

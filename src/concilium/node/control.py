@@ -1,6 +1,6 @@
 """The control plane between nodes: signed peer requests, the catalog, forwarding
-proposals and approvals, automatic refusals, and the job that runs a
-computation once it is approved.
+proposals and approvals, automatic refusals and audit witnesses (the job that
+runs an approved computation is :mod:`concilium.node.jobs`).
 
 **Peer requests** go over HTTPS to the peer's API address, pinned to the
 peer's certificate from the manifest. Each carries the sender's name, a time
@@ -29,14 +29,6 @@ audit log's current checkpoint; they keep what they sign. At start-up (and on
 ``/audit/verify``) a node verifies its own log against the checkpoints its
 peers keep, so a cut tail or a rebuilt history is found even if the node's own
 checkpoints were deleted.
-
-**Jobs**: when a node that takes part in a run (a compute party, an owner of
-data it uses, a recipient) holds all approvals, it starts the run in a
-background thread: it meets the other participants over the MPC transport
-(mutual TLS, session bound to the computation id), loads its own datasets,
-and runs :func:`concilium.node.runner.run_computation` (or
-:func:`~concilium.node.runner.run_outside` if it does not compute). Recipient
-nodes keep the result; every node records the status and progress.
 """
 
 from __future__ import annotations
@@ -45,7 +37,6 @@ import datetime
 import hashlib
 import logging
 import ssl
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,16 +45,13 @@ import httpx
 from cryptography.exceptions import InvalidSignature
 
 from concilium.data.dataset import Dataset
-from concilium.data.outside import OutsideParty
 from concilium.data.schema import Schema
-from concilium.data.session import Session
 from concilium.errors import (
     AccessDenied,
     ApprovalMissing,
     AuditError,
     ConciliumError,
     ConfigurationError,
-    PeerUnavailable,
 )
 from concilium.governance.approval import (
     Approval,
@@ -73,21 +61,14 @@ from concilium.governance.approval import (
     standing_decisions,
 )
 from concilium.governance.audit import Checkpoint, Witnessed, checkpoint_message, verify_log
-from concilium.governance.audit_events import Abort, AuditAlert, Refusal
+from concilium.governance.audit_events import AuditAlert, Refusal
 from concilium.governance.consortium import Manifest, PartyEntry
 from concilium.governance.proposal import DatasetEntry
 from concilium.governance.spec import ComputationSpec, canonical_json
-from concilium.mpc.protocols import protocol
-from concilium.net.tls import TlsIdentity
-from concilium.net.tls_channel import TlsChannel
-from concilium.node import privacy
-from concilium.node.launcher import endpoints
-from concilium.node.planning import participants
-from concilium.node.runner import run_computation, run_outside
 
 __all__ = ["AUTOMATIC", "MAX_SKEW", "Forwarded", "all_approved", "catalog", "collect_witnessed",
-           "forward", "load_dataset", "maybe_start", "own_entries", "pending_approvers",
-           "publish_catalog", "refuse", "request_witnesses", "result_json", "verify_own_log",
+           "ask", "forward", "load_dataset", "own_entries", "pending_approvers",
+           "publish_catalog", "refuse", "request_witnesses", "verify_own_log",
            "verify_peer"]
 
 MAX_SKEW = datetime.timedelta(minutes=5)
@@ -247,7 +228,7 @@ def accept_catalog(context: Any, node: str, body: Mapping[str, Any]) -> None:
     context.store.replace_catalog(node, entries)
 
 
-def _ask(context: Any, path: str, body: Mapping[str, Any],
+def ask(context: Any, path: str, body: Mapping[str, Any],
          parties: list[PartyEntry] | None = None) -> dict[str, Any]:
     """POST a signed request to each peer (all but this node, or ``parties``); each
     peer's JSON answer, or None if it could not be reached or refused."""
@@ -272,7 +253,7 @@ def publish_catalog(context: Any) -> list[str]:
     """Send this node's datasets to every peer and store theirs from the answers;
     returns the peers that could not be reached."""
     unreachable = []
-    for peer, answer in _ask(context, "/peer/catalog", _catalog_body(context)).items():
+    for peer, answer in ask(context, "/peer/catalog", _catalog_body(context)).items():
         try:
             if answer is None:
                 raise ConfigurationError(f"{peer} did not answer")
@@ -302,7 +283,7 @@ def request_witnesses(context: Any) -> list[str]:
         return []
     behind = [p for p in manifest.parties if context.audit.cosigned_size(p.name) < size]
     signed = []
-    answers = _ask(context, "/peer/witness", {"size": size, "root": root}, behind)
+    answers = ask(context, "/peer/witness", {"size": size, "root": root}, behind)
     for peer, answer in answers.items():
         try:
             signature = str(answer["signature"])
@@ -321,7 +302,7 @@ def collect_witnessed(context: Any) -> tuple[list[Witnessed], list[str]]:
     answered (a node verifies its own log against them)."""
     held: list[Witnessed] = []
     answered = []
-    for peer, answer in _ask(context, "/peer/witnessed", {"node": context.name}).items():
+    for peer, answer in ask(context, "/peer/witnessed", {"node": context.name}).items():
         try:
             items = [Witnessed.from_dict(item) for item in answer]
         except (TypeError, ConciliumError):
@@ -386,174 +367,3 @@ def refuse(context: Any, spec: ComputationSpec, error: ConciliumError) -> Approv
     context.audit.record(Refusal(spec.computation_id, type(error).__name__, str(error)))
     forward(context, "/peer/approvals", approval.as_dict())
     return approval
-
-
-# -- jobs ------------------------------------------------------------------------------
-def maybe_start(context: Any, identifier: str) -> bool:
-    """Start the job on this node if it takes part in the run and every approval is in."""
-    manifest: Manifest | None = context.manifest
-    if manifest is None or not context.run_jobs:
-        return False
-    me = manifest.index(context.name)
-    with context.lock:
-        record = context.store.computation(identifier)
-        if me not in participants(record.spec, manifest):
-            return False
-        if record.status not in ("proposed", "approved") or not all_approved(
-                record.spec, context.store.approvals(identifier), manifest):
-            return False
-        context.store.update(identifier, status="running", progress=0.1)
-    thread = threading.Thread(target=_job, args=(context, identifier),
-                              name=f"concilium-job-{identifier[:8]}", daemon=True)
-    thread.start()
-    return True
-
-
-def result_json(frame: Any) -> dict[str, Any] | None:
-    """A result DataFrame as the JSON a recipient node keeps and serves (with its
-    threat model); None where the node is not a recipient."""
-    if frame is None:
-        return None
-    return {"threat_model": frame.attrs.get("threat_model"),
-            "columns": [str(c) for c in frame.columns],
-            "rows": [[None if v != v else v for v in row]  # NaN (NULL) -> None
-                     for row in frame.astype(object).values.tolist()],
-            "suppressed": [{"group": c["group"] if isinstance(c["group"], dict)
-                            else str(c["group"]), "rule": c["rule"]}
-                           for c in frame.attrs.get("suppressed", [])],
-            **({"privacy": frame.attrs["privacy"]} if "privacy" in frame.attrs else {})}
-
-
-#: The error prefix of an approved computation whose peers were not all there yet.
-WAITING = "waiting for peers: "
-
-
-def resume_waiting(context: Any) -> list[str]:
-    """Start again the approved computations that waited for peers (a node that was
-    down is back, or is about to be)."""
-    started = []
-    for record in context.store.computations():
-        waiting = record.status == "approved" and (record.error or "").startswith(WAITING)
-        if waiting and not _failed_elsewhere(context, record) and maybe_start(context,
-                                                                             record.id):
-            started.append(record.id)
-    return started
-
-
-def _failed_elsewhere(context: Any, record: Any) -> bool:
-    """Whether a participant has failed the run (it met the others and aborted while
-    this node could not connect): then it fails here too, with that node's reason,
-    instead of waiting for peers that will not come back to it."""
-    manifest: Manifest = context.manifest
-    involved = set(participants(record.spec, manifest))
-    peers = [p for i, p in enumerate(manifest.parties) if i in involved]
-    for peer, answer in _ask(context, "/peer/status", {"id": record.id}, peers).items():
-        if isinstance(answer, dict) and answer.get("status") == "failed":
-            with context.lock:
-                if context.store.computation(record.id).status != "approved":
-                    return True
-                context.store.update(record.id, status="failed",
-                                     error=f"{peer} failed the run: "
-                                           f"{str(answer.get('error') or '')[:200]}")
-            context.audit.record(Abort(record.id, "PeerFailed",
-                                       f"{peer} failed the run while this node waited"))
-            return True
-    return False
-
-
-def start_approved(context: Any) -> list[str]:
-    """Start the computations that have every approval but never started (the node
-    stopped between storing the last approval and starting the job): on start-up."""
-    return [record.id for record in context.store.computations()
-            if record.status in ("proposed", "approved") and maybe_start(context, record.id)]
-
-
-def _connect(context: Any, manifest: Manifest, me: int, involved: set[int],
-             identifier: str) -> TlsChannel:
-    """The computation's MPC channel: inbound connections through the node's standing
-    listener when it serves (any number of computations at once), else by listening
-    on the MPC address for this one."""
-    identity = context.identity
-    arguments = (me, [e for e in endpoints(manifest) if e.index in involved],
-                 TlsIdentity(identity.tls_certificate_path, identity.tls_key_path),
-                 bytes.fromhex(manifest.hash), bytes.fromhex(identifier),
-                 context.tls_settings)
-    if context.listener is None:
-        return TlsChannel.connect(*arguments)
-    with context.listener.expect(bytes.fromhex(identifier), len(involved) - 1) as arrivals:
-        return TlsChannel.connect(*arguments, arrivals=arrivals)
-
-
-def _settle(context: Any, spec: ComputationSpec, session: Session | None, channel: Any,
-            charged: list[str], error: BaseException) -> None:
-    """A failed run's budget: refunded when nothing was opened (a compute party
-    that opened nothing and drew no noise; an outside owner that sent nothing). An outside owner
-    that has shared cannot tell what the compute parties opened: its charge
-    stands."""
-    if not charged:
-        return
-    computes = context.manifest.parties[context.manifest.index(context.name)].is_compute
-    if computes:  # no session yet (its key agreement failed): nothing was opened
-        unopened = session is None or not session.opened
-    else:
-        unopened = channel is None or channel.stats().bytes_sent == 0
-    if unopened:
-        privacy.refund_run(context, spec, f"aborted before anything was opened: "
-                                          f"{type(error).__name__}")
-
-
-def _job(context: Any, identifier: str) -> None:
-    manifest: Manifest = context.manifest
-    record = context.store.computation(identifier)
-    spec = record.spec
-    me = manifest.index(context.name)
-    compute = tuple(i for i, p in enumerate(manifest.parties) if p.is_compute)
-    involved = set(participants(spec, manifest))
-    channel = None
-    session: Session | None = None
-    charged: list[str] = []
-    try:
-        try:
-            channel = _connect(context, manifest, me, involved, identifier)
-        except PeerUnavailable as error:  # nothing was shared: wait for the peers
-            context.store.update(identifier, status="approved", progress=0.0,
-                                 error=f"{WAITING}{str(error).splitlines()[0]}")
-            return
-        context.store.update(identifier, progress=0.3)
-        datasets = {name: load_dataset(context, name) for name in spec.datasets
-                    if context.name in spec.owners(name)}
-        approvals = context.store.approvals(identifier)
-        own = own_entries(context)
-        backend = protocol(manifest.protocol)  # the consortium's, never another
-        charged = privacy.charge_run(context, spec)  # before anything is shared
-        datasets = privacy.with_releases(context, datasets)
-        if me in compute:
-            session = Session(backend.create_backend(channel, compute))
-            frame = run_computation(session, spec, approvals, manifest, datasets,
-                                    context.audit, me=context.name, own=own, checkpoints=True)
-        else:
-            frame = run_outside(OutsideParty(channel, compute, protocol=backend.name), spec,
-                                approvals, manifest, datasets, context.audit,
-                                me=context.name, own=own)
-        privacy.release_run(context, spec)
-        channel.finish()
-        keep = frame if context.name in spec.recipients else None
-        context.store.update(identifier, status="completed", progress=1.0,
-                             result=result_json(keep), error="")
-    except (ConciliumError, OSError) as error:
-        if channel is not None:
-            channel.abort(f"{context.name} failed: {type(error).__name__}")
-        _settle(context, spec, session, channel, charged, error)
-        context.store.update(identifier, status="failed",
-                             error=f"{type(error).__name__}: {str(error).splitlines()[0]}")
-    except Exception as error:  # a defect: the run still ends, failed, on every party
-        _LOG.exception("computation %s failed unexpectedly", identifier[:16])
-        if channel is not None:
-            channel.abort(f"{context.name} failed: {type(error).__name__}")
-        _settle(context, spec, session, channel, charged, error)
-        context.store.update(identifier, status="failed",
-                             error=f"InternalError: {type(error).__name__} on this node; "
-                                   "see its log")
-    finally:
-        if channel is not None:
-            channel.close()

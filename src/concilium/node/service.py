@@ -30,7 +30,7 @@ from concilium.governance.identity import load_node, load_signing_key, parse_add
 from concilium.governance.users import UserStore
 from concilium.net.listener import StandingListener
 from concilium.net.tls import TlsIdentity, TlsSettings
-from concilium.node import control
+from concilium.node import control, jobs
 from concilium.node.api import create_app
 from concilium.node.context import NodeContext
 from concilium.node.launcher import endpoints
@@ -64,7 +64,7 @@ def _deliveries(context: NodeContext, stopping: threading.Event, interval: float
             control.deliver_outbox(context)
             passes += 1
             if passes % 4 == 0:
-                control.resume_waiting(context)
+                jobs.resume_waiting(context)
         except Exception:  # a background loop must not die
             _LOG.exception("outbox delivery failed; trying again")
 
@@ -157,7 +157,7 @@ def serve(node_dir: str | Path, manifest_path: str | Path | None = None, *,
     interrupted(context)
     if context.manifest is not None:
         context.listener = mpc_listener(context, mpc_bind)
-        control.start_approved(context)
+        jobs.start_approved(context)
         threading.Thread(target=_deliveries, args=(context, stopping), daemon=True,
                          name="concilium-deliveries").start()
         threading.Thread(target=_background, args=(context, stopping, witness_interval),

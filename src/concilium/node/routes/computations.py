@@ -16,7 +16,7 @@ from concilium.governance.policy import OutputPolicy
 from concilium.governance.proposal import build_spec
 from concilium.governance.spec import ComputationSpec, canonical_json
 from concilium.governance.users import User
-from concilium.node import control, privacy
+from concilium.node import control, jobs, privacy
 from concilium.node.context import NodeContext
 from concilium.node.planning import participants, validate
 from concilium.node.routes.common import Caller, Context, raise_refusal, summary
@@ -123,7 +123,7 @@ def decide(context: NodeContext, identifier: str, decision: str, body: DecisionI
                              user.name, context.name, context.key, comment=body.comment)
     record_approval(context, approval)
     control.forward(context, "/peer/approvals", approval.as_dict())
-    control.maybe_start(context, identifier)
+    jobs.maybe_start(context, identifier)
     return approval.as_dict()
 
 
@@ -166,7 +166,7 @@ def retry(context: NodeContext, identifier: str, user: User) -> dict[str, Any]:
         raise ApprovalMissing(f"only a failed computation can be retried; this one is "
                               f"{record.status}")
     control.forward(context, "/peer/retry", {"id": identifier})
-    control.maybe_start(context, identifier)
+    jobs.maybe_start(context, identifier)
     return {"id": identifier, "status": context.store.computation(identifier).status}
 
 

@@ -16,7 +16,7 @@ from concilium.errors import AccessDenied, AuditError, ConciliumError, InputErro
 from concilium.governance import audit_events as events
 from concilium.governance.approval import Approval, verify_approval
 from concilium.governance.spec import ComputationSpec
-from concilium.node import control
+from concilium.node import control, jobs
 from concilium.node.planning import participants
 from concilium.node.routes.common import Context, peer_request
 from concilium.node.routes.computations import record_approval, reset, validate_here
@@ -63,7 +63,7 @@ async def peer_approval(request: Request, context: Context) -> dict[str, Any]:
     if approval.node != node:
         raise AccessDenied(f"{node!r} forwarded an approval of {approval.node!r}")
     await run_in_threadpool(record_approval, context, approval)
-    await run_in_threadpool(control.maybe_start, context, approval.computation_id)
+    await run_in_threadpool(jobs.maybe_start, context, approval.computation_id)
     return {"id": approval.computation_id, "from": node}
 
 
@@ -72,7 +72,7 @@ async def peer_retry(request: Request, context: Context) -> dict[str, Any]:
     node, body = await peer_request(context, request)
     identifier = str(json.loads(body)["id"])
     reset(context, identifier)
-    control.maybe_start(context, identifier)
+    jobs.maybe_start(context, identifier)
     return {"id": identifier, "from": node}
 
 
