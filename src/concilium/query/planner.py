@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from concilium.governance.policy import OutputPolicy
-from concilium.query.aggregate_plan import plan_aggregates
+from concilium.query.aggregate_planning import plan_aggregates
 from concilium.query.catalog import TableEntry
 from concilium.query.join_planning import has_join, plan_join
 from concilium.query.plans import QueryPlan

@@ -50,7 +50,7 @@ from concilium.errors import QueryError, UnsupportedQuery
 from concilium.governance.policy import OutputPolicy
 from concilium.ops import sort as sorting
 from concilium.ops.scan import segmented_extreme
-from concilium.query.aggregate_plan import analyze_arguments, formats_of, row_sql
+from concilium.query.aggregate_planning import analyze_arguments, formats_of, row_sql
 from concilium.query.aggregates import SECRET_GROUPS, sql_names, supported_by
 from concilium.query.catalog import TableEntry
 from concilium.query.delivery import OutputColumn, deliver, result_frame
