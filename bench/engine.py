@@ -230,6 +230,21 @@ class TlsRunner:
         self.manifest_path = root / "bench.toml"
         save_manifest(manifest, self.manifest_path)
 
+    def timed(self, args: dict[str, Any], repeats: int) -> tuple[float, list[Any]]:
+        """Launch ``entry`` with ``args`` on every node; each party returns one sample
+        (``start``, ``end``, ...) per repeat. The median over repeats of the span from
+        the first start to the last end, and every party's samples."""
+        from concilium.node.launcher import launch_local, values_or_raise
+
+        here = Path(__file__).resolve().parent
+        per_party = values_or_raise(launch_local(
+            self.manifest_path, self.node_dirs, self.entry, args=args,
+            python_path=[str(here)], timeout=900, receive_timeout=300))
+        seconds = statistics.median(
+            max(p[k]["end"] for p in per_party) - min(p[k]["start"] for p in per_party)
+            for k in range(repeats))
+        return seconds, per_party
+
     def run(self, spec: OpSpec, n: int, repeats: int, warmup: int) -> list[list[Any]]:
         from concilium.node.launcher import launch_local, values_or_raise
 

@@ -204,20 +204,12 @@ def tls_party(session: Any, op: str, n: int, repeats: int) -> list[dict[str, Any
 
 def tls(n: int, compare: int, repeats: int) -> list[dict[str, Any]]:
     """The backend jobs between two OS processes over mutual TLS."""
-    from concilium.node.launcher import launch_local, values_or_raise
     from engine import TlsRunner
 
     runner = TlsRunner("ot:tls_party", names=("bank-a", "bank-b"), protocol="additive")
-    here = Path(__file__).resolve().parent
     records = []
     for op, size in (("multiply", n), ("less", compare)):
-        per_party = values_or_raise(launch_local(
-            runner.manifest_path, runner.node_dirs, "ot:tls_party",
-            args={"op": op, "n": size, "repeats": repeats}, python_path=[str(here)],
-            timeout=900, receive_timeout=300))
-        seconds = statistics.median(
-            max(p[k]["end"] for p in per_party) - min(p[k]["start"] for p in per_party)
-            for k in range(repeats))
+        seconds, per_party = runner.timed({"op": op, "n": size, "repeats": repeats}, repeats)
         records.append({"op": f"backend_{op}", "n": size, "protocol": "additive",
                         "transport": "tls", "parties": 2, "seconds": seconds,
                         "bytes_per_party": max(p[-1]["bytes"] for p in per_party),

@@ -201,18 +201,10 @@ def tls_party(session: Session, query: str, rows: int, repeats: int) -> list[dic
 def run_query_tls(name: str, rows: int, repeats: int) -> dict[str, Any]:
     """The secure part over mutual TLS between three processes, next to the same
     part in memory, in the same invocation."""
-    from concilium.node.launcher import launch_local, values_or_raise
     from engine import TlsRunner
 
-    runner = TlsRunner()
-    here = Path(__file__).resolve().parent
-    per_party = values_or_raise(launch_local(
-        runner.manifest_path, runner.node_dirs, "queries:tls_party",
-        args={"query": name, "rows": rows, "repeats": repeats}, python_path=[str(here)],
-        timeout=900, receive_timeout=300))
-    seconds = statistics.median(
-        max(p[k]["end"] for p in per_party) - min(p[k]["start"] for p in per_party)
-        for k in range(repeats))
+    seconds, per_party = TlsRunner("queries:tls_party").timed(
+        {"query": name, "rows": rows, "repeats": repeats}, repeats)
     memory = run_query(name, rows, repeats)
     return {"op": name, "n": rows, "protocol": "rep3", "transport": "tls", "parties": 3,
             "seconds": seconds, "memory_seconds": memory["secure_seconds"],

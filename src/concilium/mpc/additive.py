@@ -149,22 +149,14 @@ class Additive(ChannelBackend):
             share = self._ot.bit_products(self.peer, None, flat)
         return share.reshape(mine.shape)
 
-    def _ring(self, peer: int, tag: int, shape: tuple[int, ...] | None = None) -> RingArray:
-        array = self._channel.receive(peer, tag)
-        if array.dtype != RING_DTYPE or (shape is not None and array.shape != shape):
-            raise ProtocolAbort(f"party {peer} sent a {array.dtype} array of shape "
-                                f"{array.shape}; the parties disagree on the plan")
-        return cast(RingArray, array)
 
     # -- sharing and opening --------------------------------------------------------
     def input(self, owner: int, values: RingArray | None, *, boolean: bool = False) -> Shares:
         tag = self.next_tag()
         if owner not in self._parties:
-            if not 0 <= owner < self._channel.parties:
-                raise ConfigurationError(f"there is no party {owner} on this network")
-            return self._ring(owner, self.outside_tag(owner))[None].copy()
+            return self.outside_share(owner)
         if owner != self.party:
-            return self._ring(owner, tag)[None].copy()
+            return self.ring_from(owner, tag)[None].copy()
         if values is None:
             raise ConfigurationError("the owner of an input must pass its values")
         value = np.require(values, dtype=RING_DTYPE, requirements="C")
@@ -187,7 +179,7 @@ class Additive(ChannelBackend):
                 self._channel.send(target, self.outside_tag(target), share)
         if self.party not in targets:
             return None
-        other = self._ring(self.peer, tag, share.shape)
+        other = self.ring_from(self.peer, tag, share.shape)
         return (share ^ other) if boolean else (share + other)
 
     def share_public(self, values: RingArray, *, boolean: bool = False) -> Shares:
@@ -225,7 +217,7 @@ class Additive(ChannelBackend):
         tag = self.next_tag()
         mine = np.stack([left ^ a, right ^ b]) if boolean else np.stack([left - a, right - b])
         self._channel.send(self.peer, tag, mine)
-        theirs = self._ring(self.peer, tag, mine.shape)
+        theirs = self.ring_from(self.peer, tag, mine.shape)
         if boolean:
             d, e = mine[0] ^ theirs[0], mine[1] ^ theirs[1]
             z = c ^ (d & b) ^ (e & a) ^ ((d & e) if self.index == 0 else 0)

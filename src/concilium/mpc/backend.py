@@ -62,12 +62,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from concilium.errors import ConfigurationError, ShapeMismatch
+from concilium.errors import ConfigurationError, ProtocolAbort, ShapeMismatch
 from concilium.mpc.outside import OUTSIDE_TAG_BASE, OutsideClient
 from concilium.net.channel import Channel, TrafficSnapshot
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
@@ -399,6 +399,23 @@ class ChannelBackend(Backend):
         first = self._tag + 1
         self._tag += count
         return first
+
+    def ring_from(self, peer: int, tag: int, shape: tuple[int, ...] | None = None) -> RingArray:
+        """Receive a ring array (of ``shape``, if given) from ``peer``; anything else is
+        a peer that disagrees on the plan: ProtocolAbort."""
+        array = self._channel.receive(peer, tag)
+        if array.dtype != RING_DTYPE or (shape is not None and array.shape != shape):
+            raise ProtocolAbort(f"party {peer} sent a {array.dtype} array of shape "
+                                f"{array.shape} where the plan expects uint64"
+                                + ("" if shape is None else f" of shape {shape}"))
+        return cast(RingArray, array)
+
+    def outside_share(self, owner: int) -> Shares:
+        """This party's one-component share of an input from outside party ``owner``
+        (it sent each compute party its share)."""
+        if not 0 <= owner < self._channel.parties:
+            raise ConfigurationError(f"there is no party {owner} on this network")
+        return self.ring_from(owner, self.outside_tag(owner))[None].copy()
 
     def outside_tag(self, party: int) -> int:
         """The next tag for a message exchanged with outside party ``party``."""

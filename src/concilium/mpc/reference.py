@@ -75,21 +75,13 @@ class Reference(ChannelBackend):
             key = received.tobytes()
         self._key = key
 
-    def _ring(self, peer: int, tag: int) -> RingArray:
-        array = self._channel.receive(peer, tag)
-        if array.dtype != RING_DTYPE:
-            raise ProtocolAbort(f"party {peer} sent a {array.dtype} array where the plan "
-                                "expects uint64")
-        return cast(RingArray, array)
 
     # -- sharing and opening --------------------------------------------------
     def input(self, owner: int, values: RingArray | None, *, boolean: bool = False) -> Shares:
         """The owner sends its values, in the clear, to every compute party."""
         tag = self.next_tag()
         if owner not in self._parties:
-            if not 0 <= owner < self._channel.parties:
-                raise ConfigurationError(f"there is no party {owner} on this network")
-            return self._ring(owner, self.outside_tag(owner))[None].copy()
+            return self.outside_share(owner)
         if owner == self.party:
             if values is None:
                 raise ConfigurationError("the owner of an input must pass its values")
@@ -98,7 +90,7 @@ class Reference(ChannelBackend):
                 if other != owner:
                     self._channel.send(other, tag, value)
             return value[None].copy()
-        return self._ring(owner, tag)[None].copy()
+        return self.ring_from(owner, tag)[None].copy()
 
     def reveal(self, x: Shares, to: Sequence[int] | None = None, *,
                boolean: bool = False) -> RingArray | None:
