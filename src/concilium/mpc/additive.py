@@ -186,11 +186,6 @@ class Additive(ChannelBackend):
         value = np.asarray(values, dtype=RING_DTYPE)
         return (value if self.index == 0 else np.zeros_like(value))[None].copy()
 
-    def send_public(self, target: int, payload: bytes) -> None:
-        if target in self._parties or not 0 <= target < self._channel.parties:
-            raise ConfigurationError(f"party {target} is not an outside party")
-        self._channel.send(target, self.outside_tag(target),
-                           np.frombuffer(payload, dtype=np.uint8))
 
     def add_public(self, x: Shares, constant: RingArray) -> Shares:
         constant = np.asarray(constant, dtype=RING_DTYPE)

@@ -400,6 +400,14 @@ class ChannelBackend(Backend):
         self._tag += count
         return first
 
+    def send_public(self, target: int, payload: bytes) -> None:
+        """Reveals: ``payload`` (public to the compute parties) to outside party
+        ``target``."""
+        if target in self._parties or not 0 <= target < self._channel.parties:
+            raise ConfigurationError(f"party {target} is not an outside party")
+        self._channel.send(target, self.outside_tag(target),
+                           np.frombuffer(payload, dtype=np.uint8))
+
     def ring_from(self, peer: int, tag: int, shape: tuple[int, ...] | None = None) -> RingArray:
         """Receive a ring array (of ``shape``, if given) from ``peer``; anything else is
         a peer that disagrees on the plan: ProtocolAbort."""

@@ -109,11 +109,6 @@ class Reference(ChannelBackend):
     def share_public(self, values: RingArray, *, boolean: bool = False) -> Shares:
         return np.asarray(values, dtype=RING_DTYPE)[None].copy()
 
-    def send_public(self, target: int, payload: bytes) -> None:
-        if target in self._parties or not 0 <= target < self._channel.parties:
-            raise ConfigurationError(f"party {target} is not an outside party")
-        self._channel.send(target, self.outside_tag(target),
-                           np.frombuffer(payload, dtype=np.uint8))
 
     # -- local operations -----------------------------------------------------
     def add_public(self, x: Shares, constant: RingArray) -> Shares:

@@ -245,12 +245,6 @@ class Rep3(ChannelBackend):
         value = (first ^ second ^ missing) if boolean else (first + second + missing)
         return value.reshape(shape)
 
-    def send_public(self, target: int, payload: bytes) -> None:
-        """Reveals: ``payload`` (public to the compute parties) to outside party
-        ``target``."""
-        if target in self._parties or not 0 <= target < self._channel.parties:
-            raise ConfigurationError(f"party {target} is not an outside party")
-        self.send(target, self.outside_tag(target), np.frombuffer(payload, dtype=np.uint8))
 
     def share_public(self, values: RingArray, *, boolean: bool = False) -> Shares:
         value = np.asarray(values, dtype=RING_DTYPE)
