@@ -3,6 +3,8 @@
     python bench/engine.py --json                 # all operations, JSON list on stdout
     python bench/engine.py --ops mul_fxp --sizes 1000000
     python bench/engine.py                        # a readable table
+    python bench/engine.py --protocol additive --peer /tmp/spuenv/bin/python
+                                                  # two parties, SPU CHEETAH beside
 
 Operations: ``mul_fxp`` and ``matvec_fxp`` use the probabilistic ("fast")
 truncation that ABY3, SPU and CrypTen use, so their figures compare with the
@@ -21,6 +23,16 @@ parties are OS processes connected by mutual TLS on 127.0.0.1, and
 party wrote to its sockets, record headers and tags included); each TLS record
 also carries ``memory_seconds`` and ``tls_over_memory``, the in-memory run of
 the same operation measured in the same invocation.
+
+``--protocol additive`` runs two parties (``--parties`` for more) on the
+dishonest-majority backend, whose triples and daBits come from oblivious
+transfer *inside* each timed operation (nothing is prepared ahead), and its
+own default operations: 10^5 fixed-point products in both truncation modes and
+10^4 full-range less-thans, each with ``theory_bytes_per_element`` (the count
+docs/protocols.md derives), then the OT layer's triple throughput and the peak
+memory of 10^6 triples (``bench/ot.py``). ``--peer PYTHON`` (a Python with
+spu==0.9.5) runs SPU's two-party CHEETAH on the same jobs in the same
+invocation and adds ``spu_cheetah_seconds`` and ``spu_over_concilium``.
 """
 
 from __future__ import annotations
@@ -98,6 +110,17 @@ def _matvec(mode: Truncation) -> Callable[[Session, int], Callable[[], Any]]:
     return prepare
 
 
+def _less_int(session: Session, n: int) -> Callable[[], Any]:
+    x, y = _two_inputs(session, n, fixed=False)  # uniform 64-bit words: the full range
+    return lambda: x < y
+
+
+def _numpy_less_int(n: int) -> Callable[[], Any]:
+    x = Prg.from_urandom().integers(n).view(np.int64)
+    y = Prg.from_urandom().integers(n).view(np.int64)
+    return lambda: x < y
+
+
 def _input_sum_reveal(session: Session, n: int) -> Callable[[], Any]:
     values = _uniform(n) if session.party == 0 else None
     return lambda: session.input(0, values, fixed=True).sum().reveal()
@@ -142,8 +165,18 @@ OPS: dict[str, OpSpec] = {
         OpSpec("matvec_fxp_reliable", (10**4,), _matvec("reliable"), _numpy_matvec, "reliable",
                8.0, _ABY3),
         OpSpec("input_sum_reveal", (10**6,), _input_sum_reveal, _numpy_sum),
+        OpSpec("less_int", (10**4,), _less_int, _numpy_less_int),
     ]
 }
+
+#: ``--protocol additive``'s jobs (the issue's targets) and their theoretical bytes per
+#: element for the busiest of two parties: a triple is 64 OTs (16 bytes each) and 288
+#: bytes of Gilboa corrections each way, its Beaver opening 16 bytes; a daBit is one
+#: correlated OT (16 bytes from its chooser); a less-than is 3.25 AND words
+#: (1,032-byte AND triples plus 16-byte openings) and one daBit with 1/8 byte opened
+ADDITIVE_DEFAULTS = {"mul_fxp_reliable": 10**5, "mul_fxp": 10**5, "less_int": 10**4}
+ADDITIVE_THEORY = {"mul_fxp_reliable": 1312 + 16 + 16 + 1 / 8, "mul_fxp": 1312 + 16,
+                   "mul_int": 1312 + 16, "less_int": 3.25 * (1032 + 16) + 16 + 1 / 8}
 
 
 def _barrier(session: Session) -> None:
@@ -196,6 +229,9 @@ def _time_numpy(spec: OpSpec, n: int, repeats: int, warmup: int) -> float:
     return statistics.median(times)
 
 
+NODE_NAMES = ("bench-a", "bench-b", "bench-c", "bench-d", "bench-e", "bench-f")
+
+
 class TlsRunner:
     """Local node processes (three, or ``names``) of a ``protocol`` consortium over mutual
     TLS, re-launched for each measurement.
@@ -245,6 +281,11 @@ class TlsRunner:
             for k in range(repeats))
         return seconds, per_party
 
+    @classmethod
+    def for_protocol(cls, protocol: str, parties: int,
+                     entry: str = "engine:tls_party") -> TlsRunner:
+        return cls(entry, NODE_NAMES[:parties], protocol)
+
     def run(self, spec: OpSpec, n: int, repeats: int, warmup: int) -> list[list[Any]]:
         from concilium.node.launcher import launch_local, values_or_raise
 
@@ -257,10 +298,12 @@ class TlsRunner:
 
 
 def run_op(spec: OpSpec, n: int, *, repeats: int, warmup: int, transport: str,
-           tls: TlsRunner | None = None) -> dict[str, Any]:
+           tls: TlsRunner | None = None, protocol: str = "rep3",
+           parties: int = 3) -> dict[str, Any]:
     numpy_before = _time_numpy(spec, n, repeats, warmup)
     if transport == "memory":
-        per_party = run_parties(3, _party_program(spec, n, repeats, warmup))
+        per_party = run_parties(parties, _party_program(spec, n, repeats, warmup),
+                                protocol=protocol)
     else:
         assert tls is not None
         per_party = tls.run(spec, n, repeats, warmup)
@@ -278,9 +321,9 @@ def run_op(spec: OpSpec, n: int, *, repeats: int, warmup: int, transport: str,
     record: dict[str, Any] = {
         "op": spec.name,
         "n": n,
-        "protocol": "rep3",
+        "protocol": protocol,
         "transport": transport,
-        "parties": 3,
+        "parties": parties,
         "seconds": seconds,
         "numpy_seconds": numpy_seconds,
         "ratio": seconds / numpy_seconds,
@@ -290,17 +333,42 @@ def run_op(spec: OpSpec, n: int, *, repeats: int, warmup: int, transport: str,
     }
     if transport == "tls":
         record["wire_bytes_per_party"] = max(sample["wire_bytes"] for sample in last)
-        memory = run_op(spec, n, repeats=repeats, warmup=warmup, transport="memory")
+        memory = run_op(spec, n, repeats=repeats, warmup=warmup, transport="memory",
+                        protocol=protocol, parties=parties)
         record["memory_seconds"] = memory["seconds"]          # same run, for the ratio
         record["tls_over_memory"] = seconds / memory["seconds"]
     if spec.truncation:
         record["truncation"] = spec.truncation
-    if spec.paper_bytes_per_element is not None:
+    if protocol == "additive" and spec.name in ADDITIVE_THEORY and parties == 2:
+        record["theory_bytes_per_element"] = ADDITIVE_THEORY[spec.name]
+        record["includes"] = "the operation's triples and daBits, made by OT inside it"
+    elif spec.paper_bytes_per_element is not None and protocol == "rep3":
         record["paper_bytes_per_element"] = spec.paper_bytes_per_element
         record["paper"] = spec.paper
     record.update({key: value(n) if callable(value) else value
                    for key, value in spec.extra.items()})
     return record
+
+
+def _additive_extras(records: list[dict[str, Any]], peer_python: str | None,
+                     repeats: int) -> list[dict[str, Any]]:
+    """The OT layer's triple throughput and the memory of 10^6 triples (bench/ot.py),
+    and, with a peer Python, SPU CHEETAH on the same jobs (its figures are added to the
+    matching records)."""
+    import ot
+
+    extras = [ot.triples(10**5, min(repeats, 3), False), ot.memory(10**6)]
+    if peer_python:
+        multiply = next((r["n"] for r in records if r["op"] == "mul_fxp"), 10**5)
+        compare = next((r["n"] for r in records if r["op"] == "less_int"), 10**4)
+        spu = ot.peer(peer_python, multiply, compare)
+        for record in records:
+            key = {"mul_fxp": "multiply", "mul_fxp_reliable": "multiply",
+                   "less_int": "less"}.get(record["op"])
+            if key is not None and record["n"] == (multiply if key == "multiply" else compare):
+                record["spu_cheetah_seconds"] = spu[f"spu_cheetah_{key}_seconds"]
+                record["spu_over_concilium"] = record["spu_cheetah_seconds"] / record["seconds"]
+    return extras
 
 
 def emit(records: list[dict[str, Any]], as_json: bool) -> int:
@@ -322,20 +390,33 @@ def main(argv: list[str] | None = None, registry: dict[str, OpSpec] | None = Non
     parser = argparse.ArgumentParser(description=description or __doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print a JSON list of records")
     parser.add_argument("--transport", default="memory", choices=["memory", "tls"],
-                        help="memory: threads of one process; tls: 3 OS processes over TLS")
-    parser.add_argument("--ops", default=",".join(registry), help="comma-separated operations")
+                        help="memory: threads of one process; tls: OS processes over TLS")
+    parser.add_argument("--protocol", default="rep3", help="rep3 (default) or additive")
+    parser.add_argument("--parties", type=int, default=0,
+                        help="compute parties (default: 3 for rep3, 2 for additive)")
+    parser.add_argument("--peer", help="additive: a Python with spu==0.9.5, to run SPU "
+                                       "CHEETAH on the same jobs in this invocation")
+    parser.add_argument("--ops", default="", help="comma-separated operations")
     parser.add_argument("--sizes", default="", help="comma-separated sizes (default per op)")
     parser.add_argument("--repeats", type=int, default=7, help="timed runs (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     args = parser.parse_args(argv)
+    additive = args.protocol == "additive"
+    parties = args.parties or (2 if additive else 3)
+    names = args.ops or ",".join(ADDITIVE_DEFAULTS if additive and registry is OPS
+                                 else registry)
     records = []
-    tls = TlsRunner(tls_entry) if args.transport == "tls" else None
-    for name in args.ops.split(","):
+    tls = (TlsRunner.for_protocol(args.protocol, parties, tls_entry)
+           if args.transport == "tls" else None)
+    for name in names.split(","):
         spec = registry[name.strip()]
-        sizes = tuple(int(s) for s in args.sizes.split(",") if s) or spec.sizes
+        default = ((ADDITIVE_DEFAULTS[spec.name],) if additive and spec.name in ADDITIVE_DEFAULTS
+                   else spec.sizes)
+        sizes = tuple(int(s) for s in args.sizes.split(",") if s) or default
         for n in sizes:
             record = run_op(spec, n, repeats=args.repeats, warmup=args.warmup,
-                            transport=args.transport, tls=tls)
+                            transport=args.transport, tls=tls, protocol=args.protocol,
+                            parties=parties)
             records.append(record)
             if not args.json:
                 extra = (f"  tls/memory {record['tls_over_memory']:.2f}  wire "
@@ -345,6 +426,8 @@ def main(argv: list[str] | None = None, registry: dict[str, OpSpec] | None = Non
                       f"numpy {record['numpy_seconds'] * 1e3:7.3f} ms  x{record['ratio']:6.1f}  "
                       f"rounds {record['rounds']}  {record['bytes_per_element']:.1f} B/elem"
                       f"{extra}", file=sys.stderr)
+    if additive and parties == 2 and registry is OPS:
+        records += _additive_extras(records, args.peer, args.repeats)
     return emit(records, args.json)
 
 

@@ -65,7 +65,7 @@ def sample(spec: Accuracy, points: int, seed: int = 0) -> tuple[np.ndarray, ...]
 
 
 def measure(spec: Accuracy, points: int, seed: int = 0,
-            protocol: str = "rep3") -> dict[str, float]:
+            protocol: str = "rep3", parties: int = 3) -> dict[str, float]:
     """Run the function securely and return its worst errors against the bound."""
     inputs = sample(spec, points, seed)
     secure = getattr(fn, spec.function)
@@ -75,7 +75,7 @@ def measure(spec: Accuracy, points: int, seed: int = 0,
                    for k, values in enumerate(inputs)]
         return np.asarray(secure(*secrets).reveal())
 
-    computed = run_parties(3, program, protocol=protocol)[0]
+    computed = run_parties(parties, program, protocol=protocol)[0]
     exact = REFERENCE[spec.function](*inputs)
     error = np.abs(computed - exact)
     large = np.abs(exact) >= 256.0  # where one unit is below 2^-24 relative

@@ -26,10 +26,51 @@ settings.register_profile(
 settings.load_profile("concilium")
 
 
+class SuiteProtocol(str):
+    """A protocol of the generic suite and the number of compute parties it runs on
+    (``protocol.parties``); it compares equal to the protocol's name."""
+
+    parties: int
+
+    def __new__(cls, name: str, parties: int) -> SuiteProtocol:
+        value = super().__new__(cls, name)
+        value.parties = parties
+        return value
+
+    @property
+    def label(self) -> str:
+        return f"{self}-{self.parties}" if str(self) == "additive" else str(self)
+
+
+def suite() -> list[SuiteProtocol]:
+    """Every protocol that runs the generic suite: on three parties, and ``additive``
+    on two and three."""
+    from concilium.mpc.protocols import implemented, protocol
+
+    variants = []
+    for name in implemented():
+        counts = (2, 3) if name == "additive" else (3,)
+        variants += [SuiteProtocol(name, n) for n in counts
+                     if protocol(name).parties_problem(n) is None]
+    return variants
+
+
+def last_party(session: Session) -> int:
+    """The last compute party (party 2 of three, party 1 of two)."""
+    return session.backend.compute_parties[-1]
+
+
+def last_input(session: Session, values: Any, **options: Any) -> Any:
+    """``values`` input by the last compute party (the others pass nothing)."""
+    last = last_party(session)
+    return session.input(last, values if session.party == last else None, **options)
+
+
 def run3(program: Callable[[Session], Any], protocol: str = "rep3", **options: Any) -> Any:
-    """Run ``program`` on three compute parties of ``protocol`` and return party 0's
-    result."""
-    return run_parties(3, program, protocol=protocol, **options)[0]
+    """Run ``program`` on the compute parties of ``protocol`` (three, or
+    ``protocol.parties`` for a suite variant) and return party 0's result."""
+    parties = getattr(protocol, "parties", 3)
+    return run_parties(parties, program, protocol=str(protocol), **options)[0]
 
 
 NODE_NAMES = ("hospital-a", "hospital-b", "hospital-c")
@@ -52,9 +93,9 @@ def signing_consortium(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manife
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test that takes ``protocol`` runs on every registered backend (``rep3`` and the
-    plaintext ``reference``); tests specific to one backend do not take it."""
+    """A test that takes ``protocol`` runs on every implemented backend (``rep3``, the
+    plaintext ``reference``, and ``additive`` on two and on three parties: a
+    :class:`SuiteProtocol`); tests specific to one backend do not take it."""
     if "protocol" in metafunc.fixturenames:
-        from concilium.testing import PROTOCOLS
-
-        metafunc.parametrize("protocol", PROTOCOLS)
+        variants = suite()
+        metafunc.parametrize("protocol", variants, ids=[v.label for v in variants])

@@ -15,7 +15,7 @@ import pytest
 from concilium.data import Session
 from concilium.data import functions as fn
 from concilium.errors import ConfigurationError, ProtocolAbort
-from concilium.mpc.additive import Additive, AdditiveOutsideParty
+from concilium.mpc.additive import MINIMUM_BATCH, Additive, AdditiveOutsideParty
 from concilium.net import MemoryNetwork
 from tests.helpers_threads import together
 
@@ -23,22 +23,25 @@ DATA = np.random.default_rng(11)  # test data, not secrets
 
 
 def _run(program: Callable[[Session], Any], *, outside: Callable[[Any], Any] | None = None,
-         network: MemoryNetwork | None = None) -> list[Any]:
-    """``program`` on two additive compute parties (and ``outside`` on party 2)."""
-    network = network or MemoryNetwork(3 if outside else 2)
+         network: MemoryNetwork | None = None, parties: int = 2) -> list[Any]:
+    """``program`` on ``parties`` additive compute parties (and ``outside`` on the
+    next party)."""
+    network = network or MemoryNetwork(parties + (1 if outside else 0))
 
     def party(index: int) -> Any:
-        if index == 2:
+        if index == parties:
             assert outside is not None
-            return outside(network.channel(2))
-        return program(Session(Additive(network.channel(index), (0, 1))))
+            return outside(network.channel(parties))
+        return program(Session(Additive(network.channel(index), tuple(range(parties)))))
 
     return together(network, party)
 
 
 def _inputs(session: Session, x: Any, y: Any, fixed: bool = True) -> tuple[Any, Any]:
+    """``x`` from party 0 and ``y`` from the last compute party."""
+    last = session.backend.compute_parties[-1]
     return (session.input(0, x if session.party == 0 else None, fixed=fixed),
-            session.input(1, y if session.party == 1 else None, fixed=fixed))
+            session.input(last, y if session.party == last else None, fixed=fixed))
 
 
 def test_integer_products_and_matrix_products_wrap_like_numpy() -> None:
@@ -73,6 +76,43 @@ def test_fixed_point_products_meet_both_truncation_contracts() -> None:
     assert 0.5 * expected < wrong.mean() < 1.5 * expected
     assert np.abs(fast - rounded)[~wrong].max() <= 2 * 2**-16
     assert abs(np.mean(reliable - rounded)) < 2**-17  # unbiased rounding
+
+
+@pytest.mark.parametrize("parties", [3, 5])
+def test_more_parties_truncate_exactly_in_both_modes(parties: int) -> None:
+    # local shifts would fail with n > 2 summands; random-bit truncation never does
+    edges = np.array([2**29, -2**29, 0.0, 2**-16, -2**-16])  # products up to 2^61
+    x = np.concatenate([DATA.uniform(-2**14, 2**14, 3000), edges])
+    y = np.concatenate([DATA.uniform(-2**14, 2**14, 3000), np.ones(5)])
+
+    def program(session: Session) -> Any:
+        a, b = _inputs(session, x, y)
+        return (a * b).reveal(), a.multiply(b, truncation="fast").reveal()
+
+    reliable, fast = _run(program, parties=parties)[0]
+    rounded = np.round(x * 2**16) * np.round(y * 2**16) / 2**32
+    for got in (reliable, fast):
+        assert np.abs(got - rounded).max() <= 2 * 2**-16
+    assert abs(np.mean(reliable - rounded)) < 2**-16  # unbiased rounding
+
+
+@pytest.mark.parametrize("parties", [3, 5])
+def test_more_parties_compute_products_comparisons_and_a_sort(parties: int) -> None:
+    edges = np.array([0, -1, 1, 2**62, -2**62, 2**62 - 1])
+    x = np.concatenate([DATA.integers(-2**62, 2**62, 500), edges])
+    y = np.concatenate([DATA.integers(-2**62, 2**62, 500), edges[::-1]])
+
+    def program(session: Session) -> Any:
+        a, b = _inputs(session, x, y, fixed=False)
+        (ordered,), _ = fn.sort(a[:200])
+        return ((a * b).reveal(), (a < b).reveal(), (a == b).reveal(), ordered.reveal(),
+                (a @ b).reveal())
+
+    product, less, equal, ordered, dot = _run(program, parties=parties)[0]
+    with np.errstate(over="ignore"):
+        assert np.array_equal(product, x * y) and dot == np.sum(x * y)
+    assert np.array_equal(less, x < y) and np.array_equal(equal, x == y)
+    assert np.array_equal(ordered, np.sort(x[:200]))
 
 
 def test_comparisons_division_and_functions_over_the_full_range() -> None:
@@ -121,19 +161,27 @@ def test_triples_are_made_ahead_and_each_used_once() -> None:
         a, b = _inputs(session, np.arange(1000), np.arange(1000), fixed=False)
         products = [(a * b).reveal() for _ in range(3)]  # 3000 prepared triples used
         before = dict(backend.triples_made)
-        (a * b).reveal()  # the pool is empty: 1000 more are made on the spot
-        return products, before, backend.triples_made, backend._pools[False].size()
+        (a * b).reveal()  # the pool is empty: a batch of MINIMUM_BATCH more is made
+        handed = [backend._triple(count, False)[0] for count in (10, 5, 2000, 1)]
+        return (products, before, backend.triples_made, backend._pools[False].size(),
+                np.concatenate(handed))
 
-    products, before, after, left = _run(program)[0]
+    products, before, after, left, handed = _run(program)[0]
     for product in products:
         assert np.array_equal(product, np.arange(1000) ** 2)
-    assert before[False] == 3000 and after[False] == 4000 and left == 0
+    # 1000 more after the 3000: a batch; 10 and 5 from what is left of it; 2000: the
+    # 1991 missing; 1: a batch again, of which all but one stay in the pool
+    assert before[False] == 3000
+    assert after[False] == 3000 + MINIMUM_BATCH + (2000 - (MINIMUM_BATCH - 1015)) + MINIMUM_BATCH
+    assert left == MINIMUM_BATCH - 1
+    # every triple handed out is a different one: no share of a repeats
+    assert len(np.unique(handed)) == handed.size == 2016
 
 
-def test_more_than_two_parties_is_refused_with_what_is_missing() -> None:
-    network = MemoryNetwork(3)
-    with pytest.raises(ConfigurationError, match="two compute parties today"):
-        Additive(network.channel(0), (0, 1, 2))
+def test_fewer_than_two_parties_is_refused() -> None:
+    network = MemoryNetwork(1)
+    with pytest.raises(ConfigurationError, match="at least two compute parties"):
+        Additive(network.channel(0), (0,))
 
 
 @pytest.mark.parametrize("how", ["aborts", "goes silent"])

@@ -68,11 +68,41 @@ def test_two_banks_compute_a_governed_result_over_tls(banks: LocalCluster) -> No
         assert starts and starts[-1]["protocol"] == "additive"
 
 
-def test_a_plan_needing_a_shuffle_is_refused_when_proposed(banks: LocalCluster) -> None:
-    from concilium.errors import ConciliumError
+CUSTOMERS = {"columns": {"customer": {"type": "key", "unique": True},
+                         "segment": {"type": "category", "domain": ["retail", "business"]}}}
+LOANS = {"columns": {"customer": {"type": "key"},
+                     "amount": {"type": "int", "low": 0, "high": 100_000},
+                     "late": {"type": "int", "low": 0, "high": 1}},
+         "max_rows": 1000}
+JOIN = ("SELECT c.segment, COUNT(*) AS loans, SUM(l.amount) AS lent, SUM(l.late) AS late, "
+        "MAX(l.amount) AS largest, COUNT(DISTINCT l.customer) AS borrowers "
+        "FROM customers c JOIN loans l "
+        "ON c.customer = l.customer GROUP BY c.segment ORDER BY c.segment")
 
-    with pytest.raises(ConciliumError, match="shuffle"):
-        banks.propose("SELECT MEDIAN(balance) AS m FROM accounts", datasets=("accounts",))
+
+def test_a_join_across_the_two_banks_equals_duckdb(banks: LocalCluster) -> None:
+    # bank-a knows its customers' segments, bank-b the loans it made (to some of the same
+    # people, several each): the secret shuffle of the join runs between the two
+    data = np.random.default_rng(29)  # test data, not secrets
+    ids = data.permutation(5000)[:400]
+    customers = pd.DataFrame({"customer": ids,
+                              "segment": data.choice(["retail", "business"], 400)})
+    loans = pd.DataFrame({"customer": data.choice(np.r_[ids, np.arange(6000, 6100)], 300),
+                          "amount": data.integers(0, 100_000, 300),
+                          "late": data.integers(0, 2, 300)})
+    banks.register("customers", {"bank-a": customers}, CUSTOMERS)
+    banks.register("loans", {"bank-b": loans}, LOANS)
+    identifier = banks.propose_and_approve(JOIN, datasets=("customers", "loans"))
+    banks.wait([identifier], timeout=300)
+    result = banks.result(identifier)
+    connection = duckdb.connect()
+    connection.register("customers", customers)
+    connection.register("loans", loans)
+    expected = connection.sql(JOIN).df()
+    assert [row[0] for row in result["rows"]] == expected["segment"].tolist()
+    for row, (_, plain) in zip(result["rows"], expected.iterrows(), strict=True):
+        assert row[1:] == [plain["loans"], plain["lent"], plain["late"], plain["largest"],
+                           plain["borrowers"]]
 
 
 def test_a_bank_killed_mid_run_fails_the_run_on_the_other(banks: LocalCluster) -> None:

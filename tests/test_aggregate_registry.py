@@ -126,7 +126,7 @@ def test_the_queries_cover_every_aggregate_on_every_kind_that_supports_it() -> N
 def test_every_aggregate_matches_duckdb(kind: str, sql: str, owners: int,
                                         protocol: str) -> None:
     tables = _tables(owners)
-    got = simulate(sql, tables, SCHEMAS, protocol=protocol)
+    got = simulate(sql, tables, SCHEMAS, protocol=protocol, compute_parties=protocol.parties)
     want = _duckdb(sql, tables)
     if kind == SECRET_GROUPS:  # groups come out in a secret order unless ordered
         got = got.sort_values("p").reset_index(drop=True)
@@ -172,13 +172,14 @@ def test_a_median_with_four_owners(protocol: str) -> None:
         "length_of_stay": {"type": "int", "low": 0, "high": 365},
         "condition": {"type": "category", "domain": ["I50", "J44", "E11"]}}}
     sql = "SELECT MEDIAN(length_of_stay) FROM admissions WHERE condition = 'I50'"
-    got = simulate(sql, {"admissions": frames}, schemas, protocol=protocol)
+    got = simulate(sql, {"admissions": frames}, schemas, protocol=protocol,
+                   compute_parties=protocol.parties)
     _assert_same(got, _duckdb(sql, {"admissions": frames}))
     los = pd.DataFrame({"los": pd.concat(frames)["length_of_stay"]})
     short = simulate("SELECT MEDIAN(los) AS m FROM t", {"t": [los[:200], los[200:400],
                                                              los[400:600], los[600:]]},
                      {"t": {"los": schemas["admissions"]["length_of_stay"]}},
-                     protocol=protocol)
+                     protocol=protocol, compute_parties=protocol.parties)
     assert short["m"].tolist() == [float(np.median(los["los"]))]
 
 
@@ -190,7 +191,8 @@ def test_money_averages_deviations_and_maxima_need_no_rescaling(protocol: str) -
     schemas = {"admissions": {"age": {"type": "int", "low": 0, "high": 120},
                               "cost": {"type": "fixed", "low": 0, "high": 1_000_000}}}
     sql = "SELECT AVG(cost), STDDEV_SAMP(cost), MAX(cost) FROM admissions WHERE age >= 75"
-    got = simulate(sql, {"admissions": frames}, schemas, protocol=protocol)
+    got = simulate(sql, {"admissions": frames}, schemas, protocol=protocol,
+                   compute_parties=protocol.parties)
     want = _duckdb(sql, {"admissions": frames})
     assert abs(got.iloc[0, 0] - want.iloc[0, 0]) < 1e-3
     assert abs(got.iloc[0, 1] - want.iloc[0, 1]) < 1e-2  # of ~288,000
@@ -211,7 +213,7 @@ def test_a_join_grouped_by_a_column_of_the_other_table(protocol: str) -> None:
     tables = {"accounts": [accounts[:250], accounts[250:]], "flags": [flags]}
     sql = ("SELECT a.country, AVG(f.risk_score), COUNT(*) FROM accounts a JOIN flags f "
            "ON a.customer_id = f.customer_id GROUP BY a.country")
-    got = simulate(sql, tables, schemas, protocol=protocol)
+    got = simulate(sql, tables, schemas, protocol=protocol, compute_parties=protocol.parties)
     want = _duckdb(sql, tables).sort_values("country").reset_index(drop=True)
     _assert_same(got.sort_values("country").reset_index(drop=True), want)
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from concilium.mpc.additive import MINIMUM_BATCH
 from concilium.mpc.correlations import Correlation, Request
+from concilium.mpc.ot_triples import correction_bytes
 from concilium.ring.arithmetic import RING_DTYPE
 from concilium.testing import run_parties
 
@@ -29,7 +31,7 @@ def test_every_kind_is_correct(protocol: str) -> None:
                 "truncation": [_open(session, v) for v in (r, s)],
                 "bits": [_open(session, arithmetic), _open(session, words, True)]}
 
-    out = run_parties(program, protocol=protocol)[0]
+    out = run_parties(protocol.parties, program, protocol=protocol)[0]
     a, b, c = out["mul"]
     assert a.shape == (5, 3) and np.array_equal(c, a * b) and len(np.unique(a)) > 1
     x, y, z = out["and"]
@@ -72,7 +74,7 @@ def test_prepared_correlations_are_made_offline_in_one_batch_and_taken_in_order(
                     permutation, session.backend.share_public(  # type: ignore
                         np.arange(6, dtype=RING_DTYPE))))}
 
-    out = run_parties(program, protocol=protocol)[0]
+    out = run_parties(protocol.parties, program, protocol=protocol)[0]
     assert out["made"] == (4, 1)
     for triple in (out["first"], out["second"], out["spare"]):
         assert np.array_equal(triple[2], triple[0] * triple[1])
@@ -80,9 +82,14 @@ def test_prepared_correlations_are_made_offline_in_one_batch_and_taken_in_order(
     assert sorted(out["moved"]) == list(range(6))
     # taking a prepared correlation costs no communication; the three multiplication
     # triples were made by one product (rep3: one reshare message of 8 bytes for each
-    # of the 28 elements; the plaintext reference: nothing)
+    # of the 28 elements; the plaintext reference: nothing; additive: to each peer, a
+    # batch of MINIMUM_BATCH OT triples, 16 bytes per OT and the Gilboa corrections,
+    # then the product's opening of 16 bytes per element)
     assert out["online"] == 0
-    assert out["offline"] == ({"rep3": (1, 8 * 28), "reference": (0, 0)}[protocol])
+    peers = protocol.parties - 1
+    batch = 16 * 64 * MINIMUM_BATCH + correction_bytes(MINIMUM_BATCH)
+    assert out["offline"] == {"rep3": (1, 8 * 28), "reference": (0, 0),
+                              "additive": (3 * peers, peers * (batch + 16 * 28))}[protocol]
 
 
 def test_requests_that_cannot_be_made_are_refused() -> None:

@@ -89,7 +89,7 @@ def _duckdb(sql: str, data: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
 def test_secret_group_keys_over_joins_match_duckdb(sql: str, owners: int,
                                                    protocol: str) -> None:
     data = _data(owners)  # 4 or 6 owners in all, most of them outside parties
-    got = simulate(sql, data, SCHEMAS, protocol=protocol)
+    got = simulate(sql, data, SCHEMAS, protocol=protocol, compute_parties=protocol.parties)
     want = _duckdb(sql, data)
     assert len(want) >= 4
     _assert_same(got, want)
@@ -103,11 +103,13 @@ def test_a_min_cohort_over_secret_groups_of_a_join_counts_joined_rows(protocol: 
                    "ON c.id = a.customer GROUP BY a.branch", data)
     threshold = int(want["n"].sort_values().iloc[2])
     got = simulate(sql.replace(", MAX(a.balance) AS hi", ""), data, SCHEMAS,
-                   policy={"min_cohort": threshold}, protocol=protocol)
+                   policy={"min_cohort": threshold}, protocol=protocol,
+                   compute_parties=protocol.parties)
     kept = want[want["n"] >= threshold]
     assert sorted(got["branch"]) == sorted(kept["branch"]) and len(kept) < len(want)
     # a branch's MAX(balance) is one account's: under a cohort of 2 it is never released
-    extremes = simulate(sql, data, SCHEMAS, policy={"min_cohort": 2}, protocol=protocol)
+    extremes = simulate(sql, data, SCHEMAS, policy={"min_cohort": 2}, protocol=protocol,
+                        compute_parties=protocol.parties)
     assert extremes.empty and "not listed" in extremes.attrs["suppressed"][0]["group"]
 
 
@@ -129,7 +131,8 @@ def test_dominance_over_secret_groups_of_a_join(protocol: str) -> None:
     n, k = 1, 20.0
     dominated = {p for p, share in shares.items() if share > k / 100}
     assert 0 < len(dominated) < len(shares) - 1
-    got = simulate(sql, data, SCHEMAS, policy={"dominance": [n, k]}, protocol=protocol)
+    got = simulate(sql, data, SCHEMAS, policy={"dominance": [n, k]}, protocol=protocol,
+                   compute_parties=protocol.parties)
     assert not dominated & set(got["postcode"])
     assert len(set(shares) - set(got["postcode"])) >= 2  # never exactly one hidden
     expected = joined.groupby("postcode")["age"].sum()

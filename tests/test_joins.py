@@ -105,7 +105,7 @@ def _duckdb(sql: str) -> pd.DataFrame:
 
 @pytest.mark.parametrize("sql", QUERIES)
 def test_joins_match_duckdb(sql: str, protocol: str) -> None:
-    got = simulate(sql, DATA, SCHEMAS, protocol=protocol)
+    got = simulate(sql, DATA, SCHEMAS, protocol=protocol, compute_parties=protocol.parties)
     _assert_same(got, _duckdb(sql))
 
 

@@ -24,7 +24,8 @@ _spec.loader.exec_module(error_table)
 
 @pytest.mark.parametrize("spec", ACCURACY, ids=lambda spec: spec.function)
 def test_errors_stay_within_the_documented_bounds(spec: Accuracy, protocol: str) -> None:
-    result = error_table.measure(spec, points=3000, seed=7, protocol=protocol)
+    result = error_table.measure(spec, points=3000, seed=7, protocol=protocol,
+                                parties=protocol.parties)
     assert result["worst_ratio_to_bound"] <= 1.0, result
 
 

@@ -13,7 +13,7 @@ from concilium.data import functions as fn
 from concilium.errors import InputError
 from concilium.ops import conversion
 from concilium.testing import run_parties
-from tests.conftest import run3
+from tests.conftest import last_input, run3
 
 INT64_EDGES = np.array([0, 1, -1, 2, -2, 2**62, -(2**62), 2**63 - 1, -(2**63), 2**63 - 2,
                         -(2**63) + 1, 12345, -12345], dtype=np.int64)
@@ -73,7 +73,7 @@ def test_less_than_and_equal_agree_with_numpy(protocol: str, x: np.ndarray,
 
     def program(session: Session) -> list:
         a = session.input(0, x if session.party == 0 else None)
-        b = session.input(2, y if session.party == 2 else None)
+        b = last_input(session, y)
         return [(a < b).reveal(), (a == b).reveal()]
 
     less, same = run3(program, protocol=protocol)
@@ -89,7 +89,7 @@ def test_fixed_point_comparisons_with_public_values_and_broadcasting(protocol: s
     def program(session: Session) -> list:
         a = session.input(0, x if session.party == 0 else None, fixed=True)
         r = session.input(1, row if session.party == 1 else None, fixed=True)
-        n = session.input(2, np.arange(50) if session.party == 2 else None)
+        n = last_input(session, np.arange(50))
         return [(a < r).reveal(), (a >= 3.25).reveal(), (a > 2).reveal(), (a == r).reveal(),
                 (a != 0).reveal(), (n <= a).reveal(), fn.where(a < r, a, r).reveal(),
                 fn.where(n > 24, 1.5, -2).reveal(), (a < 0).sum().reveal()]

@@ -13,7 +13,7 @@ import pytest
 import concilium.ops
 from concilium.data import Session
 from concilium.data import functions as fn
-from tests.conftest import run3
+from tests.conftest import last_input, run3
 
 RNG = np.random.default_rng(4)
 
@@ -31,7 +31,7 @@ def test_exact_truncation_is_the_floor_for_products_matrices_and_constants(proto
     def program(session: Session) -> list:
         a = session.input(0, x if session.party == 0 else None, fixed=True)
         b = session.input(1, y if session.party == 1 else None, fixed=True)
-        w = session.input(2, m if session.party == 2 else None, fixed=True)
+        w = last_input(session, m, fixed=True)
         return [a.multiply(b, truncation="exact").reveal(), a.truncate(5).reveal(),
                 w.matmul(b[:30], truncation="exact").reveal()]
 

@@ -10,7 +10,7 @@ from concilium.data import functions as fn
 from concilium.errors import InputError
 from concilium.ops import sort as sorting
 from concilium.testing import run_parties
-from tests.conftest import run3
+from tests.conftest import last_input, run3
 
 RNG = np.random.default_rng(99)
 
@@ -31,7 +31,7 @@ def test_shuffle_keeps_rows_together_and_its_inverse_restores_them(protocol: str
         return [backend.reveal(sx), backend.reveal(sy), backend.reveal(back),
                 cost.rounds, cost.bytes_sent / n]
 
-    results = run_parties(3, program, protocol=protocol)
+    results = run_parties(protocol.parties, program, protocol=protocol)
     shuffled_a, shuffled_b, restored, rounds, _ = results[0]
     assert sorted(shuffled_a) == list(range(n)) and not np.array_equal(shuffled_a, a)
     assert np.array_equal(shuffled_b.astype(np.int64), shuffled_a.astype(np.int64) * 7 - 3)
@@ -60,7 +60,7 @@ def test_sort_is_stable_and_carries_payload_with_several_keys(protocol: str) -> 
     def program(session: Session) -> list:
         g = session.input(0, group if session.party == 0 else None)
         k = session.input(1, big if session.party == 1 else None)
-        p = session.input(2, price if session.party == 2 else None, fixed=True)
+        p = last_input(session, price, fixed=True)
         w = session.input(0, payload if session.party == 0 else None)
         (sg, sk), (sw, sp) = fn.sort([g, k], [w, p], descending=[False, True])
         (only,), (by_price,) = fn.sort(p, [w])
@@ -94,7 +94,7 @@ def test_rank_descending_on_fixed_point_with_ties(protocol: str) -> None:
     scores = np.round(RNG.choice([0.5, 1.25, -3.0, 7.75], 300) * 4) / 4
 
     def program(session: Session) -> np.ndarray:
-        x = session.input(2, scores if session.party == 2 else None, fixed=True)
+        x = last_input(session, scores, fixed=True)
         return fn.rank(x, descending=True).reveal()
 
     ranks = run3(program, protocol=protocol)

@@ -23,7 +23,8 @@ def test_small_cells_are_suppressed_and_listed_without_opening_their_counts(prot
     counts = UNION[UNION["age"] < 12].groupby("condition").size()
     threshold = int(counts.sort_values().iloc[1])  # the smallest group falls below
     got = simulate(sql, {"admissions": OWNERS}, {"admissions": SCHEMA},
-                   policy={"min_cohort": threshold}, protocol=protocol)
+                   policy={"min_cohort": threshold}, protocol=protocol,
+                   compute_parties=protocol.parties)
     small = set(counts[counts < threshold].index)
     assert small and all(n >= threshold for n in got["n"])
     assert list(got["n"]) == list(counts[got["condition"]])
@@ -37,17 +38,17 @@ def test_small_cells_are_suppressed_and_listed_without_opening_their_counts(prot
 def test_a_whole_table_result_below_the_cohort_is_suppressed(protocol: str) -> None:
     got = simulate("SELECT COUNT(*) AS n, AVG(stay) AS s FROM admissions WHERE age < 2",
                    {"admissions": OWNERS}, {"admissions": SCHEMA}, policy={"min_cohort": 100},
-                   protocol=protocol)
+                   protocol=protocol, compute_parties=protocol.parties)
     assert got.empty and got.attrs["suppressed"][0]["rule"].startswith("min_cohort")
     joined = simulate("SELECT COUNT(*) AS n FROM customers c JOIN accounts a "
                       "ON c.id = a.customer", DATA, SCHEMAS, policy={"min_cohort": 10**6},
-                      protocol=protocol)
+                      protocol=protocol, compute_parties=protocol.parties)
     assert joined.empty and len(joined.attrs["suppressed"]) == 1
 
 
 def test_released_values_are_rounded_on_shares(protocol: str) -> None:
     got = simulate(SQL.format(age=200), {"admissions": OWNERS}, {"admissions": SCHEMA},
-                   policy={"rounding": 5}, protocol=protocol)
+                   policy={"rounding": 5}, protocol=protocol, compute_parties=protocol.parties)
     exact = UNION.groupby("condition").agg(n=("age", "size"), s=("stay", "mean"))
     assert np.array_equal(got["n"], np.round(exact["n"] / 5) * 5)
     assert np.allclose(got["s"], np.round(exact["s"] / 5) * 5)
@@ -58,7 +59,7 @@ def test_secret_key_groups_below_the_cohort_are_dropped_unlisted(protocol: str) 
     frames = _visits()
     got = simulate("SELECT patient, COUNT(*) AS n FROM visits GROUP BY patient",
                    {"visits": frames}, {"visits": VISITS}, policy={"min_cohort": 8},
-                   protocol=protocol)
+                   protocol=protocol, compute_parties=protocol.parties)
     sizes = pd.concat(frames).groupby("patient").size()
     assert sorted(got["patient"]) == sorted(sizes[sizes >= 8].index)
     assert "not listed" in got.attrs["suppressed"][0]["group"]
@@ -78,10 +79,12 @@ def test_planning_refuses_what_the_policy_forbids(policy: dict, sql: str,
     tables = ({"visits": _visits()} if "visits" in sql else {"admissions": OWNERS})
     schemas = {"visits": VISITS, "admissions": SCHEMA}
     if message is None:
-        simulate(sql, tables, schemas, policy=policy, protocol=protocol)
+        simulate(sql, tables, schemas, policy=policy, protocol=protocol,
+                 compute_parties=protocol.parties)
         return
     with pytest.raises(PolicyViolation, match=message):
-        simulate(sql, tables, schemas, policy=policy, protocol=protocol)
+        simulate(sql, tables, schemas, policy=policy, protocol=protocol,
+                 compute_parties=protocol.parties)
 
 
 def test_policies_combine_to_the_strictest_and_refuse_nonsense() -> None:
@@ -106,9 +109,10 @@ def test_a_suppressed_cell_cannot_be_recomputed_from_totals(protocol: str) -> No
     threshold = int(counts.min()) + 1  # exactly one cell is small
     policy = {"min_cohort": threshold}
     tables, schemas = {"admissions": OWNERS}, {"admissions": SCHEMA}
-    grouped = simulate(sql, tables, schemas, policy=policy, protocol=protocol)
+    grouped = simulate(sql, tables, schemas, policy=policy, protocol=protocol,
+                       compute_parties=protocol.parties)
     total = simulate("SELECT COUNT(*) AS n FROM admissions WHERE age < 12", tables, schemas,
-                     policy=policy, protocol=protocol)["n"][0]
+                     policy=policy, protocol=protocol, compute_parties=protocol.parties)["n"][0]
     rules = [cell["rule"] for cell in grouped.attrs["suppressed"]]
     assert len(rules) == 2 and sum(rule.startswith("min_cohort") for rule in rules) == 1
     assert sum(rule.startswith("complementary") for rule in rules) == 1
@@ -124,7 +128,8 @@ def test_complementary_suppression_protects_every_line_of_a_two_way_table(protoc
     counts = UNION[UNION["age"] < 20].groupby(["condition", "urgent"]).size()
     threshold = int(counts.min()) + 1
     got = simulate(sql, {"admissions": OWNERS}, {"admissions": SCHEMA},
-                   policy={"min_cohort": threshold}, protocol=protocol)
+                   policy={"min_cohort": threshold}, protocol=protocol,
+                   compute_parties=protocol.parties)
     hidden = {(c["group"]["condition"], c["group"]["urgent"]) for c in got.attrs["suppressed"]}
     assert len(hidden) >= 4  # one small cell forces its row, its column, and their corner
     for axis in range(2):  # every line holds zero or at least two hidden cells
@@ -150,7 +155,8 @@ def test_the_dominance_rule_suppresses_sums_led_by_a_few_contributors(protocol: 
     ordered = union.groupby("ward")["cost"]
     dominated = {w for w, costs in ordered if costs.nlargest(n).sum() > k / 100 * costs.sum()}
     got = simulate("SELECT ward, SUM(cost) AS total FROM t GROUP BY ward ORDER BY ward",
-                   {"t": frames}, {"t": schema}, policy={"dominance": [n, k]}, protocol=protocol)
+                   {"t": frames}, {"t": schema}, policy={"dominance": [n, k]}, protocol=protocol,
+                   compute_parties=protocol.parties)
     rules = {c["group"]["ward"]: c["rule"] for c in got.attrs["suppressed"]}
     assert dominated == {"b"}
     assert {w for w, r in rules.items() if r.startswith("dominance")} == dominated
@@ -166,23 +172,25 @@ def test_a_min_cohort_releases_an_extreme_only_when_enough_rows_hold_it(protocol
     holders = int((UNION["age"] == top_age).sum())
     assert holders >= 3 and (UNION["cost"] == UNION["cost"].max()).sum() == 1
     got = simulate("SELECT MAX(cost) AS c FROM admissions", tables, schemas,
-                   policy={"min_cohort": 3}, protocol=protocol)
+                   policy={"min_cohort": 3}, protocol=protocol, compute_parties=protocol.parties)
     assert got.empty and "rows hold the value of MAX(cost)" in got.attrs["suppressed"][0][
         "rule"]
     got = simulate("SELECT MAX(age) AS a, MIN(age) AS b FROM admissions", tables, schemas,
-                   policy={"min_cohort": holders}, protocol=protocol)
+                   policy={"min_cohort": holders}, protocol=protocol,
+                   compute_parties=protocol.parties)
     holders_min = int((UNION["age"] == UNION["age"].min()).sum())
     if holders_min >= holders:
         assert got["a"].tolist() == [top_age] and got["b"].tolist() == [UNION["age"].min()]
     else:
         assert got.empty
     got = simulate("SELECT MAX(age) AS a FROM admissions", tables, schemas,
-                   policy={"min_cohort": holders + 1}, protocol=protocol)
+                   policy={"min_cohort": holders + 1}, protocol=protocol,
+                   compute_parties=protocol.parties)
     assert got.empty
     # per group: each cell's extreme is checked on its own rows
     grouped = simulate("SELECT condition, MAX(age) AS a FROM admissions GROUP BY condition "
                        "ORDER BY condition", tables, schemas, policy={"min_cohort": 2},
-                       protocol=protocol)
+                       protocol=protocol, compute_parties=protocol.parties)
     for condition, rows in UNION.groupby("condition"):
         held = int((rows["age"] == rows["age"].max()).sum())
         assert (condition in set(grouped["condition"])) == (held >= 2 and len(rows) >= 2)
@@ -195,13 +203,13 @@ def test_a_min_cohort_checks_the_extremes_of_a_join(protocol: str) -> None:
     assert (joined["balance"] == joined["balance"].min()).sum() < 3
     got = simulate("SELECT MIN(a.balance) AS lo, COUNT(*) AS n FROM customers c JOIN "
                    "accounts a ON c.id = a.customer", frames, SCHEMAS,
-                   policy={"min_cohort": 3}, protocol=protocol)
+                   policy={"min_cohort": 3}, protocol=protocol, compute_parties=protocol.parties)
     assert got.empty and "MIN(a.balance)" in got.attrs["suppressed"][0]["rule"]
     age = joined["age"].max()
     held = int((joined["age"] == age).sum())
     got = simulate("SELECT MAX(c.age) AS hi FROM customers c JOIN accounts a "
                    "ON c.id = a.customer", frames, SCHEMAS, policy={"min_cohort": held},
-                   protocol=protocol)
+                   protocol=protocol, compute_parties=protocol.parties)
     assert got["hi"].tolist() == [age]
 
 
@@ -230,7 +238,8 @@ def test_the_dominance_rule_holds_over_a_join_weighting_each_row_by_its_matches(
     n, k = 2, 50.0
     got = simulate("SELECT c.segment, SUM(c.income) AS s FROM customers c JOIN accounts a "
                    "ON c.id = a.customer GROUP BY c.segment ORDER BY c.segment", tables,
-                   schemas, policy={"dominance": [n, k]}, protocol=protocol)
+                   schemas, policy={"dominance": [n, k]}, protocol=protocol,
+                   compute_parties=protocol.parties)
     per_customer = joined.groupby(["segment", "id"])["income"].sum()
     shares = {segment: _top_share(per_customer[segment], n) for segment in ("business", "retail")}
     assert shares["business"] > k / 100 > shares["retail"]
@@ -243,14 +252,16 @@ def test_the_dominance_rule_holds_over_a_join_weighting_each_row_by_its_matches(
     # accounts lead that cell
     by_kind = simulate("SELECT a.kind, SUM(c.income) AS s, COUNT(*) AS n FROM customers c "
                        "JOIN accounts a ON c.id = a.customer GROUP BY a.kind ORDER BY a.kind",
-                       tables, schemas, policy={"dominance": [1, 40]}, protocol=protocol)
+                       tables, schemas, policy={"dominance": [1, 40]}, protocol=protocol,
+                       compute_parties=protocol.parties)
     per_kind = joined.groupby(["kind", "id"])["income"].sum()
     assert _top_share(per_kind["checking"], 1) > 0.4 > _top_share(per_kind["savings"], 1)
     hidden = {c["group"]["kind"]: c["rule"] for c in by_kind.attrs["suppressed"]}
     assert hidden["checking"].startswith("dominance") and by_kind.empty
     loose = simulate("SELECT a.kind, SUM(c.income) AS s, COUNT(*) AS n FROM customers c "
                      "JOIN accounts a ON c.id = a.customer GROUP BY a.kind ORDER BY a.kind",
-                     tables, schemas, policy={"dominance": [1, 80]}, protocol=protocol)
+                     tables, schemas, policy={"dominance": [1, 80]}, protocol=protocol,
+                     compute_parties=protocol.parties)
     expected = joined.groupby("kind").agg(s=("income", "sum"), n=("income", "size"))
     assert loose["kind"].tolist() == ["checking", "savings"]
     assert loose["s"].tolist() == expected["s"].tolist()
@@ -264,7 +275,8 @@ def test_the_dominance_rule_holds_over_secret_key_groups(protocol: str) -> None:
     n, k = 1, 60.0
     got = simulate("SELECT patient, SUM(cost) AS s, COUNT(*) AS v FROM visits "
                    "GROUP BY patient", {"visits": frames}, {"visits": VISITS},
-                   policy={"dominance": [n, k]}, protocol=protocol)
+                   policy={"dominance": [n, k]}, protocol=protocol,
+                   compute_parties=protocol.parties)
     costs = union.groupby("patient")["cost"]
     dominated = {p for p, c in costs if _top_share(c.dropna(), n) > k / 100}
     assert len(dominated) >= 2
@@ -281,7 +293,7 @@ def test_secret_key_groups_never_hide_exactly_one_group(protocol: str) -> None:
     assert (sizes < threshold).sum() == 1  # exactly one small patient
     got = simulate("SELECT patient, COUNT(*) AS n FROM visits GROUP BY patient",
                    {"visits": frames}, {"visits": VISITS}, policy={"min_cohort": threshold},
-                   protocol=protocol)
+                   protocol=protocol, compute_parties=protocol.parties)
     hidden = set(sizes.index) - set(got["patient"])
     # the small one and the released group with the fewest rows: the total of all
     # patients minus the released ones is the sum of two groups, never one
@@ -322,7 +334,7 @@ def test_a_min_cohort_checks_the_extremes_of_secret_key_groups(protocol: str) ->
     union, k = pd.concat(frames), 3
     got = simulate("SELECT patient, MAX(grade) AS top, MIN(grade) AS low, COUNT(*) AS n "
                    "FROM visits GROUP BY patient", {"visits": frames}, schemas,
-                   policy={"min_cohort": k}, protocol=protocol)
+                   policy={"min_cohort": k}, protocol=protocol, compute_parties=protocol.parties)
     grades = union.groupby("patient")["grade"]
     top_held = grades.apply(lambda g: int((g == g.max()).sum()))
     low_held = grades.apply(lambda g: int((g == g.min()).sum()))

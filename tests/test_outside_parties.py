@@ -41,7 +41,8 @@ def _duckdb(sql: str, tables: dict[str, list[pd.DataFrame]]) -> pd.DataFrame:
 def test_row_plans_with_five_owners_match_duckdb(sql: str, protocol: str) -> None:
     tables = {"admissions": FIVE}
     _assert_same(simulate(sql, tables, {"admissions": SCHEMA},
-                          protocol=protocol), _duckdb(sql, tables))
+                          protocol=protocol, compute_parties=protocol.parties),
+                 _duckdb(sql, tables))
 
 
 def test_secret_key_groups_with_five_owners_match_duckdb(protocol: str) -> None:
@@ -52,7 +53,8 @@ def test_secret_key_groups_with_five_owners_match_duckdb(protocol: str) -> None:
     sql = ("SELECT patient, COUNT(*) AS n, SUM(cost) AS s FROM visits WHERE ward = 'a' "
            "GROUP BY patient ORDER BY patient")
     tables = {"visits": frames}
-    _assert_same(simulate(sql, tables, {"visits": VISITS}, protocol=protocol), _duckdb(sql, tables))
+    _assert_same(simulate(sql, tables, {"visits": VISITS}, protocol=protocol,
+                          compute_parties=protocol.parties), _duckdb(sql, tables))
 
 
 def test_a_join_with_outside_owners_on_both_sides_matches_duckdb(protocol: str) -> None:
@@ -68,7 +70,8 @@ def test_a_join_with_outside_owners_on_both_sides_matches_duckdb(protocol: str) 
     tables = {"customers": customers, "accounts": accounts}
     sql = ("SELECT COUNT(*) AS n, SUM(a.balance) AS s, AVG(c.age) AS age FROM customers c "
            "JOIN accounts a ON c.id = a.customer WHERE c.segment = 'retail'")
-    got = simulate(sql, tables, {"customers": CUSTOMERS, "accounts": ACCOUNTS}, protocol=protocol)
+    got = simulate(sql, tables, {"customers": CUSTOMERS, "accounts": ACCOUNTS}, protocol=protocol,
+                   compute_parties=protocol.parties)
     _assert_same(got, _duckdb(sql, tables))
 
 

@@ -120,7 +120,8 @@ def _assert_same(got: pd.DataFrame, want: pd.DataFrame) -> None:
 
 @pytest.mark.parametrize("sql", QUERIES)
 def test_queries_match_duckdb_on_the_plaintext_union(sql: str, protocol: str) -> None:
-    got = simulate(sql, {"admissions": OWNERS}, {"admissions": SCHEMA}, protocol=protocol)
+    got = simulate(sql, {"admissions": OWNERS}, {"admissions": SCHEMA}, protocol=protocol,
+                   compute_parties=protocol.parties)
     _assert_same(got, _duckdb(sql, OWNERS))
 
 
@@ -129,7 +130,8 @@ def test_one_owner_and_five_owners_with_outside_data_owners(protocol: str) -> No
            "GROUP BY condition ORDER BY condition")
     for frames in ([OWNERS[0]], [*OWNERS, _owner_frame(np.random.default_rng(7), 90),
                                  _owner_frame(np.random.default_rng(8), 10)]):
-        got = simulate(sql, {"admissions": frames}, {"admissions": SCHEMA}, protocol=protocol)
+        got = simulate(sql, {"admissions": frames}, {"admissions": SCHEMA}, protocol=protocol,
+                       compute_parties=protocol.parties)
         _assert_same(got, _duckdb(sql, frames))
 
 
@@ -139,7 +141,8 @@ def test_nullable_group_columns_form_their_own_group(protocol: str) -> None:
     frames = [pd.DataFrame({"ward": ["a", None, "b", None], "x": [1, 2, 3, 4]}),
               pd.DataFrame({"ward": [None, "a"], "x": [5, 6]})]
     sql = "SELECT ward, COUNT(*) AS n, SUM(x) AS s FROM t GROUP BY ward ORDER BY ward"
-    got = simulate(sql, {"t": frames}, {"t": schema}, protocol=protocol)
+    got = simulate(sql, {"t": frames}, {"t": schema}, protocol=protocol,
+                   compute_parties=protocol.parties)
     assert list(got["n"]) == [2, 1, 3] and list(got["s"]) == [7, 3, 11]
     assert got["ward"].tolist()[:2] == ["a", "b"] and pd.isna(got["ward"].tolist()[2])
 
@@ -225,7 +228,7 @@ def test_every_owner_shares_the_same_amount_whatever_its_data() -> None:
 
 def test_fixed_point_sums_stay_exact_on_grid_values(protocol: str) -> None:
     got = simulate("SELECT SUM(stay) AS s FROM admissions", {"admissions": OWNERS},
-                   {"admissions": SCHEMA}, protocol=protocol)
+                   {"admissions": SCHEMA}, protocol=protocol, compute_parties=protocol.parties)
     assert math.isclose(got["s"][0], UNION["stay"].sum(), rel_tol=0, abs_tol=1e-9)
 
 
@@ -257,7 +260,8 @@ def test_group_by_a_secret_key_matches_duckdb(sql: str, protocol: str) -> None:
     frames = _visits()
     connection = duckdb.connect()
     connection.register("visits", pd.concat(frames, ignore_index=True))
-    got = simulate(sql, {"visits": frames}, {"visits": VISITS}, protocol=protocol)
+    got = simulate(sql, {"visits": frames}, {"visits": VISITS}, protocol=protocol,
+                   compute_parties=protocol.parties)
     _assert_same(got, connection.sql(sql).df())
 
 
@@ -279,6 +283,6 @@ def test_simulate_runs_inside_a_running_event_loop_as_in_jupyter(protocol: str) 
 
     async def notebook_cell() -> pd.DataFrame:  # Jupyter runs cells inside a live loop
         return simulate("SELECT COUNT(*) AS n FROM admissions", {"admissions": OWNERS},
-                        {"admissions": SCHEMA}, protocol=protocol)
+                        {"admissions": SCHEMA}, protocol=protocol, compute_parties=protocol.parties)
 
     assert asyncio.run(notebook_cell())["n"].tolist() == [len(UNION)]

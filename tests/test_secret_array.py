@@ -19,7 +19,7 @@ from concilium import (
     ShapeMismatch,
     run_parties,
 )
-from tests.conftest import run3
+from tests.conftest import last_input, last_party, run3
 
 ULP = 2.0**-16
 reals = st.floats(-8, 8, allow_nan=False, width=64)
@@ -87,7 +87,7 @@ def test_broadcasting_follows_numpy(protocol: str) -> None:
 
     def program(session: Session) -> list[np.ndarray]:
         a, b = _inputs(session, x, y)
-        c = session.input(2, column if session.party == 2 else None)
+        c = last_input(session, column)
         return [(a * b).reveal(), (a + b).reveal(), (a * c).reveal(), (c + b).reveal(),
                 (a - column).reveal(), (np.array([1.0, 2.0, 3.0]) * a).reveal()]
 
@@ -158,12 +158,14 @@ def test_shape_operations_are_local_and_match_numpy(protocol: str) -> None:
 
 def test_reveal_to_a_subset_returns_none_elsewhere(protocol: str) -> None:
     def program(session: Session) -> object:
-        a = session.input(2, np.array([1.5, -2.0]) if session.party == 2 else None, fixed=True)
+        last = last_party(session)
+        a = session.input(last, np.array([1.5, -2.0]) if session.party == last else None,
+                          fixed=True)
         return a.reveal(to=[0])
 
-    results = run_parties(3, program, protocol=protocol)
+    results = run_parties(protocol.parties, program, protocol=protocol)
     assert results[0].tolist() == [1.5, -2.0]
-    assert results[1] is None and results[2] is None
+    assert results[1:] == [None] * (protocol.parties - 1)
 
 
 def test_outside_owner_and_recipient_with_fixed_point(protocol: str) -> None:
@@ -287,9 +289,9 @@ def test_a_crashing_party_aborts_the_others(protocol: str) -> None:
 def test_silent_party_makes_the_others_raise_protocol_abort(protocol: str) -> None:
     def program(session: Session) -> object:
         a = session.input(0, np.ones(2, dtype=int) if session.party == 0 else None)
-        if session.party == 2:
+        if session.party == last_party(session):
             return None  # goes silent: never shares its input
-        return (a * session.input(2, None)).reveal()
+        return (a * session.input(last_party(session), None)).reveal()
 
     with pytest.raises(ProtocolAbort, match="sent nothing"):
         run3(program, timeout=0.5, protocol=protocol)

@@ -55,14 +55,15 @@ def simulate(sql: str, tables: Mapping[str, Sequence[Any]],
              schemas: Mapping[str, Schema | Mapping[str, Any]], *,
              policy: OutputPolicy | Mapping[str, Any] | None = None,
              truncation: Rounding = "reliable", protocol: str = "rep3",
-             timeout: float = 300.0) -> pd.DataFrame:
+             compute_parties: int | None = None, timeout: float = 300.0) -> pd.DataFrame:
     """Run ``sql`` securely over ``tables`` ({name: [one frame per owner]}) and return
     the result as a DataFrame. Every owner's rows are checked against ``schemas``
     before anything is shared. ``policy``: an output policy (or its TOML mapping),
     checked when planning and enforced on secret shares; ``result.attrs["suppressed"]``
     lists the cells it suppressed and why, ``result.attrs["threat_model"]`` what the
-    result's security rests on. ``protocol``: any registered protocol (its own number
-    of compute parties; owners beyond them share as outside parties).
+    result's security rests on. ``protocol``: any registered protocol;
+    ``compute_parties``: how many of the owners compute (default: the protocol's own
+    number); owners beyond them share as outside parties.
 
     Reveals: what :func:`concilium.query.execute.run_plan` reveals (the result, and
     which public groups it has), to the caller only.
@@ -81,7 +82,10 @@ def simulate(sql: str, tables: Mapping[str, Sequence[Any]],
     rules = policy if isinstance(policy, OutputPolicy) else OutputPolicy.from_mapping(
         policy or {})
     spec = registry(protocol)
-    compute = spec.default_parties
+    compute = spec.default_parties if compute_parties is None else int(compute_parties)
+    problem = spec.parties_problem(compute)
+    if problem:
+        raise ConfigurationError(problem)
     plan = plan_query(sql, entries, policy=rules)
     check_policy(plan, rules)
     check_capabilities(plan, spec, truncation, outside=owners > compute, policy=rules)

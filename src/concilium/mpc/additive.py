@@ -41,11 +41,19 @@ triple shares, and the OT phase reveals nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar, cast
+from typing import ClassVar, cast
 
 import numpy as np
 
 from concilium.errors import ConfigurationError, ProtocolAbort
+from concilium.mpc import oblivious_switching as switching
+from concilium.mpc.additive_bits import (
+    DABIT_BATCH,
+    double_cross_product,
+    inject,
+    make_dabits,
+    truncate_with_random_bits,
+)
 from concilium.mpc.backend import (
     ChannelBackend,
     OutsideClient,
@@ -57,6 +65,8 @@ from concilium.mpc.backend import (
     matmul_shape,
     value_shape,
 )
+from concilium.mpc.correlation_pool import Pool
+from concilium.mpc.oblivious_switching import AdditivePermutation
 from concilium.mpc.ot_triples import CHUNK, PairwiseOt
 from concilium.net.channel import Channel
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
@@ -65,34 +75,9 @@ from concilium.ring.prg import Prg
 __all__ = ["Additive", "AdditiveOutsideParty"]
 
 _SETUP_TAG = 1 << 20  # the first plan tag (the base OTs take the first few)
-_ONE = np.uint64(1)
-
-
-class _Pool:
-    """Triples made ahead of time, each handed out once, in order."""
-
-    def __init__(self) -> None:
-        self.parts: list[tuple[RingArray, RingArray, RingArray]] = []
-
-    def size(self) -> int:
-        return sum(p[0].size for p in self.parts)
-
-    def take(self, count: int) -> tuple[RingArray, RingArray, RingArray] | None:
-        if self.size() < count:
-            return None
-        taken: list[tuple[RingArray, RingArray, RingArray]] = []
-        needed = count
-        while needed:
-            a, b, c = self.parts[0]
-            if a.size <= needed:
-                taken.append(self.parts.pop(0))
-                needed -= a.size
-            else:  # split: the rest stays for later, never handed out twice
-                taken.append((a[:needed], b[:needed], c[:needed]))
-                self.parts[0] = (a[needed:], b[needed:], c[needed:])
-                needed = 0
-        return cast(tuple[RingArray, RingArray, RingArray],
-                    tuple(np.concatenate([t[k] for t in taken]) for k in range(3)))
+#: triples are made at least this many at a time: a batch's fixed cost (two flights,
+#: the 128 base-key streams, the transposes) is then paid once for many small products
+MINIMUM_BATCH = 1024
 
 
 class Additive(ChannelBackend):
@@ -102,22 +87,38 @@ class Additive(ChannelBackend):
     security: ClassVar[str] = "semi-honest, dishonest majority (any 1 of 2 may be corrupted)"
     components: ClassVar[int] = 1
     capabilities: ClassVar[frozenset[str]] = frozenset(
-        {"boolean", "truncation:fast", "truncation:reliable", "outside_parties"})
+        {"boolean", "shuffle", "truncation:fast", "truncation:reliable", "outside_parties"})
 
     def __init__(self, channel: Channel, compute_parties: Sequence[int] = (0, 1)) -> None:
         super().__init__(channel, compute_parties, first_tag=_SETUP_TAG)
-        if len(self.compute_parties) != 2:
-            raise ConfigurationError(
-                f"the additive backend runs two compute parties today, not "
-                f"{len(self.compute_parties)} (three to five need the n-summand "
-                "conversions of issue 17)")
+        if len(self.compute_parties) < 2:
+            raise ConfigurationError("the additive backend needs at least two compute "
+                                     f"parties, not {len(self.compute_parties)}")
         self.index = self.compute_parties.index(channel.party)
-        self.peer = self.compute_parties[1 - self.index]
+        self.peers = tuple(p for p in self.compute_parties if p != channel.party)
         parties = len(self.compute_parties)
         self._ot = PairwiseOt.setup(channel, channel.party, self.compute_parties,
                                     self.next_tag(4 * parties * parties))
-        self._pools = {False: _Pool(), True: _Pool()}
+        self._pools = {False: Pool(3), True: Pool(3)}
+        self._dabits = Pool(2)
         self.triples_made = {False: 0, True: 0}
+        self.dabits_made = 0
+
+    @property
+    def ot(self) -> PairwiseOt:
+        """This party's OT extension state with every other compute party."""
+        return self._ot
+
+    @property
+    def two_party(self) -> bool:
+        return len(self.compute_parties) == 2
+
+    @property
+    def peer(self) -> int:
+        """The other party of a two-party run."""
+        if not self.two_party:
+            raise ConfigurationError("a run of more than two parties has several peers")
+        return self.peers[0]
 
     # -- correlations -----------------------------------------------------------------
     def prepare(self, count: int, *, boolean: bool = False) -> None:
@@ -132,23 +133,26 @@ class Additive(ChannelBackend):
         return self._ot.triples(count, boolean=boolean)
 
     def _triple(self, count: int, boolean: bool) -> tuple[RingArray, RingArray, RingArray]:
-        taken = self._pools[boolean].take(count)
-        if taken is None:  # not prepared: made now (both parties decide alike)
-            return self._make(count, boolean)
-        return taken
+        pool = self._pools[boolean]
+        missing = count - pool.size()
+        if missing > 0:  # not prepared: made now, at least a batch (all parties alike)
+            pool.add(self._make(max(missing, MINIMUM_BATCH), boolean))
+        taken = pool.take(count)
+        assert taken is not None
+        return cast(tuple[RingArray, RingArray, RingArray], taken)
 
-    def _bit_product(self, mine: RingArray) -> RingArray:
-        """Shares of ``b_0 b_1`` for each party's own bits: party 1 chooses with its bit
-        in one correlated OT, party 0 sends its bit as the correlation (24 bytes per
-        element, two flights; no triple)."""
-        flat = np.require(mine, dtype=RING_DTYPE, requirements="C").reshape(-1)
-        self._ot.tag = self.next_tag(2)
-        if self.index == 1:
-            share = self._ot.bit_products(self.peer, flat, None)
-        else:
-            share = self._ot.bit_products(self.peer, None, flat)
-        return share.reshape(mine.shape)
-
+    def dabits(self, count: int) -> tuple[RingArray, RingArray]:
+        """``count`` daBits, each handed out once (made now if the pool is short: at
+        least :data:`~concilium.mpc.additive_bits.DABIT_BATCH`)."""
+        missing = count - self._dabits.size()
+        if missing > 0:
+            made = max(missing, DABIT_BATCH)
+            self._dabits.add(make_dabits(self, made))
+            self.dabits_made += made
+        taken = self._dabits.take(count)
+        assert taken is not None
+        own, shares = taken
+        return own, shares
 
     # -- sharing and opening --------------------------------------------------------
     def input(self, owner: int, values: RingArray | None, *, boolean: bool = False) -> Shares:
@@ -160,9 +164,13 @@ class Additive(ChannelBackend):
         if values is None:
             raise ConfigurationError("the owner of an input must pass its values")
         value = np.require(values, dtype=RING_DTYPE, requirements="C")
-        mask = Prg.from_urandom().integers(value.shape)
-        self._channel.send(self.peer, tag, mask)
-        return ((value ^ mask) if boolean else (value - mask))[None]
+        prg = Prg.from_urandom()
+        mine = value.copy()
+        for peer in self.peers:  # each peer's share is a fresh uniform mask
+            mask = prg.integers(value.shape)
+            self._channel.send(peer, tag, mask)
+            mine = (mine ^ mask) if boolean else (mine - mask)
+        return mine[None]
 
     def reveal(self, x: Shares, to: Sequence[int] | None = None, *,
                boolean: bool = False) -> RingArray | None:
@@ -173,14 +181,17 @@ class Additive(ChannelBackend):
         for target in targets:
             if not 0 <= target < self._channel.parties:
                 raise ConfigurationError(f"cannot reveal to party {target}: no such party")
-            if target == self.peer:
+            if target in self.peers:
                 self._channel.send(target, tag, share)
             elif target not in self._parties:
                 self._channel.send(target, self.outside_tag(target), share)
         if self.party not in targets:
             return None
-        other = self.ring_from(self.peer, tag, share.shape)
-        return (share ^ other) if boolean else (share + other)
+        total = share.copy()
+        for peer in self.peers:
+            other = self.ring_from(peer, tag, share.shape)
+            total = (total ^ other) if boolean else (total + other)
+        return total
 
     def share_public(self, values: RingArray, *, boolean: bool = False) -> Shares:
         value = np.asarray(values, dtype=RING_DTYPE)
@@ -211,13 +222,16 @@ class Additive(ChannelBackend):
         a, b, c = self._triple(left.size, boolean)
         tag = self.next_tag()
         mine = np.stack([left ^ a, right ^ b]) if boolean else np.stack([left - a, right - b])
-        self._channel.send(self.peer, tag, mine)
-        theirs = self.ring_from(self.peer, tag, mine.shape)
+        for peer in self.peers:
+            self._channel.send(peer, tag, mine)
+        opened = mine.copy()
+        for peer in self.peers:
+            theirs = self.ring_from(peer, tag, mine.shape)
+            opened = (opened ^ theirs) if boolean else (opened + theirs)
+        d, e = opened[0], opened[1]
         if boolean:
-            d, e = mine[0] ^ theirs[0], mine[1] ^ theirs[1]
             z = c ^ (d & b) ^ (e & a) ^ ((d & e) if self.index == 0 else 0)
         else:
-            d, e = mine[0] + theirs[0], mine[1] + theirs[1]
             z = c + d * b + e * a + ((d * e) if self.index == 0 else 0)
         return np.asarray(z, dtype=RING_DTYPE).reshape((1, *shape))
 
@@ -241,21 +255,27 @@ class Additive(ChannelBackend):
     # -- fixed point ------------------------------------------------------------------
     def trunc(self, x: Shares, bits: int, mode: Truncation = "reliable") -> Shares:
         check_truncation(bits, mode)
-        share = np.require(x[0], dtype=RING_DTYPE, requirements="C")
+        shape = value_shape(x)
+        share = np.require(x[0], dtype=RING_DTYPE, requirements="C").reshape(-1)
+        if not self.two_party:  # local shifts fail with n > 2 summands: random bits
+            return truncate_with_random_bits(self, share, bits).reshape((1, *shape))
         if mode == "fast":
             self.next_tag()
             if self.index == 0:
-                return (share.view(np.int64) >> bits).view(RING_DTYPE)[None]
-            return (-((-share).view(np.int64) >> bits)).view(RING_DTYPE)[None]
-        offset = np.uint64((1 << 62) + (1 << bits))
+                local = (share.view(np.int64) >> bits).view(RING_DTYPE)
+            else:
+                local = (-((-share).view(np.int64) >> bits)).view(RING_DTYPE)
+            return local.reshape((1, *shape))
+        offset = np.uint64((1 << 62) + (1 << bits) - 1)  # the -1: exactly unbiased
         shifted = share + offset if self.index == 0 else share.copy()
         top = shifted >> np.uint64(63)  # this party's share's most significant bit
-        both = self._bit_product(top)  # m_0 m_1
-        wraps = top - both  # this party's share of m_0 + m_1 - m_0 m_1
-        result = (shifted >> np.uint64(bits)) - wraps * np.uint64(1 << (64 - bits))
+        doubled = double_cross_product(self, top)  # 2 m_0 m_1
+        # wraps = m_0 + m_1 - m_0 m_1, times 2^(64 - d)
+        result = ((shifted >> np.uint64(bits)) - top * np.uint64(1 << (64 - bits))
+                  + doubled * np.uint64(1 << (63 - bits)))
         if self.index == 0:
             result = result - np.uint64(1 << (62 - bits))
-        return result[None]
+        return result.reshape((1, *shape))
 
 
 
@@ -265,6 +285,10 @@ class Additive(ChannelBackend):
         """``u = x_0`` (held by party 0) and ``v = x_1`` (``-x_1`` with
         ``difference``, held by party 1), each as a boolean sharing whose other
         share is zero: local, no message."""
+        if not self.two_party:
+            raise ConfigurationError(
+                f"{len(self._parties)} additive parties hold {len(self._parties)} summands, "
+                "not two: use boolean_summands (ops.summands reduces them)")
         shape = value_shape(x)
         flat = np.require(x[0], dtype=RING_DTYPE, requirements="C").reshape(-1)
         if self.index == 1 and difference:
@@ -274,18 +298,32 @@ class Additive(ChannelBackend):
         zero = np.zeros_like(mine)
         return (mine, zero) if self.index == 0 else (zero, mine)
 
+    def boolean_summands(self, x: Shares) -> list[Shares] | None:
+        """With more than two parties: party ``i``'s share ``x_i`` as a boolean sharing
+        held by party ``i`` alone (the others' component is zero), one per party; their
+        sum is ``x``. Two parties: None (:meth:`boolean_pair` is local)."""
+        if self.two_party:
+            return None
+        share = np.require(x, dtype=RING_DTYPE, requirements="C")
+        zero = np.zeros_like(share)
+        return [share.copy() if i == self.index else zero for i in range(len(self._parties))]
+
     def bit_inject(self, bits: Shares) -> Shares:
-        """``b_0 + b_1 - 2 b_0 b_1`` for the bits ``b_i`` of each party: one product."""
-        mine = bits[0] & _ONE
-        return (mine - np.uint64(2) * self._bit_product(mine))[None]
+        """Arithmetic 0/1 shares of bit 0 of each word, with one daBit each: one flight
+        of packed bits (:func:`~concilium.mpc.additive_bits.inject`)."""
+        return inject(self, bits[0])[None]
 
-    def new_permutation(self, length: int) -> Any:
-        raise ConfigurationError("the additive backend has no secret shuffle yet; plans "
-                                 "that need one are refused at planning")
+    def new_permutation(self, length: int) -> AdditivePermutation:
+        """This party's component of a fresh secret permutation (no message)."""
+        self.next_tag()
+        return switching.new_permutation(self, length)
 
-    def permute(self, permutation: Any, x: Shares, *, inverse: bool = False,
+    def permute(self, permutation: AdditivePermutation, x: Shares, *, inverse: bool = False,
                 boolean: bool = False) -> Shares:
-        raise ConfigurationError("the additive backend has no secret shuffle yet")
+        """See :mod:`concilium.mpc.oblivious_switching`: one oblivious switching per
+        component and other party, two flights each."""
+        return switching.apply_permutation(self, permutation, x, inverse=inverse,
+                                           boolean=boolean)
 
 
 
@@ -296,10 +334,13 @@ class AdditiveOutsideParty(OutsideClient):
     def send_input(self, values: RingArray, *, boolean: bool = False) -> None:
         value = np.require(values, dtype=RING_DTYPE, requirements="C")
         tag = self.next_tag()
-        mask = Prg.from_urandom().integers(value.shape)
-        first, second = self._parties
-        self._channel.send(first, tag, mask)
-        self._channel.send(second, tag, (value ^ mask) if boolean else (value - mask))
+        prg = Prg.from_urandom()
+        rest = value.copy()
+        for party in self._parties[1:]:  # uniform masks; the first party gets the rest
+            mask = prg.integers(value.shape)
+            self._channel.send(party, tag, mask)
+            rest = (rest ^ mask) if boolean else (rest - mask)
+        self._channel.send(self._parties[0], tag, rest)
 
     def receive_output(self, *, boolean: bool = False) -> RingArray:
         """Reveals: the value to this party (the compute parties chose to open it here)."""
@@ -307,8 +348,11 @@ class AdditiveOutsideParty(OutsideClient):
         shares = [self._channel.receive(party, tag) for party in self._parties]
         if any(s.dtype != RING_DTYPE or s.shape != shares[0].shape for s in shares):
             raise ProtocolAbort("compute parties sent inconsistent output shares")
-        first, second = (np.asarray(s, dtype=RING_DTYPE) for s in shares)
-        return (first ^ second) if boolean else (first + second)
+        total = np.asarray(shares[0], dtype=RING_DTYPE).copy()
+        for share in shares[1:]:
+            other = np.asarray(share, dtype=RING_DTYPE)
+            total = (total ^ other) if boolean else (total + other)
+        return total
 
     def receive_public(self) -> bytes:
         tag = self.next_tag()

@@ -342,6 +342,16 @@ class Backend(ABC):
         Reveals: nothing.
         """
 
+    def boolean_summands(self, x: Shares) -> list[Shares] | None:
+        """Boolean sharings of words whose sum mod 2^64 is ``x``, when the protocol has
+        more than two natural summands (``additive`` with ``n > 2`` parties: one per
+        party); :func:`concilium.ops.summands.boolean_pair` reduces them to two with
+        carry-save adders. None (the default): :meth:`boolean_pair` gives the two.
+
+        Reveals: nothing.
+        """
+        return None
+
     @abstractmethod
     def bit_inject(self, bits: Shares) -> Shares:
         """Arithmetic 0/1 sharings of bit 0 of each word of the boolean sharing ``bits``.

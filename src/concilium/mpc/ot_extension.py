@@ -19,8 +19,8 @@ the base-OT receiver, with a secret choice string ``s`` (``Δ``): it learns
    with ``π`` AES-128 under a fixed public key (a tweakable correlation-robust
    hash; the tweak ``j`` is unique in the session). Outputs are 64-bit words.
 
-``G`` is the project's AES-CTR PRG (:mod:`concilium.ring.prg`), one stream per
-base key and batch. The transpose is the compiled kernel of
+``G`` is AES-128 in counter mode keyed by each base key, one counter range per
+batch (:class:`_Streams`). The transpose is the compiled kernel of
 :mod:`concilium.mpc.bit_kernels`.
 
 Reveals: nothing beyond the OT functionality.
@@ -38,7 +38,7 @@ from concilium.errors import ProtocolAbort
 from concilium.mpc.bit_kernels import transpose_bits
 from concilium.mpc.ot_base import receive_base_ots, send_base_ots
 from concilium.net.channel import Channel
-from concilium.ring.prg import Prg, stream_nonce
+from concilium.ring.prg import Prg
 
 __all__ = ["KAPPA", "OtReceiver", "OtSender", "hash_rows", "setup_pair"]
 
@@ -57,24 +57,44 @@ def _encrypt(encryptor: object, blocks: npt.NDArray[np.generic], count: int
     return out[:count * 16].view(np.uint64).reshape(count, 2)
 
 
-def hash_rows(rows: npt.NDArray[np.uint8], first: int) -> npt.NDArray[np.uint64]:
+def hash_rows(rows: npt.NDArray[np.uint8], first: int, words: int = 1
+              ) -> npt.NDArray[np.uint64]:
     """``H(j, x_j)`` for 16-byte rows ``x_j``, tweaks ``j = first, first + 1, ...``:
-    the low 64 bits of ``π(π(x) ^ j) ^ π(x)``."""
+    the low 64 bits of ``π(π(x) ^ j) ^ π(x)``. With ``words > 1``, ``words`` outputs
+    per row, ``(count, words)``: output ``t`` takes the tweak ``(j, t)`` (``t`` in the
+    upper half of the block), so every output has its own tweak."""
     count = rows.shape[0]
     encryptor = _permutation().encryptor()
     once = _encrypt(encryptor, rows, count)
-    tweaked = once.copy()
-    tweaked[:, 0] ^= np.arange(first, first + count, dtype=np.uint64)
-    twice = _encrypt(encryptor, tweaked, count)
-    return twice[:, 0] ^ once[:, 0]
+    out = np.empty((count, words), dtype=np.uint64)
+    for word in range(words):
+        tweaked = once.copy()
+        tweaked[:, 0] ^= np.arange(first, first + count, dtype=np.uint64)
+        tweaked[:, 1] ^= np.uint64(word)
+        out[:, word] = _encrypt(encryptor, tweaked, count)[:, 0] ^ once[:, 0]
+    return out[:, 0] if words == 1 else out
 
 
-def _expand(keys: npt.NDArray[np.uint8], batch: int, size: int) -> npt.NDArray[np.uint8]:
-    """``G(k_i)`` for each of the 128 keys: ``size`` bytes each, stream ``batch``."""
-    out = np.empty((KAPPA, size), dtype=np.uint8)
-    for i in range(KAPPA):
-        Prg(keys[i].tobytes(), stream_nonce(batch, i)).fill(out[i])
-    return out
+class _Streams:
+    """``G(k_i)`` for each of the 128 keys: AES-128 in counter mode under ``k_i``,
+    counter blocks ``(j, batch)`` (block ``j`` of stream ``batch``). One ECB
+    encryptor per key is kept for the session, so a batch costs 128 calls into
+    ``cryptography`` and no key schedules."""
+
+    def __init__(self, keys: npt.NDArray[np.uint8]) -> None:
+        self.encryptors = [Cipher(algorithms.AES(keys[i].tobytes()), modes.ECB()).encryptor()
+                           for i in range(keys.shape[0])]
+
+    def expand(self, batch: int, size: int) -> npt.NDArray[np.uint8]:
+        blocks = -(-size // 16)
+        counters = np.empty((blocks, 2), dtype=np.uint64)
+        counters[:, 0] = np.arange(blocks, dtype=np.uint64)
+        counters[:, 1] = batch
+        source = counters.view(np.uint8).reshape(-1)
+        out = np.empty((len(self.encryptors), blocks * 16 + 16), dtype=np.uint8)
+        for i, encryptor in enumerate(self.encryptors):
+            encryptor.update_into(source.data, out[i].data)
+        return out[:, :size]
 
 
 @dataclass
@@ -85,20 +105,25 @@ class OtReceiver:
     k1: npt.NDArray[np.uint8]
     batches: int = 0
     used: int = 0  # OT indices handed out (the hash's tweaks)
+    streams: tuple[_Streams, _Streams] = field(init=False)
 
-    def extend(self, choices: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8],
-                                                              npt.NDArray[np.uint64], int]:
+    def __post_init__(self) -> None:
+        self.streams = (_Streams(self.k0), _Streams(self.k1))
+
+    def extend(self, choices: npt.NDArray[np.uint8], words: int = 1
+               ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64], int]:
         """For ``m`` choice bits (a multiple of 8): the message ``u`` to send, the
-        outputs ``x_(r_j)``, and the first tweak (the sender uses the same)."""
+        outputs ``x_(r_j)`` (``words`` 64-bit words each), and the first tweak (the
+        sender uses the same)."""
         m = choices.shape[0]
         size = m // 8
         batch, self.batches = self.batches, self.batches + 1
-        t = _expand(self.k0, batch, size)
-        u = _expand(self.k1, batch, size)
+        t = self.streams[0].expand(batch, size)
+        u = self.streams[1].expand(batch, size)
         u ^= t
         u ^= np.packbits(choices.astype(np.uint8), bitorder="little")[None, :]
         first, self.used = self.used, self.used + m
-        return u, hash_rows(transpose_bits(t), first), first
+        return u, hash_rows(transpose_bits(t), first, words), first
 
 
 @dataclass
@@ -111,23 +136,27 @@ class OtSender:
     batches: int = 0
     used: int = 0
     delta: npt.NDArray[np.uint8] = field(init=False)
+    streams: _Streams = field(init=False)
 
     def __post_init__(self) -> None:
         self.delta = np.packbits(self.delta_bits, bitorder="little")
+        self.streams = _Streams(self.keys)
 
-    def extend(self, u: npt.NDArray[np.uint8], m: int
+    def extend(self, u: npt.NDArray[np.uint8], m: int, words: int = 1
                ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
-        """The two outputs ``(x0, x1)`` of ``m`` OTs, from the receiver's ``u``."""
+        """The two outputs ``(x0, x1)`` of ``m`` OTs (``words`` words each), from the
+        receiver's ``u``."""
         size = m // 8
         if u.dtype != np.uint8 or u.shape != (KAPPA, size):
             raise ProtocolAbort(f"an OT extension message of shape {u.shape} where "
                                 f"({KAPPA}, {size}) was expected")
         batch, self.batches = self.batches, self.batches + 1
-        q = _expand(self.keys, batch, size)
+        q = self.streams.expand(batch, size)
         q ^= u * self.delta_bits[:, None]  # rows i with s_i = 1 take u_i
         rows = transpose_bits(q)
         first, self.used = self.used, self.used + m
-        return hash_rows(rows, first), hash_rows(rows ^ self.delta[None, :], first)
+        return (hash_rows(rows, first, words),
+                hash_rows(rows ^ self.delta[None, :], first, words))
 
 
 def setup_pair(channel: Channel, me: int, peer: int, tag: int) -> tuple[OtSender, OtReceiver]:

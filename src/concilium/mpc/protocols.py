@@ -12,7 +12,7 @@ is not implemented yet, or one that is not deployable (``reference``).
 |---|---|---|---|
 | ``rep3`` | 3 | 1 | semi-honest, honest majority |
 | ``rep4`` | 4 | 1 | malicious, with abort (planned) |
-| ``additive`` | 2 or more | all but one | semi-honest, dishonest majority (planned) |
+| ``additive`` | 2 or more | all but one | semi-honest, dishonest majority |
 | ``reference`` | 1 or more | none | NO SECURITY: plaintext, for tests |
 
 Capabilities (:data:`CAPABILITIES`) say what a backend supports; the query
@@ -174,10 +174,11 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
         lambda n: "any 2 of the 4 compute parties collude",
         "Fantastic Four (Dalskov, Escudero, Nof, USENIX Security 2021)"),
     "additive": ProtocolSpec(
-        "additive", 2, 2, "semi-honest, dishonest majority", lambda n: n - 1,
+        "additive", 2, None, "semi-honest, dishonest majority", lambda n: n - 1,
         lambda n: f"all {n} compute parties pool what they see",
         "additive sharing; Beaver triples from Chou-Orlandi base OTs, IKNP extension and "
-        "Gilboa products; known-MSB truncation (Cheetah, USENIX Security 2022)",
+        "Gilboa products; known-MSB truncation (Cheetah, USENIX Security 2022); "
+        "secret shuffle by oblivious switching networks (Mohassel-Sadeghian, EUROCRYPT 2013)",
         _additive, _additive_outside, Additive.capabilities),
     "reference": ProtocolSpec(
         "reference", 1, None, "NONE (plaintext reference backend for tests)", lambda n: 0,

@@ -4,6 +4,8 @@ Modules, in dependency order (details, costs, accuracy and leakage in
 ``docs/operations.md``):
 
 * :mod:`~concilium.ops.bitwise`: local bit permutations of 64-bit words;
+* :mod:`~concilium.ops.summands`: an arithmetic sharing as two boolean summands
+  (carry-save reduction of ``n`` summands);
 * :mod:`~concilium.ops.conversion`: A2B (sign bit, bit decomposition), zero
   test, B2A;
 * :mod:`~concilium.ops.compare`: ``<``, ``<=``, ``>``, ``>=``, ``==``, ``!=``,

@@ -1,7 +1,9 @@
 """Conversions between arithmetic and boolean sharing.
 
-Written once over the backend primitives :meth:`~concilium.mpc.backend.Backend.boolean_pair`
-(an arithmetic sharing as two boolean-shared summands), ``and_``, ``bit_inject``,
+Written once over the backend primitives: an arithmetic sharing as two
+boolean-shared summands (:func:`concilium.ops.summands.boolean_pair`, from
+the backend's two summands or its ``n`` summands by carry-save adders),
+``and_``, ``bit_inject``,
 ``random`` and ``reveal``.
 
 * :func:`msb` (most significant bit) finishes A2B with a *carry tree* that only
@@ -34,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from concilium.mpc.backend import Backend, Shares, value_shape
+from concilium.ops import summands
 from concilium.ops.bitwise import ONES, carry_order
 from concilium.ring.arithmetic import RING_DTYPE
 
@@ -107,7 +110,7 @@ def msb(backend: Backend, x: Shares) -> Shares:
     """
     shape = value_shape(x)
     flat, size = _flat_padded(x)
-    u, v = backend.boolean_pair(flat, carry_order)
+    u, v = summands.boolean_pair(backend, flat, carry_order)
     p = u ^ v
     top = p & _ONE  # position 0 in carry order holds bit 63: u_63 ^ v_63
     g = backend.and_(u, v) & _NOT_ONE
@@ -136,7 +139,7 @@ def bit_decompose(backend: Backend, x: Shares) -> Shares:
 
     Reveals: nothing.
     """
-    u, v = backend.boolean_pair(x)
+    u, v = summands.boolean_pair(backend, x)
     return add_words(backend, u, v)
 
 
@@ -147,7 +150,7 @@ def is_zero(backend: Backend, x: Shares) -> Shares:
     """
     shape = value_shape(x)
     flat, size = _flat_padded(x)
-    u, v = backend.boolean_pair(flat, difference=True)
+    u, v = summands.boolean_pair(backend, flat, difference=True)
     same = backend.xor_public(u ^ v, np.asarray(ONES))  # all ones iff u == v
     lanes: Lanes = same
     while lanes.dtype != np.uint8:
@@ -167,7 +170,7 @@ def to_arithmetic(backend: Backend, words: Shares) -> Shares:
     """
     shape = value_shape(words)
     r = backend.random(shape)
-    u, v = backend.boolean_pair(backend.neg(r))  # u + v = -r
+    u, v = summands.boolean_pair(backend, backend.neg(r))  # u + v = -r
     # carry-save layer: words + u + v = s + 2 * carry
     s = words ^ u ^ v
     carry = backend.and_(words ^ u, words ^ v) ^ words
