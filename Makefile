@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-banks test lint typecheck bench clean
+.PHONY: demo demo-banks test test-full lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ typecheck: $(STAMP)
 
 test: $(STAMP) lint typecheck
 	$(BIN)/python -m pytest
+
+# every generic test on every protocol variant (additive on 3 parties at the query level too)
+test-full: $(STAMP) lint typecheck
+	CONCILIUM_SUITE=full $(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py --json

@@ -42,14 +42,28 @@ class SuiteProtocol(str):
         return f"{self}-{self.parties}" if str(self) == "additive" else str(self)
 
 
-def suite() -> list[SuiteProtocol]:
+#: The generic tests of the layers above the backend interface (plans, joins, policies,
+#: aggregates, outside parties): ``make test`` runs them on ``additive`` with two
+#: parties; the three-party variant exercises nothing those layers see differently,
+#: and costs about 15 minutes on two cores. ``CONCILIUM_SUITE=full`` (``make
+#: test-full``) runs every test on every variant.
+QUERY_LEVEL = frozenset({"tests.test_queries", "tests.test_joins", "tests.test_join_groups",
+                         "tests.test_output_policy", "tests.test_aggregate_registry",
+                         "tests.test_outside_parties"})
+
+
+def suite(module: str = "") -> list[SuiteProtocol]:
     """Every protocol that runs the generic suite: on three parties, and ``additive``
-    on two and three."""
+    on two and three (two only for :data:`QUERY_LEVEL` modules, unless
+    ``CONCILIUM_SUITE=full``)."""
     from concilium.mpc.protocols import implemented, protocol
 
+    full = os.environ.get("CONCILIUM_SUITE") == "full"
     variants = []
     for name in implemented():
-        counts = (2, 3) if name == "additive" else (3,)
+        counts: tuple[int, ...] = (3,)
+        if name == "additive":
+            counts = (2,) if module in QUERY_LEVEL and not full else (2, 3)
         variants += [SuiteProtocol(name, n) for n in counts
                      if protocol(name).parties_problem(n) is None]
     return variants
@@ -92,10 +106,31 @@ def signing_consortium(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manife
 
 
 
+@pytest.fixture(autouse=True)
+def _fewer_examples_where_each_sets_up_oblivious_transfer(
+        request: pytest.FixtureRequest) -> Any:
+    """A property test on ``additive`` runs a quarter of the examples (10 of 40): each
+    example is a fresh consortium whose parties first run their base OTs (0.3 to 1 s);
+    the same properties run in full on ``rep3`` and ``reference``."""
+    test = getattr(request, "function", None)
+    callspec = getattr(request.node, "callspec", None)
+    protocol = callspec.params.get("protocol") if callspec is not None else None
+    if not getattr(test, "is_hypothesis_test", False) or str(protocol) != "additive":
+        yield
+        return
+    saved = test._hypothesis_internal_use_settings  # type: ignore[union-attr]
+    test._hypothesis_internal_use_settings = settings(  # type: ignore[union-attr]
+        saved, max_examples=max(5, saved.max_examples // 4))
+    try:
+        yield
+    finally:
+        test._hypothesis_internal_use_settings = saved  # type: ignore[union-attr]
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """A test that takes ``protocol`` runs on every implemented backend (``rep3``, the
     plaintext ``reference``, and ``additive`` on two and on three parties: a
     :class:`SuiteProtocol`); tests specific to one backend do not take it."""
     if "protocol" in metafunc.fixturenames:
-        variants = suite()
+        variants = suite(metafunc.module.__name__)
         metafunc.parametrize("protocol", variants, ids=[v.label for v in variants])

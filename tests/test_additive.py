@@ -14,7 +14,7 @@ import pytest
 
 from concilium.data import Session
 from concilium.data import functions as fn
-from concilium.errors import ConfigurationError, ProtocolAbort
+from concilium.errors import ConfigurationError, PeerUnavailable, ProtocolAbort
 from concilium.mpc.additive import MINIMUM_BATCH, Additive, AdditiveOutsideParty
 from concilium.net import MemoryNetwork
 from tests.helpers_threads import together
@@ -199,3 +199,38 @@ def test_a_peer_that_stops_aborts_the_other_party(how: str) -> None:
     with pytest.raises(ProtocolAbort, match="party 1 stopped" if how == "aborts"
                        else "party 1"):
         _run(program, network=network)
+
+
+class _Stopped(Exception):
+    """Raised in the stopping party's own thread: it goes silent from then on."""
+
+
+@pytest.mark.parametrize("sends", range(7))
+def test_a_party_that_stops_in_the_offline_or_online_phase_fails_the_other(
+        sends: int) -> None:
+    # party 1 sends ``sends`` messages and then nothing: 0-3 stop it inside the base
+    # OTs or the offline triples, 4-6 at the input, the Beaver opening and the reveal
+    network = MemoryNetwork(2, timeout=2.0)
+    channel = network.channel(1)
+    real, sent = channel.send, [0]
+
+    def send(peer: int, tag: int, array: Any) -> None:
+        if sent[0] == sends:
+            raise _Stopped
+        sent[0] += 1
+        real(peer, tag, array)
+
+    channel.send = send  # type: ignore[method-assign]
+
+    def party(index: int) -> Any:
+        try:
+            backend = Additive(network.channel(index) if index == 0 else channel, (0, 1))
+            session = Session(backend)
+            backend.prepare(2000)
+            a, b = _inputs(session, np.arange(100), np.arange(100), fixed=False)
+            return (a * b).reveal()
+        except _Stopped:
+            return "stopped"
+
+    with pytest.raises(PeerUnavailable, match="party 1 sent nothing"):
+        together(network, party)

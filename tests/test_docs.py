@@ -91,5 +91,9 @@ def test_the_two_party_demo_runs_two_banks_and_matches_the_plaintext_check() -> 
     assert len(rows) == 4
     for _, accounts, mean, check_accounts, check_mean in rows:
         assert accounts == check_accounts and mean == check_mean
-    assert "does not support shuffle" in out  # the join is refused, not run badly
+    # the overlap of the two books: a join between the banks, equal to the plain merge
+    overlap = {label: (got, want) for label, got, want in re.findall(
+        r"│ ((?:shared|flagged|balances)[a-z -]*?) +│ +(-?[\d,]+) +│ +(-?[\d,]+) +│", out)}
+    assert len(overlap) == 5 and overlap["shared customers"][0] != "0", out
+    assert all(got == want for got, want in overlap.values()), overlap
     assert out.count("verified True") == 2 and "2 compute parties, tolerates 1" in out

@@ -96,6 +96,27 @@ def test_multiplication_and_and_triples_are_correct(parties: int) -> None:
     assert 0.23 < np.unpackbits(c.view(np.uint8)).mean() < 0.27  # a & b: a quarter set
 
 
+@pytest.mark.parametrize("parties", [2, 3])
+def test_matrix_triples_are_correct_and_cost_a_row_of_corrections_per_element(
+        parties: int) -> None:
+    network = MemoryNetwork(parties)
+
+    def program(party: int) -> Any:
+        ot = PairwiseOt.setup(network.channel(party), party, list(range(parties)), 1000)
+        before = network.channel(party).stats().bytes_sent
+        triple = ot.matrix_triple(700, 30, 5)  # 700 rows: two chunks
+        return triple, network.channel(party).stats().bytes_sent - before
+
+    outcome = together(network, program)
+    a, b, c = (sum(o[0][k] for o in outcome) for k in range(3))
+    assert np.array_equal(a @ b, c) and a.shape == (700, 30) and c.shape == (700, 5)
+    assert chisquare(np.bincount((c >> np.uint64(56)).astype(np.intp).ravel(),
+                                 minlength=256)).pvalue > 1e-4
+    # per peer: 16 bytes per OT (64 per element of A) and 5 truncated corrections
+    expected = (parties - 1) * (700 * 30 * 64 * 16 + correction_bytes(700 * 30 * 5))
+    assert all(o[1] == expected for o in outcome)
+
+
 def test_two_party_triples_cost_what_the_docs_say() -> None:
     network = MemoryNetwork(2)
     count = 4096

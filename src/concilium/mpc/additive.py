@@ -1,41 +1,49 @@
-"""The ``additive`` backend: two parties, additive shares over Z_2^64 and XOR shares
-of 64-bit words, no dealer and no third party (semi-honest; either party may be
-corrupted). Issue 17 extends it to 3-5 parties; this module is the two-party
-protocol, built and tested directly (``tests/test_additive.py``) and not yet in
-the registry.
+"""The ``additive`` backend: ``n >= 2`` parties, additive shares over Z_2^64 and XOR
+shares of 64-bit words, no dealer and no third party (semi-honest; any ``n - 1``
+of the ``n`` may collude).
 
-A value ``x`` is ``x_0 + x_1`` (``x_0 ^ x_1`` for words), party ``i`` holding
+A value ``x`` is ``x_0 + ... + x_(n-1)`` (XOR for words), party ``i`` holding
 ``x_i`` (one component). Correlations come from oblivious transfer between
-the two parties (:mod:`concilium.mpc.ot_triples`: base OTs at construction,
-then triples on demand, or ahead of time with :meth:`Additive.prepare`; each
-triple is used once).
+every pair of parties (:mod:`concilium.mpc.ot_triples`: base OTs at
+construction, then triples and daBits in batches, made when a pool runs short
+or ahead of time with :meth:`Additive.prepare`; each is handed out once,
+:mod:`concilium.mpc.correlation_pool`).
 
-* **Input**: the owner draws ``r`` from its own PRG, sends it to the other
-  party (whose share it is) and keeps ``v - r``. An outside owner sends ``r``
-  to one party and ``v - r`` to the other.
-* **Products** (Beaver 1991): with a triple ``(a, b, c)``, the parties open
-  ``d = x - a`` and ``e = y - b`` (one round, 16 bytes per element) and set
-  ``z = c + d b + e a`` (+ ``d e`` at party 0). ANDs are the same over GF(2);
-  matrix products use one triple per scalar product term.
-* **Truncation** ``fast``: each party shifts its own share (SecureML, Mohassel
-  and Zhang, S&P 2017: party 1 shifts ``-x_1`` and negates), no message;
-  off by ``2^(64-d)`` with probability ``|x| / 2^64``. ``reliable``: truncation
-  with a known most significant bit (Cheetah, Huang, Lu, Hong and Ding, USENIX
-  Security 2022, Section 5): after adding ``2^62 + 2^d`` the value is positive
-  below ``2^63``, so the shares wrap exactly when either share's top bit is
-  set, ``w = m_0 OR m_1 = m_0 + m_1 - m_0 m_1`` (one OT per element), and
-  ``sum (x'_i >> d) - w 2^(64-d) - 2^(62-d)`` is ``floor(x / 2^d)`` or that plus
-  one, unbiased, for every ``|x| < 2^62 - 2^d``: no catastrophic error.
-* **Conversions**: an arithmetic sharing is already two summands, each held
-  by one party (``boolean_pair`` is local); ``bit_inject`` turns ``b_0 ^ b_1``
-  into ``b_0 + b_1 - 2 b_0 b_1``. Products of one party's bits with the other's
-  (``b_0 b_1`` here, ``m_0 m_1`` in the reliable truncation) take one correlated
-  OT each (24 bytes), not a triple.
-* No secret shuffle yet: the backend does not claim ``shuffle``, so plans that
-  need one (joins, medians, secret-key groups) are refused at planning.
+* **Input**: the owner draws a uniform mask for every other party from its own
+  PRG, sends it (that party's share) and keeps ``v`` minus the masks. An outside
+  owner does the same for all ``n`` parties.
+* **Products** (Beaver 1991): with a triple ``(a, b, c)``, every party
+  broadcasts its shares of ``d = x - a`` and ``e = y - b`` (one round, 16 bytes
+  per element to each peer) and sets ``z = c + d b + e a`` (+ ``d e`` at party
+  0). ANDs are the same over GF(2); matrix products use one triple per scalar
+  product term.
+* **Truncation**, two parties. ``fast``: each party shifts its own share
+  (SecureML, Mohassel and Zhang, S&P 2017: party 1 shifts ``-x_1`` and
+  negates), no message; off by ``2^(64-d)`` with probability ``|x| / 2^64``.
+  ``reliable``: truncation with a known most significant bit (Cheetah, Huang,
+  Lu, Hong and Ding, USENIX Security 2022, Section 5): after adding ``2^62 + 2^d
+  - 1`` the value is positive below ``2^63``, so the shares wrap exactly when
+  either share's top bit is set, ``w = m_0 + m_1 - m_0 m_1``, with ``2 m_0 m_1``
+  from one daBit and one flight of packed bits
+  (:func:`~concilium.mpc.additive_bits.double_cross_product`); the result is
+  ``floor(x / 2^d)`` plus 1 with probability exactly ``(x mod 2^d) / 2^d``, for
+  every ``|x| < 2^62 - 2^d``: no catastrophic error.
+* **Truncation**, more parties: local shifts fail with ``n > 2`` summands, so
+  both modes open ``x + r`` for a random ``r`` made of 64 daBits and correct the
+  wrap from the known top bit
+  (:func:`~concilium.mpc.additive_bits.truncate_with_random_bits`): exact up to
+  unbiased rounding.
+* **Conversions**: two parties' arithmetic sharing is already two summands, each
+  held by one party (``boolean_pair`` is local); with more, each party's share
+  is one summand (``boolean_summands``) and :mod:`concilium.ops.summands`
+  reduces them to two with carry-save adders. ``bit_inject`` uses one daBit per
+  bit and one flight of packed bits.
+* **Secret shuffle**: a composition of one permutation per party, each applied
+  by oblivious switching networks (:mod:`concilium.mpc.oblivious_switching`).
 
 Reveals: only what ``reveal`` opens; ``d`` and ``e`` are masked by uniform
-triple shares, and the OT phase reveals nothing.
+triple shares, the bits opened by daBits, ``x + r`` by a uniform ``r``, and
+the OT phase reveals nothing.
 """
 
 from __future__ import annotations
@@ -67,7 +75,7 @@ from concilium.mpc.backend import (
 )
 from concilium.mpc.correlation_pool import Pool
 from concilium.mpc.oblivious_switching import AdditivePermutation
-from concilium.mpc.ot_triples import CHUNK, PairwiseOt
+from concilium.mpc.ot_triples import CHUNK, PairwiseOt, matrix_chunk_rows
 from concilium.net.channel import Channel
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
 from concilium.ring.prg import Prg
@@ -81,10 +89,10 @@ MINIMUM_BATCH = 1024
 
 
 class Additive(ChannelBackend):
-    """One party of the two-party ``additive`` protocol."""
+    """One party of the ``additive`` protocol."""
 
     protocol: ClassVar[str] = "additive"
-    security: ClassVar[str] = "semi-honest, dishonest majority (any 1 of 2 may be corrupted)"
+    security: ClassVar[str] = "semi-honest, dishonest majority (any n - 1 of n may collude)"
     components: ClassVar[int] = 1
     capabilities: ClassVar[frozenset[str]] = frozenset(
         {"boolean", "shuffle", "truncation:fast", "truncation:reliable", "outside_parties"})
@@ -242,15 +250,39 @@ class Additive(ChannelBackend):
         return self._beaver(x, y, boolean=True)
 
     def matmul(self, x: Shares, y: Shares) -> Shares:
-        """One triple per term ``x[i, k] y[k, j]``, summed locally."""
+        """Matrices and vectors: Beaver with a matrix triple ``C = A B`` (the parties
+        open ``D = X - A`` and ``E = Y - B``, one round, and set ``Z = C + D B + A E``,
+        plus ``D E`` at party 0), whose cross products are Gilboa's with vector
+        correlations (:meth:`PairwiseOt.matrix_cross_products`). Batched operands: one
+        triple per term ``x[i, k] y[k, j]``, summed locally."""
         xs, ys = value_shape(x), value_shape(y)
         shape = matmul_shape(xs, ys)
         left = x[0] if len(xs) > 1 else x[0][None, :]
         right = y[0] if len(ys) > 1 else y[0][:, None]
+        if left.ndim == 2 and right.ndim == 2:
+            return self._matrix_beaver(left, right).reshape((1, *shape))
         terms = self._beaver(left[..., :, :, None][None], right[..., None, :, :][None],
                              boolean=False)[0]
         total = terms.sum(axis=-2, dtype=RING_DTYPE)
         return total.reshape((1, *shape))
+
+    def _matrix_beaver(self, left: RingArray, right: RingArray) -> RingArray:
+        rows, inner = left.shape
+        columns = right.shape[1]
+        step = matrix_chunk_rows(inner, columns)
+        self._ot.tag = self.next_tag(2 * max(1, -(-rows // step)))
+        a, b, c = self._ot.matrix_triple(rows, inner, columns)
+        tag = self.next_tag()
+        mine = np.concatenate([(left - a).reshape(-1), (right - b).reshape(-1)])
+        for peer in self.peers:
+            self._channel.send(peer, tag, mine)
+        opened = mine.copy()
+        for peer in self.peers:
+            opened += self.ring_from(peer, tag, mine.shape)
+        d = opened[:left.size].reshape(rows, inner)
+        e = opened[left.size:].reshape(inner, columns)
+        z = c + d @ b + a @ e
+        return z + d @ e if self.index == 0 else z
 
     # -- fixed point ------------------------------------------------------------------
     def trunc(self, x: Shares, bits: int, mode: Truncation = "reliable") -> Shares:
@@ -329,7 +361,7 @@ class Additive(ChannelBackend):
 
 
 class AdditiveOutsideParty(OutsideClient):
-    """An outside owner or recipient of the two-party ``additive`` protocol."""
+    """An outside owner or recipient of the ``additive`` protocol."""
 
     def send_input(self, values: RingArray, *, boolean: bool = False) -> None:
         value = np.require(values, dtype=RING_DTYPE, requirements="C")

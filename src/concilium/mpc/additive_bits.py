@@ -41,17 +41,13 @@ nothing else.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import numpy.typing as npt
 
 from concilium.errors import ProtocolAbort
+from concilium.mpc.additive_party import AdditiveParty
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
 from concilium.ring.prg import Prg
-
-if TYPE_CHECKING:
-    from concilium.mpc.additive import Additive
 
 __all__ = ["DABIT_BATCH", "double_cross_product", "inject", "make_dabits",
            "truncate_with_random_bits", "xor_of_private_bits"]
@@ -63,7 +59,7 @@ _CHUNK = 1 << 20  # daBits per round of OTs (about 16 MB of messages)
 DABIT_BATCH = 1 << 14
 
 
-def xor_of_private_bits(party: Additive, bits: RingArray) -> RingArray:
+def xor_of_private_bits(party: AdditiveParty, bits: RingArray) -> RingArray:
     """This party's arithmetic share of the XOR, over the compute parties, of each
     party's own 0/1 array ``bits`` (one shape on every party).
 
@@ -88,7 +84,7 @@ def xor_of_private_bits(party: Additive, bits: RingArray) -> RingArray:
     return total.reshape(np.shape(bits))
 
 
-def make_dabits(party: Additive, count: int) -> tuple[RingArray, RingArray]:
+def make_dabits(party: AdditiveParty, count: int) -> tuple[RingArray, RingArray]:
     """``count`` new daBits: this party's own bits and its arithmetic shares."""
     own = np.empty(count, dtype=RING_DTYPE)
     shares = np.empty(count, dtype=RING_DTYPE)
@@ -101,7 +97,7 @@ def make_dabits(party: Additive, count: int) -> tuple[RingArray, RingArray]:
     return own, shares
 
 
-def _packed_from(party: Additive, peer: int, tag: int,
+def _packed_from(party: AdditiveParty, peer: int, tag: int,
                  shape: tuple[int, ...]) -> npt.NDArray[np.uint8]:
     """Packed bits from ``peer``; anything else aborts the run."""
     theirs = party.channel.receive(peer, tag)
@@ -110,7 +106,7 @@ def _packed_from(party: Additive, peer: int, tag: int,
     return np.asarray(theirs, dtype=np.uint8)
 
 
-def _open_bits(party: Additive, bits: RingArray) -> RingArray:
+def _open_bits(party: AdditiveParty, bits: RingArray) -> RingArray:
     """The XOR over the parties of each party's 0/1 array ``bits``, sent packed.
 
     Reveals: the XOR to every compute party (callers mask it with a daBit)."""
@@ -125,7 +121,7 @@ def _open_bits(party: Additive, bits: RingArray) -> RingArray:
     return np.unpackbits(total, count=flat.size, bitorder="little").astype(RING_DTYPE)
 
 
-def inject(party: Additive, bits: RingArray) -> RingArray:
+def inject(party: AdditiveParty, bits: RingArray) -> RingArray:
     """This party's arithmetic share of the XOR of every party's bit ``bits`` (bit 0
     of its component of a boolean sharing).
 
@@ -140,7 +136,7 @@ def inject(party: Additive, bits: RingArray) -> RingArray:
     return result.reshape(np.shape(bits))
 
 
-def double_cross_product(party: Additive, bits: RingArray) -> RingArray:
+def double_cross_product(party: AdditiveParty, bits: RingArray) -> RingArray:
     """Two parties: this party's share of ``2 m_0 m_1``, ``m_i`` the private 0/1 array
     ``bits`` of party ``i``.
 
@@ -165,7 +161,7 @@ def double_cross_product(party: Additive, bits: RingArray) -> RingArray:
     return result.reshape(np.shape(bits))
 
 
-def truncate_with_random_bits(party: Additive, share: RingArray, bits: int) -> RingArray:
+def truncate_with_random_bits(party: AdditiveParty, share: RingArray, bits: int) -> RingArray:
     """This party's share of ``x / 2^bits`` rounded as the module docstring states,
     for the arithmetic sharing whose share here is ``share``.
 

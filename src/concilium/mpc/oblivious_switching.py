@@ -39,12 +39,12 @@ fresh uniform masks; the sender sees only OT extension messages.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from concilium.errors import ProtocolAbort, ShapeMismatch
+from concilium.mpc.additive_party import AdditiveParty
 from concilium.mpc.backend import Shares, value_shape
 from concilium.mpc.ot_extension import KAPPA
 from concilium.mpc.ot_triples import PairwiseOt
@@ -52,10 +52,8 @@ from concilium.mpc.permutation_network import Switches, layer_pairs, network_wid
 from concilium.ring.arithmetic import RING_DTYPE
 from concilium.ring.prg import Prg
 
-if TYPE_CHECKING:
-    from concilium.mpc.additive import Additive
-
-__all__ = ["AdditivePermutation", "apply_permutation", "new_permutation", "switch_bytes"]
+__all__ = ["AdditivePermutation", "apply_permutation", "new_permutation", "programmer_finish",
+           "programmer_request", "sender_answer", "switch_bytes"]
 
 Words = npt.NDArray[np.uint64]
 
@@ -163,7 +161,7 @@ class AdditivePermutation:
         return self.routes[inverse]
 
 
-def new_permutation(backend: Additive, length: int) -> AdditivePermutation:
+def new_permutation(backend: AdditiveParty, length: int) -> AdditivePermutation:
     """This party's fresh component: a uniform permutation from its own PRG (argsort
     of distinct 64-bit keys; a collision has probability below ``length^2 / 2^65``)."""
     if length < 0:
@@ -172,7 +170,7 @@ def new_permutation(backend: Additive, length: int) -> AdditivePermutation:
     return AdditivePermutation(int(length), np.argsort(keys, kind="stable"))
 
 
-def _step(backend: Additive, permutation: AdditivePermutation, owner_index: int,
+def _step(backend: AdditiveParty, permutation: AdditivePermutation, owner_index: int,
           share: Words, inverse: bool, boolean: bool) -> Words:
     """Apply the component of the party at ``owner_index`` (or its inverse)."""
     parties = backend.compute_parties
@@ -196,7 +194,7 @@ def _step(backend: Additive, permutation: AdditivePermutation, owner_index: int,
     return total
 
 
-def apply_permutation(backend: Additive, permutation: AdditivePermutation, x: Shares, *,
+def apply_permutation(backend: AdditiveParty, permutation: AdditivePermutation, x: Shares, *,
                       inverse: bool = False, boolean: bool = False) -> Shares:
     """``x[..., pi]`` (``pi^-1`` with ``inverse``) along the last value axis, reshared."""
     shape = value_shape(x)

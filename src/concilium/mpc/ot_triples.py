@@ -38,7 +38,7 @@ from concilium.mpc.ot_extension import OtReceiver, OtSender, setup_pair
 from concilium.net.channel import Channel
 from concilium.ring.prg import Prg
 
-__all__ = ["CHUNK", "PairwiseOt", "correction_bytes"]
+__all__ = ["CHUNK", "PairwiseOt", "correction_bytes", "matrix_chunk_rows"]
 
 #: products per chunk: 2^14 products are 2^20 OTs, about 16 MB of messages
 CHUNK = 1 << 14
@@ -49,6 +49,11 @@ _SHIFTS = np.arange(64, dtype=np.uint64)
 def correction_bytes(products: int) -> int:
     """The bytes of truncated Gilboa corrections for ``products`` products."""
     return products * sum(8 - group for group in range(8)) * 8
+
+
+def matrix_chunk_rows(inner: int, columns: int) -> int:
+    """Rows of a matrix triple made per chunk: at most 2^20 OTs and 2^22 pad words."""
+    return max(1, min(CHUNK // max(1, inner), (1 << 22) // max(1, 64 * inner * columns)))
 
 
 def _pack(corrections: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint8]:
@@ -145,6 +150,64 @@ class PairwiseOt:
                 share += ((y + chosen * _unpack(data, count)) << _SHIFTS).sum(
                     axis=1, dtype=np.uint64)
         return share
+
+    def matrix_cross_products(self, mine_a: npt.NDArray[np.uint64],
+                              mine_b: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+        """This party's share of ``sum over peers j of (A_me B_j + A_j B_me)`` for its
+        matrices ``A`` (m, k) and ``B`` (k, n), one chunk (at most 2^20 OTs): Gilboa
+        with vector correlations. For OT ``(r, t, bit l)`` the chooser uses bit ``l``
+        of ``A[r, t]`` and the sender's correlation is the row ``B[t, :]`` (``n``
+        words, each correction truncated to ``64 - l`` bits): 16 bytes per OT and
+        ``288 n`` bytes of corrections per element of ``A``, against ``1,312 n`` for
+        one scalar triple per term. Two flights."""
+        rows, inner = mine_a.shape
+        columns = mine_b.shape[1]
+        count = rows * inner
+        if count * 64 > CHUNK * 64:
+            raise ValueError("matrix_cross_products takes one chunk at a time")
+        tag = self._next_tag()
+        peers = sorted(self.senders)
+        choices = _bits(mine_a.reshape(-1))
+        received: dict[int, npt.NDArray[np.uint64]] = {}
+        for peer in peers:
+            u, y, _ = self.receivers[peer].extend(choices, columns)
+            self.channel.send(peer, tag, u)
+            received[peer] = y.reshape(rows, inner, 64, columns)
+        share = np.zeros((rows, columns), dtype=np.uint64)
+        shifts = _SHIFTS[None, None, :, None]
+        for peer in peers:
+            u = np.asarray(self.channel.receive(peer, tag))
+            x0, x1 = self.senders[peer].extend(u, count * 64, columns)
+            x0 = x0.reshape(rows, inner, 64, columns)
+            x1 = x1.reshape(rows, inner, 64, columns)
+            corrections = x0 + mine_b[None, :, None, :] - x1
+            flat = np.ascontiguousarray(corrections.transpose(0, 1, 3, 2)).reshape(-1, 64)
+            self.channel.send(peer, tag + 1, _pack(flat))
+            share -= (x0 << shifts).sum(axis=(1, 2), dtype=np.uint64)
+        chosen = choices.reshape(rows, inner, 64, 1).astype(np.uint64)
+        for peer in peers:
+            data = np.asarray(self.channel.receive(peer, tag + 1))
+            if data.dtype != np.uint8 or data.shape != (correction_bytes(count * columns),):
+                raise ProtocolAbort(f"party {peer} sent malformed OT corrections")
+            unpacked = _unpack(data, count * columns).reshape(rows, inner, columns, 64)
+            corrections = unpacked.transpose(0, 1, 3, 2)
+            share += ((received[peer] + chosen * corrections) << shifts).sum(
+                axis=(1, 2), dtype=np.uint64)
+        return share
+
+    def matrix_triple(self, rows: int, inner: int, columns: int
+                      ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64],
+                                 npt.NDArray[np.uint64]]:
+        """This party's shares ``(A, B, C)`` of a matrix triple ``C = A B``, ``A`` (rows,
+        inner) and ``B`` (inner, columns), made in chunks of rows."""
+        prg = Prg.from_urandom()
+        a, b = prg.integers((rows, inner)), prg.integers((inner, columns))
+        c = a @ b
+        step = matrix_chunk_rows(inner, columns)
+        for start in range(0, rows, step):
+            part = slice(start, min(rows, start + step))
+            c[part] += self.matrix_cross_products(a[part], b)
+        return a, b, c
 
     def bit_products(self, peer: int, bits: npt.NDArray[np.uint64] | None,
                      values: npt.NDArray[np.uint64] | None) -> npt.NDArray[np.uint64]:

@@ -34,7 +34,10 @@ _ONES = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 def reduce_summands(backend: Backend, summands: list[Shares]) -> tuple[Shares, Shares]:
     """Two boolean sharings whose sum mod 2^64 is the sum of ``summands`` (at least
-    two), by layers of carry-save adders."""
+    two), by layers of carry-save adders.
+
+    Reveals: nothing.
+    """
     words = list(summands)
     while len(words) > 2:
         groups = len(words) // 3
