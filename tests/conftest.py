@@ -47,9 +47,8 @@ class SuiteProtocol(str):
 #: parties; the three-party variant exercises nothing those layers see differently,
 #: and costs about 15 minutes on two cores. ``CONCILIUM_SUITE=full`` (``make
 #: test-full``) runs every test on every variant.
-QUERY_LEVEL = frozenset({"tests.test_queries", "tests.test_joins", "tests.test_join_groups",
-                         "tests.test_output_policy", "tests.test_aggregate_registry",
-                         "tests.test_outside_parties"})
+QUERY_LEVEL = frozenset({"test_queries", "test_joins", "test_join_groups", "test_output_policy",
+                         "test_aggregate_registry", "test_outside_parties"})
 
 
 def suite(module: str = "") -> list[SuiteProtocol]:
@@ -63,7 +62,8 @@ def suite(module: str = "") -> list[SuiteProtocol]:
     for name in implemented():
         counts: tuple[int, ...] = (3,)
         if name == "additive":
-            counts = (2,) if module in QUERY_LEVEL and not full else (2, 3)
+            query_level = module.rsplit(".", 1)[-1] in QUERY_LEVEL
+            counts = (2,) if query_level and not full else (2, 3)
         variants += [SuiteProtocol(name, n) for n in counts
                      if protocol(name).parties_problem(n) is None]
     return variants
