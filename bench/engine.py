@@ -172,11 +172,15 @@ OPS: dict[str, OpSpec] = {
 #: ``--protocol additive``'s jobs (the issue's targets) and their theoretical bytes per
 #: element for the busiest of two parties: a triple is 64 OTs (16 bytes each) and 288
 #: bytes of Gilboa corrections each way, its Beaver opening 16 bytes; a daBit is one
-#: correlated OT (16 bytes from its chooser); a less-than is 3.25 AND words
-#: (1,032-byte AND triples plus 16-byte openings) and one daBit with 1/8 byte opened
+#: correlated OT (16 bytes from its chooser); a sign bit (msb) is 1 + 1 + 1/2 + 1/4 +
+#: 3/8 = 3.125 AND words (1,032-byte AND triples plus 16-byte openings), and a
+#: full-range less-than three of them, one AND of packed bits (1/64 word) and a daBit
+#: with 1/8 byte opened
 ADDITIVE_DEFAULTS = {"mul_fxp_reliable": 10**5, "mul_fxp": 10**5, "less_int": 10**4}
+_AND_WORD = 1032 + 16
 ADDITIVE_THEORY = {"mul_fxp_reliable": 1312 + 16 + 16 + 1 / 8, "mul_fxp": 1312 + 16,
-                   "mul_int": 1312 + 16, "less_int": 3.25 * (1032 + 16) + 16 + 1 / 8}
+                   "mul_int": 1312 + 16,
+                   "less_int": 3 * 3.125 * _AND_WORD + _AND_WORD / 64 + 16 + 1 / 8}
 
 
 def _barrier(session: Session) -> None:
