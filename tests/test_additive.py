@@ -178,6 +178,27 @@ def test_triples_are_made_ahead_and_each_used_once() -> None:
     assert len(np.unique(handed)) == handed.size == 2016
 
 
+def test_dabits_are_made_ahead_and_each_used_once() -> None:
+    def program(session: Session) -> Any:
+        backend = session.backend
+        assert isinstance(backend, Additive)
+        backend.prepare_dabits(5000)
+        handed = [backend.dabits(count) for count in (1000, 3000, 999)]
+        left = backend._dabits.size()
+        return handed, left, backend.dabits_made
+
+    per_party = _run(program)
+    own = [np.concatenate([h[0] for h in party[0]]) for party in per_party]
+    shares = [np.concatenate([h[1] for h in party[0]]) for party in per_party]
+    assert per_party[0][1] == 1 and per_party[0][2] == 5000  # nothing made online
+    # each daBit: the XOR of the parties' own bits, shared arithmetically
+    assert np.array_equal(shares[0] + shares[1], own[0] ^ own[1])
+    assert 0.45 < (own[0] ^ own[1]).mean() < 0.55
+    # no daBit is handed out twice: a share pair never repeats
+    pairs = np.stack([shares[0], shares[1]], axis=1)
+    assert len(np.unique(pairs, axis=0)) == 4999
+
+
 def test_fewer_than_two_parties_is_refused() -> None:
     network = MemoryNetwork(1)
     with pytest.raises(ConfigurationError, match="at least two compute parties"):

@@ -131,7 +131,13 @@ class Additive(ChannelBackend):
     # -- correlations -----------------------------------------------------------------
     def prepare(self, count: int, *, boolean: bool = False) -> None:
         """Make ``count`` triples now (the offline phase), for later products."""
-        self._pools[boolean].parts.append(self._make(count, boolean))
+        self._pools[boolean].add(self._make(count, boolean))
+
+    def prepare_dabits(self, count: int) -> None:
+        """Make ``count`` daBits now (the offline phase), for later bit injections and
+        truncations (64 per element with more than two parties)."""
+        self._dabits.add(make_dabits(self, count))
+        self.dabits_made += count
 
     def _make(self, count: int, boolean: bool) -> tuple[RingArray, RingArray, RingArray]:
         """New triples; their messages take plan tags, so they interleave with the
