@@ -109,7 +109,7 @@ def signing_consortium(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manife
 @pytest.fixture(autouse=True)
 def _fewer_examples_where_each_sets_up_oblivious_transfer(
         request: pytest.FixtureRequest) -> Any:
-    """A property test on ``additive`` runs a quarter of the examples (10 of 40): each
+    """A property test on ``additive`` runs an eighth of the examples (5 of 40): each
     example is a fresh consortium whose parties first run their base OTs (0.3 to 1 s);
     the same properties run in full on ``rep3`` and ``reference``."""
     test = getattr(request, "function", None)
@@ -120,7 +120,7 @@ def _fewer_examples_where_each_sets_up_oblivious_transfer(
         return
     saved = test._hypothesis_internal_use_settings  # type: ignore[union-attr]
     test._hypothesis_internal_use_settings = settings(  # type: ignore[union-attr]
-        saved, max_examples=max(5, saved.max_examples // 4))
+        saved, max_examples=max(5, saved.max_examples // 8))
     try:
         yield
     finally:

@@ -92,7 +92,7 @@ def _overlap(cluster: LocalCluster, frames: dict[str, pd.DataFrame]) -> None:
 
 def main() -> int:
     started = time.monotonic()
-    frames = {name: synthetic_accounts(2026 + k, (2400, 1800)[k])
+    frames = {name: synthetic_accounts(2026 + k, (1600, 1200)[k])
               for k, name in enumerate(BANKS)}
     with tempfile.TemporaryDirectory(prefix="concilium-banks-") as scratch:
         cluster = LocalCluster(Path(scratch), BANKS, protocol="additive")
