@@ -42,18 +42,23 @@ class SuiteProtocol(str):
         return f"{self}-{self.parties}" if str(self) == "additive" else str(self)
 
 
-#: The generic tests of the layers above the backend interface (plans, joins, policies,
-#: aggregates, outside parties): ``make test`` runs them on ``additive`` with two
-#: parties; the three-party variant exercises nothing those layers see differently,
-#: and costs about 15 minutes on two cores. ``CONCILIUM_SUITE=full`` (``make
-#: test-full``) runs every test on every variant.
-QUERY_LEVEL = frozenset({"test_queries", "test_joins", "test_join_groups", "test_output_policy",
-                         "test_aggregate_registry", "test_outside_parties"})
+#: Generic tests that ``make test`` runs on ``additive`` with two parties only: the
+#: layers above the backend interface (plans, joins, policies, aggregates, outside
+#: parties), which see nothing different on three parties, and the accuracy and
+#: division tests, whose three-party truncation ``tests/test_additive.py`` checks
+#: directly on 3 and 5 parties. The three-party variant of these costs about 17 minutes
+#: on two cores; ``CONCILIUM_SUITE=full`` (``make test-full``) runs every test on every
+#: variant. Conversions, comparisons, sort and shuffle, SecretArray and the correlation
+#: source run on 2 and 3 parties in ``make test``.
+TWO_PARTY_ONLY = frozenset({"test_queries", "test_joins", "test_join_groups",
+                            "test_output_policy", "test_aggregate_registry",
+                            "test_outside_parties", "test_ops_arithmetic", "test_ops_misc",
+                            "test_count_division", "test_long_division"})
 
 
 def suite(module: str = "") -> list[SuiteProtocol]:
     """Every protocol that runs the generic suite: on three parties, and ``additive``
-    on two and three (two only for :data:`QUERY_LEVEL` modules, unless
+    on two and three (two only for :data:`TWO_PARTY_ONLY` modules, unless
     ``CONCILIUM_SUITE=full``)."""
     from concilium.mpc.protocols import implemented, protocol
 
@@ -62,8 +67,8 @@ def suite(module: str = "") -> list[SuiteProtocol]:
     for name in implemented():
         counts: tuple[int, ...] = (3,)
         if name == "additive":
-            query_level = module.rsplit(".", 1)[-1] in QUERY_LEVEL
-            counts = (2,) if query_level and not full else (2, 3)
+            two_only = module.rsplit(".", 1)[-1] in TWO_PARTY_ONLY
+            counts = (2,) if two_only and not full else (2, 3)
         variants += [SuiteProtocol(name, n) for n in counts
                      if protocol(name).parties_problem(n) is None]
     return variants
