@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,13 +12,13 @@ from concilium.governance.consortium import Manifest, add_party, save_manifest
 from concilium.governance.identity import NodeIdentity, create_node
 from concilium.net.tls import TlsIdentity, TlsSettings
 from concilium.net.tls_channel import TlsChannel
+from concilium.node.cluster import free_port as cluster_free_port
 from concilium.node.launcher import endpoints
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A free port this process has not handed out before (see cluster.free_port)."""
+    return cluster_free_port()
 
 
 @dataclass

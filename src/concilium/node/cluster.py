@@ -42,11 +42,22 @@ ROLES = ("admin", "analyst", "approver")
 TERMINAL = ("completed", "failed", "rejected")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking) and that
+    this process has not handed out before: the kernel may offer a just-closed probe
+    port again, and two nodes given one address cannot form a consortium."""
+    for _ in range(1000):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+    raise ConfigurationError("no TCP port on 127.0.0.1 is free that was not handed out "
+                             "already")
 
 
 class LocalCluster:
