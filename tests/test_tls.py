@@ -355,3 +355,29 @@ def test_a_failing_program_aborts_everyone_with_its_reason(consortium: Consortiu
                for other in outcomes[:2])
     with pytest.raises(ProtocolAbort, match="party alpha failed"):
         values_or_raise(outcomes)
+
+
+def test_a_party_that_gives_up_its_set_up_stops_the_others_before_any_data(
+        consortium: Consortium, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Party 1 has all its connections but gives up (its start-up timeout ran out) and
+    closes before the start barrier: the others fail their set-up with PeerUnavailable,
+    before any data frame is sent, so a node waits and tries again instead of failing
+    the run (a clean-clone CI run once failed with "Broken pipe" here)."""
+    original = TlsChannel._start_barrier
+
+    def give_up(self: TlsChannel) -> None:
+        if self.party == 1:
+            raise PeerUnavailable("party 1 gave up its set-up")
+        original(self)
+
+    monkeypatch.setattr(TlsChannel, "_start_barrier", give_up)
+    start = time.monotonic()
+    outcomes = connect_in_threads(consortium, settings=TlsSettings(startup_timeout=5,
+                                                                   receive_timeout=5))
+    try:
+        assert all(isinstance(o, PeerUnavailable) for o in outcomes), outcomes
+        assert "did not start the run" in str(outcomes[0])
+        assert "party 1" in str(outcomes[0]) and "party 1" in str(outcomes[2])
+        assert time.monotonic() - start < 5  # at once, not after the timeout
+    finally:
+        _close(outcomes)

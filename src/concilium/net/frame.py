@@ -65,6 +65,7 @@ class FrameKind(enum.IntEnum):
     ABORT = 1
     HELLO = 2
     DIGEST = 3
+    READY = 4
 
 
 @dataclass(frozen=True)

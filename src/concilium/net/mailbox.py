@@ -109,6 +109,11 @@ class Mailbox:
                 f"{stale[0] if stale else last}: the parties are not running the same plan"
             )
 
+    def closed_reason(self, sender: int) -> str | None:
+        """Why ``sender`` will send nothing more, or None while it may."""
+        with self._condition:
+            return self._closed.get(sender)
+
     def close_peer(self, sender: int, reason: str) -> None:
         """``sender`` will send nothing more: waits for it raise PeerUnavailable(reason)."""
         with self._condition:

@@ -11,6 +11,12 @@ connection closes makes waits on it fail at once with ``PeerUnavailable``; an
 ABORT frame from any peer aborts this party too. Nothing further is sent
 after an abort, so nothing more is revealed.
 
+Start barrier: after every connection is up, each party sends READY to every
+peer and waits for theirs, so a party that gave up its set-up (its start-up
+timeout ran out while another peer was still missing) closes before anyone
+sends data. A failure there is a PeerUnavailable of the set-up: nothing was
+shared, and a node simply tries again later.
+
 Transcript digests (:mod:`concilium.net.transcript`): each party hashes
 (SHA-256) every data frame it sends to and receives from each peer, in a
 background thread. :meth:`TlsChannel.finish` exchanges them; the digests of
@@ -48,6 +54,8 @@ __all__ = ["DIGEST_TAG", "TlsChannel", "TranscriptDigest"]
 
 #: Tag of the transcript-digest frames, above every plan and outside-party tag.
 DIGEST_TAG = 1 << 63
+#: How often the start barrier looks at closed connections.
+_POLL_SECONDS = 0.05
 #: How long an ABORT frame may wait for a peer that accepts no data.
 _ABORT_SECONDS = 2.0
 
@@ -69,6 +77,7 @@ class TlsChannel(Channel):
         self._counter = TrafficCounter()
         self.transcript = transcript or Transcript(sorted(connections))
         self._closing = threading.Event()
+        self._ready = {peer: threading.Event() for peer in connections}
         self._readers = [
             threading.Thread(target=self._read_loop, args=(peer, connection),
                              name=f"tls-reader-{me}-{peer}", daemon=True)
@@ -92,7 +101,36 @@ class TlsChannel(Channel):
         connections, session = establish_connections(
             me, endpoints, identity, manifest_hash, computation_id, options, listener,
             on_refused, arrivals)
-        return cls(me, max(e.index for e in endpoints) + 1, connections, session, options)
+        channel = cls(me, max(e.index for e in endpoints) + 1, connections, session, options)
+        try:
+            channel._start_barrier()
+        except BaseException:
+            channel.close()
+            raise
+        return channel
+
+    def _start_barrier(self) -> None:
+        """READY to every peer, then wait for every peer's (see the module docstring).
+
+        A peer that is still setting up either finishes within its own start-up
+        timeout (and sends READY) or gives up and closes (and the wait fails at once)."""
+        for peer, connection in self._connections.items():
+            header, payload = encode_frame(FrameKind.READY, self.session, self._me, 0,
+                                           0, np.zeros(1, dtype=np.uint8))
+            try:
+                connection.send([header, payload], self._settings.send_timeout)
+            except OSError as error:
+                raise PeerUnavailable(f"party {peer} closed its connection during the set-up "
+                                      f"({error})") from None
+        deadline = time.monotonic() + self._settings.startup_timeout + (
+            self._settings.handshake_timeout)
+        for peer in sorted(self._connections):
+            while not self._ready[peer].wait(_POLL_SECONDS):
+                reason = self._mailbox.aborted or self._mailbox.closed_reason(peer)
+                if reason is None and time.monotonic() > deadline:
+                    reason = "it did not confirm the start in time"
+                if reason is not None:
+                    raise PeerUnavailable(f"party {peer} did not start the run: {reason}")
 
     # -- Channel ------------------------------------------------------------------
     @property
@@ -184,6 +222,8 @@ class TlsChannel(Channel):
                     self._mailbox.deliver(Message(peer, frame.tag, frame.stamp, frame.array))
                 elif frame.kind == FrameKind.DIGEST:
                     self._mailbox.deliver(Message(peer, DIGEST_TAG, 0, frame.array))
+                elif frame.kind == FrameKind.READY:
+                    self._ready[peer].set()
                 elif frame.kind == FrameKind.ABORT:
                     text = frame.array.tobytes().decode("utf-8", "replace")
                     self._mailbox.abort(f"aborted by {text}")
