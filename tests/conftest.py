@@ -16,6 +16,12 @@ from concilium.governance.identity import create_node, load_signing_key
 from concilium.testing import run_parties
 from tests.helpers_tls import free_port
 
+# Parallel workers (pytest-xdist, ``-n 2``) pick TCP ports from disjoint residues.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["CONCILIUM_PORT_SHARD"] = (
+        f"{int(os.environ['PYTEST_XDIST_WORKER'].removeprefix('gw'))}/"
+        f"{os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')}")
+
 # Each example runs three party threads; keep the count moderate and never time out.
 settings.register_profile(
     "concilium",
@@ -57,8 +63,8 @@ TWO_PARTY_ONLY = frozenset({"test_queries", "test_joins", "test_join_groups",
 
 
 def suite(module: str = "") -> list[SuiteProtocol]:
-    """Every protocol that runs the generic suite: on three parties, and ``additive``
-    on two and three (two only for :data:`TWO_PARTY_ONLY` modules, unless
+    """Every protocol that runs the generic suite: on three parties, ``rep4`` on four,
+    and ``additive`` on two and three (two only for :data:`TWO_PARTY_ONLY` modules, unless
     ``CONCILIUM_SUITE=full``)."""
     from concilium.mpc.protocols import implemented, protocol
 
@@ -69,6 +75,8 @@ def suite(module: str = "") -> list[SuiteProtocol]:
         if name == "additive":
             two_only = module.rsplit(".", 1)[-1] in TWO_PARTY_ONLY
             counts = (2,) if two_only and not full else (2, 3)
+        elif name == "rep4":
+            counts = (4,)
         variants += [SuiteProtocol(name, n) for n in counts
                      if protocol(name).parties_problem(n) is None]
     return variants

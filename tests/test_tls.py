@@ -376,8 +376,9 @@ def test_a_party_that_gives_up_its_set_up_stops_the_others_before_any_data(
                                                                    receive_timeout=5))
     try:
         assert all(isinstance(o, PeerUnavailable) for o in outcomes), outcomes
-        assert "did not start the run" in str(outcomes[0])
-        assert "party 1" in str(outcomes[0]) and "party 1" in str(outcomes[2])
+        # each learns it from party 1, or from the other one that learnt it first
+        assert all("did not start the run" in str(outcomes[i]) for i in (0, 2)), outcomes
+        assert any("party 1 did not start" in str(o) for o in outcomes), outcomes
         assert time.monotonic() - start < 5  # at once, not after the timeout
     finally:
         _close(outcomes)

@@ -17,7 +17,8 @@ ConciliumError
 ├── SessionMismatch                          secret values from different sessions/backends
 ├── ConfigurationError                       a setting that cannot work (wrong party count, ...)
 ├── ProtocolAbort                            the run stopped; nothing further is revealed
-│   └── PeerUnavailable                      a peer went silent or disconnected
+│   ├── PeerUnavailable                      a peer went silent or disconnected
+│   └── CheatingDetected                     two parties' copies of a message disagree
 ├── BadFrame                                 a malformed, oversized or unexpected frame
 ├── PolicyViolation                          an output policy forbids the result
 │   ├── BudgetExhausted                      the dataset's privacy budget would be exceeded
@@ -37,6 +38,7 @@ __all__ = [
     "AuditError",
     "BadFrame",
     "BudgetExhausted",
+    "CheatingDetected",
     "ConciliumError",
     "ConfigurationError",
     "DatasetError",
@@ -51,6 +53,7 @@ __all__ = [
     "SessionMismatch",
     "ShapeMismatch",
     "UnsupportedQuery",
+    "abort_error",
 ]
 
 
@@ -111,6 +114,40 @@ class ProtocolAbort(ConciliumError):
 
 class PeerUnavailable(ProtocolAbort):
     """A peer did not answer within the timeout, or its connection closed."""
+
+    #: Marks an abort reason that a peer sends when another went silent.
+    MARK = "PeerUnavailable"
+
+
+class CheatingDetected(ProtocolAbort):
+    """A party deviated from a malicious-secure protocol: a message and the copy (or
+    hash) a second party vouches for it with disagree, or a message breaks the plan.
+
+    ``parties``: the positions involved (one of them cheated, or lied about it);
+    ``step``: which message. The run is aborted on every party before anything
+    derived from the message is sent or opened. A party that only learns of the
+    abort from a peer raises it too (with the detecting party's description), so
+    its claim about who disagreed is that peer's word.
+    """
+
+    #: Marks an abort reason that a peer sends when it detected cheating.
+    MARK = "CheatingDetected"
+
+    def __init__(self, text: str, *, parties: tuple[int, ...] = (), step: str = "") -> None:
+        super().__init__(text)
+        self.parties = parties
+        self.step = step
+
+
+def abort_error(reason: str) -> ProtocolAbort:
+    """The error a party raises on an abort for ``reason``: CheatingDetected when the
+    aborting party detected cheating, PeerUnavailable when a peer went silent on it,
+    ProtocolAbort otherwise."""
+    if CheatingDetected.MARK in reason:
+        return CheatingDetected(reason)
+    if PeerUnavailable.MARK in reason:
+        return PeerUnavailable(reason)
+    return ProtocolAbort(reason)
 
 
 class BadFrame(ConciliumError):

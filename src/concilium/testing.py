@@ -24,19 +24,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
+
+import numpy as np
 
 from concilium.data.outside import OutsideParty
 from concilium.data.secret_array import Rounding
 from concilium.data.session import Session
-from concilium.errors import ConfigurationError, ProtocolAbort
+from concilium.errors import CheatingDetected, ConfigurationError, ProtocolAbort
 from concilium.mpc.protocols import implemented
 from concilium.mpc.protocols import protocol as registry
+from concilium.net.cheating import CheatingChannel, Injection
 from concilium.net.memory import MemoryNetwork
 from concilium.ring.fixed import FixedPointCodec
 from concilium.ring.memory import tune_allocator
 
-__all__ = ["PROTOCOLS", "run_parties"]
+__all__ = ["FINISH_TAG", "PROTOCOLS", "CheatOutcome", "run_parties", "run_with_cheater"]
 
 T = TypeVar("T")
 
@@ -140,4 +144,68 @@ def _run_one(net: MemoryNetwork, outcome: _Outcome, index: int,
                 error.add_note(f"(raised by party {index}; the run was aborted on all parties)")
             elif outcome.first_failure is None:
                 outcome.first_failure = index
-        net.abort(f"party {index} failed with {type(error).__name__}")
+        detail = f": {error}" if isinstance(error, CheatingDetected) else ""
+        net.abort(f"party {index} failed with {type(error).__name__}{detail}")
+
+
+#: The tag of the closing round of :func:`run_with_cheater`, above every plan tag.
+FINISH_TAG = (1 << 62) - 1
+
+
+@dataclass(frozen=True)
+class CheatOutcome:
+    """What every party of a run with a cheater ended with (a value or the exception
+    it raised), the cheater's channel (what it sent, whether it tampered) and the
+    network (``record=True``: what each party received)."""
+
+    results: list[Any]
+    cheater: CheatingChannel
+    network: MemoryNetwork
+
+
+def run_with_cheater(program: Callable[[Session], Any], cheater: int,
+                     injection: Injection | None, *, protocol: str = "rep4",
+                     parties: int | None = None, timeout: float = 10.0,
+                     record: bool = False) -> CheatOutcome:
+    """Run ``program`` on every compute party, party ``cheater`` behind a
+    :class:`~concilium.net.cheating.CheatingChannel` that applies ``injection`` (None:
+    it only logs what it sends), and return every party's outcome.
+
+    Every party ends with a closing round (each sends every other compute party one
+    byte and waits for theirs), as a node's run ends by comparing transcript digests
+    (:meth:`concilium.net.tls_channel.TlsChannel.finish`): a party that aborted makes
+    every other party abort too, so no party keeps a result of a run that failed
+    anywhere."""
+    spec = registry(protocol)
+    count = spec.default_parties if parties is None else parties
+    net = MemoryNetwork(count, timeout=timeout, record=record)
+    compute = tuple(range(count))
+    channels = [CheatingChannel(net.channel(i), injection) if i == cheater else net.channel(i)
+                for i in range(count)]
+    results: list[Any] = [None] * count
+
+    def body(index: int) -> None:
+        channel = channels[index]
+        try:
+            value = program(Session(spec.create_backend(channel, compute)))
+            for peer in compute:
+                if peer != index:
+                    channel.send(peer, FINISH_TAG, np.zeros(1, dtype=np.uint8))
+            for peer in compute:
+                if peer != index:
+                    channel.receive(peer, FINISH_TAG)
+            results[index] = value
+        except Exception as error:
+            results[index] = error
+            detail = f": {error}" if isinstance(error, CheatingDetected) else ""
+            net.abort(f"party {index} failed with {type(error).__name__}{detail}")
+
+    threads = [threading.Thread(target=body, args=(i,), name=f"concilium-party-{i}",
+                                daemon=True) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    cheating = channels[cheater]
+    assert isinstance(cheating, CheatingChannel)
+    return CheatOutcome(results, cheating, net)

@@ -11,7 +11,7 @@ is not implemented yet, or one that is not deployable (``reference``).
 | protocol | compute parties | corruptions tolerated | security |
 |---|---|---|---|
 | ``rep3`` | 3 | 1 | semi-honest, honest majority |
-| ``rep4`` | 4 | 1 | malicious, with abort (planned) |
+| ``rep4`` | 4 | 1 | malicious with abort, one of four |
 | ``additive`` | 2 or more | all but one | semi-honest, dishonest majority |
 | ``reference`` | 1 or more | none | NO SECURITY: plaintext, for tests |
 
@@ -33,6 +33,8 @@ from concilium.mpc.outside import OutsideClient
 from concilium.mpc.reference import Reference, ReferenceOutsideParty
 from concilium.mpc.rep3 import Rep3
 from concilium.mpc.rep3_outside import Rep3OutsideParty
+from concilium.mpc.rep4 import Rep4
+from concilium.mpc.rep4_outside import Rep4OutsideParty
 from concilium.net.channel import Channel
 
 __all__ = ["CAPABILITIES", "PROTOCOLS", "ProtocolSpec", "ThreatModel", "deployable",
@@ -147,6 +149,14 @@ def _rep3_outside(channel: Channel, parties: Sequence[int]) -> OutsideClient:
     return Rep3OutsideParty(channel, parties)
 
 
+def _rep4(channel: Channel, parties: Sequence[int]) -> Backend:
+    return Rep4(channel, parties)
+
+
+def _rep4_outside(channel: Channel, parties: Sequence[int]) -> OutsideClient:
+    return Rep4OutsideParty(channel, parties)
+
+
 def _additive(channel: Channel, parties: Sequence[int]) -> Backend:
     return Additive(channel, parties)
 
@@ -170,9 +180,11 @@ PROTOCOLS: dict[str, ProtocolSpec] = {
         "Araki, Furukawa, Lindell, Nof, Ohara, CCS 2016; ABY3 (Mohassel, Rindal, CCS 2018)",
         _rep3, _rep3_outside, Rep3.capabilities),
     "rep4": ProtocolSpec(
-        "rep4", 4, 4, "malicious, with abort", lambda n: 1,
+        "rep4", 4, 4, "malicious with abort, one of four", lambda n: 1,
         lambda n: "any 2 of the 4 compute parties collude",
-        "Fantastic Four (Dalskov, Escudero, Nof, USENIX Security 2021)"),
+        "Fantastic Four (Dalskov, Escudero, Nof, USENIX Security 2021), checks in the same "
+        "round as MP-SPDZ's Rep4 since commit 85307a1 (after eprint 2026/234)",
+        _rep4, _rep4_outside, Rep4.capabilities),
     "additive": ProtocolSpec(
         "additive", 2, None, "semi-honest, dishonest majority", lambda n: n - 1,
         lambda n: f"all {n} compute parties pool what they see",

@@ -58,6 +58,7 @@ class Purpose(enum.IntEnum):
     COMMON = 9
     PERMUTATION = 10
     SHUFFLE_MASK = 11
+    JOINT_MASK = 12
 
 
 @dataclass(frozen=True)

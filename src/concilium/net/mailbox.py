@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from concilium.errors import BadFrame, PeerUnavailable, ProtocolAbort
+from concilium.errors import BadFrame, PeerUnavailable, abort_error
 
 __all__ = ["Mailbox", "Message"]
 
@@ -80,7 +80,7 @@ class Mailbox:
         with self._condition:
             while True:
                 if self._abort_reason is not None:
-                    raise ProtocolAbort(self._abort_reason)
+                    raise abort_error(self._abort_reason)
                 message = self._pending.pop(key, None)
                 if message is not None:
                     self._pending_bytes -= message.array.nbytes

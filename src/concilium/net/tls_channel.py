@@ -120,8 +120,8 @@ class TlsChannel(Channel):
             try:
                 connection.send([header, payload], self._settings.send_timeout)
             except OSError as error:
-                raise PeerUnavailable(f"party {peer} closed its connection during the set-up "
-                                      f"({error})") from None
+                raise PeerUnavailable(f"party {peer} did not start the run: it closed its "
+                                      f"connection during the set-up ({error})") from None
         deadline = time.monotonic() + self._settings.startup_timeout + (
             self._settings.handshake_timeout)
         for peer in sorted(self._connections):

@@ -18,6 +18,7 @@ directory.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import subprocess
@@ -45,15 +46,30 @@ TERMINAL = ("completed", "failed", "rejected")
 _HANDED_OUT: set[int] = set()
 
 
+def _port_shard() -> tuple[int, int]:
+    """``CONCILIUM_PORT_SHARD=k/n``: hand out only ports p with (p div 2) = k mod n, so n
+    processes that pick ports at once (parallel test workers) never pick the same."""
+    text = os.environ.get("CONCILIUM_PORT_SHARD", "0/1")
+    try:
+        shard, shards = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ConfigurationError(f"CONCILIUM_PORT_SHARD must be k/n, not {text!r}") from None
+    if not 0 <= shard < shards:
+        raise ConfigurationError(f"CONCILIUM_PORT_SHARD must be k/n with 0 <= k < n, not "
+                                 f"{text!r}")
+    return shard, shards
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking) and that
     this process has not handed out before: the kernel may offer a just-closed probe
     port again, and two nodes given one address cannot form a consortium."""
-    for _ in range(1000):
+    shard, shards = _port_shard()
+    for _ in range(1000 * shards):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
-        if port not in _HANDED_OUT:
+        if port not in _HANDED_OUT and (port >> 1) % shards == shard:  # bind() ports are even
             _HANDED_OUT.add(port)
             return port
     raise ConfigurationError("no TCP port on 127.0.0.1 is free that was not handed out "
