@@ -88,7 +88,10 @@ def test_prepared_correlations_are_made_offline_in_one_batch_and_taken_in_order(
     assert out["online"] == 0
     peers = protocol.parties - 1
     batch = 16 * 64 * MINIMUM_BATCH + correction_bytes(MINIMUM_BATCH)
+    # rep4: party 0 sends two joint messages of 28 elements to party 3 in one frame and
+    # a 32-byte digest to party 2
     assert out["offline"] == {"rep3": (1, 8 * 28), "reference": (0, 0),
+                              "rep4": (2, 16 * 28 + 32),
                               "additive": (3 * peers, peers * (batch + 16 * 28))}[protocol]
 
 

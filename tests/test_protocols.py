@@ -27,8 +27,8 @@ from tests.test_queries import OWNERS, SCHEMA
 
 
 def test_the_registry_says_what_each_protocol_runs_on_and_tolerates() -> None:
-    assert implemented() == ["rep3", "additive", "reference"]
-    assert deployable() == ["rep3", "additive"]
+    assert implemented() == ["rep3", "rep4", "additive", "reference"]
+    assert deployable() == ["rep3", "rep4", "additive"]
     rep3 = protocol("rep3").threat_model(3)
     assert rep3.as_dict() == {
         "protocol": "rep3", "compute_parties": 3, "corruptions": 1,
@@ -40,6 +40,9 @@ def test_the_registry_says_what_each_protocol_runs_on_and_tolerates() -> None:
         "additive: semi-honest, dishonest majority; 2 compute parties, tolerates 1 "
         "corrupted; broken if all 2 compute parties pool what they see")
     assert protocol("additive").threat_model(5).corruptions == 4
+    assert protocol("rep4").threat_model(4).describe() == (
+        "rep4: malicious with abort, one of four; 4 compute parties, tolerates 1 corrupted; "
+        "broken if any 2 of the 4 compute parties collude")
     assert protocol("reference").threat_model(3).corruptions == 0
     for spec in PROTOCOLS.values():
         assert spec.capabilities <= set(CAPABILITIES)
@@ -48,7 +51,6 @@ def test_the_registry_says_what_each_protocol_runs_on_and_tolerates() -> None:
 
 
 @pytest.mark.parametrize(("name", "message"), [
-    ("rep4", "protocol 'rep4' is not implemented yet; choose one of rep3"),
     ("reference", "plaintext test backend with no security; a consortium cannot run it"),
     ("spdz", "unknown protocol 'spdz'"),
 ])
@@ -66,8 +68,10 @@ def test_backends_come_from_the_registry_with_the_right_party_count() -> None:
     with pytest.raises(ConfigurationError, match="protocol rep3 runs on 3 compute parties, "
                                                  "not 4"):
         run_parties(4, program)
-    with pytest.raises(ConfigurationError, match="rep4 is not implemented yet"):
-        run_parties(program, protocol="rep4")
+    assert run_parties(program, protocol="rep4") == ["rep4"] * 4
+    with pytest.raises(ConfigurationError, match="protocol rep4 runs on 4 compute parties, "
+                                                 "not 3"):
+        run_parties(3, program, protocol="rep4")
 
 
 def test_the_threat_model_comes_with_every_simulated_result() -> None:

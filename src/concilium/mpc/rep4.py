@@ -210,7 +210,7 @@ class Rep4(ChannelBackend):
             out = np.zeros((3, *shape), dtype=RING_DTYPE)
             for share in ((owner + 1) % 4, (owner + 3) % 4):
                 if share != me:
-                    self.stream(share, tag, Purpose.INPUT).fill(out[slot(me, share)])
+                    self.stream(share, tag, Purpose.INPUT).fill(out[slot(me, share), ...])
             if middle is not None and me != (owner + 2) % 4:
                 out[slot(me, (owner + 2) % 4)] = middle
             outputs.append(out)
@@ -268,7 +268,7 @@ class Rep4(ChannelBackend):
             out = np.empty((3, *shape), dtype=RING_DTYPE)
             out[slot(me, 3)] = last
         for k, share in enumerate(held):
-            Prg(seeds[16 * k:16 * (k + 1)].tobytes()).fill(out[slot(me, share)])
+            Prg(seeds[16 * k:16 * (k + 1)].tobytes()).fill(out[slot(me, share), ...])
         self._confirm_outside(owner, self.next_tag(), shape, out)
         return out
 
@@ -344,7 +344,7 @@ class Rep4(ChannelBackend):
         shape = broadcast_shape(value_shape(x), constant.shape)
         out = np.array(np.broadcast_to(align(x, len(shape)), (3, *shape)))
         if self.index != 0:
-            component = out[slot(self.index, 0)]
+            component = out[slot(self.index, 0), ...]
             combine(component, constant, out=component)
         return out
 
@@ -353,7 +353,7 @@ class Rep4(ChannelBackend):
         tag = self.next_tag()
         out = np.empty((3, *shape), dtype=RING_DTYPE)
         for share in others(self.index):
-            self.stream(share, tag, Purpose.RANDOM).fill(out[slot(self.index, share)])
+            self.stream(share, tag, Purpose.RANDOM).fill(out[slot(self.index, share), ...])
         return out
 
     def sum_of_private(self, values: RingArray) -> Shares:

@@ -94,12 +94,12 @@ class Rep4OutsideParty(OutsideClient):
         total = np.zeros(shape[1:], dtype=RING_DTYPE)
         for share in range(PARTIES):
             holders = others(share)
-            copies = [arrays[p][slot(p, share)] for p in holders]
+            copies = [arrays[p][slot(p, share), ...] for p in holders]
             for holder, copy in zip(holders[1:], copies[1:], strict=True):
                 if not np.array_equal(copy, copies[0]):
                     raise CheatingDetected(
                         f"compute parties {holders[0]} and {holder} sent different copies "
                         f"of share {share} of an output", parties=(holders[0], holder),
                         step="output delivery")
-            total = (total ^ copies[0]) if boolean else (total + copies[0])
+            (np.bitwise_xor if boolean else np.add)(total, copies[0], out=total)
         return total
