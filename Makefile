@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-banks test test-full lint typecheck bench clean
+.PHONY: demo demo-banks demo-four test test-full lint typecheck bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ demo: $(STAMP)
 
 demo-banks: $(STAMP)
 	$(BIN)/python -m concilium.demo_banks
+
+demo-four: $(STAMP)
+	$(BIN)/python -m concilium.demo_four
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench docs

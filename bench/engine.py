@@ -4,6 +4,7 @@
     python bench/engine.py --ops mul_fxp --sizes 1000000
     python bench/engine.py                        # a readable table
     python bench/engine.py --protocol additive --peer /tmp/spuenv/bin/python
+    python bench/engine.py --protocol rep4 [--transport tls]   # next to rep3, same run
                                                   # two parties, SPU CHEETAH beside
 
 Operations: ``mul_fxp`` and ``matvec_fxp`` use the probabilistic ("fast")
@@ -177,6 +178,11 @@ OPS: dict[str, OpSpec] = {
 #: full-range less-than three of them, one AND of packed bits (1/64 word) and a daBit
 #: with 1/8 byte opened
 ADDITIVE_DEFAULTS = {"mul_fxp_reliable": 10**5, "mul_fxp": 10**5, "less_int": 10**4}
+#: ``--protocol rep4``'s jobs (the issue's targets), each run on ``rep3`` too in the same
+#: invocation: the record carries ``rep3_seconds``, ``time_over_rep3`` and
+#: ``bytes_over_rep3`` (issue: at most 2x the bytes and 3x the time for products, 3x the
+#: time for comparisons)
+REP4_DEFAULTS = {"mul_int": 10**6, "less_int": 10**6}
 _AND_WORD = 1032 + 16
 ADDITIVE_THEORY = {"mul_fxp_reliable": 1312 + 16 + 16 + 1 / 8, "mul_fxp": 1312 + 16,
                    "mul_int": 1312 + 16,
@@ -395,9 +401,11 @@ def main(argv: list[str] | None = None, registry: dict[str, OpSpec] | None = Non
     parser.add_argument("--json", action="store_true", help="print a JSON list of records")
     parser.add_argument("--transport", default="memory", choices=["memory", "tls"],
                         help="memory: threads of one process; tls: OS processes over TLS")
-    parser.add_argument("--protocol", default="rep3", help="rep3 (default) or additive")
+    parser.add_argument("--protocol", default="rep3",
+                        help="rep3 (default), rep4 (next to rep3 in the same run) or additive")
     parser.add_argument("--parties", type=int, default=0,
-                        help="compute parties (default: 3 for rep3, 2 for additive)")
+                        help="compute parties (default: 3 for rep3, 4 for rep4, 2 for "
+                             "additive)")
     parser.add_argument("--peer", help="additive: a Python with spu==0.9.5, to run SPU "
                                        "CHEETAH on the same jobs in this invocation")
     parser.add_argument("--ops", default="", help="comma-separated operations")
@@ -405,22 +413,28 @@ def main(argv: list[str] | None = None, registry: dict[str, OpSpec] | None = Non
     parser.add_argument("--repeats", type=int, default=7, help="timed runs (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed runs first")
     args = parser.parse_args(argv)
-    additive = args.protocol == "additive"
-    parties = args.parties or (2 if additive else 3)
-    names = args.ops or ",".join(ADDITIVE_DEFAULTS if additive and registry is OPS
-                                 else registry)
+    additive, rep4 = args.protocol == "additive", args.protocol == "rep4"
+    parties = args.parties or (2 if additive else 4 if rep4 else 3)
+    defaults = (ADDITIVE_DEFAULTS if additive else REP4_DEFAULTS if rep4 else {}
+                ) if registry is OPS else {}
+    names = args.ops or ",".join(defaults or registry)
     records = []
     tls = (TlsRunner.for_protocol(args.protocol, parties, tls_entry)
            if args.transport == "tls" else None)
+    baseline = (TlsRunner.for_protocol("rep3", 3, tls_entry)
+                if rep4 and args.transport == "tls" else None)
     for name in names.split(","):
         spec = registry[name.strip()]
-        default = ((ADDITIVE_DEFAULTS[spec.name],) if additive and spec.name in ADDITIVE_DEFAULTS
-                   else spec.sizes)
+        default = (defaults[spec.name],) if spec.name in defaults else spec.sizes
         sizes = tuple(int(s) for s in args.sizes.split(",") if s) or default
         for n in sizes:
             record = run_op(spec, n, repeats=args.repeats, warmup=args.warmup,
                             transport=args.transport, tls=tls, protocol=args.protocol,
                             parties=parties)
+            if rep4:
+                _next_to_rep3(record, run_op(spec, n, repeats=args.repeats,
+                                             warmup=args.warmup, transport=args.transport,
+                                             tls=baseline, protocol="rep3", parties=3))
             records.append(record)
             if not args.json:
                 extra = (f"  tls/memory {record['tls_over_memory']:.2f}  wire "
@@ -432,7 +446,20 @@ def main(argv: list[str] | None = None, registry: dict[str, OpSpec] | None = Non
                       f"{extra}", file=sys.stderr)
     if additive and parties == 2 and registry is OPS:
         records += _additive_extras(records, args.peer, args.repeats)
+    if rep4 and registry is OPS:
+        import cheats
+
+        records.append(cheats.harness())
     return emit(records, args.json)
+
+
+def _next_to_rep3(record: dict[str, Any], rep3: dict[str, Any]) -> None:
+    """rep3's figures for the same job in the same run, and the ratios."""
+    record["rep3_seconds"] = rep3["seconds"]
+    record["rep3_bytes_per_party"] = rep3["bytes_per_party"]
+    record["rep3_rounds"] = rep3["rounds"]
+    record["time_over_rep3"] = record["seconds"] / rep3["seconds"]
+    record["bytes_over_rep3"] = record["bytes_per_party"] / rep3["bytes_per_party"]
 
 
 if __name__ == "__main__":

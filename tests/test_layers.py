@@ -29,6 +29,8 @@ RANK = {
     "testing": 8,
     "demo": 8,
     "demo_banks": 8,
+    "demo_four": 8,
+    "cheating_node": 8,
     "simulate": 8,
     "__init__": 8,
 }

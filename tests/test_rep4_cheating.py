@@ -98,7 +98,10 @@ def _injections(marks: tuple[int, int]) -> list[Injection]:
     return found
 
 
-def _check_every_injection(name: str, cheater: int) -> tuple[int, int]:
+def check_every_injection(name: str, cheater: int, *, strict: bool = True) -> tuple[int, int]:
+    """Every injection into every message of primitive ``name`` from party ``cheater``:
+    (injections tried, injections caught). ``strict``: assert on the first miss
+    (the test), else count it (``bench/cheats.py``)."""
     value, marks = _honest(name, cheater)
     _, plain, _ = PRIMITIVES[name]
     if plain is not None:
@@ -111,19 +114,17 @@ def _check_every_injection(name: str, cheater: int) -> tuple[int, int]:
             continue  # this kind cannot change this message (e.g. all words equal)
         tried += 1
         honest = [r for p, r in enumerate(outcome.results) if p != cheater]
-        wrong = [r for r in honest if not isinstance(r, BaseException)]
-        assert not wrong, (name, cheater, injection, honest)  # no honest party output
-        for result in honest:
-            assert isinstance(result, (CheatingDetected, PeerUnavailable)), (
-                name, cheater, injection, result)
-        detected += 1
+        caught = all(isinstance(r, (CheatingDetected, PeerUnavailable)) for r in honest)
+        if strict:  # no honest party output anything, and each aborted as it should
+            assert caught, (name, cheater, injection, honest)
+        detected += caught
     return tried, detected
 
 
 @pytest.mark.parametrize("cheater", [0, 1, 2, 3])
 @pytest.mark.parametrize("name", list(PRIMITIVES))
 def test_every_injection_into_every_message_is_caught(name: str, cheater: int) -> None:
-    tried, detected = _check_every_injection(name, cheater)
+    tried, detected = check_every_injection(name, cheater)
     assert tried > 0, (name, cheater)
     assert detected == tried
 

@@ -53,7 +53,6 @@ __all__ = [
     "SessionMismatch",
     "ShapeMismatch",
     "UnsupportedQuery",
-    "abort_error",
 ]
 
 

@@ -16,7 +16,7 @@
     concilium retry ID --node NODE_DIR
     concilium result ID --node NODE_DIR [--format table|csv|json]
     concilium budget show DATASET --node NODE_DIR
-    concilium demo [--two-party]
+    concilium demo [--two-party | --four-party]
 
 Errors print one line saying what went wrong and what to do, and exit with
 status 2; nothing is half-written.

@@ -230,10 +230,17 @@ def launch(
 
 @app.command()
 def demo(two_party: Annotated[bool, typer.Option(
-        "--two-party", help="two banks, an additive consortium: no third party")] = False
-         ) -> None:
+        "--two-party", help="two banks, an additive consortium: no third party")] = False,
+         four_party: Annotated[bool, typer.Option(
+             "--four-party", help="four hospitals, rep4: malicious security, and a fire "
+                                  "drill with a cheating node")] = False) -> None:
     """Three hospitals compute joint readmission statistics on secret shares (or, with
-    --two-party, two banks their joint account statistics)."""
+    --two-party, two banks their joint account statistics; with --four-party, four
+    hospitals under rep4, then a cheating node's run aborts)."""
+    if four_party:
+        from concilium.demo_four import main as run_four
+
+        raise typer.Exit(run_four())
     if two_party:
         from concilium.demo_banks import main as run_banks
 

@@ -93,6 +93,13 @@ class CheatingChannel(Channel):
         if abort is not None:
             abort(reason)
 
+    def __getattr__(self, name: str) -> object:
+        """Everything else (a TLS channel's ``finish``, ``close``, ``session``) is the
+        wrapped channel's."""
+        if name == "_inner":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
     def send(self, peer: int, tag: int, array: npt.NDArray[np.generic]) -> None:
         honest = np.array(array, copy=True)
         index = len(self.sent)

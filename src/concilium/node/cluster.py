@@ -118,13 +118,14 @@ class LocalCluster:
 
     # -- processes ------------------------------------------------------------------
 
-    def start(self, name: str, *, wait: bool = True) -> None:
-        """Start (or restart) ``name``'s node process."""
+    def start(self, name: str, *, wait: bool = True, entry: str = "concilium.cli") -> None:
+        """Start (or restart) ``name``'s node process (``entry``: the module to run, such as
+        ``concilium.cheating_node``)."""
         options = list(self.options)
         if self.bound[name] != self.advertised[name]:
             options += ["--mpc-bind", self.bound[name]]
         self.processes[name] = spawn(self.dirs[name], self.manifest_path, options=options,
-                                     log=self.dirs[name] / "node.log")
+                                     log=self.dirs[name] / "node.log", entry=entry)
         if wait:
             self.wait_until_up(name)
 
@@ -220,6 +221,22 @@ class LocalCluster:
     def result(self, identifier: str, name: str | None = None) -> dict[str, Any]:
         return dict(self.client(name or self.names[0]).request(
             "GET", f"/computations/{identifier}/result"))
+
+    def wait_failed(self, identifier: str, timeout: float = 600.0) -> str:
+        """Until the computation failed on every node; the first node's error (a
+        completed run raises: the test or drill expected an abort)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            shown = {name: self.status(name, identifier) for name in self.names}
+            done = [s for s in shown.values() if s is not None and s["status"] == "completed"]
+            if done:
+                raise RuntimeError(f"{identifier[:12]} completed where it should have failed")
+            if all(s is not None and s["status"] == "failed" for s in shown.values()):
+                return str(shown[self.names[0]]["error"])  # type: ignore[index]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{identifier[:12]} did not fail everywhere: "
+                                   f"{ {n: (s or {}).get('status') for n, s in shown.items()} }")
+            time.sleep(0.2)
 
     def wait(self, identifiers: Sequence[str], timeout: float = 600.0, *,
              name: str | None = None) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from concilium.data.outside import OutsideParty
 from concilium.data.session import Session
-from concilium.errors import ConciliumError, PeerUnavailable
+from concilium.errors import CheatingDetected, ConciliumError, PeerUnavailable
 from concilium.governance.audit_events import Abort
 from concilium.governance.consortium import Manifest
 from concilium.governance.spec import ComputationSpec
@@ -193,14 +193,16 @@ def _job(context: Any, identifier: str) -> None:
                              result=result_json(keep), error="")
     except (ConciliumError, OSError) as error:
         if channel is not None:
-            channel.abort(f"{context.name} failed: {type(error).__name__}")
+            detail = f": {error}" if isinstance(error, CheatingDetected) else ""
+            channel.abort(f"{context.name} failed: {type(error).__name__}{detail}")
         _settle(context, spec, session, channel, charged, error)
         context.store.update(identifier, status="failed",
                              error=f"{type(error).__name__}: {str(error).splitlines()[0]}")
     except Exception as error:  # a defect: the run still ends, failed, on every party
         _LOG.exception("computation %s failed unexpectedly", identifier[:16])
         if channel is not None:
-            channel.abort(f"{context.name} failed: {type(error).__name__}")
+            detail = f": {error}" if isinstance(error, CheatingDetected) else ""
+            channel.abort(f"{context.name} failed: {type(error).__name__}{detail}")
         _settle(context, spec, session, channel, charged, error)
         context.store.update(identifier, status="failed",
                              error=f"InternalError: {type(error).__name__} on this node; "

@@ -182,16 +182,17 @@ def serve(node_dir: str | Path, manifest_path: str | Path | None = None, *,
 
 def spawn(node_dir: str | Path, manifest_path: str | Path | None = None, *,
           quiet: bool = True, options: Sequence[str] = (),
-          log: str | Path | None = None) -> subprocess.Popen[str]:
+          log: str | Path | None = None, entry: str = "concilium.cli") -> subprocess.Popen[str]:
     """Start ``concilium node start`` for ``node_dir`` as a child process (this
     checkout's package first on the path); stderr is captured unless ``quiet``, or
     appended to the file ``log``; ``options``: more of ``node start``'s options
-    (``--peer-timeout 5``)."""
+    (``--peer-timeout 5``); ``entry``: the module to run (``concilium.cheating_node`` for
+    a fire drill)."""
     environment = dict(os.environ)
     source = str(Path(__file__).resolve().parents[2])
     environment["PYTHONPATH"] = os.pathsep.join(
         [source, *filter(None, [environment.get("PYTHONPATH")])])
-    command = [sys.executable, "-m", "concilium.cli", "node", "start", str(node_dir)]
+    command = [sys.executable, "-m", entry, "node", "start", str(node_dir)]
     if manifest_path is not None:
         command += ["--manifest", str(manifest_path)]
     command += list(options)
