@@ -29,12 +29,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# two workers (pytest-xdist): most tests are one process of party threads, bound to one core
 test: $(STAMP) lint typecheck
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 # every generic test on every protocol variant (additive on 3 parties at the query level too)
 test-full: $(STAMP) lint typecheck
-	CONCILIUM_SUITE=full $(BIN)/python -m pytest
+	CONCILIUM_SUITE=full $(BIN)/python -m pytest -n 2 --dist worksteal
 
 bench: $(STAMP)
 	$(BIN)/python bench/engine.py --json

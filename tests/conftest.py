@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "protocol" in metafunc.fixturenames:
         variants = suite(metafunc.module.__name__)
         metafunc.parametrize("protocol", variants, ids=[v.label for v in variants])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``make test`` runs half of the parametrized cases of the query-level modules
+    (:data:`TWO_PARTY_ONLY`) on ``additive`` with two parties, chosen by a hash of the
+    test's id (the same half on every worker and every run): each such case costs
+    seconds of base OTs and triples, and the same cases run in full on ``rep3``,
+    ``rep4`` and ``reference``. ``CONCILIUM_SUITE=full`` (``make test-full``) runs all."""
+    if os.environ.get("CONCILIUM_SUITE") == "full":
+        return
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        protocol = callspec.params.get("protocol") if callspec is not None else None
+        module = getattr(getattr(item, "module", None), "__name__", "").rsplit(".", 1)[-1]
+        sampled = (isinstance(protocol, SuiteProtocol) and protocol.label == "additive-2"
+                   and module in TWO_PARTY_ONLY and len(callspec.params) > 1)
+        if sampled and zlib.crc32(item.nodeid.encode()) % 2:
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
