@@ -68,10 +68,10 @@ from concilium.mpc.confirmed_keys import agree_keys_confirmed
 from concilium.mpc.randomness import Purpose, ReplicatedKeys
 from concilium.mpc.rep4_exchange import (
     PARTIES,
-    Joint,
+    LazyJoint,
     Transfer,
     exchange,
-    joint_sharings,
+    joint_round_into,
     others,
     slot,
 )
@@ -95,6 +95,38 @@ def _input_digest(tag: int, owner: int, shape: tuple[int, ...],
     for share in shares:
         h.update(np.require(share, dtype=RING_DTYPE, requirements="C").data)
     return h.digest()
+
+
+def _own_terms(me: int) -> dict[tuple[str, int], tuple[tuple[int, int], bool]]:
+    """The product terms party ``me`` knows: ``A_me`` (it sends it), ``A_(me-1)`` (it
+    vouches for it) and its opposite pair's term; each as (share indices, square)."""
+    terms = {("A", k): (((k + 2) % 4, (k + 3) % 4), True) for k in (me, (me - 1) % 4)}
+    terms[("O", me % 2)] = ((1, 3), False) if me % 2 == 0 else ((0, 2), False)
+    return terms
+
+
+def _term(x: Shares, y: Shares, me: int, pair: tuple[int, int], square: bool,
+          product: Product, add: Product) -> RingArray:
+    """``x_i y_i + x_i y_j + x_j y_i`` (square) or ``x_i y_j + x_j y_i`` from this party's
+    components, ``(i, j) = pair``."""
+    i, j = pair
+    xi, xj, yi, yj = x[slot(me, i)], x[slot(me, j)], y[slot(me, i)], y[slot(me, j)]
+    if square:
+        return add(product(xi, add(yi, yj)), product(xj, yi)).reshape(-1)
+    return add(product(xi, yj), product(xj, yi)).reshape(-1)
+
+
+def _blockwise_terms(a: RingArray, b: RingArray, me: int, boolean: bool
+                     ) -> Callable[[tuple[str, int], int, int], RingArray]:
+    """This party's elementwise product terms, computed for one block at a time."""
+    own = _own_terms(me)
+    product = np.bitwise_and if boolean else np.multiply
+    add = np.bitwise_xor if boolean else np.add
+
+    def term(key: tuple[str, int], lo: int, hi: int) -> RingArray:
+        pair, square = own[key]
+        return _term(a[:, lo:hi], b[:, lo:hi], me, pair, square, product, add)
+    return term
 
 
 def _announced_shape(array: npt.NDArray[np.generic], owner: int) -> tuple[int, ...]:
@@ -374,66 +406,52 @@ class Rep4(ChannelBackend):
         """Six joint sharings of the 16 cross terms (Fantastic Four, Section 4): one
         round, 12 bytes per party per element with the roles rotated."""
         a, b, shape = flat_operands(x, y)
-        out = self._products(a, b, np.multiply, a.shape[1], boolean=False)
-        return out.reshape((3, *shape))
+        return self._products(_blockwise_terms(a, b, self.index, False), a.shape[1],
+                              boolean=False).reshape((3, *shape))
 
     def and_(self, x: Shares, y: Shares) -> Shares:
         """The same protocol over GF(2)^64."""
         a, b, shape = flat_operands(x, y)
-        out = self._products(a, b, np.bitwise_and, a.shape[1], boolean=True)
-        return out.reshape((3, *shape))
+        return self._products(_blockwise_terms(a, b, self.index, True), a.shape[1],
+                              boolean=True).reshape((3, *shape))
 
     def matmul(self, x: Shares, y: Shares) -> Shares:
         """The cross terms as local matrix products, then one round of joint sharings of
         the output: communication per output element, whatever the inner dimension."""
         xs, ys = value_shape(x), value_shape(y)
         shape = matmul_shape(xs, ys)
+        me = self.index
 
         def product(left: RingArray, right: RingArray) -> RingArray:
             return share_matmul(left[None], right[None], len(xs), len(ys))[0].reshape(-1)
 
+        full = {key: _term(x, y, me, pair, square, product, np.add)
+                for key, (pair, square) in _own_terms(me).items()}
         size = int(np.prod(shape, dtype=np.int64))
-        return self._products(x, y, product, size, boolean=False).reshape((3, *shape))
+        return self._products(lambda key, lo, hi: full[key][lo:hi], size,
+                              boolean=False).reshape((3, *shape))
 
-    def _products(self, x: Shares, y: Shares, product: Product, size: int,
+    def _products(self, term: Callable[[tuple[str, int], int, int], RingArray], size: int,
                   boolean: bool) -> RingArray:
         """Term ``A_k = x_i y_i + x_i y_j + x_j y_i`` (i = k+2, j = k+3) is known to parties
         k and k+1; ``x_1 y_3 + x_3 y_1`` to parties 0 and 2, ``x_0 y_2 + x_2 y_0`` to 1 and 3.
         Each is shared jointly (sender k, backup k+1, receiver k+3 for ``A_k``); the two
         opposite-pair terms swap sender and backup on every other slice, so every party
-        sends 1.5 elements per product."""
+        sends 1.5 elements per product. ``term(key, lo, hi)``: this party's terms."""
         me = self.index
-        add = np.bitwise_xor if boolean else np.add
-
-        def term(i: int, j: int, square: bool) -> RingArray:
-            xi, xj, yi, yj = (v[slot(me, s)] for v, s in ((x, i), (x, j), (y, i), (y, j)))
-            if square:
-                return add(product(xi, add(yi, yj)), product(xj, yi)).reshape(-1)
-            return add(product(xi, yj), product(xj, yi)).reshape(-1)
-
-        own = {("A", k): term((k + 2) % 4, (k + 3) % 4, True) for k in (me, (me - 1) % 4)}
-        opposite = ("O", me % 2)  # O0: parties 0 and 2 know x_1 y_3 + x_3 y_1; O1: 1 and 3
-        own[opposite] = term(1, 3, False) if me % 2 == 0 else term(0, 2, False)
-        bounds = slice_bounds(size, 2)
+        own = _own_terms(me)
         joints = []
-        for variant, (lo, hi) in enumerate(bounds):
-            def value(key: tuple[str, int], lo: int = lo, hi: int = hi) -> RingArray | None:
-                return own[key][lo:hi] if key in own else None
-            for k in range(4):
-                joints.append(Joint(k, (k + 1) % 4, (k + 3) % 4, hi - lo, value(("A", k))))
-            if variant == 0:
-                joints.append(Joint(0, 2, 3, hi - lo, value(("O", 0))))
-                joints.append(Joint(1, 3, 2, hi - lo, value(("O", 1))))
-            else:
-                joints.append(Joint(2, 0, 1, hi - lo, value(("O", 0))))
-                joints.append(Joint(3, 1, 0, hi - lo, value(("O", 1))))
-        tag = self.next_tag()
-        sharings = joint_sharings(self, tag, joints, "and" if boolean else "mul",
-                                  boolean=boolean)
+        for variant, (lo, hi) in enumerate(slice_bounds(size, 2)):
+            table = [(k, (k + 1) % 4, (k + 3) % 4, ("A", k)) for k in range(4)]
+            table += ([(0, 2, 3, ("O", 0)), (1, 3, 2, ("O", 1))] if variant == 0 else
+                      [(2, 0, 1, ("O", 0)), (3, 1, 0, ("O", 1))])
+            for sender, backup, receiver, key in table:
+                value = ((lambda start, stop, key=key: term(key, start, stop))
+                         if key in own else None)
+                joints.append(LazyJoint(sender, backup, receiver, lo, hi, value))
         out = np.zeros((3, size), dtype=RING_DTYPE)
-        for k, (lo, hi) in enumerate(bounds):
-            for sharing in sharings[6 * k:6 * (k + 1)]:
-                add(out[:, lo:hi], sharing, out=out[:, lo:hi])
+        joint_round_into(self, self.next_tag(), joints, out, "and" if boolean else "mul",
+                         boolean=boolean)
         return out
 
     # -- fixed point ----------------------------------------------------------

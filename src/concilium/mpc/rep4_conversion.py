@@ -55,11 +55,11 @@ def _pair_sharings(party: Rep4Party, flat: RingArray, first_value: Words,
         joints.append(Joint((t + 2) % 4, (t + 3) % 4, (t + 1) % 4, hi - lo,
                             None if in_first else value))
     sharings = joint_sharings(party, tag, joints, label, boolean=boolean)
-    first = np.empty((3, size), dtype=RING_DTYPE)
-    second = np.empty((3, size), dtype=RING_DTYPE)
+    first = np.zeros((3, size), dtype=RING_DTYPE)
+    second = np.zeros((3, size), dtype=RING_DTYPE)
     for k, (_, lo, hi) in enumerate(slices):
-        first[:, lo:hi] = sharings[2 * k]
-        second[:, lo:hi] = sharings[2 * k + 1]
+        sharings[2 * k].add_into(first[:, lo:hi], boolean=boolean)
+        sharings[2 * k + 1].add_into(second[:, lo:hi], boolean=boolean)
     return first, second
 
 

@@ -27,8 +27,8 @@ Steps of one exchange (all transfers of one protocol round, one plan tag):
 4. Only then does it return the received values.
 
 The digest binds a domain string, the plan tag and each transfer's (sender,
-backup, receiver, length), so a value or digest replayed from another
-operation does not match.
+backup, receiver, length) and SHA-256 of its value, so a value or digest
+replayed from another operation does not match.
 
 **Joint sharings** (``INP`` of the paper, ``prepare_joint_input`` in
 MP-SPDZ): a value ``v`` known to a sender and a backup becomes a sharing with
@@ -47,9 +47,9 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -57,9 +57,11 @@ import numpy.typing as npt
 from concilium.errors import CheatingDetected
 from concilium.mpc.randomness import Purpose, ReplicatedKeys
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
+from concilium.ring.blocks import BLOCK_ELEMENTS, blocks
 
-__all__ = ["DIGEST_WORDS", "PARTIES", "Joint", "Rep4Party", "Transfer", "exchange",
-           "joint_round", "joint_sharings", "others", "slot"]
+__all__ = ["DIGEST_WORDS", "PARTIES", "Joint", "JointShare", "LazyJoint", "Rep4Party",
+           "Transfer", "exchange", "joint_round", "joint_round_into", "joint_sharings",
+           "others", "slot"]
 
 PARTIES = 4
 #: A SHA-256 digest as 64-bit words.
@@ -117,12 +119,18 @@ class Transfer:
     value: RingArray | None = None
 
 
-def _digest(tag: int, items: Sequence[Transfer], values: Sequence[RingArray]) -> RingArray:
+def _item_digest(value: RingArray) -> bytes:
+    return hashlib.sha256(np.require(value, dtype=RING_DTYPE, requirements="C").data).digest()
+
+
+def _digest(tag: int, items: Sequence[Transfer], item_digests: Sequence[bytes]) -> RingArray:
+    """The backup's digest of a (backup, receiver) group: SHA-256 over the domain, the tag
+    and each transfer's (sender, backup, receiver, length) and SHA-256 of its value."""
     h = hashlib.sha256(_DOMAIN)
     h.update(struct.pack("<Q", tag))
-    for item, value in zip(items, values, strict=True):
+    for item, digest in zip(items, item_digests, strict=True):
         h.update(struct.pack("<4Q", item.sender, item.backup, item.receiver, item.size))
-        h.update(np.require(value, dtype=RING_DTYPE, requirements="C").data)
+        h.update(digest)
     return np.frombuffer(h.digest(), dtype=RING_DTYPE)
 
 
@@ -135,14 +143,18 @@ def _check(transfers: Sequence[Transfer], me: int) -> None:
             raise ValueError(f"party {me} must give the flat value of {item}")
 
 
-def exchange(party: Rep4Party, tag: int, transfers: Sequence[Transfer],
-             label: str) -> list[RingArray | None]:
+def exchange(party: Rep4Party, tag: int, transfers: Sequence[Transfer], label: str,
+             digests: dict[int, bytes] | None = None) -> list[RingArray | None]:
     """Run one round of joint messages; the value of each transfer at its receiver
     (None at the others), every one checked against its backup's digest.
+    ``digests``: SHA-256 of some transfers' values (by position), already computed
+    by the backup while it made them.
 
     Raises CheatingDetected when a sender's value and its backup's digest differ,
     or a frame has the wrong type or length."""
     me = party.index
+    known = digests or {}
+    position = {id(item): k for k, item in enumerate(transfers)}
     _check(transfers, me)
     outgoing: dict[int, list[RingArray]] = {}
     for item in transfers:
@@ -154,8 +166,9 @@ def exchange(party: Rep4Party, tag: int, transfers: Sequence[Transfer],
         vouched.setdefault((item.backup, item.receiver), []).append(item)
     for (backup, receiver), items in vouched.items():
         if backup == me:
-            values = [item.value for item in items]
-            outgoing.setdefault(receiver, []).append(_digest(tag, items, values))  # type: ignore[arg-type]
+            item_digests = [known.get(position[id(item)]) or _item_digest(item.value)  # type: ignore[arg-type]
+                            for item in items]
+            outgoing.setdefault(receiver, []).append(_digest(tag, items, item_digests))
     for receiver in sorted(outgoing):
         parts = outgoing[receiver]
         party.send_words(receiver, tag, parts[0] if len(parts) == 1 else np.concatenate(parts))
@@ -190,8 +203,8 @@ def _receive_and_check(party: Rep4Party, tag: int, transfers: Sequence[Transfer]
         start = offsets[backup]
         digest = frames[backup][start:start + DIGEST_WORDS]
         offsets[backup] = start + DIGEST_WORDS
-        values = [by_transfer[id(item)] for item in items]
-        if not np.array_equal(digest, _digest(tag, items, values)):  # type: ignore[arg-type]
+        values = [_item_digest(by_transfer[id(item)]) for item in items]  # type: ignore[arg-type]
+        if not np.array_equal(digest, _digest(tag, items, values)):
             senders = sorted({item.sender for item in items})
             raise CheatingDetected(
                 f"parties {', '.join(map(str, senders))} and {backup} disagree on {label} "
@@ -219,9 +232,33 @@ class Joint:
         return ({0, 1, 2, 3} - {self.sender, self.backup, self.receiver}).pop()
 
 
+@dataclass(frozen=True)
+class JointShare:
+    """This party's part of one joint sharing: its components of ``x_g`` (the mask) and
+    of ``x_h`` (``v - r``) where it holds them, as (component, values); every other
+    component is zero. Adding parts into an existing sharing costs two additions,
+    not a dense three-component array."""
+
+    size: int
+    parts: tuple[tuple[int, RingArray], ...]
+
+    def add_into(self, out: RingArray, *, boolean: bool = False) -> None:
+        """``out`` (3, size) += this sharing (XOR for words)."""
+        combine = np.bitwise_xor if boolean else np.add
+        for component, values in self.parts:
+            combine(out[component], values, out=out[component])
+
+    def dense(self) -> RingArray:
+        """The sharing as a (3, size) array."""
+        shares = np.zeros((3, self.size), dtype=RING_DTYPE)
+        for component, values in self.parts:
+            shares[component] = values
+        return shares
+
+
 def joint_sharings(party: Rep4Party, tag: int, joints: Sequence[Joint], label: str, *,
-                   boolean: bool = False) -> list[RingArray]:
-    """Each joint value as a sharing (flat, three components: this party's
+                   boolean: bool = False) -> list[JointShare]:
+    """Each joint value as this party's part of a sharing (components
     ``(x_(i+1), x_(i+2), x_(i+3))``), in one checked round (see the module docstring)."""
     sharings, _ = joint_round(party, tag, joints, (), label, boolean=boolean)
     return sharings
@@ -229,7 +266,7 @@ def joint_sharings(party: Rep4Party, tag: int, joints: Sequence[Joint], label: s
 
 def joint_round(party: Rep4Party, tag: int, joints: Sequence[Joint],
                 transfers: Sequence[Transfer], label: str, *,
-                boolean: bool = False) -> tuple[list[RingArray], list[RingArray | None]]:
+                boolean: bool = False) -> tuple[list[JointShare], list[RingArray | None]]:
     """Joint sharings and plain transfers in the same checked round: the sharings, and
     each transfer's value at its receiver (None elsewhere)."""
     me = party.index
@@ -256,12 +293,82 @@ def joint_round(party: Rep4Party, tag: int, joints: Sequence[Joint],
     received = exchange(party, tag, [*messages, *transfers], label)
     out = []
     for item, mask, sent, arrived in zip(joints, masks, messages, received, strict=False):
-        shares = np.zeros((3, item.size), dtype=RING_DTYPE)
+        parts: list[tuple[int, RingArray]] = []
         if mask is not None:
-            shares[slot(me, item.receiver)] = mask
+            parts.append((slot(me, item.receiver), mask))
         if me != item.outsider:
             part = arrived if item.receiver == me else sent.value
             assert part is not None
-            shares[slot(me, item.outsider)] = part
-        out.append(shares)
+            parts.append((slot(me, item.outsider), part))
+        out.append(JointShare(item.size, tuple(parts)))
     return out, received[len(joints):]
+
+
+@dataclass(frozen=True)
+class LazyJoint:
+    """A joint value for :func:`joint_round_into`: ``value(lo, hi)`` gives its elements
+    ``lo:hi`` (positions in the output, within ``start:stop``) at the sender and the
+    backup, computed block by block."""
+
+    sender: int
+    backup: int
+    receiver: int
+    start: int
+    stop: int
+    value: Callable[[int, int], RingArray] | None = None
+
+    @property
+    def outsider(self) -> int:
+        return ({0, 1, 2, 3} - {self.sender, self.backup, self.receiver}).pop()
+
+
+def joint_round_into(party: Rep4Party, tag: int, joints: Sequence[LazyJoint], out: RingArray,
+                     label: str, *, boolean: bool = False) -> None:
+    """``out`` (3, n) += every joint sharing, each into its range, in one checked round.
+
+    The same protocol as :func:`joint_round`, computed in cache-sized blocks: per
+    block, each joint's value, its mask and its message are made and added into
+    ``out`` (and into the backup's running SHA-256) while the block is in cache.
+    Joints sharing a range are processed together, in the given order."""
+    me = party.index
+    combine = np.bitwise_xor if boolean else np.add
+    cancel = np.bitwise_xor if boolean else np.subtract
+    streams = {g: party.keys.stream(others(g), tag, Purpose.JOINT_MASK)
+               for g in range(4) if g != me}
+    messages: dict[int, RingArray] = {}
+    hashers: dict[int, Any] = {}
+    for index, joint in enumerate(joints):
+        if me in (joint.sender, joint.backup):
+            messages[index] = np.empty(joint.stop - joint.start, dtype=RING_DTYPE)
+            if me == joint.backup:
+                hashers[index] = hashlib.sha256()
+    scratch = np.empty(BLOCK_ELEMENTS, dtype=RING_DTYPE)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, joint in enumerate(joints):
+        groups.setdefault((joint.start, joint.stop), []).append(index)
+    for (start, stop), members in groups.items():
+        for block in blocks(stop - start):
+            lo, hi = start + block.start, start + block.stop
+            mask = scratch[:hi - lo]
+            for index in members:
+                joint = joints[index]
+                if joint.receiver != me:
+                    streams[joint.receiver].fill(mask)
+                    target = out[slot(me, joint.receiver), lo:hi]
+                    combine(target, mask, out=target)
+                if index in messages:
+                    assert joint.value is not None
+                    message = messages[index][lo - start:hi - start]
+                    cancel(joint.value(lo, hi), mask, out=message)
+                    if index in hashers:
+                        hashers[index].update(message.data)
+                    target = out[slot(me, joint.outsider), lo:hi]
+                    combine(target, message, out=target)
+    transfers = [Transfer(j.sender, j.backup, j.receiver, j.stop - j.start, messages.get(k))
+                 for k, j in enumerate(joints)]
+    received = exchange(party, tag, transfers, label,
+                        {k: h.digest() for k, h in hashers.items()})
+    for joint, arrived in zip(joints, received, strict=True):
+        if arrived is not None:
+            target = out[slot(me, joint.outsider), joint.start:joint.stop]
+            combine(target, arrived, out=target)

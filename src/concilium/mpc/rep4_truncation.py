@@ -90,9 +90,10 @@ def fast_truncate(party: Rep4Party, x: Shares, bits: int) -> Shares:
         joints.append(Joint((t + 2) % 4, (t + 3) % 4, (t + 1) % 4, hi - lo,
                             None if in_first else value))
     sharings, _ = joint_round(party, tag, joints, (), "fast truncation")
-    out = np.empty_like(x)
+    out = np.zeros_like(x)
     for k, (_, lo, hi) in enumerate(_slices(party, size, tag)):
-        np.add(sharings[2 * k], sharings[2 * k + 1], out=out[:, lo:hi])
+        sharings[2 * k].add_into(out[:, lo:hi])
+        sharings[2 * k + 1].add_into(out[:, lo:hi])
     return out
 
 
@@ -138,10 +139,12 @@ def reliable_truncate(party: Rep4Party, x: Shares, bits: int) -> Shares:
         second.append(Joint((t + 3) % 4, (t + 2) % 4, (t + 1) % 4, hi - lo, high))
     from_second, _ = joint_round(party, tag + 1, second, (),
                                  "reliable truncation: the pair's opened bits")
-    c_msb = np.concatenate([from_second[2 * k + 1] for k in range(len(slices))], axis=1)
-    r_msb = np.concatenate([masks_shared[2 * k + 1] for k in range(len(slices))], axis=1)
-    c_low = np.concatenate([from_second[2 * k] for k in range(len(slices))], axis=1)
-    r_low = np.concatenate([masks_shared[2 * k] for k in range(len(slices))], axis=1)
+    c_msb, r_msb, c_low, r_low = (np.zeros_like(x) for _ in range(4))
+    for k, (_, lo, hi) in enumerate(slices):
+        from_second[2 * k + 1].add_into(c_msb[:, lo:hi])
+        masks_shared[2 * k + 1].add_into(r_msb[:, lo:hi])
+        from_second[2 * k].add_into(c_low[:, lo:hi])
+        masks_shared[2 * k].add_into(r_low[:, lo:hi])
     both = party.mul(c_msb, r_msb)
     either = c_msb + r_msb - (both << _ONE)
     result = c_low - r_low + (either << np.uint64(63 - bits))
