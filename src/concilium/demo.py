@@ -41,7 +41,7 @@ from concilium.node.client import NodeClient
 from concilium.node.service import spawn, stop
 from concilium.ring import Prg
 
-__all__ = ["main", "synthetic_admissions"]
+__all__ = ["main", "show_readmissions", "synthetic_admissions"]
 
 HOSPITALS = ("hospital-a", "hospital-b", "hospital-c")
 PATIENTS = (4200, 3100, 5300)
@@ -122,9 +122,11 @@ def _wait_up(node_dir: Path, deadline: float) -> None:
         client.close()
 
 
-def _show(result: dict[str, Any], reference: pd.DataFrame) -> None:
+def show_readmissions(result: dict[str, Any], reference: pd.DataFrame,
+                      title: str = "Readmissions across the three hospitals") -> None:
+    """The result table next to the plaintext check, suppressed cells marked."""
     table = Table("condition", "patients", "readmission rate", "mean stay (days)",
-                  "plaintext check", title="Readmissions across the three hospitals")
+                  "plaintext check", title=title)
     for condition, patients, rate, stay in result["rows"]:
         check = reference.loc[condition]
         table.add_row(condition, str(patients), f"{rate:.4f}", f"{stay:.2f}",
@@ -187,7 +189,7 @@ def main() -> int:
             union = pd.concat(frames)
             reference = union.groupby("condition").agg(rate=("readmitted", "mean"),
                                                        stay=("stay", "mean"))
-            _show(result, reference)
+            show_readmissions(result, reference)
             signers = {p.name: p.signing_key for p in load_manifest(manifest).parties}
             for node_dir, name in zip(dirs, HOSPITALS, strict=True):
                 count = verify_log(node_dir / "audit.sqlite", signers)

@@ -25,9 +25,15 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
-from rich.table import Table
 
-from concilium.demo import CONDITIONS, MIN_COHORT, QUERY, SCHEMA, synthetic_admissions
+from concilium.demo import (
+    CONDITIONS,
+    MIN_COHORT,
+    QUERY,
+    SCHEMA,
+    show_readmissions,
+    synthetic_admissions,
+)
 from concilium.node.cluster import LocalCluster
 
 __all__ = ["HOSPITALS", "main"]
@@ -41,16 +47,7 @@ def _show(result: dict, frames: dict[str, pd.DataFrame]) -> None:
     union = pd.concat(frames.values())
     reference = union.groupby("condition").agg(rate=("readmitted", "mean"),
                                                stay=("stay", "mean"))
-    table = Table("condition", "patients", "readmission rate", "mean stay (days)",
-                  "plaintext check", title="Readmissions across the four hospitals")
-    for condition, patients, rate, stay in result["rows"]:
-        check = reference.loc[condition]
-        table.add_row(condition, str(patients), f"{rate:.4f}", f"{stay:.2f}",
-                      f"{check['rate']:.4f} / {check['stay']:.2f}")
-    for cell in result["suppressed"]:
-        table.add_row(str(cell["group"]["condition"]), "suppressed", "suppressed",
-                      "suppressed", f"({cell['rule'].split(':')[0]})")
-    console.print(table)
+    show_readmissions(result, reference, "Readmissions across the four hospitals")
 
 
 def _audit(cluster: LocalCluster) -> None:

@@ -47,14 +47,12 @@ from concilium.mpc.backend import (
     ChannelBackend,
     Shares,
     Truncation,
-    align,
-    broadcast_shape,
     matmul_shape,
     share_matmul,
     value_shape,
 )
 from concilium.mpc.randomness import Purpose, ReplicatedRandomness, agree_replicated_keys
-from concilium.mpc.shares import check_shape_message, flat_operands
+from concilium.mpc.shares import check_shape_message, flat_operands, fold_public
 from concilium.net.channel import Channel
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
 from concilium.ring.blocks import BLOCK_ELEMENTS, blocks
@@ -265,13 +263,8 @@ class Rep3(ChannelBackend):
     def _public_into_x0(self, x: Shares, constant: RingArray,
                         combine: Callable[..., npt.NDArray[np.uint64]]) -> Shares:
         """Fold a public value into share ``x_0`` (held by parties 0 and 2)."""
-        constant = np.asarray(constant, dtype=RING_DTYPE)
-        shape = broadcast_shape(value_shape(x), constant.shape)
-        out = np.array(np.broadcast_to(align(x, len(shape)), (2, *shape)))
-        if self.index in (0, 2):
-            slot = out[0 if self.index == 0 else 1, ...]
-            combine(slot, constant, out=slot)
-        return out
+        return fold_public(x, constant, combine,
+                           {0: 0, 2: 1}.get(self.index))
 
     def random(self, shape: tuple[int, ...], *, boolean: bool = False) -> Shares:
         """``x_i`` is drawn from ``K_i``, so each share is known to exactly its two holders."""

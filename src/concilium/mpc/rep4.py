@@ -57,8 +57,6 @@ from concilium.mpc.backend import (
     ChannelBackend,
     Shares,
     Truncation,
-    align,
-    broadcast_shape,
     check_truncation,
     matmul_shape,
     share_matmul,
@@ -76,7 +74,7 @@ from concilium.mpc.rep4_exchange import (
     slot,
 )
 from concilium.mpc.rounds import slice_bounds
-from concilium.mpc.shares import check_shape_message, flat_operands
+from concilium.mpc.shares import check_shape_message, flat_operands, fold_public
 from concilium.net.channel import Channel
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
 from concilium.ring.prg import Prg
@@ -372,13 +370,9 @@ class Rep4(ChannelBackend):
 
     def _public_into_x0(self, x: Shares, constant: RingArray,
                         combine: Callable[..., npt.NDArray[np.uint64]]) -> Shares:
-        constant = np.asarray(constant, dtype=RING_DTYPE)
-        shape = broadcast_shape(value_shape(x), constant.shape)
-        out = np.array(np.broadcast_to(align(x, len(shape)), (3, *shape)))
-        if self.index != 0:
-            component = out[slot(self.index, 0), ...]
-            combine(component, constant, out=component)
-        return out
+        """Fold a public value into share ``x_0`` (held by parties 1 to 3)."""
+        return fold_public(x, constant, combine,
+                           None if self.index == 0 else slot(self.index, 0))
 
     def random(self, shape: tuple[int, ...], *, boolean: bool = False) -> Shares:
         """``x_j`` from ``K_j``: each share known to exactly its three holders."""

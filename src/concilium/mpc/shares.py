@@ -3,14 +3,17 @@ holds): validating shapes that peers announce, and broadcasting operands."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import numpy.typing as npt
 
 from concilium.errors import ProtocolAbort
 from concilium.mpc.backend import Shares, align, broadcast_shape, value_shape
-from concilium.ring.arithmetic import RingArray
+from concilium.ring.arithmetic import RING_DTYPE, RingArray
 
-__all__ = ["MAX_DIMENSIONS", "MAX_ELEMENTS", "check_shape_message", "flat_operands"]
+__all__ = ["MAX_DIMENSIONS", "MAX_ELEMENTS", "check_shape_message", "flat_operands",
+           "fold_public"]
 
 MAX_DIMENSIONS = 8
 MAX_ELEMENTS = 1 << 34
@@ -38,3 +41,17 @@ def flat_operands(x: Shares, y: Shares) -> tuple[RingArray, RingArray, tuple[int
         return np.require(full, requirements="C").reshape(components, -1)
 
     return flat(x), flat(y), shape
+
+
+def fold_public(x: Shares, constant: RingArray, combine: Callable[..., npt.NDArray[np.uint64]],
+                component: int | None) -> Shares:
+    """``x`` broadcast with a public ``constant``, the constant combined (``np.add`` or
+    ``np.bitwise_xor``) into this party's ``component`` (None: it holds none of the
+    share that carries public values)."""
+    constant = np.asarray(constant, dtype=RING_DTYPE)
+    shape = broadcast_shape(value_shape(x), constant.shape)
+    out = np.array(np.broadcast_to(align(x, len(shape)), (x.shape[0], *shape)))
+    if component is not None:
+        target = out[component, ...]
+        combine(target, constant, out=target)
+    return out
