@@ -29,7 +29,7 @@ Costs per element (payload bytes; ``rep3``'s in brackets):
 | reveal to all | 1 | 32 (8 each) + digests [24] | value against a second holder's hash |
 | reveal to an outside party | 1 | 96 (24 each) [24] | the recipient compares all three copies |
 | mul, and_ (per word), matmul (per output) | 1 | 48 (12 each) [24] | joint messages |
-| trunc ``"fast"`` / ``"reliable"`` | 1 / 3 | 16 / 80 [24 / 48] | joint messages |
+| trunc ``"fast"`` / ``"reliable"`` | 1 / 3 | 16 / 96 [24 / 48] | joint messages |
 | boolean_pair | 1 | 16 | joint messages |
 | bit_inject | 2 | 64 | joint messages |
 | permute (shuffle) | 4 | 96 (24 each) [48] | joint messages |
@@ -199,6 +199,9 @@ class Rep4(ChannelBackend):
         ``o+2``; ``x_o = 0``. Round 2: every two parties other than the owner exchange
         a hash of (tag, owner, shape, the share they were both sent) and abort on a
         difference, so an owner that equivocates is caught before anyone uses its input.
+        That hash is the check itself, sent only to a party that was sent the same
+        share (or, for the shape, told the same shape): nothing computed from the
+        unchecked share is sent anywhere else, and nothing is returned before the check.
         """
         me = self.index
         tag = self.next_tag(2)
