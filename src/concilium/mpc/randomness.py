@@ -59,6 +59,7 @@ class Purpose(enum.IntEnum):
     PERMUTATION = 10
     SHUFFLE_MASK = 11
     JOINT_MASK = 12
+    JOINT_MAC = 13
 
 
 @dataclass(frozen=True)
