@@ -50,6 +50,7 @@ import numpy.typing as npt
 
 from concilium.errors import BadFrame, CheatingDetected, ConfigurationError, ProtocolAbort
 from concilium.mpc import rep4_conversion as conversion
+from concilium.mpc import rep4_products as products
 from concilium.mpc import rep4_shuffle as shuffle
 from concilium.mpc import rep4_truncation as truncation
 from concilium.mpc.backend import (
@@ -66,14 +67,11 @@ from concilium.mpc.confirmed_keys import agree_keys_confirmed
 from concilium.mpc.randomness import Purpose, ReplicatedKeys
 from concilium.mpc.rep4_exchange import (
     PARTIES,
-    LazyJoint,
     Transfer,
     exchange,
-    joint_round_into,
     others,
     slot,
 )
-from concilium.mpc.rounds import slice_bounds
 from concilium.mpc.shares import check_shape_message, flat_operands, fold_public
 from concilium.net.channel import Channel
 from concilium.ring.arithmetic import RING_DTYPE, RingArray
@@ -83,7 +81,6 @@ __all__ = ["Rep4"]
 
 SETUP_TAG = 0
 _INPUT_DOMAIN = b"concilium/rep4/input/v1"
-Product = Callable[[RingArray, RingArray], RingArray]
 
 
 def _input_digest(tag: int, owner: int, shape: tuple[int, ...],
@@ -93,38 +90,6 @@ def _input_digest(tag: int, owner: int, shape: tuple[int, ...],
     for share in shares:
         h.update(np.require(share, dtype=RING_DTYPE, requirements="C").data)
     return h.digest()
-
-
-def _own_terms(me: int) -> dict[tuple[str, int], tuple[tuple[int, int], bool]]:
-    """The product terms party ``me`` knows: ``A_me`` (it sends it), ``A_(me-1)`` (it
-    vouches for it) and its opposite pair's term; each as (share indices, square)."""
-    terms = {("A", k): (((k + 2) % 4, (k + 3) % 4), True) for k in (me, (me - 1) % 4)}
-    terms[("O", me % 2)] = ((1, 3), False) if me % 2 == 0 else ((0, 2), False)
-    return terms
-
-
-def _term(x: Shares, y: Shares, me: int, pair: tuple[int, int], square: bool,
-          product: Product, add: Product) -> RingArray:
-    """``x_i y_i + x_i y_j + x_j y_i`` (square) or ``x_i y_j + x_j y_i`` from this party's
-    components, ``(i, j) = pair``."""
-    i, j = pair
-    xi, xj, yi, yj = x[slot(me, i)], x[slot(me, j)], y[slot(me, i)], y[slot(me, j)]
-    if square:
-        return add(product(xi, add(yi, yj)), product(xj, yi)).reshape(-1)
-    return add(product(xi, yj), product(xj, yi)).reshape(-1)
-
-
-def _blockwise_terms(a: RingArray, b: RingArray, me: int, boolean: bool
-                     ) -> Callable[[tuple[str, int], int, int], RingArray]:
-    """This party's elementwise product terms, computed for one block at a time."""
-    own = _own_terms(me)
-    product = np.bitwise_and if boolean else np.multiply
-    add = np.bitwise_xor if boolean else np.add
-
-    def term(key: tuple[str, int], lo: int, hi: int) -> RingArray:
-        pair, square = own[key]
-        return _term(a[:, lo:hi], b[:, lo:hi], me, pair, square, product, add)
-    return term
 
 
 def _announced_shape(array: npt.NDArray[np.generic], owner: int) -> tuple[int, ...]:
@@ -399,18 +364,29 @@ class Rep4(ChannelBackend):
         return total
 
     # -- multiplication -------------------------------------------------------
+    #: False: products by the numpy implementation of the same protocol (tests
+    #: run parties on both to show the two interoperate message for message).
+    compiled_products: bool = True
+
     def mul(self, x: Shares, y: Shares) -> Shares:
-        """Six joint sharings of the 16 cross terms (Fantastic Four, Section 4): one
-        round, 12 bytes per party per element with the roles rotated."""
-        a, b, shape = flat_operands(x, y)
-        return self._products(_blockwise_terms(a, b, self.index, False), a.shape[1],
-                              boolean=False).reshape((3, *shape))
+        """Six joint sharings of the 16 cross terms (Fantastic Four, Section 4, see
+        :mod:`concilium.mpc.rep4_products`): one round, 12 bytes per party per element
+        with the roles rotated."""
+        return self._elementwise(x, y, boolean=False)
 
     def and_(self, x: Shares, y: Shares) -> Shares:
         """The same protocol over GF(2)^64."""
+        return self._elementwise(x, y, boolean=True)
+
+    def _elementwise(self, x: Shares, y: Shares, *, boolean: bool) -> Shares:
         a, b, shape = flat_operands(x, y)
-        return self._products(_blockwise_terms(a, b, self.index, True), a.shape[1],
-                              boolean=True).reshape((3, *shape))
+        label = "and" if boolean else "mul"
+        if self.compiled_products:
+            out = products.elementwise_products(self, a, b, label, boolean=boolean)
+        else:
+            out = products.products(self, products.blockwise_terms(a, b, self.index, boolean),
+                                    a.shape[1], label, boolean=boolean)
+        return out.reshape((3, *shape))
 
     def matmul(self, x: Shares, y: Shares) -> Shares:
         """The cross terms as local matrix products, then one round of joint sharings of
@@ -422,34 +398,11 @@ class Rep4(ChannelBackend):
         def product(left: RingArray, right: RingArray) -> RingArray:
             return share_matmul(left[None], right[None], len(xs), len(ys))[0].reshape(-1)
 
-        full = {key: _term(x, y, me, pair, square, product, np.add)
-                for key, (pair, square) in _own_terms(me).items()}
+        full = {key: products.term(x, y, me, pair, square, product, np.add)
+                for key, (pair, square) in products.own_terms(me).items()}
         size = int(np.prod(shape, dtype=np.int64))
-        return self._products(lambda key, lo, hi: full[key][lo:hi], size,
-                              boolean=False).reshape((3, *shape))
-
-    def _products(self, term: Callable[[tuple[str, int], int, int], RingArray], size: int,
-                  boolean: bool) -> RingArray:
-        """Term ``A_k = x_i y_i + x_i y_j + x_j y_i`` (i = k+2, j = k+3) is known to parties
-        k and k+1; ``x_1 y_3 + x_3 y_1`` to parties 0 and 2, ``x_0 y_2 + x_2 y_0`` to 1 and 3.
-        Each is shared jointly (sender k, backup k+1, receiver k+3 for ``A_k``); the two
-        opposite-pair terms swap sender and backup on every other slice, so every party
-        sends 1.5 elements per product. ``term(key, lo, hi)``: this party's terms."""
-        me = self.index
-        own = _own_terms(me)
-        joints = []
-        for variant, (lo, hi) in enumerate(slice_bounds(size, 2)):
-            table = [(k, (k + 1) % 4, (k + 3) % 4, ("A", k)) for k in range(4)]
-            table += ([(0, 2, 3, ("O", 0)), (1, 3, 2, ("O", 1))] if variant == 0 else
-                      [(2, 0, 1, ("O", 0)), (3, 1, 0, ("O", 1))])
-            for sender, backup, receiver, key in table:
-                value = ((lambda start, stop, key=key: term(key, start, stop))
-                         if key in own else None)
-                joints.append(LazyJoint(sender, backup, receiver, lo, hi, value))
-        out = np.zeros((3, size), dtype=RING_DTYPE)
-        joint_round_into(self, self.next_tag(), joints, out, "and" if boolean else "mul",
-                         boolean=boolean)
-        return out
+        return products.products(self, lambda key, lo, hi: full[key][lo:hi], size, "mul",
+                                 boolean=False).reshape((3, *shape))
 
     # -- fixed point ----------------------------------------------------------
     def trunc(self, x: Shares, bits: int, mode: Truncation = "reliable") -> Shares:

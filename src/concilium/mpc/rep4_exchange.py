@@ -69,7 +69,7 @@ from concilium.ring.blocks import BLOCK_ELEMENTS, blocks
 
 __all__ = ["DIGEST_WORDS", "PARTIES", "Joint", "JointShare", "LazyJoint", "Rep4Party",
            "Transfer", "exchange", "joint_round", "joint_round_into", "joint_sharings",
-           "others", "slot"]
+           "mac_key", "message_mac", "others", "slot"]
 
 PARTIES = 4
 #: A SHA-256 digest as 64-bit words.
@@ -127,20 +127,20 @@ class Transfer:
     value: RingArray | None = None
 
 
-def _mac_key(party: Rep4Party, sender: int, tag: int) -> bytes:
+def mac_key(party: Rep4Party, sender: int, tag: int) -> bytes:
     """The key of the values ``sender`` sends under ``tag``: from ``K_sender``, which its
     backup and its receiver hold and the sender does not."""
     return party.keys.stream(others(sender), tag, Purpose.JOINT_MAC).random_bytes(16)
 
 
-def _mac(key: bytes, position: int) -> Any:
+def message_mac(key: bytes, position: int) -> Any:
     """A GMAC (AES-GCM over associated data only, NIST SP 800-38D) of transfer
     ``position``: the key is fresh per (sender, tag), the nonce the position."""
     return Cipher(algorithms.AES(key), modes.GCM(struct.pack("<QI", position, 0))).encryptor()
 
 
 def _item_digest(key: bytes, position: int, value: RingArray) -> bytes:
-    mac = _mac(key, position)
+    mac = message_mac(key, position)
     mac.authenticate_additional_data(
         np.require(value, dtype=RING_DTYPE, requirements="C").view(np.uint8))
     mac.finalize()
@@ -158,33 +158,39 @@ def _digest(tag: int, items: Sequence[Transfer], item_digests: Sequence[bytes]) 
     return np.frombuffer(h.digest(), dtype=RING_DTYPE)
 
 
-def _check(transfers: Sequence[Transfer], me: int) -> None:
-    for item in transfers:
+def _check(transfers: Sequence[Transfer], me: int, digests: dict[int, bytes]) -> None:
+    for position, item in enumerate(transfers):
         if len({item.sender, item.backup, item.receiver}) != 3:
             raise ValueError(f"a joint message needs three distinct parties: {item}")
-        if me in (item.sender, item.backup) and (item.value is None or
-                                                 item.value.shape != (item.size,)):
+        given = item.value is not None and item.value.shape == (item.size,)
+        if (me == item.sender or (me == item.backup and position not in digests)) and not given:
             raise ValueError(f"party {me} must give the flat value of {item}")
 
 
 def exchange(party: Rep4Party, tag: int, transfers: Sequence[Transfer], label: str,
-             digests: dict[int, bytes] | None = None) -> list[RingArray | None]:
+             digests: dict[int, bytes] | None = None,
+             frames: dict[int, RingArray] | None = None) -> list[RingArray | None]:
     """Run one round of joint messages; the value of each transfer at its receiver
     (None at the others), every one checked against its backup's digest.
     ``digests``: the GMACs of some transfers' values (by position), already computed
-    by the backup while it made them.
+    by the backup while it made them (the backup may then leave the value out).
+    ``frames``: for some receivers, the frame already packed (this party's values as
+    their sender, in transfer order, then ``DIGEST_WORDS`` words that this function
+    fills with the digest if this party vouches for something to that receiver), so
+    that the values are not copied again.
 
     Raises CheatingDetected when a sender's value and its backup's digest differ,
     or a frame has the wrong type or length."""
     me = party.index
     known = digests or {}
+    packed = frames or {}
     position = {id(item): k for k, item in enumerate(transfers)}
-    keys = {sender: _mac_key(party, sender, tag)
+    keys = {sender: mac_key(party, sender, tag)
             for sender in sorted({item.sender for item in transfers}) if sender != me}
-    _check(transfers, me)
+    _check(transfers, me, known)
     outgoing: dict[int, list[RingArray]] = {}
     for item in transfers:
-        if item.sender == me:
+        if item.sender == me and item.receiver not in packed:
             assert item.value is not None
             outgoing.setdefault(item.receiver, []).append(item.value)
     vouched: dict[tuple[int, int], list[Transfer]] = {}
@@ -195,10 +201,17 @@ def exchange(party: Rep4Party, tag: int, transfers: Sequence[Transfer], label: s
             item_digests = [known.get(position[id(item)]) or _item_digest(
                 keys[item.sender], position[id(item)], item.value)  # type: ignore[arg-type]
                 for item in items]
-            outgoing.setdefault(receiver, []).append(_digest(tag, items, item_digests))
-    for receiver in sorted(outgoing):
-        parts = outgoing[receiver]
-        party.send_words(receiver, tag, parts[0] if len(parts) == 1 else np.concatenate(parts))
+            digest = _digest(tag, items, item_digests)
+            if receiver in packed:
+                packed[receiver][-DIGEST_WORDS:] = digest
+            else:
+                outgoing.setdefault(receiver, []).append(digest)
+    for receiver in sorted(set(outgoing) | set(packed)):
+        parts = outgoing.get(receiver, [])
+        frame = packed.get(receiver)
+        if frame is None:
+            frame = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        party.send_words(receiver, tag, frame)
     return _receive_and_check(party, tag, transfers, vouched, label, keys, position)
 
 
@@ -371,7 +384,7 @@ def joint_round_into(party: Rep4Party, tag: int, joints: Sequence[LazyJoint], ou
         if me in (joint.sender, joint.backup):
             messages[index] = np.empty(joint.stop - joint.start, dtype=RING_DTYPE)
             if me == joint.backup:
-                hashers[index] = _mac(_mac_key(party, joint.sender, tag), index)
+                hashers[index] = message_mac(mac_key(party, joint.sender, tag), index)
     scratch = np.empty(BLOCK_ELEMENTS, dtype=RING_DTYPE)
     groups: dict[tuple[int, int], list[int]] = {}
     for index, joint in enumerate(joints):
