@@ -24,6 +24,7 @@ RANK = {
     "data": 5,
     "query": 6,
     "governance": 6,
+    "evaluation": 6,
     "node": 7,
     "cli": 8,
     "testing": 8,

@@ -44,7 +44,8 @@ def test_top_level_all_is_exactly_the_curated_list() -> None:
 
 @pytest.mark.parametrize("module", ["concilium", "concilium.ring", "concilium.net",
                                     "concilium.mpc", "concilium.ops", "concilium.data",
-                                    "concilium.errors", "concilium.query"])
+                                    "concilium.errors", "concilium.query",
+                                    "concilium.evaluation"])
 def test_every_exported_name_exists(module: str) -> None:
     imported = importlib.import_module(module)
     for name in imported.__all__:

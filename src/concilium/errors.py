@@ -12,8 +12,10 @@ ConciliumError
 │   ├── RingRangeError                       integer outside the 64-bit ring
 │   ├── ShapeMismatch                        shapes that do not broadcast or multiply
 │   ├── DatasetError                         a dataset row breaks its schema (column, row)
-│   └── QueryError                           SQL that does not fit the catalog
-│       └── UnsupportedQuery                 valid SQL that Concilium cannot run
+│   ├── QueryError                           SQL that does not fit the catalog
+│   │   └── UnsupportedQuery                 valid SQL that Concilium cannot run
+│   └── ModelError                           a model that does not fit the dataset or job
+│       └── UnsupportedModel                 a model kind or ONNX operator Concilium cannot run
 ├── SessionMismatch                          secret values from different sessions/backends
 ├── ConfigurationError                       a setting that cannot work (wrong party count, ...)
 ├── ProtocolAbort                            the run stopped; nothing further is revealed
@@ -44,6 +46,7 @@ __all__ = [
     "DatasetError",
     "FixedPointRangeError",
     "InputError",
+    "ModelError",
     "PeerUnavailable",
     "PolicyViolation",
     "ProtocolAbort",
@@ -52,6 +55,7 @@ __all__ = [
     "RingRangeError",
     "SessionMismatch",
     "ShapeMismatch",
+    "UnsupportedModel",
     "UnsupportedQuery",
 ]
 
@@ -97,6 +101,20 @@ class UnsupportedQuery(QueryError):
     def __init__(self, message: str, *, construct: str | None = None) -> None:
         super().__init__(message)
         self.construct = construct
+
+
+class ModelError(InputError):
+    """A model for an evaluation that cannot be used as given: its features do not
+    match the dataset's schema, its classes are not 0..k-1, its numbers are malformed."""
+
+
+class UnsupportedModel(ModelError):
+    """A model kind, ONNX operator or attribute Concilium cannot evaluate;
+    ``operator`` names it (for ONNX: ``domain:op_type`` and the opset version)."""
+
+    def __init__(self, message: str, *, operator: str | None = None) -> None:
+        super().__init__(message)
+        self.operator = operator
 
 
 class SessionMismatch(ConciliumError):
