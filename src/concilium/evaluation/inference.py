@@ -119,20 +119,26 @@ def share_model(session: Session, vendor: int, model: Model | None,
         outputs = int(shape["outputs"])
         return SharedTrees(
             np.asarray(shape["node_features"], dtype=np.int64),
-            share(None if trees is None else _floor_to_grid(trees.thresholds, session)),
+            _half_grid(session, vendor, None if trees is None else trees.thresholds),
             share(None if trees is None else trees.leaves.reshape(-1, outputs)),
             share(None if trees is None else trees.base),
             shape["aggregate"] == "mean", int(shape["depth"]), task, str(shape["link"]))
     raise ModelError(f"unknown model kind {kind!r} in the spec")
 
 
-def _floor_to_grid(thresholds: np.ndarray, session: Session) -> np.ndarray:
-    """Thresholds rounded down to the fixed-point grid: for a value ``x`` on the grid,
-    ``x <= t`` exactly when ``x <= floor(t)``, so rows whose values have at most the
-    codec's fractional bits (data with four decimals, say) take scikit-learn's branch
-    at every node; other rows may differ only within 2^-(bits+1) of a threshold."""
-    scale = float(1 << session.codec.fractional_bits)
-    return np.asarray(np.floor(thresholds * scale) / scale)
+def _half_grid(session: Session, vendor: int, thresholds: np.ndarray | None) -> SecretArray:
+    """Thresholds with one fraction bit more than the rows: ``x <= t`` is decided as
+    ``2 enc(x) <= round(2^(f+1) t)``. Rows on the fixed-point grid then take
+    scikit-learn's branch exactly (its thresholds are midpoints between training
+    values, which for grid data fall on half steps), and so does a row equal to a
+    threshold that is not on the grid (decimal data: scikit-learn may split just
+    above a value, at a float32 rounding of it); a row within half a step of a
+    threshold that is neither may differ."""
+    bits = session.codec.fractional_bits + 1
+    ints = None if thresholds is None else np.round(thresholds * float(1 << bits)).astype(
+        np.int64)
+    shared = session.input(vendor, ints)
+    return SecretArray(session, shared.shares, bits)
 
 
 def _plain(shape: dict[str, Any]) -> dict[str, Any]:
