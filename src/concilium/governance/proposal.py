@@ -136,9 +136,13 @@ def required_approvers(tables: Mapping[str, Mapping[str, Any]], manifest: Manife
 
 def build_spec(query: str, datasets: Sequence[str], recipients: Sequence[str], analyst: str,
                manifest: Manifest, catalog: Sequence[DatasetEntry],
-               proposal_policy: OutputPolicy | None = None) -> ComputationSpec:
+               proposal_policy: OutputPolicy | None = None, *,
+               evaluation: Mapping[str, Any] | None = None,
+               also_approving: Sequence[str] = ()) -> ComputationSpec:
     """The spec of a proposal: owners and schemas from the catalog, the effective
-    policy, the approvers. Raises a typed error naming the first problem."""
+    policy, the approvers. ``evaluation``: a model evaluation instead of the query
+    (``query`` empty); ``also_approving``: nodes whose approval it needs beyond the
+    owners' (a model's vendor). Raises a typed error naming the first problem."""
     order = {p.name: k for k, p in enumerate(manifest.parties)}
     for recipient in recipients:
         manifest.index(recipient)  # names the parties if unknown
@@ -165,11 +169,14 @@ def build_spec(query: str, datasets: Sequence[str], recipients: Sequence[str], a
             approvers[entry.node] = max(approvers.get(entry.node, 0), entry.rules.approvals)
     for node, count in required_approvers(tables, manifest).items():
         approvers[node] = max(approvers.get(node, 0), count)
+    for node in also_approving:
+        manifest.index(node)
+        approvers[node] = max(approvers.get(node, 0), 1)
     return ComputationSpec(query=query, datasets=tuple(dict.fromkeys(datasets)),
                            consortium=manifest.hash, protocol=manifest.protocol,
                            recipients=tuple(dict.fromkeys(recipients)), analyst=analyst,
                            policy=policy.as_dict(), tables=tables, approvers=approvers,
-                           nonce=secrets.token_hex(16))
+                           nonce=secrets.token_hex(16), evaluation=dict(evaluation or {}))
 
 
 def check_spec(spec: ComputationSpec, manifest: Manifest, me: str,

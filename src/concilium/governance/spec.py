@@ -48,10 +48,17 @@ class ComputationSpec:
     #: random hex from the proposing node, so that the same query proposed again (next
     #: month's report) is a new computation with its own id, approvals and run
     nonce: str = ""
+    #: a model evaluation instead of a query (see :mod:`concilium.evaluation.governed`):
+    #: the model's hash and public shape, the vendor, the dataset's feature and label
+    #: columns, the metrics; what approvers sign with the rest of the spec
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not self.query.strip():
-            raise ConfigurationError("a computation needs a query")
+        if not self.query.strip() and not self.evaluation:
+            raise ConfigurationError("a computation needs a query or a model evaluation")
+        if self.query.strip() and self.evaluation:
+            raise ConfigurationError("a computation is a query or a model evaluation, "
+                                     "not both")
         if not self.datasets:
             raise ConfigurationError("a computation needs at least one dataset")
         if not self.recipients:
@@ -83,7 +90,8 @@ class ComputationSpec:
                 "consortium": self.consortium, "protocol": self.protocol,
                 "recipients": sorted(self.recipients), "analyst": self.analyst,
                 "policy": self.policy, "tables": self.tables, "approvers": self.approvers,
-                **({"nonce": self.nonce} if self.nonce else {})}
+                **({"nonce": self.nonce} if self.nonce else {}),
+                **({"evaluation": self.evaluation} if self.evaluation else {})}
 
     def canonical_json(self) -> bytes:
         return canonical_json(self.as_dict())
@@ -96,12 +104,13 @@ class ComputationSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ComputationSpec:
         try:
-            return cls(query=data["query"], datasets=tuple(data["datasets"]),
+            return cls(query=data.get("query", ""), datasets=tuple(data["datasets"]),
                        consortium=data["consortium"], protocol=data["protocol"],
                        recipients=tuple(data["recipients"]), analyst=data["analyst"],
                        policy=dict(data.get("policy", {})),
                        tables={str(k): dict(v) for k, v in data.get("tables", {}).items()},
                        approvers={str(k): v for k, v in data.get("approvers", {}).items()},
-                       nonce=str(data.get("nonce", "")))
+                       nonce=str(data.get("nonce", "")),
+                       evaluation=dict(data.get("evaluation", {})))
         except (KeyError, TypeError, AttributeError) as error:
             raise ConfigurationError(f"malformed computation spec: {error}") from None

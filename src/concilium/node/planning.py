@@ -19,6 +19,7 @@ from typing import Any
 
 from concilium.data.dataset import Dataset
 from concilium.data.schema import Schema
+from concilium.evaluation.governed import EvaluationPlan, check_evaluation_inputs, plan_evaluation
 from concilium.governance.consortium import Manifest
 from concilium.governance.policy import OutputPolicy
 from concilium.governance.proposal import DatasetEntry, check_spec
@@ -43,7 +44,10 @@ def tables_of(spec: ComputationSpec, manifest: Manifest) -> dict[str, TableEntry
 def plan_spec(spec: ComputationSpec, manifest: Manifest) -> Any:
     """The plan of the spec's query under its effective policy (planning-time rules
     checked: allowed aggregates, columns and recipients, keys, metrics only), and
-    refused if the spec's protocol lacks a capability it needs."""
+    refused if the spec's protocol lacks a capability it needs; for a model
+    evaluation, its checked :class:`~concilium.evaluation.governed.EvaluationPlan`."""
+    if spec.evaluation:
+        return plan_evaluation(spec, manifest)
     policy = OutputPolicy.from_mapping(spec.policy)
     plan = plan_query(spec.query, tables_of(spec, manifest), policy=policy)
     check_policy(plan, policy, spec.recipients)
@@ -72,7 +76,9 @@ def validate(spec: ComputationSpec, manifest: Manifest, me: str,
     check_spec(spec, manifest, me, own)
     plan = plan_spec(spec, manifest)
     mine = own_datasets(spec, me, load)
-    if mine:
+    if mine and isinstance(plan, EvaluationPlan):
+        check_evaluation_inputs(plan, mine)
+    elif mine:
         check_inputs(plan, mine, manifest.index(me))
     return plan
 

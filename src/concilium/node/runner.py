@@ -45,6 +45,8 @@ from concilium.data.dataset import Dataset
 from concilium.data.outside import OutsideParty
 from concilium.data.session import Session
 from concilium.errors import ApprovalMissing, ConciliumError, ConfigurationError, PolicyViolation
+from concilium.evaluation.governed import EvaluationPlan, result_frame, run_evaluation
+from concilium.evaluation.models import Model
 from concilium.governance import audit_events as events
 from concilium.governance.approval import Approval, require_approvals
 from concilium.governance.audit import AuditLog, Checkpoint
@@ -117,13 +119,14 @@ def _abort(log: AuditLog, spec: ComputationSpec, error: ConciliumError) -> None:
 def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable[Approval],
                     manifest: Manifest, datasets: Mapping[str, Dataset], log: AuditLog, *,
                     me: str, own: Sequence[DatasetEntry] = (),
-                    checkpoints: bool = False) -> pd.DataFrame | None:
+                    checkpoints: bool = False,
+                    models: Mapping[str, Model] | None = None) -> pd.DataFrame | None:
     """Check, run and log one computation on this compute party (each calls it).
 
     ``me`` is this node's name, ``own`` its registrations (their rules are checked
-    against the spec), ``datasets`` its own data that the spec uses. With
-    ``checkpoints`` the compute parties co-sign each other's audit checkpoints at the
-    end (and keep them).
+    against the spec), ``datasets`` its own data that the spec uses, ``models`` the
+    models it holds as a vendor (by SHA-256). With ``checkpoints`` the compute
+    parties co-sign each other's audit checkpoints at the end (and keep them).
     """
     approvals = list(approvals)
     _log_proposal(log, spec, approvals)
@@ -133,7 +136,12 @@ def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable
     policy = OutputPolicy.from_mapping(spec.policy)
     try:
         plan = plan_spec(spec, manifest)
-        frame = run_plan(session, plan, datasets, recipients, policy=policy)
+        if isinstance(plan, EvaluationPlan):
+            frame = result_frame(run_evaluation(session, plan, datasets,
+                                                (models or {}).get(plan.model_sha256)),
+                                 session)
+        else:
+            frame = run_plan(session, plan, datasets, recipients, policy=policy)
     except ConciliumError as error:
         _abort(log, spec, error)
         raise

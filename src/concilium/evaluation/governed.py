@@ -1,0 +1,199 @@
+"""A model evaluation as a governed computation: in the spec, checked, run, tabled.
+
+The computation spec's ``evaluation`` section (:func:`evaluation_section`) holds
+what approvers sign besides the datasets, recipients and policy: the model's
+SHA-256 and its public shape (what the shape reveals: layer sizes, number and
+depth of trees, which feature each node tests), the vendor node, the feature
+columns (in the model's order) and the label column of one dataset, and the
+job (metrics, task, calibration bins, decimals). The vendor's approval is
+required as well as the owners'.
+
+:func:`plan_evaluation` is what every node runs on such a spec before it
+approves and again before it shares: the dataset's schema must have every
+feature as a numeric column and the label as a whole-number column (within
+``0..k-1`` for a classifier), the number of features must be the model's, the
+metrics must be aggregate metrics of the model's task, the recipients must be
+allowed by the policy, and the vendor, the owners and the recipients must be
+compute parties (outside parties do not yet take part in evaluations: refused
+here, never skipped). Every refusal is a typed error before anything is shared.
+
+:func:`run_evaluation` runs it on a compute party: each owner (in the spec's
+owner order) inputs its rows and labels, the vendor its model, and the job
+(:func:`concilium.evaluation.job.evaluate`) releases the metrics to the
+recipients as a two-column table (metric, value).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from concilium.data import SecretArray, Session
+from concilium.data.dataset import Dataset
+from concilium.data.schema import ColumnType, Schema
+from concilium.errors import ConfigurationError, DatasetError, ModelError, PolicyViolation
+from concilium.evaluation.inference import share_model
+from concilium.evaluation.job import EvaluationJob, EvaluationResult, evaluate
+from concilium.evaluation.models import Model
+from concilium.governance.consortium import Manifest
+from concilium.governance.policy import OutputPolicy
+from concilium.governance.spec import ComputationSpec
+
+__all__ = ["EvaluationPlan", "check_evaluation_inputs", "evaluation_section", "model_digest",
+           "plan_evaluation", "result_frame", "run_evaluation"]
+
+_NUMERIC = (ColumnType.INT, ColumnType.FIXED, ColumnType.BOOL)
+
+
+def model_digest(content: bytes) -> str:
+    """The model's identity in a spec: SHA-256 of its file's bytes (ONNX or JSON)."""
+    return hashlib.sha256(content).hexdigest()
+
+
+def evaluation_section(model: Model, digest: str, vendor: str, dataset: str,
+                       features: Sequence[str], label: str, job: EvaluationJob
+                       ) -> dict[str, Any]:
+    """The spec's ``evaluation`` section for a proposal."""
+    return {"model": {"sha256": digest, "shape": model.shape()}, "vendor": vendor,
+            "dataset": dataset, "features": list(features), "label": label, **job.as_dict()}
+
+
+@dataclass(frozen=True)
+class EvaluationPlan:
+    """A checked evaluation spec: party indices and the job."""
+
+    dataset: str
+    features: tuple[str, ...]
+    label: str
+    vendor: int
+    owners: tuple[int, ...]
+    recipients: tuple[int, ...]
+    model_sha256: str
+    model_shape: dict[str, Any]
+    job: EvaluationJob
+    policy: OutputPolicy
+
+
+def plan_evaluation(spec: ComputationSpec, manifest: Manifest) -> EvaluationPlan:
+    """Check an evaluation spec against its schema, policy and consortium."""
+    section = spec.evaluation
+    try:
+        shape = dict(section["model"]["shape"])
+        job = EvaluationJob(tuple(section["metrics"]), str(section["task"]),
+                            int(section.get("bins", 10)), int(section.get("decimals", 4)))
+        dataset, label = str(section["dataset"]), str(section["label"])
+        features = tuple(str(f) for f in section["features"])
+        vendor, digest = str(section["vendor"]), str(section["model"]["sha256"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigurationError(f"malformed evaluation in the spec: {error}") from None
+    if spec.datasets != (dataset,):
+        raise ConfigurationError(f"an evaluation uses exactly its dataset {dataset!r}")
+    if shape.get("task") != job.task:
+        raise ModelError(f"the job is for a {job.task} model; the model is a "
+                         f"{shape.get('task')} model")
+    _check_columns(Schema.from_mapping(spec.tables[dataset]["schema"]), features, label,
+                   shape, dataset)
+    policy = OutputPolicy.from_mapping(spec.policy)
+    if policy.allowed_recipients is not None:
+        refused = [r for r in spec.recipients if r.lower() not in policy.allowed_recipients]
+        if refused:
+            raise PolicyViolation(f"the output policy does not allow the recipients {refused}")
+    compute = {i for i, p in enumerate(manifest.parties) if p.is_compute}
+    owners = tuple(manifest.index(o) for o in spec.owners(dataset))
+    recipients = tuple(manifest.index(r) for r in spec.recipients)
+    outside = sorted(manifest.parties[i].name
+                     for i in {manifest.index(vendor), *owners, *recipients} - compute)
+    if outside:
+        raise ConfigurationError(f"{', '.join(outside)} would take part as outside parties; "
+                                 "model evaluations run with the vendor, the owners and the "
+                                 "recipients among the compute parties (for now)")
+    return EvaluationPlan(dataset, features, label, manifest.index(vendor), owners,
+                          recipients, digest, shape, job, policy)
+
+
+def _check_columns(schema: Schema, features: Sequence[str], label: str,
+                   shape: Mapping[str, Any], dataset: str) -> None:
+    """The model's features against the schema: refused before anything is shared."""
+    if len(features) != int(shape["features"]):
+        raise ModelError(f"the model takes {shape['features']} features; the evaluation "
+                         f"names {len(features)} columns of {dataset!r}")
+    if len(set(features)) != len(features) or label in features:
+        raise ModelError("each feature column once, and the label is not a feature")
+    for name in (*features, label):
+        if name not in schema:
+            raise ModelError(f"{dataset!r} has no column {name!r} (columns: "
+                             f"{', '.join(c.name for c in schema.columns)})")
+        column = schema.column(name)
+        if column.type not in _NUMERIC or column.nullable:
+            raise ModelError(f"column {name!r} of {dataset!r} is {column.type.value}"
+                             f"{' and nullable' if column.nullable else ''}; a model's "
+                             "inputs and label are numeric columns without NULLs")
+    target = schema.column(label)
+    if shape["task"] != "regression":
+        classes = 2 if shape["task"] == "binary" else int(shape["outputs"])
+        if target.type == ColumnType.FIXED or target.low is None or target.high is None or (
+                target.low < 0 or target.high > classes - 1):
+            raise ModelError(f"the label {label!r} must be a whole-number column with "
+                             f"bounds within 0..{classes - 1} (the model's classes)")
+
+
+def _rows(plan: EvaluationPlan, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    frame = dataset.table.select([*plan.features, plan.label]).to_pandas()
+    features = frame[list(plan.features)].to_numpy(dtype=np.float64)
+    labels = frame[plan.label].to_numpy()
+    if plan.job.task != "regression":
+        classes = 2 if plan.job.task == "binary" else int(plan.model_shape["outputs"])
+        if not np.all(np.isin(labels, np.arange(classes))):
+            raise DatasetError(f"labels of {plan.dataset!r} ({plan.label}) must be the "
+                               f"model's classes 0..{classes - 1}")
+        return features, labels.astype(np.int64)
+    return features, labels.astype(np.float64)
+
+
+def check_evaluation_inputs(plan: EvaluationPlan, datasets: Mapping[str, Dataset]) -> None:
+    """This owner's rows as the evaluation would share them (labels whole numbers of
+    the model's classes): a problem surfaces before approval, with the run's message."""
+    if plan.dataset in datasets:
+        _rows(plan, datasets[plan.dataset])
+
+
+def run_evaluation(session: Session, plan: EvaluationPlan, datasets: Mapping[str, Dataset],
+                   model: Model | None) -> EvaluationResult | None:
+    """The evaluation on this compute party: ``datasets`` its own data, ``model`` the
+    vendor's model at the vendor (None elsewhere). The result at the recipients."""
+    me = session.party
+    if me == plan.vendor and model is None:
+        raise ModelError(f"this node is the vendor and does not hold the model "
+                         f"{plan.model_sha256[:12]}...; register it with concilium model add")
+    shared = share_model(session, plan.vendor, model if me == plan.vendor else None,
+                         plan.model_shape)
+    parts: list[tuple[SecretArray, SecretArray]] = []
+    for owner in plan.owners:
+        rows = _rows(plan, datasets[plan.dataset]) if owner == me else (None, None)
+        parts.append((session.input(owner, rows[0], fixed=True),
+                      session.input(owner, rows[1], fixed=plan.job.task == "regression")))
+    features = SecretArray.concatenate([p[0] for p in parts], axis=0)
+    target = SecretArray.concatenate([p[1] for p in parts], axis=0)
+    return evaluate(session, shared, features, target, plan.job, plan.policy,
+                    list(plan.recipients))
+
+
+def result_frame(result: EvaluationResult | None, session: Session) -> pd.DataFrame | None:
+    """The result as the node's result table: one row per released metric (its value a
+    number, or a list for the confusion matrix and calibration table), suppressed
+    metrics and bins in ``attrs["suppressed"]`` as queries report cells, and the
+    threat model the metrics were computed under."""
+    if result is None:
+        return None
+    frame = pd.DataFrame({"metric": list(result.metrics),
+                          "value": list(result.metrics.values())})
+    frame.attrs["suppressed"] = [{"group": name, "rule": reason}
+                                 for name, reason in result.suppressed.items()]
+    frame.attrs["rows"] = result.rows
+    frame.attrs["threat_model"] = session.threat_model.as_dict()
+    return frame
