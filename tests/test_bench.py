@@ -175,3 +175,19 @@ def test_the_ot_benchmark_reports_triples_bytes_and_memory() -> None:
     assert 1312 <= triples["bytes_per_triple"] < 1312 + 4200 / 16384 + 0.01
     assert records["fixed_multiply"]["max_error"] < 1e-3  # checked against numpy
     assert records["triples_memory"]["peak_bytes_both_parties"] > 0
+
+
+def test_the_evaluation_benchmark_reports_both_jobs_against_scikit_learn() -> None:
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "evaluation.py"), "--json", "--rows", "300",
+         "--repeats", "1", "--warmup", "0"],
+        capture_output=True, text=True, timeout=600, check=False)
+    assert completed.returncode == 0, completed.stderr
+    records = {r["job"]: r for r in json.loads(completed.stdout)}
+    assert set(records) == {"logistic", "boosting"}
+    for record in records.values():
+        assert record["rows"] == 300 and record["features"] == 30
+        assert record["matches_sklearn"] is True
+        assert record["bytes_per_party_per_row"] * 300 == record["bytes_per_party"]
+        assert record["seconds"] > 0 and record["sklearn_seconds"] > 0
+    assert records["boosting"]["model"] == "tree_ensemble"

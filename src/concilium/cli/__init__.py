@@ -11,6 +11,9 @@
     concilium node start NODE_DIR [--manifest consortium.toml]
     concilium dataset add NAME FILE --schema columns.toml --node NODE_DIR
     concilium propose "SELECT ..." --dataset NAME --recipient NAME --node NODE_DIR
+    concilium model add model.onnx --node VENDOR_NODE_DIR
+    concilium propose --evaluate model.onnx --vendor NAME --dataset NAME --features a,b,c \
+        --label y --metric accuracy --metric roc_auc --recipient NAME --node NODE_DIR
     concilium approve|reject ID --node NODE_DIR
     concilium status [ID] --node NODE_DIR
     concilium retry ID --node NODE_DIR

@@ -15,7 +15,7 @@ from rich.console import Console
 from concilium.errors import ConciliumError, ConfigurationError
 
 __all__ = ["NodeOption", "TokenOption", "app", "console", "errors", "node_client",
-           "friendly", "policy_text", "print_rules", "read_toml"]
+           "friendly", "model_app", "policy_text", "print_rules", "read_toml"]
 
 app = typer.Typer(help="Concilium: governed secure multiparty computation.",
                   no_args_is_help=True, add_completion=False)
@@ -30,6 +30,8 @@ user_app = typer.Typer(help="Manage a node's users.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 dataset_app = typer.Typer(help="Register datasets at a node.", no_args_is_help=True)
 app.add_typer(dataset_app, name="dataset")
+model_app = typer.Typer(help="Register a vendor's models at its node.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 budget_app = typer.Typer(help="Privacy budgets of a node's datasets.", no_args_is_help=True)
 app.add_typer(budget_app, name="budget")
 NodeOption = Annotated[Path, typer.Option("--node", help="The node's directory")]

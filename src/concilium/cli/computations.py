@@ -25,22 +25,45 @@ from concilium.errors import ConfigurationError
 
 @app.command()
 def propose(
-    sql: Annotated[str, typer.Argument(help="The SQL query")],
-    dataset: Annotated[list[str], typer.Option(help="A dataset the query uses")],
     recipient: Annotated[list[str], typer.Option(help="Who receives the result")],
-    node: NodeOption, token: TokenOption = None,
+    node: NodeOption,
+    sql: Annotated[str | None, typer.Argument(help="The SQL query")] = None,
+    dataset: Annotated[list[str] | None, typer.Option(
+        help="A dataset the query uses (with --evaluate: the one dataset scored)")] = None,
+    token: TokenOption = None,
     policy: Annotated[Path | None, typer.Option(
         help="TOML file with a \\[policy] section: your own output policy, added to the "
              "owners' (it can only make it stricter)")] = None,
+    evaluate: Annotated[Path | None, typer.Option(
+        help="A model file (.onnx, or a Concilium .json model) to evaluate instead of a "
+             "query: its hash and public shape go into the proposal; the vendor's node "
+             "must hold the same file (concilium model add)")] = None,
+    vendor: Annotated[str | None, typer.Option(help="With --evaluate: the vendor's node")] = None,
+    features: Annotated[str | None, typer.Option(
+        help="With --evaluate: the feature columns, comma-separated, in the model's order")
+    ] = None,
+    label: Annotated[str | None, typer.Option(help="With --evaluate: the label column")] = None,
+    metric: Annotated[list[str] | None, typer.Option(
+        help="With --evaluate: a metric to release (accuracy, precision, recall, f1, "
+             "confusion_matrix, roc_auc, pr_auc, brier, log_loss, calibration; mse, mae, "
+             "r2 for regressors)")] = None,
 ) -> None:
-    """Propose a computation; prints its id (what approvers approve). The node plans it
-    first: SQL, policies, recipients and value ranges that cannot work are refused
+    """Propose a computation (a query, or with --evaluate a model evaluation); prints its
+    id (what approvers approve). The node plans it first: SQL, models that do not fit
+    the schema, policies, recipients and value ranges that cannot work are refused
     before anyone is asked to approve."""
     with friendly():
         rules = read_toml(policy, "policy") if policy is not None else {}
-        answer = node_client(node, token).request("POST", "/computations", json={
-            "query": sql, "datasets": dataset, "recipients": recipient,
-            "policy": rules.get("policy", rules)})
+        body: dict[str, Any] = {"recipients": recipient, "policy": rules.get("policy", rules)}
+        if evaluate is not None:
+            body["evaluation"] = _evaluation(evaluate, vendor, dataset or [], features, label,
+                                             metric or [])
+        elif sql is None:
+            raise ConfigurationError("give the SQL query, or --evaluate MODEL for a model "
+                                     "evaluation")
+        else:
+            body.update(query=sql, datasets=dataset or [])
+        answer = node_client(node, token).request("POST", "/computations", json=body)
     console.print(answer["id"], highlight=False)
     errors.print(f"effective policy: {policy_text(answer['policy'])}; approvers: "
                  + ", ".join(f"{n} ({k})" for n, k in sorted(answer["approvers"].items())),
@@ -48,6 +71,31 @@ def propose(
     if answer.get("unreachable"):
         errors.print(f"not reached (they will not see it yet): "
                      f"{', '.join(answer['unreachable'])}", highlight=False)
+
+
+def _evaluation(path: Path, vendor: str | None, datasets: list[str], features: str | None,
+                label: str | None, metrics: list[str]) -> dict[str, Any]:
+    """The proposal's evaluation: the model file's hash and shape (read here, on the
+    proposer's machine; its numbers are not sent), and the job."""
+    from concilium.evaluation.governed import model_digest
+    from concilium.evaluation.models import load_model
+
+    missing = [name for name, value in (("--vendor", vendor), ("--features", features),
+                                        ("--label", label)) if not value]
+    if missing or len(datasets) != 1 or not metrics:
+        raise ConfigurationError("--evaluate needs --vendor, one --dataset, --features, "
+                                 "--label and at least one --metric"
+                                 + (f" (missing {', '.join(missing)})" if missing else ""))
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        raise ConfigurationError(f"cannot read the model {path}: {error}") from None
+    model = load_model(content, path.name)
+    assert features is not None
+    return {"model": {"sha256": model_digest(content), "shape": model.shape()},
+            "vendor": vendor, "dataset": datasets[0],
+            "features": [f.strip() for f in features.split(",") if f.strip()],
+            "label": label, "metrics": metrics, "task": model.task}
 
 
 def _decide(identifier: str, decision: str, comment: str, node: Path,

@@ -17,6 +17,7 @@ from concilium.cli.common import (
     console,
     dataset_app,
     friendly,
+    model_app,
     node_client,
     policy_text,
     print_rules,
@@ -81,6 +82,21 @@ def dataset_add(
             "schema": columns, "rules": rules})
     console.print(f"registered {answer['name']}: {answer['rows']} rows checked", highlight=False)
     print_rules(answer["rules"])
+
+
+@model_app.command("add", help="Register a model file on this (vendor) node: parsed and "
+                               "checked (ONNX operators against the whitelist); its numbers "
+                               "stay here, proposals carry its hash and public shape.")
+def model_add(
+    file: Annotated[Path, typer.Argument(help="An .onnx file or a Concilium .json model")],
+    node: NodeOption, token: TokenOption = None,
+) -> None:
+    with friendly():
+        answer = node_client(node, token).request("POST", "/models",
+                                                  json={"path": str(file.resolve())})
+    console.print(f"registered {answer['file']}: sha256 {answer['sha256']}", highlight=False)
+    shape = {k: v for k, v in answer["shape"].items() if k != "node_features"}
+    console.print(f"public shape: {shape}", highlight=False, markup=False)
 
 
 @dataset_app.command("policy", help="Change a dataset's output policy and approval rule "

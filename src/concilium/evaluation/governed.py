@@ -44,8 +44,9 @@ from concilium.governance.consortium import Manifest
 from concilium.governance.policy import OutputPolicy
 from concilium.governance.spec import ComputationSpec
 
-__all__ = ["EvaluationPlan", "check_evaluation_inputs", "evaluation_section", "model_digest",
-           "plan_evaluation", "result_frame", "run_evaluation"]
+__all__ = ["EvaluationPlan", "check_evaluation_inputs", "describe_evaluation",
+           "evaluation_request", "evaluation_section", "model_digest", "plan_evaluation",
+           "result_frame", "run_evaluation"]
 
 _NUMERIC = (ColumnType.INT, ColumnType.FIXED, ColumnType.BOOL)
 
@@ -61,6 +62,22 @@ def evaluation_section(model: Model, digest: str, vendor: str, dataset: str,
     """The spec's ``evaluation`` section for a proposal."""
     return {"model": {"sha256": digest, "shape": model.shape()}, "vendor": vendor,
             "dataset": dataset, "features": list(features), "label": label, **job.as_dict()}
+
+
+def evaluation_request(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A proposal's evaluation (from the API or a job file) as the spec's section, its
+    job checked (only aggregate metrics of the model's task)."""
+    try:
+        digest, shape = str(body["model"]["sha256"]), dict(body["model"]["shape"])
+        model = {"sha256": digest, "shape": shape}
+        job = EvaluationJob(tuple(body["metrics"]), str(body.get("task", shape["task"])),
+                            int(body.get("bins", 10)), int(body.get("decimals", 4)))
+        return {"model": model, "vendor": str(body["vendor"]), "dataset": str(body["dataset"]),
+                "features": [str(f) for f in body["features"]], "label": str(body["label"]),
+                **job.as_dict()}
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigurationError(f"an evaluation names model {{sha256, shape}}, vendor, "
+                                 f"dataset, features, label and metrics: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -153,6 +170,28 @@ def _rows(plan: EvaluationPlan, dataset: Dataset) -> tuple[np.ndarray, np.ndarra
                                f"model's classes 0..{classes - 1}")
         return features, labels.astype(np.int64)
     return features, labels.astype(np.float64)
+
+
+def describe_evaluation(plan: EvaluationPlan, names: Mapping[int, str]) -> str:
+    """What approvers read: the model, what its shape reveals, the data, the release."""
+    shape = dict(plan.model_shape)
+    shown = {k: v for k, v in shape.items() if k != "node_features"}
+    reveals = ("layer sizes and activations" if shape["model"] == "neural_network" else
+               "the number of trees, their depth, and which feature each node tests"
+               if shape["model"] == "tree_ensemble" else "the number of features and outputs")
+    policy = plan.policy
+    return "\n".join([
+        f"evaluate model sha256:{plan.model_sha256[:16]}... of {names[plan.vendor]} "
+        f"({', '.join(f'{k}={v}' for k, v in shown.items())})",
+        f"  its shape reveals {reveals}; its weights, thresholds and leaf values stay "
+        "secret-shared",
+        f"  on {plan.dataset} held by {', '.join(names[o] for o in plan.owners)}: features "
+        f"{', '.join(plan.features)}; label {plan.label}",
+        f"  releases only {', '.join(plan.job.metrics)} to "
+        f"{', '.join(names[r] for r in plan.recipients)}",
+        f"  policy in MPC: every class needs {policy.min_cohort} rows (and every calibration "
+        f"bin), counts rounded to {policy.rounding or 1}, ratios to {plan.job.decimals} "
+        "decimals; nothing per record is opened"])
 
 
 def check_evaluation_inputs(plan: EvaluationPlan, datasets: Mapping[str, Dataset]) -> None:

@@ -33,8 +33,8 @@ import numpy.typing as npt
 
 from concilium.errors import ModelError, UnsupportedModel
 
-__all__ = ["DenseLayer", "LinearModel", "Model", "NeuralNetwork", "Task", "TreeEnsemble",
-           "from_sklearn"]
+__all__ = ["JSON_FORMAT", "DenseLayer", "LinearModel", "Model", "NeuralNetwork", "Task",
+           "TreeEnsemble", "from_sklearn", "load_model", "model_from_json", "model_to_json"]
 
 Task = Literal["binary", "multiclass", "regression"]
 Link = Literal["identity", "logistic", "softmax"]
@@ -271,3 +271,75 @@ def _boosting_base(model: Any, outputs: int) -> FloatArray:
         return np.zeros(outputs)
     probe = np.zeros((1, int(model.n_features_in_)))
     return np.asarray(model._raw_predict_init(probe), dtype=np.float64).reshape(-1)
+
+
+#: The format tag of a model saved by :func:`model_to_json`.
+JSON_FORMAT = "concilium-model/v1"
+
+
+def model_to_json(model: Model) -> bytes:
+    """A model as a JSON file (numbers as lists): what a vendor keeps at its node when
+    its model is not in ONNX. Canonical, so the same model has the same SHA-256."""
+    import json
+
+    def listed(value: Any) -> Any:
+        return value.tolist() if isinstance(value, np.ndarray) else value
+
+    if isinstance(model, LinearModel):
+        body: dict[str, Any] = {"kind": "linear", "weights": listed(model.weights),
+                                "intercepts": listed(model.intercepts), "link": model.link}
+    elif isinstance(model, NeuralNetwork):
+        body = {"kind": "neural_network",
+                "layers": [{"weights": listed(layer.weights), "biases": listed(layer.biases),
+                            "activation": layer.activation} for layer in model.layers]}
+    else:
+        body = {"kind": "tree_ensemble", "node_features": listed(model.node_features),
+                "thresholds": listed(model.thresholds), "leaves": listed(model.leaves),
+                "base": listed(model.base), "aggregate": model.aggregate,
+                "link": model.link, "features": model.features}
+    body.update(format=JSON_FORMAT, classes=list(model.classes))
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def model_from_json(content: bytes) -> Model:
+    """The model of a file written by :func:`model_to_json`; ModelError if malformed."""
+    import json
+
+    try:
+        body = json.loads(content)
+        if body.get("format") != JSON_FORMAT:
+            raise ModelError(f"not a Concilium model file (format {body.get('format')!r}, "
+                             f"expected {JSON_FORMAT!r})")
+        classes = tuple(int(c) for c in body["classes"])
+
+        def floats(value: Any) -> FloatArray:
+            array = np.asarray(value, dtype=np.float64)
+            if not np.all(np.isfinite(array)):
+                raise ModelError("a model's numbers must be finite")
+            return array
+
+        kind = body["kind"]
+        if kind == "linear":
+            return LinearModel(floats(body["weights"]), floats(body["intercepts"]),
+                               body["link"], classes)
+        if kind == "neural_network":
+            return NeuralNetwork(tuple(DenseLayer(floats(layer["weights"]),
+                                                  floats(layer["biases"]), layer["activation"])
+                                       for layer in body["layers"]), classes)
+        if kind == "tree_ensemble":
+            return TreeEnsemble(np.asarray(body["node_features"], dtype=np.int64),
+                                floats(body["thresholds"]), floats(body["leaves"]),
+                                floats(body["base"]), body["aggregate"], body["link"],
+                                int(body["features"]), classes)
+        raise ModelError(f"unknown model kind {kind!r}")
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ModelError(f"malformed model file: {error}") from None
+
+
+def load_model(content: bytes, name: str = "model") -> Model:
+    """A model from a file's bytes: ONNX (``.onnx``) or a Concilium JSON model."""
+    if name.endswith(".onnx"):
+        from concilium.evaluation.onnx_import import from_onnx
+
+        return from_onnx(content)
+    return model_from_json(content)

@@ -32,6 +32,7 @@ from concilium.net.tls_channel import TlsChannel
 from concilium.node import privacy
 from concilium.node.control import all_approved, ask, load_dataset, own_entries
 from concilium.node.launcher import endpoints
+from concilium.node.models import held_models
 from concilium.node.planning import participants
 from concilium.node.runner import run_computation, run_outside
 
@@ -180,8 +181,11 @@ def _job(context: Any, identifier: str) -> None:
         datasets = privacy.with_releases(context, datasets)
         if me in compute:
             session = Session(backend.create_backend(channel, compute))
+            vendor = spec.evaluation.get("vendor") if spec.evaluation else None
             frame = run_computation(session, spec, approvals, manifest, datasets,
-                                    context.audit, me=context.name, own=own, checkpoints=True)
+                                    context.audit, me=context.name, own=own, checkpoints=True,
+                                    models=held_models(context) if vendor == context.name
+                                    else None)
         else:
             frame = run_outside(OutsideParty(channel, compute, protocol=backend.name), spec,
                                 approvals, manifest, datasets, context.audit,

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from concilium.errors import AccessDenied, ApprovalMissing, BudgetExhausted, ConciliumError
+from concilium.evaluation.governed import EvaluationPlan, describe_evaluation, evaluation_request
 from concilium.governance import audit_events as events
 from concilium.governance.approval import Approval, sign_approval
 from concilium.governance.policy import OutputPolicy
@@ -29,10 +30,13 @@ router = APIRouter(tags=["computations"])
 
 
 class ProposalIn(BaseModel):
-    query: str
-    datasets: list[str]
+    query: str = ""
+    datasets: list[str] = []
     recipients: list[str]
     policy: dict[str, Any] = {}  # the analyst's own output policy; owners' rules add to it
+    #: a model evaluation instead of a query: model {sha256, shape}, vendor, dataset,
+    #: features, label, metrics, task, bins, decimals
+    evaluation: dict[str, Any] | None = None
 
 
 class DecisionIn(BaseModel):
@@ -58,9 +62,16 @@ def propose(context: NodeContext, body: ProposalIn, user: User) -> dict[str, Any
         raise ApprovalMissing("this node has no consortium manifest; start it with "
                               "--manifest to propose computations")
     control.publish_catalog(context)  # the owners' current schemas and rules
-    spec = build_spec(body.query, body.datasets, body.recipients, user.name,
-                      context.manifest, control.catalog(context),
-                      OutputPolicy.from_mapping(body.policy))
+    if body.evaluation is not None:
+        section = evaluation_request(body.evaluation)
+        spec = build_spec("", [section["dataset"]], body.recipients, user.name,
+                          context.manifest, control.catalog(context),
+                          OutputPolicy.from_mapping(body.policy), evaluation=section,
+                          also_approving=(section["vendor"],))
+    else:
+        spec = build_spec(body.query, body.datasets, body.recipients, user.name,
+                          context.manifest, control.catalog(context),
+                          OutputPolicy.from_mapping(body.policy))
     validate_here(context, spec)  # refused here, with the run's own message, before signing
     record = context.store.add_computation(spec)
     context.audit.record(events.Proposal(spec.computation_id, spec.as_dict(),
@@ -97,6 +108,8 @@ def _explained(context: NodeContext, spec: ComputationSpec) -> str | None:
         plan = plan_spec(spec, manifest)
     except ConciliumError as error:
         return f"cannot be planned: {error}"
+    if isinstance(plan, EvaluationPlan):
+        return describe_evaluation(plan, {i: p.name for i, p in enumerate(manifest.parties)})
     return explain(plan, {i: p.name for i, p in enumerate(manifest.parties)},
                    [manifest.index(r) for r in spec.recipients])
 

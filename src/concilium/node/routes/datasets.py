@@ -17,6 +17,7 @@ from concilium.governance.spec import canonical_json
 from concilium.governance.users import User
 from concilium.node import control
 from concilium.node.context import NodeContext
+from concilium.node.models import register_model
 from concilium.node.routes.common import Caller, Context
 
 __all__ = ["budget_status", "change_rules", "list_datasets", "register_dataset", "router"]
@@ -101,6 +102,13 @@ def budget_status(context: NodeContext, name: str) -> dict[str, Any]:
 @router.get("/datasets/{name}/budget")
 def budget_route(name: str, context: Context, user: Caller) -> dict[str, Any]:
     return budget_status(context, name)
+
+
+@router.post("/models", status_code=201)
+def model_route(body: dict[str, Any], context: Context, user: Caller) -> dict[str, Any]:
+    """A vendor registers a model file on this node's host (admins)."""
+    context.users.require(user, "register_dataset")
+    return register_model(context, str(body.get("path", "")))
 
 
 @router.get("/catalog")
