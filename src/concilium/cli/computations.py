@@ -78,7 +78,7 @@ def _evaluation(path: Path, vendor: str | None, datasets: list[str], features: s
     """The proposal's evaluation: the model file's hash and shape (read here, on the
     proposer's machine; its numbers are not sent), and the job."""
     from concilium.evaluation.governed import model_digest
-    from concilium.evaluation.models import load_model
+    from concilium.evaluation.model_files import load_model
 
     missing = [name for name, value in (("--vendor", vendor), ("--features", features),
                                         ("--label", label)) if not value]

@@ -9,6 +9,7 @@ is: numbers and a shape, from scikit-learn), :mod:`~concilium.evaluation.onnx_im
 :mod:`~concilium.evaluation.governed` (an evaluation as a governed computation).
 """
 
+from concilium.evaluation.model_files import load_model
 from concilium.evaluation.models import (
     DenseLayer,
     LinearModel,
@@ -16,7 +17,6 @@ from concilium.evaluation.models import (
     NeuralNetwork,
     TreeEnsemble,
     from_sklearn,
-    load_model,
     model_from_json,
     model_to_json,
 )

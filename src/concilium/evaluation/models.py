@@ -34,7 +34,7 @@ import numpy.typing as npt
 from concilium.errors import ModelError, UnsupportedModel
 
 __all__ = ["JSON_FORMAT", "DenseLayer", "LinearModel", "Model", "NeuralNetwork", "Task",
-           "TreeEnsemble", "from_sklearn", "load_model", "model_from_json", "model_to_json"]
+           "TreeEnsemble", "from_sklearn", "model_from_json", "model_to_json"]
 
 Task = Literal["binary", "multiclass", "regression"]
 Link = Literal["identity", "logistic", "softmax"]
@@ -335,11 +335,3 @@ def model_from_json(content: bytes) -> Model:
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise ModelError(f"malformed model file: {error}") from None
 
-
-def load_model(content: bytes, name: str = "model") -> Model:
-    """A model from a file's bytes: ONNX (``.onnx``) or a Concilium JSON model."""
-    if name.endswith(".onnx"):
-        from concilium.evaluation.onnx_import import from_onnx
-
-        return from_onnx(content)
-    return model_from_json(content)

@@ -10,7 +10,8 @@ from typing import Any
 
 from concilium.errors import InputError, ModelError
 from concilium.evaluation.governed import model_digest
-from concilium.evaluation.models import Model, load_model
+from concilium.evaluation.model_files import load_model
+from concilium.evaluation.models import Model
 
 __all__ = ["held_models", "models_directory", "register_model"]
 
