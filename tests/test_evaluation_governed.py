@@ -25,6 +25,7 @@ from concilium.governance.policy import OutputPolicy
 from concilium.governance.proposal import DatasetEntry, DatasetRules, build_spec
 from concilium.node.runner import run_computation
 from concilium.testing import run_parties
+from tests.test_governed_runs import _entries
 
 NAMES = ("hospital-a", "hospital-b", "hospital-c")
 VENDOR = "hospital-c"
@@ -108,14 +109,6 @@ def test_a_governed_evaluation_releases_the_approved_metrics_only(
                      "input_commitment", "policy_decision", "result", "run_end"]
     signing = {p.name: p.signing_key for p in manifest.parties}
     assert verify_log(tmp_path / "audit-2.sqlite", signing) == 8  # the vendor has no input
-
-
-def _entries(path: Path, keys: dict, name: str = "hospital-a") -> list:
-    log = AuditLog(path, name, keys[name])
-    try:
-        return log.entries()
-    finally:
-        log.close()
 
 
 def test_a_model_that_does_not_fit_the_schema_is_refused_before_sharing(
