@@ -59,7 +59,7 @@ QUERIES = ("SELECT COUNT(*) AS n FROM admissions",
 #: every operation of the OpenAPI document (a test keeps this list complete)
 OPERATIONS = (
     "GET /health", "GET /datasets", "POST /datasets", "PUT /datasets/{name}/rules",
-    "GET /datasets/{name}/budget",
+    "GET /datasets/{name}/budget", "POST /models",
     "GET /catalog", "POST /computations", "GET /computations", "GET /outbox",
     "GET /computations/{identifier}", "POST /computations/{identifier}/approve",
     "POST /computations/{identifier}/reject", "POST /computations/{identifier}/retry",

@@ -13,7 +13,10 @@ from concilium.evaluation.governed import model_digest
 from concilium.evaluation.model_files import load_model
 from concilium.evaluation.models import Model
 
-__all__ = ["held_models", "models_directory", "register_model"]
+__all__ = ["MAXIMUM_MODEL_BYTES", "held_models", "models_directory", "register_model"]
+
+#: Larger files are refused (the models this evaluates are far smaller).
+MAXIMUM_MODEL_BYTES = 256 << 20
 
 
 def models_directory(context: Any) -> Path:
@@ -26,9 +29,14 @@ def register_model(context: Any, path: str) -> dict[str, Any]:
     public shape (what a proposal shows approvers)."""
     source = Path(path)
     try:
+        if not source.is_file():
+            raise InputError(f"the model file {path!r} is not a file on this node's host")
+        if source.stat().st_size > MAXIMUM_MODEL_BYTES:
+            raise InputError(f"the model file {path!r} is larger than "
+                             f"{MAXIMUM_MODEL_BYTES >> 20} MiB")
         content = source.read_bytes()
-    except OSError as error:
-        raise InputError(f"cannot read the model file {path}: {error}") from None
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read the model file {path!r}: {error}") from None
     suffix = ".onnx" if source.suffix == ".onnx" else ".json"
     model = load_model(content, source.name)
     digest = model_digest(content)
