@@ -13,14 +13,19 @@ KEYS = {"op", "n", "protocol", "transport", "parties", "seconds", "numpy_seconds
         "bytes_per_party"}
 
 
-def test_engine_benchmark_emits_the_documented_records() -> None:
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "engine.py"), "--json", "--sizes", "1500",
-         "--repeats", "1", "--warmup", "0", "--ops", "mul_int,mul_fxp,mul_fxp_reliable"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
+def _records(script: str, *options: str, timeout: float = 300) -> list[dict[str, Any]]:
+    """The JSON records of ``bench/<script> --json <options>``; it must exit cleanly."""
+    completed = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--json",
+                                *options], capture_output=True, text=True, timeout=timeout,
+                               check=False)
     assert completed.returncode == 0, completed.stderr
-    records = {r["op"]: r for r in json.loads(completed.stdout)}
+    return list(json.loads(completed.stdout))
+
+
+def test_engine_benchmark_emits_the_documented_records() -> None:
+    records = {r["op"]: r for r in _records("engine.py", "--sizes", "1500", "--repeats", "1",
+                                            "--warmup", "0", "--ops",
+                                            "mul_int,mul_fxp,mul_fxp_reliable")}
     assert set(records) == {"mul_int", "mul_fxp", "mul_fxp_reliable"}
     for record in records.values():
         assert set(record) >= KEYS
@@ -37,13 +42,8 @@ def test_engine_benchmark_emits_the_documented_records() -> None:
 
 def test_operations_benchmark_emits_engine_records_with_adder_counts() -> None:
     ops = "lt,eq,div_fxp,sigmoid,sort,shuffle"
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "ops.py"), "--json", "--sizes", "512",
-         "--repeats", "1", "--warmup", "0", "--ops", ops],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
-    records = {r["op"]: r for r in json.loads(completed.stdout)}
+    records = {r["op"]: r for r in _records("ops.py", "--sizes", "512", "--repeats", "1",
+                                            "--warmup", "0", "--ops", ops)}
     assert set(records) == set(ops.split(","))
     for record in records.values():
         assert set(record) >= KEYS and record["n"] == 512 and record["seconds"] > 0
@@ -56,11 +56,7 @@ def test_operations_benchmark_emits_engine_records_with_adder_counts() -> None:
 
 
 def test_query_benchmark_emits_records_with_a_duckdb_baseline() -> None:
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "queries.py"), "--json", "--rows", "2000",
-         "--repeats", "1"], capture_output=True, text=True, timeout=300, check=False)
-    assert completed.returncode == 0, completed.stderr
-    records = {r["op"]: r for r in json.loads(completed.stdout)}
+    records = {r["op"]: r for r in _records("queries.py", "--rows", "2000", "--repeats", "1")}
     assert set(records) == {"grouped_avg_count", "grouped_stats", "median", "join_count",
                             "grouped_join", "sum_money", "count_all"}
     for record in records.values():
@@ -71,12 +67,7 @@ def test_query_benchmark_emits_records_with_a_duckdb_baseline() -> None:
 
 def _queries(*options: str) -> list[dict[str, Any]]:
     """bench/queries.py's JSON records, on 2,000 rows per owner, one repeat."""
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "queries.py"), "--json", "--rows", "2000",
-         "--repeats", "1", *options], capture_output=True, text=True, timeout=300,
-        check=False)
-    assert completed.returncode == 0, completed.stderr
-    return list(json.loads(completed.stdout))
+    return _records("queries.py", "--rows", "2000", "--repeats", "1", *options)
 
 
 def test_noise_costs_at_most_one_round_and_16_bytes_per_released_cell() -> None:
@@ -97,13 +88,8 @@ def test_the_differencing_benchmark_reports_what_the_check_adds() -> None:
 
 
 def test_transport_benchmark_measures_every_layer_against_memory() -> None:
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "transport.py"), "--json", "--sizes", "1500",
-         "--repeats", "1", "--warmup", "0"],
-        capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
-    records = {r["transport"]: r for r in json.loads(completed.stdout)}
+    records = {r["transport"]: r for r in _records("transport.py", "--sizes", "1500",
+                                                   "--repeats", "1", "--warmup", "0")}
     assert list(records) == ["memory", "tcp", "tcp+sha256", "tls-no-transcript", "tls"]
     memory = records["memory"]["seconds"]
     for record in records.values():
@@ -124,11 +110,7 @@ def test_transport_benchmark_refuses_an_unknown_variant() -> None:
 
 
 def test_concurrency_benchmark_runs_computations_one_after_another_and_at_once() -> None:
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "concurrency.py"), "--json", "--computations",
-         "2"], capture_output=True, text=True, timeout=300, check=False)
-    assert completed.returncode == 0, completed.stderr
-    (record,) = json.loads(completed.stdout)
+    (record,) = _records("concurrency.py", "--computations", "2")
     assert record["op"] == "concurrent_computations" and record["n"] == 2
     assert record["sequential_seconds"] > 0 and record["concurrent_seconds"] > 0
     assert record["concurrent_over_sequential"] == (
@@ -136,11 +118,7 @@ def test_concurrency_benchmark_runs_computations_one_after_another_and_at_once()
 
 
 def test_memory_benchmark_samples_every_node_after_the_baseline_and_at_the_end() -> None:
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "memory.py"), "--json", "--computations", "21",
-         "--baseline", "5"], capture_output=True, text=True, timeout=300, check=False)
-    assert completed.returncode == 0, completed.stderr
-    (record,) = json.loads(completed.stdout)
+    (record,) = _records("memory.py", "--computations", "21", "--baseline", "5")
     assert set(record) >= {"op", "n", "parties", "protocol", "transport", "seconds"}
     assert record["op"] == "node_memory" and record["n"] == 21 and record["parties"] == 3
     assert record["completed"] == 21 and record["baseline_after"] == 5 and record["seconds"] > 0
@@ -157,12 +135,8 @@ def test_memory_benchmark_samples_every_node_after_the_baseline_and_at_the_end()
 
 
 def test_the_ot_benchmark_reports_triples_bytes_and_memory() -> None:
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "ot.py"), "--json", "--triples", "16384",
-         "--repeats", "1", "--memory-triples", "20000"],
-        capture_output=True, text=True, timeout=300, check=False)
-    assert completed.returncode == 0, completed.stderr
-    records = {r["op"]: r for r in json.loads(completed.stdout)}
+    records = {r["op"]: r for r in _records("ot.py", "--triples", "16384", "--repeats", "1",
+                                            "--memory-triples", "20000")}
     assert set(records) == {"triples", "and_triples", "fixed_multiply", "triples_memory",
                             "backend_multiply", "backend_less"}
     assert records["backend_less"]["max_error"] == 0  # every comparison right
@@ -178,12 +152,8 @@ def test_the_ot_benchmark_reports_triples_bytes_and_memory() -> None:
 
 
 def test_the_evaluation_benchmark_reports_both_jobs_against_scikit_learn() -> None:
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "evaluation.py"), "--json", "--rows", "300",
-         "--repeats", "1", "--warmup", "0"],
-        capture_output=True, text=True, timeout=600, check=False)
-    assert completed.returncode == 0, completed.stderr
-    records = {r["job"]: r for r in json.loads(completed.stdout)}
+    records = {r["job"]: r for r in _records("evaluation.py", "--rows", "300", "--repeats",
+                                             "1", "--warmup", "0", timeout=600)}
     assert set(records) == {"logistic", "boosting"}
     for record in records.values():
         assert record["rows"] == 300 and record["features"] == 30
