@@ -45,7 +45,7 @@ from concilium.governance.policy import OutputPolicy
 from concilium.query import rows as rows_module
 from concilium.query.aggregates import BY_NAME, PARTIAL, ROWS, ROWS_KEY, count_of
 from concilium.query.catalog import TableEntry
-from concilium.query.differencing import check_difference, difference_inputs
+from concilium.query.differencing import check_difference, difference_inputs, predicate_of
 from concilium.query.expressions import GROUP_SQL
 from concilium.query.finish import Format, Outcome, finish
 from concilium.query.local import run_local
@@ -122,7 +122,7 @@ class AggregatePlan(QueryPlan):
             return
         dataset = _dataset(party, datasets, self.query.table)
         if self.min_difference:
-            yield from difference_inputs(self, dataset)
+            yield from difference_inputs(predicate_of(self.query), dataset)
         integers, reals = local_statistics(self, dataset)
         yield integers, False
         if self.fixed_statistics:
@@ -147,7 +147,8 @@ class AggregatePlan(QueryPlan):
             to: Sequence[int] | None, policy: OutputPolicy) -> pd.DataFrame | None:
         dataset = datasets.get(self.query.table)
         if self.min_difference:
-            check_difference(session, self, self.entry.owners, dataset, self.min_difference)
+            check_difference(session, predicate_of(self.query), self.entry.owners, dataset,
+                             self.min_difference)
         combined = Combined(session, self.ranges, _input_statistics(session, self, dataset))
         if self.noise is not None:  # from here on, every statistic is noisy
             totals = {s.key: combined.total(s.key) for s in self.noise.statistics}

@@ -81,22 +81,24 @@ def _counts(dataset: Dataset, predicate: str,
                     dtype=np.int64)
 
 
-def difference_inputs(plan: Any, dataset: Dataset) -> Iterator[tuple[np.ndarray, bool]]:
-    """What an owner shares for the check, in order: its counts, then the releases'
-    identifiers."""
+def difference_inputs(predicate: str, dataset: Dataset) -> Iterator[tuple[np.ndarray, bool]]:
+    """What an owner shares for the check of a release over the rows ``predicate``
+    selects (DuckDB SQL, :func:`predicate_of`), in order: its counts, then the
+    releases' identifiers."""
     releases = list(dataset.releases)
-    yield _counts(dataset, predicate_of(plan.query), releases), False
+    yield _counts(dataset, predicate, releases), False
     yield np.array([release_number(c) for c, _ in releases], dtype=np.int64), False
 
 
-def check_difference(session: Session, plan: Any, owners: Sequence[int],
+def check_difference(session: Session, predicate: str, owners: Sequence[int],
                      dataset: Dataset | None, minimum: int) -> None:
-    """Steps 1 to 4 on this compute party; raises PolicyViolation on every party
-    when the query is within ``minimum`` rows of an earlier release.
+    """Steps 1 to 4 on this compute party for a release over the rows ``predicate``
+    selects; raises PolicyViolation on every party when those rows are within
+    ``minimum`` rows of an earlier release's.
 
     Reveals: the releases' identifiers; one bit."""
-    mine = list(difference_inputs(plan, dataset)) if session.party in owners and dataset \
-        else None
+    mine = list(difference_inputs(predicate, dataset)) if session.party in owners and \
+        dataset else None
     counts: list[SecretArray] = []
     numbers: list[np.ndarray] = []
     for owner in owners:
