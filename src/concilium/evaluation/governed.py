@@ -12,15 +12,18 @@ required as well as the owners'.
 approves and again before it shares: the dataset's schema must have every
 feature as a numeric column and the label as a whole-number column (within
 ``0..k-1`` for a classifier), the number of features must be the model's, the
-metrics must be aggregate metrics of the model's task, the recipients must be
-allowed by the policy, and the vendor, the owners and the recipients must be
+metrics must be aggregate metrics of the model's task, and every rule of the
+effective output policy must be enforceable on the job
+(:mod:`concilium.evaluation.policy`: recipients, columns, aggregates, dominance,
+``dp``). The vendor, the owners and the recipients must be
 compute parties (outside parties do not yet take part in evaluations: refused
 here, never skipped). Every refusal is a typed error before anything is shared.
 
 :func:`run_evaluation` runs it on a compute party: each owner (in the spec's
 owner order) inputs its rows and labels, the vendor its model, and the job
 (:func:`concilium.evaluation.job.evaluate`) releases the metrics to the
-recipients as a two-column table (metric, value).
+recipients as a two-column table (metric, value). Under ``min_difference`` the
+differencing check runs first, before the model or any row is shared.
 """
 
 from __future__ import annotations
@@ -36,13 +39,16 @@ import pandas as pd
 from concilium.data import SecretArray, Session
 from concilium.data.dataset import Dataset
 from concilium.data.schema import ColumnType, Schema
-from concilium.errors import ConfigurationError, DatasetError, ModelError, PolicyViolation
+from concilium.errors import ConfigurationError, DatasetError, ModelError
 from concilium.evaluation.inference import share_model
 from concilium.evaluation.job import EvaluationJob, EvaluationResult, evaluate
 from concilium.evaluation.models import Model
+from concilium.evaluation.noise import evaluation_noise
+from concilium.evaluation.policy import check_evaluation_policy
 from concilium.governance.consortium import Manifest
 from concilium.governance.policy import OutputPolicy
 from concilium.governance.spec import ComputationSpec
+from concilium.query.differencing import check_difference
 
 __all__ = ["EvaluationPlan", "check_evaluation_inputs", "describe_evaluation",
            "evaluation_request", "evaluation_section", "model_digest", "plan_evaluation",
@@ -116,10 +122,9 @@ def plan_evaluation(spec: ComputationSpec, manifest: Manifest) -> EvaluationPlan
     _check_columns(Schema.from_mapping(spec.tables[dataset]["schema"]), features, label,
                    shape, dataset)
     policy = OutputPolicy.from_mapping(spec.policy)
-    if policy.allowed_recipients is not None:
-        refused = [r for r in spec.recipients if r.lower() not in policy.allowed_recipients]
-        if refused:
-            raise PolicyViolation(f"the output policy does not allow the recipients {refused}")
+    check_evaluation_policy(job.metrics, (*features, label), spec.recipients, policy)
+    if policy.dp_rho is not None:
+        evaluation_noise(job.metrics, policy.dp_rho)
     compute = {i for i, p in enumerate(manifest.parties) if p.is_compute}
     owners = tuple(manifest.index(o) for o in spec.owners(dataset))
     recipients = tuple(manifest.index(r) for r in spec.recipients)
@@ -180,7 +185,7 @@ def describe_evaluation(plan: EvaluationPlan, names: Mapping[int, str]) -> str:
                "the number of trees, their depth, and which feature each node tests"
                if shape["model"] == "tree_ensemble" else "the number of features and outputs")
     policy = plan.policy
-    return "\n".join([
+    lines = [
         f"evaluate model sha256:{plan.model_sha256[:16]}... of {names[plan.vendor]} "
         f"({', '.join(f'{k}={v}' for k, v in shown.items())})",
         f"  its shape reveals {reveals}; its weights, thresholds and leaf values stay "
@@ -190,8 +195,19 @@ def describe_evaluation(plan: EvaluationPlan, names: Mapping[int, str]) -> str:
         f"  releases only {', '.join(plan.job.metrics)} to "
         f"{', '.join(names[r] for r in plan.recipients)}",
         f"  policy in MPC: every class needs {policy.min_cohort} rows (and every calibration "
-        f"bin), counts rounded to {policy.rounding or 1}, ratios to {plan.job.decimals} "
-        "decimals; nothing per record is opened"])
+        f"bin, and both score bands beside a released ROC point), counts rounded to "
+        f"{policy.rounding or 1}, ratios to {plan.job.decimals} decimals; nothing per "
+        "record is opened"]
+    if policy.min_difference:
+        lines.append(f"  differencing check first: refused if every row of {plan.dataset} "
+                     f"is within {policy.min_difference} rows of an earlier release's rows")
+    if policy.dp_rho is not None:
+        noise = evaluation_noise(plan.job.metrics, policy.dp_rho)
+        lines.append("  " + noise.describe().replace("this query", "this evaluation")
+                     .replace("\n", "\n  "))
+        lines.append("  every released value is computed from the noisy counts; the row "
+                     "count is not released")
+    return "\n".join(lines)
 
 
 def check_evaluation_inputs(plan: EvaluationPlan, datasets: Mapping[str, Dataset]) -> None:
@@ -209,6 +225,9 @@ def run_evaluation(session: Session, plan: EvaluationPlan, datasets: Mapping[str
     if me == plan.vendor and model is None:
         raise ModelError(f"this node is the vendor and does not hold the model "
                          f"{plan.model_sha256[:12]}...; register it with concilium model add")
+    if plan.policy.min_difference:  # every row of the dataset: the predicate TRUE
+        check_difference(session, "TRUE", plan.owners, datasets.get(plan.dataset),
+                         plan.policy.min_difference)
     shared = share_model(session, plan.vendor, model if me == plan.vendor else None,
                          plan.model_shape)
     parts: list[tuple[SecretArray, SecretArray]] = []
@@ -235,4 +254,6 @@ def result_frame(result: EvaluationResult | None, session: Session) -> pd.DataFr
                                  for name, reason in result.suppressed.items()]
     frame.attrs["rows"] = result.rows
     frame.attrs["threat_model"] = session.threat_model.as_dict()
+    if result.privacy is not None:
+        frame.attrs["privacy"] = result.privacy
     return frame

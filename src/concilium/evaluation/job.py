@@ -6,12 +6,21 @@ Every compute party runs the same steps; nothing is opened before step 4:
 1. the model on the rows (:func:`~concilium.evaluation.inference.predict`);
 2. the metrics on secret shares (:mod:`~concilium.evaluation.metrics`), and the
    counts the policy needs: rows per class, rows per calibration bin;
-3. the policy, inside MPC: each class count and each calibration bin's count is
-   compared with the policy's ``min_cohort`` and only the comparison's bit is
-   opened. A class below the minimum suppresses every metric (each one of them
-   depends on every class); a bin below it suppresses that bin. Released counts
-   (confusion-matrix cells, bin counts) are rounded on shares to the policy's
-   ``rounding``, ratios to ``10^-decimals`` (:func:`~concilium.query.rules.round_to`);
+3. the policy, inside MPC (:mod:`concilium.evaluation.policy` says which rule
+   applies how). Each class count, each calibration bin's count and each score
+   band's count (the rows between two thresholds of the ROC curve) is compared
+   with the policy's ``min_cohort``, and only the comparison's bit is opened.
+   - A class below the minimum suppresses every metric, since each one depends
+     on every class.
+   - A bin below the minimum suppresses that bin.
+   - A point of the ROC curve is released only if both bands beside it meet the
+     minimum. Then the rows between any two released points (and between a point
+     and the curve's ends) are at least ``min_cohort``.
+   - Released counts (confusion-matrix cells, bin counts) are rounded on shares to
+     the policy's ``rounding``, ratios to ``10^-decimals``
+     (:func:`~concilium.query.rules.round_to`).
+   - Under ``dp`` the counts are noisy (:mod:`concilium.evaluation.noise`) before
+     any of this, and every check and ratio reads the noisy counts;
 4. the released metrics are opened to the recipients.
 
 Only aggregate metrics exist here: a job names metrics from
@@ -36,13 +45,29 @@ from concilium.data import SecretArray, Session
 from concilium.errors import ModelError, PolicyViolation
 from concilium.evaluation import metrics as measures
 from concilium.evaluation.inference import Prediction, SharedModel, predict
+from concilium.evaluation.noise import (
+    CONFUSION,
+    SCORE_BANDS,
+    count_bound,
+    evaluation_noise,
+    noisy_histograms,
+    privacy_report,
+)
+from concilium.evaluation.policy import check_evaluation_policy
 from concilium.governance.policy import OutputPolicy
+from concilium.query.privacy import NoisePlan
 from concilium.query.rules import round_to
 
-__all__ = ["COUNT_METRICS", "EvaluationJob", "EvaluationResult", "evaluate"]
+__all__ = ["BINARY_METRICS", "COUNT_METRICS", "EvaluationJob", "EvaluationResult",
+           "curve_thresholds", "evaluate"]
 
 #: Metrics whose values are counts (rounded to the policy's ``rounding``).
 COUNT_METRICS = frozenset({"confusion_matrix"})
+#: A binary classifier's metrics: :data:`~concilium.evaluation.metrics.CLASSIFICATION_METRICS`
+#: and ``roc_curve`` (false and true positive rates at ``bins - 1`` probability thresholds).
+BINARY_METRICS = (*measures.CLASSIFICATION_METRICS, "roc_curve")
+_KNOWN = {"binary": BINARY_METRICS, "multiclass": measures.MULTICLASS_METRICS,
+          "regression": measures.REGRESSION_METRICS}
 _PROBABILITY_METRICS = frozenset({"brier", "log_loss", "calibration"})
 
 
@@ -57,10 +82,9 @@ class EvaluationJob:
     decimals: int = 4
 
     def __post_init__(self) -> None:
-        known = (measures.REGRESSION_METRICS if self.task == "regression"
-                 else measures.CLASSIFICATION_METRICS)
-        if self.task not in ("binary", "multiclass", "regression"):
+        if self.task not in _KNOWN:
             raise ModelError(f"unknown task {self.task!r}: binary, multiclass or regression")
+        known = _KNOWN[self.task]
         if not self.metrics:
             raise PolicyViolation("an evaluation job must name the metrics it releases")
         wrong = [name for name in self.metrics if name not in known]
@@ -73,6 +97,9 @@ class EvaluationJob:
             raise PolicyViolation("a metric is named twice")
         if not 1 <= self.bins <= 100 or not 0 <= self.decimals <= 6:
             raise ModelError("calibration needs 1 to 100 bins and rounding 0 to 6 decimals")
+        if "roc_curve" in self.metrics and self.bins < 2:
+            raise ModelError("roc_curve needs bins >= 2 (its points are at the bins - 1 "
+                             "probability thresholds between bins)")
 
     def as_dict(self) -> dict[str, Any]:
         """For the computation spec: what approvers sign."""
@@ -83,22 +110,29 @@ class EvaluationJob:
 @dataclass(frozen=True)
 class EvaluationResult:
     """What a recipient gets: the released metrics (floats, or nested lists for the
-    confusion matrix and calibration table, where a suppressed bin is None) and,
-    for each suppressed metric or bin, why."""
+    confusion matrix and calibration table, where a suppressed bin is None, and
+    ``[threshold, false positive rate, true positive rate]`` per released point of
+    the ROC curve) and, for each suppressed metric, bin or point, why. ``rows``
+    is the number of rows evaluated, None under ``dp`` (not released then);
+    ``privacy`` describes the noise under ``dp``."""
 
     task: str
-    rows: int
+    rows: int | None
     metrics: dict[str, Any]
     suppressed: dict[str, str] = field(default_factory=dict)
+    privacy: dict[str, Any] | None = None
 
 
 def evaluate(session: Session, model: SharedModel, features: SecretArray, target: SecretArray,
              job: EvaluationJob, policy: OutputPolicy,
              recipients: Sequence[int] | None = None) -> EvaluationResult | None:
     """Run the job; the result at the recipients (all compute parties by default),
-    None at the other parties."""
+    None at the other parties. A rule of ``policy`` the job breaks or that cannot
+    be enforced on it raises PolicyViolation before the model runs."""
     if job.task != model.task:
         raise ModelError(f"the job is for a {job.task} model, the model is {model.task}")
+    check_evaluation_policy(job.metrics, (), (), policy)
+    noise = None if policy.dp_rho is None else evaluation_noise(job.metrics, policy.dp_rho)
     rows = int(features.shape[0])
     prediction = predict(model, features)
     if job.task == "regression":
@@ -107,33 +141,113 @@ def evaluate(session: Session, model: SharedModel, features: SecretArray, target
         if rows < policy.min_cohort:
             return _suppressed_everything(job, rows, recipients, session,
                                           f"{rows} rows, fewer than {policy.min_cohort}")
-        return _release(session, job, rows, values, {}, policy, recipients,
-                        np.zeros(0, dtype=bool))
+        return _release(session, job, _Released(rows, dict(values)), policy, recipients)
     classes = 2 if job.task == "binary" else int(prediction.decision.shape[1])
-    counts = measures.class_counts(target, classes)
-    small = _below(counts, policy.min_cohort)
+    if noise is not None:
+        return _noisy(session, prediction, target, job, classes, noise, policy, recipients)
+    small = _below(measures.class_counts(target, classes), policy.min_cohort)
     if small.any():
-        return _suppressed_everything(
-            job, rows, recipients, session,
-            f"class {int(np.flatnonzero(small)[0])} has fewer than {policy.min_cohort} rows")
-    values = _classification(prediction, target, job, classes)
-    small_bins = np.zeros(job.bins, dtype=bool)
-    if "calibration" in values:
-        small_bins = _below(values["calibration"][:, 0], policy.min_cohort)
-    hidden = {f"calibration bin {k}": f"fewer than {policy.min_cohort} rows"
-              for k in np.flatnonzero(small_bins)}
-    return _release(session, job, rows, values, hidden, policy, recipients, small_bins)
+        return _suppressed_everything(job, rows, recipients, session, _small_class(small,
+                                                                                   policy))
+    standard = tuple(name for name in job.metrics if name != "roc_curve")
+    released = _Released(rows, _classification(prediction, target, job, standard, classes)
+                        if standard else {})
+    if "calibration" in released.values:
+        small_bins = _below(released.values["calibration"][:, 0], policy.min_cohort)
+        released.small_bins = small_bins
+        released.hidden.update({f"calibration bin {k}": f"fewer than {policy.min_cohort} rows"
+                                for k in np.flatnonzero(small_bins)})
+    if "roc_curve" in job.metrics:
+        histogram = measures.score_histogram(target, prediction.decision,
+                                             curve_thresholds(prediction, job.bins))
+        _curve(released, histogram, rows, job, policy)
+    return _release(session, job, released, policy, recipients)
+
+
+@dataclass
+class _Released:
+    """The secret values a job will open, and what the policy already decided."""
+
+    rows: int | None
+    values: dict[str, Any]
+    hidden: dict[str, str] = field(default_factory=dict)
+    small_bins: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    curve_points: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
+    privacy: dict[str, Any] | None = None
+
+
+def curve_thresholds(prediction: Prediction, bins: int) -> np.ndarray:
+    """The ROC curve's thresholds on the decision's scale: the probabilities ``1 /
+    bins, ..., (bins - 1) / bins`` (the calibration bins' inner edges), as logits
+    for a logistic model (the link is monotone: no sigmoid is computed)."""
+    edges = np.linspace(0.0, 1.0, bins + 1)[1:-1]
+    return np.log(edges / (1.0 - edges)) if prediction.link == "logistic" else edges
+
+
+def _curve(released: _Released, histogram: SecretArray, bound: int, job: EvaluationJob,
+           policy: OutputPolicy) -> None:
+    """The ROC curve's points, and which of them the band minimum lets out.
+    Reveals: one bit per band (below the minimum or not), to every compute party."""
+    small = _below(histogram.sum(axis=1), policy.min_cohort)
+    keep = np.flatnonzero(~small[:-1] & ~small[1:])  # point j sits between bands j, j + 1
+    edges = np.linspace(0.0, 1.0, job.bins + 1)[1:-1]
+    for index in np.flatnonzero(small[:-1] | small[1:]):
+        released.hidden[f"roc_curve point at p > {edges[index]:g}"] = (
+            f"a band beside it has fewer than {policy.min_cohort} rows")
+    released.values["roc_curve"] = measures.roc_points(histogram, count_bound=bound)
+    released.curve_points = keep
+
+
+def _noisy(session: Session, prediction: Prediction, target: SecretArray, job: EvaluationJob,
+           classes: int, noise: NoisePlan, policy: OutputPolicy,
+           recipients: Sequence[int] | None) -> EvaluationResult | None:
+    """The job under ``dp``: noisy histograms first, then everything from them."""
+    rows = int(target.shape[0])
+    keys = {s.key for s in noise.statistics}
+    histograms: dict[Any, SecretArray] = {}
+    if CONFUSION in keys:
+        histograms[CONFUSION] = _classification(prediction, target, job, ("confusion_matrix",),
+                                                classes)["confusion_matrix"]
+    if SCORE_BANDS in keys:
+        histograms[SCORE_BANDS] = measures.score_histogram(
+            target, prediction.decision, curve_thresholds(prediction, job.bins))
+    noisy = noisy_histograms(session, noise, histograms)
+    cells = max(int(np.prod(h.shape)) for h in histograms.values())
+    bound = count_bound(noise, rows, session.threat_model, cells)
+    counts = (noisy[CONFUSION].sum(axis=1) if CONFUSION in noisy
+              else noisy[SCORE_BANDS].sum(axis=0))
+    small = _below(counts, policy.min_cohort)
+    report = privacy_report(noise, session.threat_model)
+    if small.any():
+        result = _suppressed_everything(job, None, recipients, session,
+                                        _small_class(small, policy) + " (noisy count)")
+        return None if result is None else EvaluationResult(
+            result.task, None, {}, result.suppressed, report)
+    released = _Released(None, {}, privacy=report)
+    if CONFUSION in noisy:
+        confusion = noisy[CONFUSION]
+        released.values["confusion_matrix"] = confusion
+        if set(job.metrics) & set(measures.MULTICLASS_METRICS) - {"confusion_matrix"}:
+            released.values.update(measures.confusion_ratios(
+                confusion, binary=job.task == "binary", count_bound=bound))
+    if SCORE_BANDS in noisy:
+        _curve(released, noisy[SCORE_BANDS], bound, job, policy)
+    return _release(session, job, released, policy, recipients)
+
+
+def _small_class(small: np.ndarray, policy: OutputPolicy) -> str:
+    return f"class {int(np.flatnonzero(small)[0])} has fewer than {policy.min_cohort} rows"
 
 
 def _classification(prediction: Prediction, target: SecretArray, job: EvaluationJob,
-                    classes: int) -> dict[str, Any]:
+                    metrics: Sequence[str], classes: int) -> dict[str, Any]:
     if job.task == "binary":
-        needs_probability = bool(_PROBABILITY_METRICS & set(job.metrics))
+        needs_probability = bool(_PROBABILITY_METRICS & set(metrics))
         return dict(measures.binary_metrics(
-            target, job.metrics, decision=prediction.decision, threshold=prediction.threshold,
+            target, metrics, decision=prediction.decision, threshold=prediction.threshold,
             probability=prediction.probability() if needs_probability else None,
             bins=job.bins))
-    return dict(measures.multiclass_metrics(target, job.metrics,
+    return dict(measures.multiclass_metrics(target, metrics,
                                             predicted=prediction.predicted_class(),
                                             classes=classes))
 
@@ -146,23 +260,38 @@ def _below(counts: SecretArray, minimum: int) -> np.ndarray:
     return np.asarray((counts < minimum).reveal(), dtype=bool).reshape(counts.shape)
 
 
-def _release(session: Session, job: EvaluationJob, rows: int, values: dict[str, Any],
-             hidden: dict[str, str], policy: OutputPolicy, recipients: Sequence[int] | None,
-             small_bins: np.ndarray) -> EvaluationResult | None:
+def _release(session: Session, job: EvaluationJob, released: _Released, policy: OutputPolicy,
+             recipients: Sequence[int] | None) -> EvaluationResult | None:
     """Round on shares, open what the policy releases. Reveals: the released metrics."""
-    released: dict[str, Any] = {}
+    opened: dict[str, Any] = {}
     for name in job.metrics:
-        value = values[name]
+        value = released.values[name]
         if name == "calibration":
-            released[name] = _calibration(value, small_bins, job, policy, recipients)
+            opened[name] = _calibration(value, released.small_bins, job, policy, recipients)
             continue
         step = policy.rounding if name in COUNT_METRICS else 10.0 ** -job.decimals
         rounded = value if step is None else round_to(value, step)
-        released[name] = rounded.reveal(recipients)
+        if name == "roc_curve":
+            opened[name] = _points(rounded, released.curve_points, job, recipients)
+            continue
+        opened[name] = rounded.reveal(recipients)
     if recipients is not None and session.party not in recipients:
         return None
-    return EvaluationResult(job.task, rows, {k: _plain(v) for k, v in released.items()},
-                            hidden)
+    return EvaluationResult(job.task, released.rows, {k: _plain(v) for k, v in opened.items()},
+                            released.hidden, released.privacy)
+
+
+def _points(rates: SecretArray, keep: np.ndarray, job: EvaluationJob,
+            recipients: Sequence[int] | None) -> Any:
+    """The released points ``[threshold, fpr, tpr]``. Reveals: those points."""
+    if keep.size == 0:
+        return []
+    opened = rates[keep].reveal(recipients)
+    if opened is None:
+        return None
+    edges = np.linspace(0.0, 1.0, job.bins + 1)[1:-1]
+    return [[float(edges[j]), float(opened[k][0]), float(opened[k][1])]
+            for k, j in enumerate(keep)]
 
 
 def _calibration(table: SecretArray, below: np.ndarray, job: EvaluationJob,
@@ -184,7 +313,7 @@ def _calibration(table: SecretArray, below: np.ndarray, job: EvaluationJob,
     return out
 
 
-def _suppressed_everything(job: EvaluationJob, rows: int, recipients: Sequence[int] | None,
+def _suppressed_everything(job: EvaluationJob, rows: int | None, recipients: Sequence[int] | None,
                            session: Session, reason: str) -> EvaluationResult | None:
     if recipients is not None and session.party not in recipients:
         return None

@@ -65,7 +65,8 @@ from concilium.ops.count_division import divide_by_count, fits
 from concilium.ring.arithmetic import RING_DTYPE
 
 __all__ = ["CLASSIFICATION_METRICS", "MULTICLASS_METRICS", "REGRESSION_METRICS",
-           "binary_metrics", "class_counts", "multiclass_metrics", "regression_metrics"]
+           "binary_metrics", "class_counts", "confusion_ratios", "multiclass_metrics",
+           "regression_metrics", "roc_points", "score_histogram"]
 
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "confusion_matrix",
                           "roc_auc", "pr_auc", "brier", "log_loss", "calibration")
@@ -75,6 +76,7 @@ REGRESSION_METRICS = ("mse", "mae", "r2")
 
 _COUNTING = frozenset({"accuracy", "precision", "recall", "f1", "confusion_matrix"})
 _RATIOS = frozenset({"accuracy", "precision", "recall", "f1"})
+_RATIO_NAMES = ("accuracy", "precision", "recall", "f1")
 _RANKING = frozenset({"roc_auc", "pr_auc"})
 _NEEDS_PROBABILITY = ("brier", "log_loss", "calibration")
 _EXTRA_BITS = 8  # fraction bits kept beyond f in quotients, rounded off at the end
@@ -283,18 +285,87 @@ def _counting(y: SecretArray, positives: SecretArray, score: SecretArray, thresh
     true_negative = rows - positives - predicted_positive + true_positive
     false_positive = predicted_positive - true_positive
     false_negative = positives - true_positive
-    results = {"confusion_matrix": SecretArray.stack(
-        [true_negative, false_positive, false_negative, true_positive]).reshape(2, 2)}
+    confusion = SecretArray.stack(
+        [true_negative, false_positive, false_negative, true_positive]).reshape(2, 2)
+    results = {"confusion_matrix": confusion}
     if _RATIOS.intersection(wanted):
-        numerators = SecretArray.stack([true_positive + true_negative, true_positive,
-                                        true_positive, 2 * true_positive])
-        counts = SecretArray.stack([y.session.constant(rows), predicted_positive, positives,
-                                    positives + predicted_positive])
-        ratios = _settle(_quotient(numerators, counts, count_bound=2 * rows,
-                                   quotient_bound=1.0))
-        for index, name in enumerate(("accuracy", "precision", "recall", "f1")):
-            results[name] = ratios[index]
+        results.update(confusion_ratios(confusion, binary=True, count_bound=rows))
     return results
+
+
+def confusion_ratios(confusion: SecretArray, *, binary: bool, count_bound: int
+                     ) -> dict[str, SecretArray]:
+    """``accuracy``, ``precision``, ``recall`` and ``f1`` from a secret integer
+    confusion matrix (rows the true class, columns the predicted one) whose entries
+    are at least 0 and sum to at most ``count_bound``: an exact one, or a noisy one
+    under differential privacy (:mod:`concilium.evaluation.noise`).
+
+    ``binary``: the ratios of class 1 (scikit-learn's ``pos_label=1``); otherwise
+    macro averages over every class, a class with a zero denominator counting 0.
+    One division of the counts (about 43 rounds). Reveals: nothing."""
+    classes = confusion.shape[0]
+    diagonal = confusion[np.arange(classes), np.arange(classes)]
+    true_counts = confusion.sum(axis=1)
+    predicted_counts = confusion.sum(axis=0)
+    total = true_counts.sum()
+    if binary:
+        hits = diagonal[1]
+        numerators = SecretArray.stack([diagonal.sum(), hits, hits, 2 * hits])
+        counts = SecretArray.stack([total, predicted_counts[1], true_counts[1],
+                                    true_counts[1] + predicted_counts[1]])
+        ratios = _settle(_quotient(numerators, counts, count_bound=2 * count_bound,
+                                   quotient_bound=1.0))
+        return {name: ratios[index] for index, name in enumerate(_RATIO_NAMES)}
+    numerators = SecretArray.concatenate([diagonal.sum().reshape(1), diagonal, diagonal,
+                                          2 * diagonal], axis=0)
+    # dividing by classes * count makes each macro average a plain sum
+    counts = SecretArray.concatenate(
+        [total.reshape(1), classes * predicted_counts, classes * true_counts,
+         classes * (true_counts + predicted_counts)], axis=0)
+    ratios = _quotient(numerators, counts, count_bound=2 * count_bound * classes,
+                       quotient_bound=1.0)
+    parts = [ratios[:1].sum()] + [ratios[1 + k * classes:1 + (k + 1) * classes].sum()
+                                  for k in range(3)]
+    settled = _settle(SecretArray.stack(parts))
+    return {name: settled[index] for index, name in enumerate(_RATIO_NAMES)}
+
+
+def score_histogram(labels: SecretArray, decision: SecretArray, thresholds: np.ndarray
+                    ) -> SecretArray:
+    """Secret integer counts ``(k + 1, 2)`` of rows per score band and true class
+    (columns: class 0, class 1), for ``k`` increasing public ``thresholds`` on the
+    decision's scale: band 0 holds ``decision <= t_1``, band ``j`` holds ``t_j <
+    decision <= t_(j+1)``, band ``k`` holds ``decision > t_k`` (exactly, for the
+    stored fixed-point value). What :func:`roc_points` and a policy's band minimum
+    read. Cost: ``k`` comparisons per row, one matrix product. Reveals: nothing."""
+    y = _column(labels, "labels", integer=True)
+    rows = y.shape[0]
+    _check_rows(rows)
+    score = _column(decision, "decision", rows)
+    edges = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if edges.size == 0 or not np.all(np.diff(edges) > 0) or not np.all(np.isfinite(edges)):
+        raise ConfigurationError("score bands need at least one threshold, finite and "
+                                 "increasing")
+    above = _above(score.reshape(rows, 1), edges.reshape(1, -1))  # (rows, k)
+    membership = SecretArray.concatenate(
+        [1 - above[:, :1], above[:, :-1] - above[:, 1:], above[:, -1:]], axis=1)
+    return membership.T @ SecretArray.stack([1 - y, y], axis=1)
+
+
+def roc_points(histogram: SecretArray, *, count_bound: int) -> SecretArray:
+    """Fixed point ``(k, 2)``: ``[false positive rate, true positive rate]`` at each of
+    the ``k`` thresholds of a :func:`score_histogram` (rows scoring above the
+    threshold among the negatives and among the positives), from counts at least 0
+    whose class totals are at most ``count_bound``. These are the points of
+    ``sklearn.metrics.roc_curve`` at those thresholds; a class without rows gives
+    rates of 0. One division of ``2 k`` values. Reveals: nothing."""
+    bands = histogram.shape[0]
+    # above[j] = sum of bands j + 1 .. k: a public 0/1 matrix, applied locally
+    upper = np.triu(np.ones((bands - 1, bands), dtype=np.int64), k=1)
+    above = (histogram.reshape(1, bands, 2) * upper.reshape(bands - 1, bands, 1)).sum(axis=1)
+    totals = histogram.sum(axis=0).reshape(1, 2)
+    counts = SecretArray.concatenate([totals] * (bands - 1), axis=0)
+    return _settle(_quotient(above, counts, count_bound=count_bound, quotient_bound=1.0))
 
 
 def _ranking(y: SecretArray, positives: SecretArray, score: SecretArray,
@@ -416,24 +487,9 @@ def multiclass_metrics(labels: SecretArray, names: Sequence[str], *, predicted: 
         raise ShapeMismatch(f"predicted must have shape {(rows, classes)} (rows, classes), "
                             f"got {predicted.shape}")
     confusion = _one_hot(y, classes).T @ predicted
-    diagonal = confusion[np.arange(classes), np.arange(classes)]
     results = {"confusion_matrix": confusion}
     if _RATIOS.intersection(wanted):
-        true_counts = confusion.sum(axis=1)
-        predicted_counts = predicted.sum(axis=0)
-        numerators = SecretArray.concatenate([diagonal.sum().reshape(1), diagonal, diagonal,
-                                              2 * diagonal], axis=0)
-        # dividing by classes * count makes each macro average a plain sum
-        counts = SecretArray.concatenate(
-            [y.session.constant([rows]), classes * predicted_counts, classes * true_counts,
-             classes * (true_counts + predicted_counts)], axis=0)
-        ratios = _quotient(numerators, counts, count_bound=2 * rows * classes,
-                           quotient_bound=1.0)
-        parts = [ratios[:1].sum()] + [ratios[1 + k * classes:1 + (k + 1) * classes].sum()
-                                      for k in range(3)]
-        settled = _settle(SecretArray.stack(parts))
-        for index, name in enumerate(("accuracy", "precision", "recall", "f1")):
-            results[name] = settled[index]
+        results.update(confusion_ratios(confusion, binary=False, count_bound=rows))
     return {name: results[name] for name in wanted}
 
 
