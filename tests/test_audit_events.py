@@ -22,7 +22,7 @@ def _documented() -> dict[str, list[str]]:
     for line in (ROOT / "docs" / "audit.md").read_text().splitlines():
         match = re.match(r"\| `([a-z_]+)` \| (.+?) \|", line)
         if match:
-            table[match.group(1)] = re.findall(r"`([a-z_]+)`", match.group(2))
+            table[match.group(1)] = re.findall(r"`([a-z0-9_]+)`", match.group(2))
     return table
 
 

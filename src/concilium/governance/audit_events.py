@@ -20,7 +20,8 @@ from concilium.errors import AuditError
 
 __all__ = ["EVENTS", "Abort", "Approval", "AuditAlert", "AuditEvent", "BudgetCharge",
            "BudgetRefund", "DatasetRegistered",
-           "DatasetRulesChanged", "Delivery", "InputCommitment", "PolicyDecision", "Proposal",
+           "DatasetRulesChanged", "Delivery", "InputCommitment", "ModelRegistered",
+           "PolicyDecision", "Proposal",
            "Refusal", "Result", "Retry", "RunEnd", "RunStart", "event_from_entry"]
 
 
@@ -170,6 +171,18 @@ class DatasetRegistered(AuditEvent):
 
 
 @dataclass(frozen=True)
+class ModelRegistered(AuditEvent):
+    """A vendor's model registered at this node: its file's SHA-256 (what specs name and
+    approvers sign), the file's name, the public shape, and who registered it."""
+
+    KIND: ClassVar[str] = "model_registered"
+    sha256: str
+    file: str
+    shape: Mapping[str, Any]
+    by: str
+
+
+@dataclass(frozen=True)
 class DatasetRulesChanged(AuditEvent):
     """An owner's rules for a dataset changed, by whom, from what to what."""
 
@@ -219,8 +232,8 @@ class BudgetRefund(AuditEvent):
 #: every kind, by its name
 EVENTS: dict[str, type[AuditEvent]] = {event.KIND: event for event in (
     Proposal, Approval, Refusal, RunStart, InputCommitment, PolicyDecision, Result, RunEnd,
-    Abort, Delivery, Retry, DatasetRegistered, DatasetRulesChanged, AuditAlert, BudgetCharge,
-    BudgetRefund)}
+    Abort, Delivery, Retry, DatasetRegistered, ModelRegistered, DatasetRulesChanged,
+    AuditAlert, BudgetCharge, BudgetRefund)}
 
 
 def event_from_entry(kind: str, body: Mapping[str, Any]) -> AuditEvent:

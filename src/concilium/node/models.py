@@ -12,6 +12,7 @@ from concilium.errors import InputError, ModelError
 from concilium.evaluation.governed import model_digest
 from concilium.evaluation.model_files import load_model
 from concilium.evaluation.models import Model
+from concilium.governance import audit_events as events
 
 __all__ = ["MAXIMUM_MODEL_BYTES", "held_models", "models_directory", "register_model"]
 
@@ -24,9 +25,10 @@ def models_directory(context: Any) -> Path:
     return Path(context.audit_path).parent / "models"
 
 
-def register_model(context: Any, path: str) -> dict[str, Any]:
-    """Check a model file (parsed, whitelisted operators) and keep a copy; its hash and
-    public shape (what a proposal shows approvers)."""
+def register_model(context: Any, path: str, by: str) -> dict[str, Any]:
+    """Check a model file (parsed, whitelisted operators), keep a copy and log it
+    (``model_registered``, by user ``by``); its hash and public shape (what a proposal
+    shows approvers)."""
     source = Path(path)
     try:
         if not source.is_file():
@@ -47,7 +49,9 @@ def register_model(context: Any, path: str) -> dict[str, Any]:
         partial = target.with_suffix(".partial")
         partial.write_bytes(content)
         partial.replace(target)
-    return {"sha256": digest, "shape": model.shape(), "file": source.name}
+    shape = model.shape()
+    context.audit.record(events.ModelRegistered(digest, source.name, shape, by))
+    return {"sha256": digest, "shape": shape, "file": source.name}
 
 
 def held_models(context: Any) -> dict[str, Model]:

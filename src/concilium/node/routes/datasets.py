@@ -108,7 +108,7 @@ def budget_route(name: str, context: Context, user: Caller) -> dict[str, Any]:
 def model_route(body: dict[str, Any], context: Context, user: Caller) -> dict[str, Any]:
     """A vendor registers a model file on this node's host (admins)."""
     context.users.require(user, "register_dataset")
-    return register_model(context, str(body.get("path", "")))
+    return register_model(context, str(body.get("path", "")), user.name)
 
 
 @router.get("/catalog")
