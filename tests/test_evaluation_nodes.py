@@ -33,7 +33,7 @@ RULES = {"policy": {"min_cohort": 20}}
 PUBLIC, HOSPITAL_A, HOSPITAL_B = FRAME[:200], FRAME[200:380], FRAME[380:]
 MODEL = GradientBoostingClassifier(n_estimators=10, max_depth=3, random_state=0).fit(
     PUBLIC[FEATURES].to_numpy(), PUBLIC["malignant"])
-METRICS = ("accuracy", "confusion_matrix", "roc_auc")
+METRICS = ("accuracy", "confusion_matrix", "roc_auc", "roc_curve")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_a_vendor_model_is_evaluated_over_tls_and_only_metrics_released(
     identifier = proposal.split()[0]
     shown = consortium.status("hospital-b", identifier)
     assert shown is not None and shown["approvers"] == {name: 1 for name in NAMES}
-    assert "releases only accuracy, confusion_matrix, roc_auc" in shown["plan"]
+    assert "releases only accuracy, confusion_matrix, roc_auc, roc_curve" in shown["plan"]
     assert "which feature each node tests" in shown["plan"]
     consortium.approve(identifier)
     consortium.wait([identifier], timeout=300)
@@ -83,8 +83,21 @@ def test_a_vendor_model_is_evaluated_over_tls_and_only_metrics_released(
     assert released["roc_auc"] == pytest.approx(roc_auc_score(
         rows["malignant"], MODEL.decision_function(rows[FEATURES].to_numpy())), abs=1e-4)
     assert result["threat_model"]["protocol"] == "rep3"
+    probability = MODEL.predict_proba(rows[FEATURES].to_numpy())[:, 1]
+    for threshold, fpr, tpr in released["roc_curve"]:  # points beside bands of >= 10 rows
+        above = probability > threshold
+        negatives, positives = rows["malignant"] == 0, rows["malignant"] == 1
+        assert fpr == pytest.approx(above[negatives].mean(), abs=2 / negatives.sum())
+        assert tpr == pytest.approx(above[positives].mean(), abs=2 / positives.sum())
     printed = _cli(consortium, "hospital-a", "analyst", "result", identifier)
     assert "roc_auc" in printed and "confusion_matrix" in printed
+    assert "ROC curve (the released points)" in printed
+    assert "true positive rate (up) against false positive rate (across)" in printed
+    logged = [entry for entry in consortium.client("vendor", "admin").request(
+        "GET", "/audit/entries") if entry["kind"] == "model_registered"]
+    digest = registered.split("sha256 ")[1].split()[0]
+    assert [entry["body"]["sha256"] for entry in logged] == [digest]
+    assert logged[0]["body"]["by"] == "admin" and logged[0]["body"]["file"] == "model.onnx"
     signing = {p.name: p.signing_key for p in load_manifest(consortium.manifest_path).parties}
     for name in NAMES:
         assert verify_log(consortium.dirs[name] / "audit.sqlite", signing) > 0

@@ -277,7 +277,13 @@ def result(identifier: Annotated[str, typer.Argument(help="Computation id")],
                      f"{privacy['rho']:g} (epsilon {privacy['epsilon']:.3g} at delta "
                      f"{privacy['delta']:g}); each noisy value +- its 95% interval",
                      highlight=False, markup=False)
+        for statistic in privacy.get("statistics", []) if not privacy.get("columns") else []:
+            if "interval95" in statistic:  # an evaluation: noise per histogram cell
+                errors.print(f"  {statistic['statistic']}: each cell +- "
+                             f"{statistic['interval95']:.3g} (95%)", highlight=False,
+                             markup=False)
         answer = _with_intervals(answer, privacy, csv=format == "csv")
+    curve = _roc_points(answer)
     if format == "csv":
         import csv
         import io
@@ -292,7 +298,29 @@ def result(identifier: Annotated[str, typer.Argument(help="Computation id")],
     columns, rows = _with_suppressed(answer, "suppressed")
     table = Table(*columns)
     for row in rows:
-        table.add_row(*("-" if v is None else str(v) for v in row))
+        shown = row
+        if curve is not None and row[:1] == ["roc_curve"]:
+            shown = [row[0], f"{len(curve)} points, drawn below", *row[2:]]
+        table.add_row(*("-" if v is None else str(v) for v in shown))
     console.print(table)
+    if curve:
+        from concilium.cli.charts import roc_chart
+
+        points = Table("threshold (p >)", "false positive rate", "true positive rate",
+                       title="ROC curve (the released points)")
+        for threshold, fpr, tpr in curve:
+            points.add_row(f"{threshold:g}", f"{fpr:g}", f"{tpr:g}")
+        console.print(points)
+        console.print(roc_chart(curve), highlight=False, markup=False)
+
+
+def _roc_points(answer: dict[str, Any]) -> list[list[float]] | None:
+    """An evaluation's released ROC points, if the result has them."""
+    if list(answer.get("columns", [])) != ["metric", "value"]:
+        return None
+    for name, value in answer.get("rows", []):
+        if name == "roc_curve" and isinstance(value, list):
+            return [[float(v) for v in point] for point in value]
+    return None
 
 
