@@ -5,6 +5,7 @@ bench/peer_spu.py describes (spu==0.9.5); it does not import Concilium:
 
     /tmp/spuenv/bin/python bench/peer_spu_evaluation.py logistic 100000
     /tmp/spuenv/bin/python bench/peer_spu_evaluation.py boosting 10000 [CHUNK]
+    /tmp/spuenv/bin/python bench/peer_spu_evaluation.py boosting 1000 --repeats 1 --warmup 0
 
 Jobs, on synthetic numpy data (timing only; the model is random):
 ``logistic`` scores ``sigmoid(x @ w + b)`` for ``ROWS x 30`` fixed-point rows;
@@ -23,12 +24,15 @@ reconstructing the output. ``CHUNK`` > 0 runs the rows in chunks of that size
 them in one call. The default is 1000 for ``boosting`` (SPU's peak memory is
 ~3.5 GB per 1000 rows, so 10^4 rows in one call would need ~36 GB) and 0 for
 ``logistic``.
-``spu_seconds`` is the median of 3 runs after 1 warm-up. The last stdout line
-is one JSON object (SPU logs on stdout before it).
+``spu_seconds`` is the median of ``--repeats`` runs (3) after ``--warmup``
+untimed ones (1); ``spu_times`` lists them. The last stdout line is one JSON
+object (SPU logs on stdout before it); it also carries ``spu_version``,
+``spu_repeats``, ``spu_warmup`` and ``spu_chunks``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -109,7 +113,8 @@ def boosting_model() -> tuple[Callable[..., Any], tuple[np.ndarray, ...],
     return score, (thresholds, leaves), reference
 
 
-def run(job: str, rows: int, chunk: int | None = None) -> dict[str, Any]:
+def run(job: str, rows: int, chunk: int | None = None, repeats: int = REPEATS,
+        warmup: int = WARMUP) -> dict[str, Any]:
     function, model, reference = (logistic_model if job == "logistic" else boosting_model)()
     x = _rows(rows)
     if chunk is None:
@@ -139,14 +144,16 @@ def run(job: str, rows: int, chunk: int | None = None) -> dict[str, Any]:
         return seconds, np.concatenate(scores)
 
     times, scores = [], np.zeros(0)
-    for index in range(WARMUP + REPEATS):
+    for index in range(warmup + repeats):
         seconds, scores = whole_job()
         print(f"{job} rows={rows} run {index}: {seconds:.2f} s", file=sys.stderr, flush=True)
-        if index >= WARMUP:
+        if index >= warmup:
             times.append(seconds)
     record: dict[str, Any] = {
         "spu_job": job, "spu_rows": rows, "spu_seconds": statistics.median(times),
-        "spu_protocol": PROTOCOL, "spu_times": times, "spu_compile_seconds": compile_seconds,
+        "spu_protocol": PROTOCOL, "spu_version": str(getattr(spu, "__version__", "?")),
+        "spu_times": times, "spu_repeats": repeats, "spu_warmup": warmup,
+        "spu_chunks": len(starts), "spu_compile_seconds": compile_seconds,
         "spu_max_error": float(np.abs(scores - reference(x, *model)).max())}
     if len(starts) > 1:
         record["spu_note"] = (f"rows in {len(starts)} chunks of {size}, one simulator call "
@@ -159,10 +166,17 @@ def run(job: str, rows: int, chunk: int | None = None) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) not in (2, 3) or argv[0] not in ("logistic", "boosting"):
-        print(__doc__, file=sys.stderr)
-        return 2
-    record = run(argv[0], int(argv[1]), int(argv[2]) if len(argv) == 3 else None)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("job", choices=["logistic", "boosting"])
+    parser.add_argument("rows", type=int)
+    parser.add_argument("chunk", type=int, nargs="?", default=None,
+                        help="rows per simulator call, 0: all (default per job)")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help="timed runs (median)")
+    parser.add_argument("--warmup", type=int, default=WARMUP, help="untimed runs first")
+    args = parser.parse_args(argv)
+    if args.rows < 1 or args.repeats < 1 or args.warmup < 0:
+        parser.error("rows and repeats must be positive, warmup not negative")
+    record = run(args.job, args.rows, args.chunk, args.repeats, args.warmup)
     print(json.dumps(record), flush=True)
     return 0
 

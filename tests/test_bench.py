@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"op", "n", "protocol", "transport", "parties", "seconds", "numpy_seconds", "rounds",
         "bytes_per_party"}
@@ -158,6 +160,17 @@ def test_the_evaluation_benchmark_reports_both_jobs_against_scikit_learn() -> No
     for record in records.values():
         assert record["rows"] == 300 and record["features"] == 30
         assert record["matches_sklearn"] is True
-        assert record["bytes_per_party_per_row"] * 300 == record["bytes_per_party"]
+        assert record["bytes_per_party_per_row"] == pytest.approx(
+            record["bytes_per_party"] / 300, abs=0.005)
         assert record["seconds"] > 0 and record["sklearn_seconds"] > 0
     assert records["boosting"]["model"] == "tree_ensemble"
+
+
+def test_the_evaluation_benchmark_reports_a_missing_peer_and_keeps_its_figures() -> None:
+    (record,) = _records("evaluation.py", "--jobs", "logistic", "--rows", "200", "--repeats",
+                         "1", "--warmup", "0", "--peer", "/nonexistent/python", timeout=300)
+    assert record["job"] == "logistic" and record["rows"] == 200
+    assert record["matches_sklearn"] is True and record["seconds"] > 0
+    assert "/nonexistent/python" in record["peer_error"]
+    assert record["peer"] == "SPU" and record["peer_rows"] == 200
+    assert "peer_seconds" not in record and "inference" in record["peer_note"]
