@@ -15,9 +15,9 @@ feature as a numeric column and the label as a whole-number column (within
 metrics must be aggregate metrics of the model's task, and every rule of the
 effective output policy must be enforceable on the job
 (:mod:`concilium.evaluation.policy`: recipients, columns, aggregates, dominance,
-``dp``). The vendor, the owners and the recipients must be
-compute parties (outside parties do not yet take part in evaluations: refused
-here, never skipped). Every refusal is a typed error before anything is shared.
+``dp``). Where the vendor, an owner or a recipient is an outside party
+(:mod:`concilium.evaluation.outside`), the protocol must support outside
+parties. Every refusal is a typed error before anything is shared.
 
 :func:`run_evaluation` runs it on a compute party: each owner (in the spec's
 owner order) inputs its rows and labels, the vendor its model, and the job
@@ -48,11 +48,12 @@ from concilium.evaluation.policy import check_evaluation_policy
 from concilium.governance.consortium import Manifest
 from concilium.governance.policy import OutputPolicy
 from concilium.governance.spec import ComputationSpec
+from concilium.mpc.protocols import ThreatModel, protocol
 from concilium.query.differencing import check_difference
 
 __all__ = ["EvaluationPlan", "check_evaluation_inputs", "describe_evaluation",
-           "evaluation_request", "evaluation_section", "model_digest", "plan_evaluation",
-           "result_frame", "run_evaluation"]
+           "evaluation_request", "evaluation_rows", "evaluation_section", "model_digest",
+           "plan_evaluation", "result_frame", "run_evaluation"]
 
 _NUMERIC = (ColumnType.INT, ColumnType.FIXED, ColumnType.BOOL)
 
@@ -130,10 +131,9 @@ def plan_evaluation(spec: ComputationSpec, manifest: Manifest) -> EvaluationPlan
     recipients = tuple(manifest.index(r) for r in spec.recipients)
     outside = sorted(manifest.parties[i].name
                      for i in {manifest.index(vendor), *owners, *recipients} - compute)
-    if outside:
-        raise ConfigurationError(f"{', '.join(outside)} would take part as outside parties; "
-                                 "model evaluations run with the vendor, the owners and the "
-                                 "recipients among the compute parties (for now)")
+    if outside and "outside_parties" not in protocol(spec.protocol).capabilities:
+        raise ConfigurationError(f"{', '.join(outside)} would take part as outside parties, "
+                                 f"which protocol {spec.protocol} does not support")
     return EvaluationPlan(dataset, features, label, manifest.index(vendor), owners,
                           recipients, digest, shape, job, policy)
 
@@ -164,7 +164,9 @@ def _check_columns(schema: Schema, features: Sequence[str], label: str,
                              f"bounds within 0..{classes - 1} (the model's classes)")
 
 
-def _rows(plan: EvaluationPlan, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+def evaluation_rows(plan: EvaluationPlan, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """An owner's rows as the evaluation shares them: the feature columns (in the
+    model's order) and the labels (whole numbers of the model's classes)."""
     frame = dataset.table.select([*plan.features, plan.label]).to_pandas()
     features = frame[list(plan.features)].to_numpy(dtype=np.float64)
     labels = frame[plan.label].to_numpy()
@@ -214,7 +216,7 @@ def check_evaluation_inputs(plan: EvaluationPlan, datasets: Mapping[str, Dataset
     """This owner's rows as the evaluation would share them (labels whole numbers of
     the model's classes): a problem surfaces before approval, with the run's message."""
     if plan.dataset in datasets:
-        _rows(plan, datasets[plan.dataset])
+        evaluation_rows(plan, datasets[plan.dataset])
 
 
 def run_evaluation(session: Session, plan: EvaluationPlan, datasets: Mapping[str, Dataset],
@@ -232,7 +234,7 @@ def run_evaluation(session: Session, plan: EvaluationPlan, datasets: Mapping[str
                          plan.model_shape)
     parts: list[tuple[SecretArray, SecretArray]] = []
     for owner in plan.owners:
-        rows = _rows(plan, datasets[plan.dataset]) if owner == me else (None, None)
+        rows = evaluation_rows(plan, datasets[plan.dataset]) if owner == me else (None, None)
         parts.append((session.input(owner, rows[0], fixed=True),
                       session.input(owner, rows[1], fixed=plan.job.task == "regression")))
     features = SecretArray.concatenate([p[0] for p in parts], axis=0)
@@ -241,7 +243,7 @@ def run_evaluation(session: Session, plan: EvaluationPlan, datasets: Mapping[str
                     list(plan.recipients))
 
 
-def result_frame(result: EvaluationResult | None, session: Session) -> pd.DataFrame | None:
+def result_frame(result: EvaluationResult | None, threat: ThreatModel) -> pd.DataFrame | None:
     """The result as the node's result table: one row per released metric (its value a
     number, or a list for the confusion matrix and calibration table), suppressed
     metrics and bins in ``attrs["suppressed"]`` as queries report cells, and the
@@ -253,7 +255,7 @@ def result_frame(result: EvaluationResult | None, session: Session) -> pd.DataFr
     frame.attrs["suppressed"] = [{"group": name, "rule": reason}
                                  for name, reason in result.suppressed.items()]
     frame.attrs["rows"] = result.rows
-    frame.attrs["threat_model"] = session.threat_model.as_dict()
+    frame.attrs["threat_model"] = threat.as_dict()
     if result.privacy is not None:
         frame.attrs["privacy"] = result.privacy
     return frame

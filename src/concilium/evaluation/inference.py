@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from concilium.data import SecretArray, Session
+from concilium.data import OutsideParty, SecretArray, Session
 from concilium.data import functions as fn
 from concilium.errors import ModelError
 from concilium.evaluation.models import (
@@ -42,11 +42,10 @@ from concilium.evaluation.models import (
     Model,
     NeuralNetwork,
     Task,
-    TreeEnsemble,
 )
 
 __all__ = ["Prediction", "SharedLinear", "SharedModel", "SharedNetwork", "SharedTrees",
-           "predict", "share_model"]
+           "contribute_model", "model_numbers", "predict", "share_model"]
 
 #: Tree comparisons per chunk (rows x trees x nodes): bounds each party's memory.
 TREE_CHUNK = 1 << 21
@@ -86,47 +85,79 @@ def share_model(session: Session, vendor: int, model: Model | None,
                 shape: dict[str, Any]) -> SharedModel:
     """Secret-share the vendor's model. ``model`` at the vendor (None elsewhere),
     ``shape`` (the spec's ``model.shape()``) everywhere; a vendor whose model does
-    not have the agreed shape raises ModelError before sharing anything."""
+    not have the agreed shape raises ModelError before sharing anything. The
+    vendor may be an outside party: it calls :func:`contribute_model` instead."""
+    numbers = None
     if session.party == vendor:
         if model is None:
             raise ModelError(f"party {vendor} is the vendor and must pass its model")
-        if _plain(model.shape()) != _plain(shape):
-            raise ModelError("the vendor's model does not have the shape the computation "
-                             "spec states; re-propose with this model's shape")
+        numbers = model_numbers(model, shape, session.codec.fractional_bits)
     elif model is not None:
         raise ModelError(f"party {session.party} passed a model; only the vendor does")
-    task = _shape_task(shape)
+    flags = _input_kinds(shape)
+    shared = [session.input(vendor, None if numbers is None else numbers[k][0], fixed=fixed)
+              for k, fixed in enumerate(flags)]
+    return _assemble(session, shape, shared)
 
-    def share(values: Any, fixed: bool = True) -> SecretArray:
-        return session.input(vendor, None if model is None else values, fixed=fixed)
 
+def contribute_model(outside: OutsideParty, model: Model, shape: dict[str, Any]) -> None:
+    """An outside vendor's side of :func:`share_model`: secret-share the model's numbers
+    into the compute parties, in the order they input them.
+
+    Reveals: the model's shape (public by the spec), nothing of its numbers."""
+    for values, fixed in model_numbers(model, shape, outside.codec.fractional_bits):
+        outside.contribute(values, fixed=fixed)
+
+
+def model_numbers(model: Model, shape: dict[str, Any], fractional_bits: int
+                  ) -> list[tuple[np.ndarray, bool]]:
+    """The vendor's inputs, in order, each with its fixed-point flag: weights and
+    intercepts (linear), weights and biases per layer (network), thresholds on the
+    half grid (integers, see :func:`_half_grid`), leaf values and base scores
+    (trees). ModelError if ``model`` does not have the agreed ``shape``."""
+    if _plain(model.shape()) != _plain(shape):
+        raise ModelError("the vendor's model does not have the shape the computation "
+                         "spec states; re-propose with this model's shape")
+    if isinstance(model, LinearModel):
+        return [(model.weights.T, True), (model.intercepts, True)]
+    if isinstance(model, NeuralNetwork):
+        return [(values, True) for layer in model.layers
+                for values in (layer.weights, layer.biases)]
+    outputs = int(shape["outputs"])
+    return [(_half_grid(model.thresholds, fractional_bits), False),
+            (model.leaves.reshape(-1, outputs), True), (model.base, True)]
+
+
+def _input_kinds(shape: dict[str, Any]) -> list[bool]:
+    """The fixed-point flag of each of the vendor's inputs, from the public shape."""
     kind = shape["model"]
     if kind == "linear":
-        linear = model if isinstance(model, LinearModel) else None
-        return SharedLinear(share(None if linear is None else linear.weights.T),
-                            share(None if linear is None else linear.intercepts), task,
-                            str(shape["link"]))
+        return [True, True]
     if kind == "neural_network":
-        network = model if isinstance(model, NeuralNetwork) else None
-        layers = []
-        for index, (_, activation) in enumerate(shape["layers"]):
-            layer = None if network is None else network.layers[index]
-            layers.append((share(None if layer is None else layer.weights),
-                           share(None if layer is None else layer.biases), str(activation)))
-        return SharedNetwork(tuple(layers), task, str(shape["layers"][-1][1]))
+        return [True, True] * len(shape["layers"])
     if kind == "tree_ensemble":
-        trees = model if isinstance(model, TreeEnsemble) else None
-        outputs = int(shape["outputs"])
-        return SharedTrees(
-            np.asarray(shape["node_features"], dtype=np.int64),
-            _half_grid(session, vendor, None if trees is None else trees.thresholds),
-            share(None if trees is None else trees.leaves.reshape(-1, outputs)),
-            share(None if trees is None else trees.base),
-            shape["aggregate"] == "mean", int(shape["depth"]), task, str(shape["link"]))
+        return [False, True, True]
     raise ModelError(f"unknown model kind {kind!r} in the spec")
 
 
-def _half_grid(session: Session, vendor: int, thresholds: np.ndarray | None) -> SecretArray:
+def _assemble(session: Session, shape: dict[str, Any], shared: list[SecretArray]
+              ) -> SharedModel:
+    task = _shape_task(shape)
+    kind = shape["model"]
+    if kind == "linear":
+        return SharedLinear(shared[0], shared[1], task, str(shape["link"]))
+    if kind == "neural_network":
+        layers = tuple((shared[2 * k], shared[2 * k + 1], str(activation))
+                       for k, (_, activation) in enumerate(shape["layers"]))
+        return SharedNetwork(layers, task, str(shape["layers"][-1][1]))
+    bits = session.codec.fractional_bits + 1
+    return SharedTrees(
+        np.asarray(shape["node_features"], dtype=np.int64),
+        SecretArray(session, shared[0].shares, bits), shared[1], shared[2],
+        shape["aggregate"] == "mean", int(shape["depth"]), task, str(shape["link"]))
+
+
+def _half_grid(thresholds: np.ndarray, fractional_bits: int) -> np.ndarray:
     """Thresholds with one fraction bit more than the rows: ``x <= t`` is decided as
     ``2 enc(x) <= round(2^(f+1) t)``. Rows on the fixed-point grid then take
     scikit-learn's branch exactly (its thresholds are midpoints between training
@@ -134,11 +165,7 @@ def _half_grid(session: Session, vendor: int, thresholds: np.ndarray | None) -> 
     threshold that is not on the grid (decimal data: scikit-learn may split just
     above a value, at a float32 rounding of it); a row within half a step of a
     threshold that is neither may differ."""
-    bits = session.codec.fractional_bits + 1
-    ints = None if thresholds is None else np.round(thresholds * float(1 << bits)).astype(
-        np.int64)
-    shared = session.input(vendor, ints)
-    return SecretArray(session, shared.shares, bits)
+    return np.round(thresholds * float(1 << (fractional_bits + 1))).astype(np.int64)
 
 
 def _plain(shape: dict[str, Any]) -> dict[str, Any]:

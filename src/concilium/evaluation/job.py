@@ -36,7 +36,7 @@ Reveals: whether each class and each calibration bin meets the minimum count
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,12 @@ from concilium.evaluation.noise import (
     privacy_report,
 )
 from concilium.evaluation.policy import check_evaluation_policy
+from concilium.evaluation.release import (
+    EvaluationResult,
+    PendingRelease,
+    release,
+    suppress_everything,
+)
 from concilium.governance.policy import OutputPolicy
 from concilium.query.privacy import NoisePlan
 from concilium.query.rules import round_to
@@ -107,73 +113,45 @@ class EvaluationJob:
                 "decimals": self.decimals}
 
 
-@dataclass(frozen=True)
-class EvaluationResult:
-    """What a recipient gets: the released metrics (floats, or nested lists for the
-    confusion matrix and calibration table, where a suppressed bin is None, and
-    ``[threshold, false positive rate, true positive rate]`` per released point of
-    the ROC curve) and, for each suppressed metric, bin or point, why. ``rows``
-    is the number of rows evaluated, None under ``dp`` (not released then);
-    ``privacy`` describes the noise under ``dp``."""
-
-    task: str
-    rows: int | None
-    metrics: dict[str, Any]
-    suppressed: dict[str, str] = field(default_factory=dict)
-    privacy: dict[str, Any] | None = None
-
-
 def evaluate(session: Session, model: SharedModel, features: SecretArray, target: SecretArray,
              job: EvaluationJob, policy: OutputPolicy,
              recipients: Sequence[int] | None = None) -> EvaluationResult | None:
-    """Run the job; the result at the recipients (all compute parties by default),
-    None at the other parties. A rule of ``policy`` the job breaks or that cannot
-    be enforced on it raises PolicyViolation before the model runs."""
+    """Run the job; the result at the recipients (all compute parties by default, or
+    any outside parties, which call :func:`~concilium.evaluation.release.receive_release`),
+    None at the other parties. A rule of ``policy`` the job breaks or that cannot be
+    enforced on it raises PolicyViolation before the model runs."""
     if job.task != model.task:
         raise ModelError(f"the job is for a {job.task} model, the model is {model.task}")
     check_evaluation_policy(job.metrics, (), (), policy)
     noise = None if policy.dp_rho is None else evaluation_noise(job.metrics, policy.dp_rho)
     rows = int(features.shape[0])
     prediction = predict(model, features)
+    pending = PendingRelease(job.task, rows, curve_bins=job.bins)
     if job.task == "regression":
         values = measures.regression_metrics(target, job.metrics,
                                              predictions=prediction.decision)
         if rows < policy.min_cohort:
-            return _suppressed_everything(job, rows, recipients, session,
-                                          f"{rows} rows, fewer than {policy.min_cohort}")
-        return _release(session, job, _Released(rows, dict(values)), policy, recipients)
+            return _suppress(session, job, pending, recipients,
+                             f"{rows} rows, fewer than {policy.min_cohort}")
+        return _release(session, job, pending, dict(values), policy, recipients)
     classes = 2 if job.task == "binary" else int(prediction.decision.shape[1])
     if noise is not None:
         return _noisy(session, prediction, target, job, classes, noise, policy, recipients)
     small = _below(measures.class_counts(target, classes), policy.min_cohort)
     if small.any():
-        return _suppressed_everything(job, rows, recipients, session, _small_class(small,
-                                                                                   policy))
+        return _suppress(session, job, pending, recipients, _small_class(small, policy))
     standard = tuple(name for name in job.metrics if name != "roc_curve")
-    released = _Released(rows, _classification(prediction, target, job, standard, classes)
-                        if standard else {})
-    if "calibration" in released.values:
-        small_bins = _below(released.values["calibration"][:, 0], policy.min_cohort)
-        released.small_bins = small_bins
-        released.hidden.update({f"calibration bin {k}": f"fewer than {policy.min_cohort} rows"
-                                for k in np.flatnonzero(small_bins)})
+    values = _classification(prediction, target, job, standard, classes) if standard else {}
+    if "calibration" in values:
+        small_bins = _below(values["calibration"][:, 0], policy.min_cohort)
+        pending.bins = np.flatnonzero(~small_bins)
+        pending.hidden.update({f"calibration bin {k}": f"fewer than {policy.min_cohort} rows"
+                               for k in np.flatnonzero(small_bins)})
     if "roc_curve" in job.metrics:
         histogram = measures.score_histogram(target, prediction.decision,
                                              curve_thresholds(prediction, job.bins))
-        _curve(released, histogram, rows, job, policy)
-    return _release(session, job, released, policy, recipients)
-
-
-@dataclass
-class _Released:
-    """The secret values a job will open, and what the policy already decided."""
-
-    rows: int | None
-    values: dict[str, Any]
-    hidden: dict[str, str] = field(default_factory=dict)
-    small_bins: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    curve_points: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.intp))
-    privacy: dict[str, Any] | None = None
+        values["roc_curve"] = _curve(pending, histogram, rows, job, policy)
+    return _release(session, job, pending, values, policy, recipients)
 
 
 def curve_thresholds(prediction: Prediction, bins: int) -> np.ndarray:
@@ -184,18 +162,17 @@ def curve_thresholds(prediction: Prediction, bins: int) -> np.ndarray:
     return np.log(edges / (1.0 - edges)) if prediction.link == "logistic" else edges
 
 
-def _curve(released: _Released, histogram: SecretArray, bound: int, job: EvaluationJob,
-           policy: OutputPolicy) -> None:
-    """The ROC curve's points, and which of them the band minimum lets out.
+def _curve(pending: PendingRelease, histogram: SecretArray, bound: int, job: EvaluationJob,
+           policy: OutputPolicy) -> SecretArray:
+    """The ROC curve's points (secret), and which of them the band minimum lets out.
     Reveals: one bit per band (below the minimum or not), to every compute party."""
     small = _below(histogram.sum(axis=1), policy.min_cohort)
-    keep = np.flatnonzero(~small[:-1] & ~small[1:])  # point j sits between bands j, j + 1
+    pending.points = np.flatnonzero(~small[:-1] & ~small[1:])  # point j: bands j, j + 1
     edges = np.linspace(0.0, 1.0, job.bins + 1)[1:-1]
     for index in np.flatnonzero(small[:-1] | small[1:]):
-        released.hidden[f"roc_curve point at p > {edges[index]:g}"] = (
+        pending.hidden[f"roc_curve point at p > {edges[index]:g}"] = (
             f"a band beside it has fewer than {policy.min_cohort} rows")
-    released.values["roc_curve"] = measures.roc_points(histogram, count_bound=bound)
-    released.curve_points = keep
+    return measures.roc_points(histogram, count_bound=bound)
 
 
 def _noisy(session: Session, prediction: Prediction, target: SecretArray, job: EvaluationJob,
@@ -216,23 +193,21 @@ def _noisy(session: Session, prediction: Prediction, target: SecretArray, job: E
     bound = count_bound(noise, rows, session.threat_model, cells)
     counts = (noisy[CONFUSION].sum(axis=1) if CONFUSION in noisy
               else noisy[SCORE_BANDS].sum(axis=0))
+    pending = PendingRelease(job.task, None, curve_bins=job.bins,
+                             privacy=privacy_report(noise, session.threat_model))
     small = _below(counts, policy.min_cohort)
-    report = privacy_report(noise, session.threat_model)
     if small.any():
-        result = _suppressed_everything(job, None, recipients, session,
-                                        _small_class(small, policy) + " (noisy count)")
-        return None if result is None else EvaluationResult(
-            result.task, None, {}, result.suppressed, report)
-    released = _Released(None, {}, privacy=report)
+        return _suppress(session, job, pending, recipients,
+                         _small_class(small, policy) + " (noisy count)")
+    values: dict[str, Any] = {}
     if CONFUSION in noisy:
-        confusion = noisy[CONFUSION]
-        released.values["confusion_matrix"] = confusion
+        values["confusion_matrix"] = noisy[CONFUSION]
         if set(job.metrics) & set(measures.MULTICLASS_METRICS) - {"confusion_matrix"}:
-            released.values.update(measures.confusion_ratios(
-                confusion, binary=job.task == "binary", count_bound=bound))
+            values.update(measures.confusion_ratios(
+                noisy[CONFUSION], binary=job.task == "binary", count_bound=bound))
     if SCORE_BANDS in noisy:
-        _curve(released, noisy[SCORE_BANDS], bound, job, policy)
-    return _release(session, job, released, policy, recipients)
+        values["roc_curve"] = _curve(pending, noisy[SCORE_BANDS], bound, job, policy)
+    return _release(session, job, pending, values, policy, recipients)
 
 
 def _small_class(small: np.ndarray, policy: OutputPolicy) -> str:
@@ -260,69 +235,25 @@ def _below(counts: SecretArray, minimum: int) -> np.ndarray:
     return np.asarray((counts < minimum).reveal(), dtype=bool).reshape(counts.shape)
 
 
-def _release(session: Session, job: EvaluationJob, released: _Released, policy: OutputPolicy,
-             recipients: Sequence[int] | None) -> EvaluationResult | None:
-    """Round on shares, open what the policy releases. Reveals: the released metrics."""
-    opened: dict[str, Any] = {}
+def _release(session: Session, job: EvaluationJob, pending: PendingRelease,
+             values: dict[str, Any], policy: OutputPolicy, recipients: Sequence[int] | None
+             ) -> EvaluationResult | None:
+    """Round on shares (counts to the policy's ``rounding``, ratios and rates to the
+    job's decimals), then open what the policy releases. Reveals: the released metrics."""
+    ratio = 10.0 ** -job.decimals
     for name in job.metrics:
-        value = released.values[name]
+        value = values[name]
         if name == "calibration":
-            opened[name] = _calibration(value, released.small_bins, job, policy, recipients)
+            count = value[:, 0]
+            pending.values[name] = (count if policy.rounding is None else round_to(
+                count, policy.rounding), round_to(value[:, 1:], ratio))
             continue
-        step = policy.rounding if name in COUNT_METRICS else 10.0 ** -job.decimals
-        rounded = value if step is None else round_to(value, step)
-        if name == "roc_curve":
-            opened[name] = _points(rounded, released.curve_points, job, recipients)
-            continue
-        opened[name] = rounded.reveal(recipients)
-    if recipients is not None and session.party not in recipients:
-        return None
-    return EvaluationResult(job.task, released.rows, {k: _plain(v) for k, v in opened.items()},
-                            released.hidden, released.privacy)
+        step = policy.rounding if name in COUNT_METRICS else ratio
+        pending.values[name] = value if step is None else round_to(value, step)
+    return release(session, pending, recipients)
 
 
-def _points(rates: SecretArray, keep: np.ndarray, job: EvaluationJob,
-            recipients: Sequence[int] | None) -> Any:
-    """The released points ``[threshold, fpr, tpr]``. Reveals: those points."""
-    if keep.size == 0:
-        return []
-    opened = rates[keep].reveal(recipients)
-    if opened is None:
-        return None
-    edges = np.linspace(0.0, 1.0, job.bins + 1)[1:-1]
-    return [[float(edges[j]), float(opened[k][0]), float(opened[k][1])]
-            for k, j in enumerate(keep)]
-
-
-def _calibration(table: SecretArray, below: np.ndarray, job: EvaluationJob,
-                 policy: OutputPolicy, recipients: Sequence[int] | None) -> Any:
-    """The bins that meet the minimum (count rounded like counts, the two means like
-    ratios); a suppressed bin is None. Reveals: the released bins."""
-    keep = np.flatnonzero(~below)
-    if keep.size == 0:
-        return [None] * table.shape[0]
-    kept = table[keep]
-    count = kept[:, 0] if policy.rounding is None else round_to(kept[:, 0], policy.rounding)
-    means = round_to(kept[:, 1:], 10.0 ** -job.decimals)
-    opened_count, opened_means = count.reveal(recipients), means.reveal(recipients)
-    if opened_count is None:
-        return None
-    out: list[Any] = [None] * table.shape[0]
-    for position, bin_index in enumerate(keep):
-        out[bin_index] = [float(opened_count[position]), *map(float, opened_means[position])]
-    return out
-
-
-def _suppressed_everything(job: EvaluationJob, rows: int | None, recipients: Sequence[int] | None,
-                           session: Session, reason: str) -> EvaluationResult | None:
-    if recipients is not None and session.party not in recipients:
-        return None
-    return EvaluationResult(job.task, rows, {}, dict.fromkeys(job.metrics, reason))
-
-
-def _plain(value: Any) -> Any:
-    if value is None:
-        return None
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
+def _suppress(session: Session, job: EvaluationJob, pending: PendingRelease,
+              recipients: Sequence[int] | None, reason: str) -> EvaluationResult | None:
+    pending.hidden.update(dict.fromkeys(job.metrics, reason))
+    return suppress_everything(session, pending, recipients)

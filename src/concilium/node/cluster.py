@@ -80,10 +80,13 @@ class LocalCluster:
     """Node processes under ``root``, one per name, started at construction."""
 
     def __init__(self, root: Path, names: Sequence[str], *, protocol: str = "rep3",
-                 options: Sequence[str] = (), proxied: bool = False) -> None:
+                 options: Sequence[str] = (), proxied: bool = False,
+                 roles: Mapping[str, Sequence[str]] | None = None) -> None:
         """``options``: more ``node start`` options for every node (``--peer-timeout
         5``); ``proxied``: the manifest advertises MPC addresses (``advertised``) other
-        than the ones the nodes bind (``bound``), for a proxy to forward between."""
+        than the ones the nodes bind (``bound``), for a proxy to forward between;
+        ``roles``: a node's roles in the manifest (by default a data owner that
+        computes; ``("data_owner",)`` or ``("recipient",)`` make an outside party)."""
         self.root, self.names, self.options = root, tuple(names), tuple(options)
         manifest = Manifest("local", protocol)
         self.dirs: dict[str, Path] = {}
@@ -94,7 +97,8 @@ class LocalCluster:
             self.advertised[name] = f"127.0.0.1:{free_port()}" if proxied else self.bound[name]
             node = create_node(root / name, name, self.advertised[name],
                                f"127.0.0.1:{free_port()}")
-            manifest = add_party(manifest, node, ("data_owner", "compute"))
+            manifest = add_party(manifest, node, tuple((roles or {}).get(
+                name, ("data_owner", "compute"))))
             self.dirs[name] = root / name
         self.manifest_path = root / "consortium.toml"
         save_manifest(manifest, self.manifest_path)

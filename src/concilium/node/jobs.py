@@ -179,17 +179,17 @@ def _job(context: Any, identifier: str) -> None:
         backend = protocol(manifest.protocol)  # the consortium's, never another
         charged = privacy.charge_run(context, spec)  # before anything is shared
         datasets = privacy.with_releases(context, datasets)
+        vendor = spec.evaluation.get("vendor") if spec.evaluation else None
+        models = held_models(context) if vendor == context.name else None
         if me in compute:
             session = Session(backend.create_backend(channel, compute))
-            vendor = spec.evaluation.get("vendor") if spec.evaluation else None
             frame = run_computation(session, spec, approvals, manifest, datasets,
                                     context.audit, me=context.name, own=own, checkpoints=True,
-                                    models=held_models(context) if vendor == context.name
-                                    else None)
+                                    models=models)
         else:
             frame = run_outside(OutsideParty(channel, compute, protocol=backend.name), spec,
                                 approvals, manifest, datasets, context.audit,
-                                me=context.name, own=own)
+                                me=context.name, own=own, models=models)
         privacy.release_run(context, spec)
         channel.finish()
         keep = frame if context.name in spec.recipients else None

@@ -59,11 +59,13 @@ def plan_spec(spec: ComputationSpec, manifest: Manifest) -> Any:
 
 def participants(spec: ComputationSpec, manifest: Manifest) -> tuple[int, ...]:
     """Party indices of a run: the compute parties, the owners of the data it uses,
-    and its recipients (the last two take part as outside parties unless they
-    compute)."""
+    its recipients and an evaluation's vendor (the others take part as outside
+    parties unless they compute)."""
     involved = {i for i, p in enumerate(manifest.parties) if p.is_compute}
     involved |= {manifest.index(o) for o in spec.owner_nodes}
     involved |= {manifest.index(r) for r in spec.recipients}
+    if spec.evaluation:
+        involved.add(manifest.index(str(spec.evaluation["vendor"])))
     return tuple(sorted(involved))
 
 

@@ -47,6 +47,7 @@ from concilium.data.session import Session
 from concilium.errors import ApprovalMissing, ConciliumError, ConfigurationError, PolicyViolation
 from concilium.evaluation.governed import EvaluationPlan, result_frame, run_evaluation
 from concilium.evaluation.models import Model
+from concilium.evaluation.outside import take_part as take_part_in_evaluation
 from concilium.governance import audit_events as events
 from concilium.governance.approval import Approval, require_approvals
 from concilium.governance.audit import AuditLog, Checkpoint
@@ -139,7 +140,7 @@ def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable
         if isinstance(plan, EvaluationPlan):
             frame = result_frame(run_evaluation(session, plan, datasets,
                                                 (models or {}).get(plan.model_sha256)),
-                                 session)
+                                 session.threat_model)
         else:
             frame = run_plan(session, plan, datasets, recipients, policy=policy)
     except ConciliumError as error:
@@ -160,17 +161,23 @@ def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable
 
 def run_outside(outside: OutsideParty, spec: ComputationSpec, approvals: Iterable[Approval],
                 manifest: Manifest, datasets: Mapping[str, Dataset], log: AuditLog, *,
-                me: str, own: Sequence[DatasetEntry] = ()) -> pd.DataFrame | None:
+                me: str, own: Sequence[DatasetEntry] = (),
+                models: Mapping[str, Model] | None = None) -> pd.DataFrame | None:
     """Check, take part in and log one computation on a node that does not compute:
-    it shares its own data (if the spec uses any) and receives the result if it is a
-    recipient."""
+    it shares its own data (if the spec uses any) and, as an evaluation's vendor, its
+    model (from ``models``), and receives the result if it is a recipient."""
     approvals = list(approvals)
     _log_proposal(log, spec, approvals)
     _check(log, spec, approvals, manifest, me, own, outside.protocol)
     _start(log, spec, outside.party, datasets, outside.threat_model)
     try:
         plan = plan_spec(spec, manifest)
-        frame = take_part(outside, plan, datasets, me in spec.recipients)
+        if isinstance(plan, EvaluationPlan):
+            frame = result_frame(take_part_in_evaluation(
+                outside, plan, datasets, (models or {}).get(plan.model_sha256),
+                me in spec.recipients), outside.threat_model)
+        else:
+            frame = take_part(outside, plan, datasets, me in spec.recipients)
     except ConciliumError as error:
         _abort(log, spec, error)
         raise
