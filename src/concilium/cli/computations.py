@@ -45,8 +45,8 @@ def propose(
     label: Annotated[str | None, typer.Option(help="With --evaluate: the label column")] = None,
     metric: Annotated[list[str] | None, typer.Option(
         help="With --evaluate: a metric to release (accuracy, precision, recall, f1, "
-             "confusion_matrix, roc_auc, pr_auc, brier, log_loss, calibration; mse, mae, "
-             "r2 for regressors)")] = None,
+             "confusion_matrix, roc_auc, roc_curve, pr_auc, brier, log_loss, calibration; "
+             "mse, mae, r2 for regressors)")] = None,
 ) -> None:
     """Propose a computation (a query, or with --evaluate a model evaluation); prints its
     id (what approvers approve). The node plans it first: SQL, models that do not fit
