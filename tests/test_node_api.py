@@ -53,11 +53,16 @@ class Node:
         return asyncio.run(send())
 
 
+def make_node(root: Path, consortium: tuple) -> Node:
+    """hospital-a's API in process, with an admissions file ready to register."""
+    pd.DataFrame({"age": [30, 40, 50], "condition": ["asthma", "copd", "copd"]}).to_csv(
+        root / "admissions.csv", index=False)
+    return Node(root, consortium)
+
+
 @pytest.fixture
 def node(tmp_path: Path, signing_consortium: tuple) -> Node:
-    pd.DataFrame({"age": [30, 40, 50], "condition": ["asthma", "copd", "copd"]}).to_csv(
-        tmp_path / "admissions.csv", index=False)
-    return Node(tmp_path, signing_consortium)
+    return make_node(tmp_path, signing_consortium)
 
 
 def _peer_post(node: Node, sender: str, path: str, body: dict,

@@ -190,6 +190,31 @@ class AuditLog:
         return [AuditEntry(p, t, k, json.loads(b), prev, h, s) for p, t, k, b, prev, h, s in
                 self._connection.execute("SELECT * FROM entries ORDER BY position")]
 
+    def page(self, *, offset: int = 0, limit: int = 50, kind: str | None = None,
+             computation: str | None = None) -> tuple[int, list[AuditEntry]]:
+        """(how many entries match, one page of them, newest first): entries of one
+        ``kind`` and/or about one ``computation`` (its id, or the start of it)."""
+        where, arguments = [], []
+        if kind:
+            where.append("kind = ?")
+            arguments.append(kind)
+        if computation:
+            where.append("instr(body, ?) > 0")
+            arguments.append(f'"computation_id":"{computation}')
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        total = self._connection.execute(f"SELECT count(*) FROM entries{clause}",
+                                         arguments).fetchone()[0]
+        rows = self._connection.execute(
+            f"SELECT * FROM entries{clause} ORDER BY position DESC LIMIT ? OFFSET ?",
+            [*arguments, max(0, limit), max(0, offset)])
+        return int(total), [AuditEntry(p, t, k, json.loads(b), prev, h, s)
+                            for p, t, k, b, prev, h, s in rows]
+
+    def kinds(self) -> list[str]:
+        """The kinds of entry in this log."""
+        return [row[0] for row in self._connection.execute(
+            "SELECT DISTINCT kind FROM entries ORDER BY kind")]
+
     def checkpoint(self) -> tuple[int, str]:
         """(size, Merkle root) of the log now, for peers to recompute and co-sign."""
         hashes = [e.hash for e in self.entries()]

@@ -95,6 +95,15 @@ class UserStore:
                 return User(name, role)
         raise AccessDenied("unknown API token")
 
+    def active(self, name: str) -> User:
+        """The user called ``name`` if still active (a web session re-checks this on
+        every request); :class:`AccessDenied` if revoked or unknown."""
+        row = self._connection.execute("SELECT role, active FROM users WHERE name = ?",
+                                       (name,)).fetchone()
+        if row is None or not row[1]:
+            raise AccessDenied(f"user {name!r} has been revoked; sign in again")
+        return User(name, row[0])
+
     def require(self, user: User, action: str) -> None:
         """A role check; every action of the node calls it."""
         allowed = ACTIONS.get(action)

@@ -10,7 +10,8 @@ checks the caller's role (:mod:`concilium.governance.users`). Errors are JSON
 (401 no or unknown token, 403 role or policy, 404 unknown thing, 400 bad
 input, 422 unsupported SQL, 409 state conflicts such as missing approvals or a
 failed audit, 429 too many failed token attempts). The OpenAPI description is
-at ``/openapi.json``.
+at ``/openapi.json``. The web pages for people (:mod:`concilium.node.web`) are
+under ``/ui``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from concilium.errors import (
@@ -32,6 +33,7 @@ from concilium.errors import (
     TooManyAttempts,
     UnsupportedQuery,
 )
+from concilium.node import web
 from concilium.node.context import FailedAttempts, NodeContext
 from concilium.node.routes import audit, computations, datasets, peers
 from concilium.node.routes.common import Context
@@ -44,19 +46,32 @@ _STATUS = ((TooManyAttempts, 429), (AccessDenied, 403), (PolicyViolation, 403), 
            (InputError, 400), (ConciliumError, 400))
 
 
-async def _refused(_: Request, error: Exception) -> JSONResponse:
-    """A Concilium error as JSON with its status code."""
+def _page(request: Request) -> bool:
+    """A request for one of the web pages (refusals are pages there, not JSON)."""
+    return request.url.path == "/ui" or request.url.path.startswith("/ui/")
+
+
+async def _refused(request: Request, error: Exception) -> Response:
+    """A Concilium error as JSON with its status code (as a page under ``/ui``)."""
     status = next(code for kind, code in _STATUS if isinstance(error, kind))
     if isinstance(error, AccessDenied) and "token" in str(error) and not isinstance(
             error, TooManyAttempts):
         status = 401
+    if _page(request):
+        return web.error_page(request, status, "Refused", str(error))
     return JSONResponse({"error": type(error).__name__, "message": str(error)},
                         status_code=status)
 
 
-async def _malformed(_: Request, error: Exception) -> JSONResponse:
+async def _malformed(request: Request, error: Exception) -> Response:
     """A request FastAPI could not parse or validate (a body that is not JSON, a
-    field of the wrong type), in the same JSON shape as every other refusal."""
+    field of the wrong type), in the same JSON shape as every other refusal (a page
+    under ``/ui``)."""
+    if _page(request):
+        status = error.status_code if isinstance(error, StarletteHTTPException) else 422
+        return web.error_page(request, status, "Not found" if status == 404 else
+                              "Could not do that", "there is no such page" if status == 404
+                              else "the request was not understood")
     if isinstance(error, RequestValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
                              for e in error.errors()[:5])
@@ -92,4 +107,5 @@ def create_app(context: NodeContext) -> FastAPI:
 
     for module in (datasets, computations, audit, peers):
         app.include_router(module.router)
+    app.include_router(web.router)
     return app
