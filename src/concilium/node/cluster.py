@@ -38,7 +38,7 @@ from concilium.node.service import spawn, stop
 
 __all__ = ["ROLES", "TERMINAL", "LocalCluster", "free_port"]
 
-ROLES = ("admin", "analyst", "approver")
+ROLES = ("admin", "analyst", "approver", "recipient")
 #: statuses a computation does not leave by itself
 TERMINAL = ("completed", "failed", "rejected")
 

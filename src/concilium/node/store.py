@@ -187,9 +187,12 @@ class NodeStore:
 
     @_locked
     def computations(self) -> list[ComputationRecord]:
-        ids = [r[0] for r in self._connection.execute(
-            "SELECT id FROM computations ORDER BY created, id")]
-        return [self.computation(i) for i in ids]
+        """Every computation, oldest first (one query)."""
+        return [ComputationRecord(key, ComputationSpec.from_dict(json.loads(spec)), status,
+                                  progress, None if result is None else json.loads(result),
+                                  error, created)
+                for key, spec, status, progress, result, error, created in
+                self._connection.execute("SELECT * FROM computations ORDER BY created, id")]
 
     @_locked
     def update(self, identifier: str, *, status: str | None = None,
