@@ -206,3 +206,50 @@ def test_the_style_sheet_is_served_and_nothing_else_is_loaded(browser: Browser,
     assert sheet.status_code == 200 and sheet.headers["content-type"].startswith("text/css")
     page = browser.get("/ui/sign-in").text
     assert re.findall(r'(?:src|href)="([^"]+)"', page) == ["/ui/static/style.css", "#main"]
+
+
+def _complete(node: Node, identifier: str, result: dict[str, Any]) -> None:
+    """The computation as a finished run leaves it at a recipient node."""
+    node.context.store.update(identifier, status="completed", progress=1.0, result=result)
+
+
+def test_a_recipient_sees_the_result_its_suppressions_and_downloads_it(
+        browser: Browser, node: Node, proposed: str) -> None:
+    _complete(node, proposed, {
+        "threat_model": {"summary": "rep3: semi-honest, honest majority"},
+        "columns": ["condition", "n"], "rows": [["asthma", 12], ["copd", 30]],
+        "suppressed": [{"group": {"condition": "<i>rare</i>"}, "rule": "fewer than 3 rows"}]})
+    browser.sign_in("ministry")
+    assert f'href="/ui/computations/{proposed}"' in browser.get("/ui/").text
+    page = browser.get(f"/ui/computations/{proposed}").text
+    assert "completed: the result is with its recipients" in page
+    assert re.findall(r"<td>(\w+)</td><td>(\d+)</td>", page) == [("asthma", "12"),
+                                                                 ("copd", "30")]
+    assert "Suppressed: {&#39;condition&#39;: &#39;&lt;i&gt;rare&lt;/i&gt;&#39;}: fewer than 3 " \
+           "rows" in page
+    assert page.count("<rect ") == 2 and '<title id="chart-title">n by group</title>' in page
+    download = browser.get(f"/ui/computations/{proposed}/result.csv")
+    assert download.status_code == 200 and download.headers["content-type"].startswith(
+        "text/csv")
+    assert download.headers["content-disposition"] == (
+        f'attachment; filename="result-{proposed[:12]}.csv"')
+    assert download.text == ("condition,n\nasthma,12\ncopd,30\n"
+                             "suppressed: {'condition': '<i>rare</i>'}: fewer than 3 rows\n")
+    deliveries = [e for e in node.context.audit.entries() if e.kind == "delivery"]
+    assert [e.body["user"] for e in deliveries] == ["ministry", "ministry"]  # page, CSV
+
+
+def test_an_evaluation_result_draws_the_roc_curve_through_its_released_points(
+        browser: Browser, node: Node, proposed: str) -> None:
+    _complete(node, proposed, {
+        "threat_model": None, "columns": ["metric", "value"],
+        "rows": [["accuracy", 0.91], ["roc_curve", [[0.25, 0.4, 0.95], [0.5, 0.1, 0.8]]]],
+        "suppressed": [{"group": "roc_curve point at p > 0.75",
+                        "rule": "a band beside it has fewer than 10 rows"}]})
+    browser.sign_in("ministry")
+    page = browser.get(f"/ui/computations/{proposed}").text
+    assert page.count('r="4" fill="#b5462f"') == 2  # the two released points, no others
+    assert ("ROC curve through the released points: at p &gt; 0.25, false positive rate "
+            "0.4, true positive rate 0.95; at p &gt; 0.5, false positive rate 0.1, true "
+            "positive rate 0.8") in page
+    assert "Suppressed: roc_curve point at p &gt; 0.75: a band beside it has fewer" in page

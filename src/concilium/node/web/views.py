@@ -34,8 +34,8 @@ from concilium.node.context import NodeContext
 from concilium.node.routes import computations as api
 from concilium.node.store import ComputationRecord
 
-__all__ = ["PAGE_SIZE", "Review", "audit_page", "can_see", "inbox", "policy_rules", "review",
-           "result_view"]
+__all__ = ["PAGE_SIZE", "Review", "age", "audit_page", "can_see", "inbox", "phase",
+           "policy_rules", "review", "result_view"]
 
 #: Rows per page of the inbox and of the audit log.
 PAGE_SIZE = 50
@@ -76,6 +76,19 @@ def age(created: str, now: datetime.datetime | None = None) -> str:
         if seconds >= size:
             return f"{int(seconds // size)} {unit}"
     return f"{int(seconds)} s"
+
+
+def phase(record: ComputationRecord) -> str:
+    """Where a computation is, in words (its status and progress)."""
+    if record.status == "running":
+        return ("connecting to the other nodes over mutual TLS" if record.progress < 0.3 else
+                "sharing inputs and computing on secret shares")
+    return {"proposed": "waiting for approvals",
+            "pending": "waiting for approvals",
+            "approved": "approved: starting as soon as every party is reachable",
+            "completed": "completed: the result is with its recipients",
+            "failed": "failed: nothing was released",
+            "refused": "refused by a node: it will not run"}.get(record.status, record.status)
 
 
 @dataclass(frozen=True)
@@ -165,6 +178,8 @@ class Review:
     decided: str | None
     result: dict[str, Any] | None
     owners: dict[str, list[str]]
+    phase: str
+    elapsed: str
 
 
 def _approvals(record: ComputationRecord, context: NodeContext, manifest: Manifest | None
@@ -238,7 +253,7 @@ def review(context: NodeContext, user: User, identifier: str) -> Review:
     return Review(record, shown, threat, policy_rules(
         OutputPolicy.from_mapping(record.spec.policy), bool(record.spec.evaluation)),
         _approvals(record, context, manifest), _differences(context, record), may_decide,
-        decided, result, owners)
+        decided, result, owners, phase(record), age(record.created))
 
 
 def result_view(context: NodeContext, user: User, identifier: str) -> dict[str, Any]:
