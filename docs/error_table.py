@@ -1,4 +1,4 @@
-"""Measure the fixed-point functions' errors and print the table of docs/operations.md.
+"""Measure the fixed-point functions' errors and print the table of docs/ops-library.md.
 
     python docs/error_table.py [--points N] [--check]
 

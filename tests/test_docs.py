@@ -48,7 +48,7 @@ def test_demo_runs_three_nodes_and_matches_the_plaintext_check() -> None:
 def test_operations_doc_states_every_documented_bound() -> None:
     from concilium.ops.accuracy import ACCURACY
 
-    text = (ROOT / "docs" / "operations.md").read_text()
+    text = (ROOT / "docs" / "ops-library.md").read_text()
     for spec in ACCURACY:
         row = re.search(rf"^\| {spec.function} \| (.*?) \| (.*?) \|", text, re.M)
         assert row is not None, spec.function

@@ -98,7 +98,7 @@ def relu(x: SecretArray) -> SecretArray:
     return SecretArray(x.session, select.relu(x.session.backend, x.shares), x.fractional_bits)
 
 
-# -- division and elementary functions (fixed point; see docs/operations.md) -------
+# -- division and elementary functions (fixed point; see docs/ops-library.md) -------
 def _fixed(x: SecretArray) -> SecretArray:
     if not isinstance(x, SecretArray):
         raise InputError("expected a SecretArray; use numpy for public values")

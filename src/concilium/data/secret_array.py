@@ -524,7 +524,7 @@ def divide(numerator: Any, denominator: Any) -> SecretArray:
 
     A public denominator costs a multiplication by its reciprocal; a secret one
     runs the division protocol (error within 3 units in the last place plus
-    ``2^-24`` relative; see ``docs/operations.md``). Dividing by a secret zero
+    ``2^-24`` relative; see ``docs/ops-library.md``). Dividing by a secret zero
     gives 0. Reveals: nothing.
     """
     if not isinstance(denominator, SecretArray):

@@ -1,7 +1,7 @@
 """Layer 4: operations written once over the backend primitives.
 
 Modules, in dependency order (details, costs, accuracy and leakage in
-``docs/operations.md``):
+``docs/ops-library.md``):
 
 * :mod:`~concilium.ops.bitwise`: local bit permutations of 64-bit words;
 * :mod:`~concilium.ops.summands`: an arithmetic sharing as two boolean summands

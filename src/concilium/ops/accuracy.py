@@ -4,7 +4,7 @@ Each :class:`Accuracy` states a function's domain and an error bound of the
 form ``|computed - exact| <= units * 2^-16 + relative * |exact|``: a few units
 in the last place of the output (what fixed point can represent) plus a
 relative part for large outputs. ``docs/error_table.py`` measures the errors
-over each domain and prints them next to these bounds (``docs/operations.md``
+over each domain and prints them next to these bounds (``docs/ops-library.md``
 shows the table); the tests assert the bounds on fresh samples.
 """
 

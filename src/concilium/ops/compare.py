@@ -3,7 +3,7 @@
 All comparisons reduce to the sign of a difference (:func:`~concilium.ops.conversion.msb`)
 or a zero test (:func:`~concilium.ops.conversion.is_zero`), then inject the
 bit into the ring. Costs per element (rep3, busiest party; see
-``docs/operations.md``):
+``docs/ops-library.md``):
 
 | comparison | rounds | bytes, under 12288 elements: party 0 / others | bytes, balanced |
 |---|---|---|---|

@@ -32,7 +32,7 @@ product exceeds ``2^62``. Division by zero returns 0
 with an even exponent, start from a quadratic fit (relative error 0.03) and
 run three Newton steps ``y <- y (3 - u y^2) / 2``; ``sqrt(u) = u / sqrt(u)``.
 
-Measured errors over the whole range are in ``docs/operations.md`` (made by
+Measured errors over the whole range are in ``docs/ops-library.md`` (made by
 ``docs/error_table.py``). Reveals: nothing (the B2A conversions open only
 uniformly masked words).
 """
