@@ -2,8 +2,9 @@
 
 Roles: ``admin`` (users, datasets, policies), ``analyst`` (proposes
 computations), ``approver`` (approves or rejects them for the node's
-datasets), ``recipient`` (receives results). A token is 32 random bytes from
-``secrets``, shown once; the node stores only its SHA-256 (a token has 256
+datasets), ``recipient`` (receives results), ``monitor`` (reads the node's
+metrics, ``GET /metrics``, for a Prometheus server). A token is 32 random bytes
+from ``secrets``, shown once; the node stores only its SHA-256 (a token has 256
 bits of entropy, so a fast hash cannot be brute-forced). Every action checks
 the caller's role (:meth:`UserStore.require`), and each data owner decides
 which roles may use each of its datasets (:meth:`UserStore.grant`).
@@ -22,7 +23,7 @@ from concilium.errors import AccessDenied, ConfigurationError
 
 __all__ = ["ACTIONS", "ROLES", "User", "UserStore"]
 
-ROLES = ("admin", "analyst", "approver", "recipient")
+ROLES = ("admin", "analyst", "approver", "recipient", "monitor")
 #: Which roles may do what.
 ACTIONS: dict[str, frozenset[str]] = {
     "manage_users": frozenset({"admin"}),
@@ -32,6 +33,7 @@ ACTIONS: dict[str, frozenset[str]] = {
     "approve": frozenset({"approver"}),
     "receive": frozenset({"recipient", "analyst"}),
     "read_audit": frozenset({"admin", "approver"}),
+    "read_metrics": frozenset({"monitor", "admin"}),
 }
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL,

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from concilium.data.outside import OutsideParty
 from concilium.data.session import Session
-from concilium.errors import CheatingDetected, ConciliumError, PeerUnavailable
+from concilium.errors import BadFrame, CheatingDetected, ConciliumError, PeerUnavailable
 from concilium.governance.audit_events import Abort
 from concilium.governance.consortium import Manifest
 from concilium.governance.spec import ComputationSpec
@@ -31,7 +32,9 @@ from concilium.net.tls import TlsIdentity
 from concilium.net.tls_channel import TlsChannel
 from concilium.node import privacy
 from concilium.node.control import all_approved, ask, load_dataset, own_entries
+from concilium.node.incidents import peers_named, record_incident
 from concilium.node.launcher import endpoints
+from concilium.node.logs import event
 from concilium.node.models import held_models
 from concilium.node.planning import participants
 from concilium.node.runner import run_computation, run_outside
@@ -109,6 +112,8 @@ def _failed_elsewhere(context: Any, record: Any) -> bool:
                                            f"{str(answer.get('error') or '')[:200]}")
             context.audit.record(Abort(record.id, "PeerFailed",
                                        f"{peer} failed the run while this node waited"))
+            event("run_abort", logging.WARNING, computation=record.id, reason="PeerFailed",
+                  message=f"{peer} failed the run while this node waited")
             return True
     return False
 
@@ -130,10 +135,45 @@ def _connect(context: Any, manifest: Manifest, me: int, involved: set[int],
                  TlsIdentity(identity.tls_certificate_path, identity.tls_key_path),
                  bytes.fromhex(manifest.hash), bytes.fromhex(identifier),
                  context.tls_settings)
+
+    def refused(why: str) -> None:
+        """A peer's connection refused during the set-up: an incident, unless it
+        merely closed or timed out."""
+        if "CERTIFICATE" in why.upper() and why.startswith(
+                ("SSLError", "SSLCertVerificationError", "BadFrame")):
+            kind = "refused_certificate"
+        elif why.startswith(("BadFrame", "ConfigurationError")):
+            kind = "refused_frame"
+        else:
+            return
+        record_incident(context, kind, why, peers_named(context, why), identifier)
+
     if context.listener is None:
-        return TlsChannel.connect(*arguments)
+        return TlsChannel.connect(*arguments, on_refused=refused)
     with context.listener.expect(bytes.fromhex(identifier), len(involved) - 1) as arrivals:
-        return TlsChannel.connect(*arguments, arrivals=arrivals)
+        return TlsChannel.connect(*arguments, on_refused=refused, arrivals=arrivals)
+
+
+def _incidents(context: Any, identifier: str, channel: TlsChannel | None,
+               error: BaseException) -> None:
+    """A failed run's incidents: each frame its channel refused, and the failure
+    itself when no ``abort`` or ``refusal`` entry records it (it failed after the
+    runner logged its end, as when transcript digests differ, or before the runner
+    started, as when a peer's certificate or HELLO was refused)."""
+    try:
+        _, last = context.audit.page(computation=identifier, limit=1)
+        parties = context.manifest.parties
+        for peer, reason in channel.refused_frames if channel is not None else ():
+            name = [parties[peer].name] if peer < len(parties) else []
+            record_incident(context, "refused_frame", reason, name, identifier)
+        if last and last[0].kind in ("abort", "refusal"):
+            return
+        text = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        kind = "refused_certificate" if isinstance(error, BadFrame) and "certificate" in str(
+            error) else "run_failed"
+        record_incident(context, kind, text, peers_named(context, str(error)), identifier)
+    except Exception:  # recording must not keep the run from failing
+        _LOG.exception("could not record the incidents of computation %s", identifier[:16])
 
 
 def _settle(context: Any, spec: ComputationSpec, session: Session | None, channel: Any,
@@ -164,12 +204,16 @@ def _job(context: Any, identifier: str) -> None:
     channel = None
     session: Session | None = None
     charged: list[str] = []
+    started = time.monotonic()
+    event("run_start", computation=identifier, protocol=manifest.protocol, party=me,
+          computes=me in compute)
     try:
         try:
             channel = _connect(context, manifest, me, involved, identifier)
         except PeerUnavailable as error:  # nothing was shared: wait for the peers
             context.store.update(identifier, status="approved", progress=0.0,
                                  error=f"{WAITING}{str(error).splitlines()[0]}")
+            event("run_waiting", computation=identifier, reason=type(error).__name__)
             return
         context.store.update(identifier, progress=0.3)
         datasets = {name: load_dataset(context, name) for name in spec.datasets
@@ -195,22 +239,34 @@ def _job(context: Any, identifier: str) -> None:
         keep = frame if context.name in spec.recipients else None
         context.store.update(identifier, status="completed", progress=1.0,
                              result=result_json(keep), error="")
+        traffic = channel.stats()
+        event("run_end", computation=identifier, protocol=manifest.protocol,
+              duration_ms=round((time.monotonic() - started) * 1000, 1),
+              bytes_sent=traffic.bytes_sent, rounds=traffic.rounds)
     except (ConciliumError, OSError) as error:
         if channel is not None:
             detail = f": {error}" if isinstance(error, CheatingDetected) else ""
             channel.abort(f"{context.name} failed: {type(error).__name__}{detail}")
+        _incidents(context, identifier, channel, error)
         _settle(context, spec, session, channel, charged, error)
         context.store.update(identifier, status="failed",
                              error=f"{type(error).__name__}: {str(error).splitlines()[0]}")
+        event("run_abort", logging.WARNING, computation=identifier,
+              reason=type(error).__name__, message=str(error)[:300].partition("\n")[0],
+              duration_ms=round((time.monotonic() - started) * 1000, 1))
     except Exception as error:  # a defect: the run still ends, failed, on every party
         _LOG.exception("computation %s failed unexpectedly", identifier[:16])
         if channel is not None:
             detail = f": {error}" if isinstance(error, CheatingDetected) else ""
             channel.abort(f"{context.name} failed: {type(error).__name__}{detail}")
+        _incidents(context, identifier, channel, error)
         _settle(context, spec, session, channel, charged, error)
         context.store.update(identifier, status="failed",
                              error=f"InternalError: {type(error).__name__} on this node; "
                                    "see its log")
+        event("run_abort", logging.ERROR, computation=identifier, reason="InternalError",
+              message=type(error).__name__,
+              duration_ms=round((time.monotonic() - started) * 1000, 1))
     finally:
         if channel is not None:
             channel.close()
