@@ -36,29 +36,78 @@ from concilium.governance.identity import create_node, load_node
 
 @audit_app.command("verify")
 def audit_verify(
-    log: Annotated[Path, typer.Argument(help="The node's audit log (SQLite)")],
+    log: Annotated[Path, typer.Argument(
+        help="The node's audit log (SQLite), or an auditor's bundle of it (JSON, from "
+             "'concilium audit export'): told apart by content")],
     manifest: Annotated[Path | None, typer.Option(
-        help="Check the log's key and the co-signers against this manifest")] = None,
+        help="Check the log's key and the co-signers against this manifest (a bundle "
+             "is otherwise checked against the manifest it carries)")] = None,
     against: Annotated[list[Path] | None, typer.Option(
-        help="A peer's audit log (SQLite) or its exported checkpoints (JSON, from "
-             "'concilium audit witnessed'): the checkpoints of this log that the peer "
+        help="A peer's audit log (SQLite), its bundle, or its exported checkpoints (JSON, "
+             "from 'concilium audit witnessed'): the checkpoints of this log that the peer "
              "co-signed and keeps. Detects a cut tail or a rebuilt history. Repeatable.")
     ] = None,
 ) -> None:
     """Detect any edited, deleted, inserted or reordered entry, and (with --against)
     a truncated log or a history rebuilt with the node's own key; name the first bad
-    entry."""
-    from concilium.governance.audit import load_witnessed, verify_log
+    entry. A bundle needs nothing else: no node directory, no SQLite file."""
+    from concilium.governance.audit import verify_log
+    from concilium.governance.audit_bundle import is_bundle, verify_bundle, witnessed_of
 
     with friendly():
-        signers = None
-        if manifest is not None:
-            signers = {p.name: p.signing_key for p in load_manifest(manifest).parties}
-        held = [w for path in against or [] for w in load_witnessed(path)]
-        count = verify_log(log, signers, against=held)
+        given = load_manifest(manifest) if manifest is not None else None
+        held = [w for path in against or [] for w in witnessed_of(path)]
         extra = f", and {len(held)} checkpoint(s) kept by peers" if against else ""
+        if is_bundle(log):
+            report = verify_bundle(log, manifest=given, against=held)
+            keys = {"bundled": "the bundled manifest's keys", "given": f"the keys of {manifest}",
+                    "none": "no manifest"}[report.keys]
+            console.print(f"{log}: audit bundle of {report.node}, {report.entries} entries, "
+                          f"chain, signatures and checkpoints verified ({report.checkpoints} "
+                          f"co-signature(s) by {', '.join(report.cosigners) or 'nobody'} "
+                          f"under {keys}; {report.witnessed} checkpoint(s) of other logs it "
+                          f"keeps){extra}", highlight=False)
+            console.print(f"  node key {report.public_key}", highlight=False)
+            if report.manifest_hash is not None:
+                console.print(f"  manifest hash {report.manifest_hash}", highlight=False)
+            for note in report.notes:
+                console.print(f"  note: {note}", highlight=False)
+            return
+        signers = None
+        if given is not None:
+            signers = {p.name: p.signing_key for p in given.parties}
+        count = verify_log(log, signers, against=held)
         console.print(f"{log}: {count} entries, chain, signatures and checkpoints "
                       f"verified{extra}", highlight=False)
+
+
+@audit_app.command("export")
+def audit_export(
+    node_dir: Annotated[Path, typer.Argument(help="The node's directory")],
+    out: Annotated[Path, typer.Option(help="The bundle file to write (JSON)")],
+    manifest: Annotated[Path | None, typer.Option(
+        help="The consortium manifest the node runs with: its signing keys go into the "
+             "bundle, so the peers' co-signatures can be checked")] = None,
+) -> None:
+    """Write an auditor's bundle of the node's audit log: every entry (hash, previous
+    hash, signature), its checkpoints and the peers' co-signatures, the checkpoints
+    of other logs it keeps, the node's public key and the manifest. 'concilium audit
+    verify BUNDLE' checks it anywhere. Safe while the node runs."""
+    from concilium.governance.audit_bundle import write_bundle
+
+    with friendly():
+        identity = load_node(node_dir)
+        given = load_manifest(manifest) if manifest is not None else None
+        bundle = write_bundle(node_dir / "audit.sqlite", out, given)
+    console.print(f"{out}: audit bundle of {bundle['node']}, {len(bundle['entries'])} "
+                  f"entries, {len(bundle['checkpoints'])} co-signature(s), "
+                  f"{len(bundle['witnessed'])} checkpoint(s) of other logs it keeps; "
+                  + (f"manifest {bundle['manifest_hash']}" if given is not None else
+                     "no manifest (co-signatures cannot be checked; pass --manifest)"),
+                  highlight=False)
+    if bundle["public_key"] != identity.signing_public_key:
+        errors.print(f"note: the log is signed under {bundle['public_key']}, not the node's "
+                     f"current key {identity.signing_public_key}", highlight=False)
 
 
 @audit_app.command("witnessed")
@@ -79,7 +128,7 @@ def audit_witnessed(
 def user_add(
     node_dir: Annotated[Path, typer.Argument(help="The node's directory")],
     name: Annotated[str, typer.Argument(help="User name")],
-    role: Annotated[str, typer.Option(help="admin, analyst, approver or recipient")],
+    role: Annotated[str, typer.Option(help="admin, analyst, approver, recipient or monitor")],
 ) -> None:
     """Create a user and print their API token (shown this once, stored hashed)."""
     from concilium.governance.users import UserStore

@@ -6,6 +6,9 @@ protocol thread and two parties sending at once cannot deadlock. Every frame
 must carry this session's id and the sender the connection was authenticated
 as; anything else aborts the run.
 
+The frames a reader refused are kept in ``refused_frames`` (peer, reason), so the
+node can record them as incidents of the run it aborted.
+
 Liveness: a receive waits at most ``receive_timeout`` seconds; a peer whose
 connection closes makes waits on it fail at once with ``PeerUnavailable``; an
 ABORT frame from any peer aborts this party too. Nothing further is sent
@@ -78,6 +81,8 @@ class TlsChannel(Channel):
         self.transcript = transcript or Transcript(sorted(connections))
         self._closing = threading.Event()
         self._ready = {peer: threading.Event() for peer in connections}
+        #: (peer, reason) of every frame a reader refused (the run was aborted)
+        self.refused_frames: list[tuple[int, str]] = []
         self._readers = [
             threading.Thread(target=self._read_loop, args=(peer, connection),
                              name=f"tls-reader-{me}-{peer}", daemon=True)
@@ -236,6 +241,7 @@ class TlsChannel(Channel):
                                          "the run is aborted and nothing further is revealed")
         except BadFrame as error:
             if not self._closing.is_set():
+                self.refused_frames.append((peer, str(error)))
                 self.abort(f"refused a frame from party {peer}: {error}")
                 connection.close()
 

@@ -37,7 +37,7 @@ import datetime
 import hashlib
 import logging
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -185,22 +185,41 @@ def deliver_outbox(context: Any) -> int:
 
 
 def verify_peer(manifest: Manifest | None, method: str, path: str, node: str | None,
-                time: str | None, signature: str | None, body: bytes) -> str:
-    """The name of the peer that signed this request, or :class:`AccessDenied`."""
+                time: str | None, signature: str | None, body: bytes, *,
+                incident: Callable[[str, str, list[str]], None] | None = None) -> str:
+    """The name of the peer that signed this request, or :class:`AccessDenied`.
+
+    ``incident(kind, reason, peers)`` is told of every refusal first: ``bad_signature``
+    (unsigned, or not signed by the node it names) or ``stale_request`` (signed too
+    long ago or in the future); ``peers`` is the node it names if that is a member."""
+    members = {p.name for p in manifest.parties} if manifest is not None else set()
+    claimed = [node] if node in members else []
+    who = repr(node) if claimed else "a node that is not in the manifest"
+
+    def refuse(kind: str, reason: str, message: str) -> AccessDenied:
+        if incident is not None:
+            incident(kind, f"{method} {path[:100]}: {reason}", list(claimed))
+        return AccessDenied(message)
+
     if manifest is None:
-        raise AccessDenied("this node has no consortium manifest; it accepts no peers")
+        raise refuse("bad_signature", "a peer request, but this node has no manifest",
+                     "this node has no consortium manifest; it accepts no peers")
     if not (node and time and signature):
-        raise AccessDenied("peer requests must be signed (X-Concilium-* headers)")
+        raise refuse("bad_signature", f"an unsigned peer request (from {who})",
+                     "peer requests must be signed (X-Concilium-* headers)")
     try:
         party = manifest.parties[manifest.index(node)]
         sent = datetime.datetime.fromisoformat(time)
         public_key(party.signing_key).verify(bytes.fromhex(signature),
                                              _message(method, path, time, body))
     except (ConfigurationError, ValueError, InvalidSignature):
-        raise AccessDenied(f"a request claiming to come from {node!r} is not signed by "
-                           "that node") from None
+        raise refuse("bad_signature", f"a peer request claiming to come from {who} is not "
+                     "signed by that node", f"a request claiming to come from {node!r} is "
+                     "not signed by that node") from None
     if abs(datetime.datetime.now(datetime.UTC) - sent) > MAX_SKEW:
-        raise AccessDenied(f"a request from {node!r} is too old or from the future")
+        raise refuse("stale_request", f"a request signed by {node!r} at {time[:40]} is too "
+                     "old or from the future",
+                     f"a request from {node!r} is too old or from the future")
     return node
 
 

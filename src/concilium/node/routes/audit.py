@@ -1,5 +1,6 @@
 """The audit log: entries, checkpoints, verification (entry by entry and against
-the checkpoints the peers keep) and the peers' checkpoints this node keeps."""
+the checkpoints the peers keep), the peers' checkpoints this node keeps, and the
+incidents read from it (:mod:`concilium.node.incidents`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from concilium.governance.audit import verify_log
 from concilium.governance.users import User
 from concilium.node import control
 from concilium.node.context import NodeContext
+from concilium.node.incidents import incidents
 from concilium.node.routes.common import Caller, Context
 
 __all__ = ["router", "verify"]
@@ -56,3 +58,12 @@ def audit_witnessed(context: Context, user: Caller, node: str | None = None
     ``concilium audit verify LOG --against FILE``)."""
     context.users.require(user, "read_audit")
     return [w.as_dict() for w in context.audit.witnessed(node)]
+
+
+@router.get("/incidents")
+def audit_incidents(context: Context, user: Caller) -> list[dict[str, Any]]:
+    """Every abort, refusal, audit alert and incident in this node's audit log, newest
+    first: its entry's index and time, the kind, the reason, the peers involved and
+    the computation."""
+    context.users.require(user, "read_audit")
+    return incidents(context)

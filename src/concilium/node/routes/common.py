@@ -12,6 +12,7 @@ from concilium.errors import AccessDenied, ConciliumError
 from concilium.governance.users import User
 from concilium.node import control
 from concilium.node.context import NodeContext
+from concilium.node.incidents import record_incident
 from concilium.node.store import ComputationRecord
 
 __all__ = ["Caller", "Context", "peer_request", "raise_refusal", "summary"]
@@ -45,12 +46,19 @@ Caller = Annotated[User, Depends(_caller)]
 
 async def peer_request(context: NodeContext, request: Request) -> tuple[str, bytes]:
     """The sending node and the body of a signed control-plane request (refused
-    unless signed by a member of the manifest within the allowed clock skew)."""
+    unless signed by a member of the manifest within the allowed clock skew; each
+    refusal is an ``incident`` entry of the audit log, :mod:`concilium.node.incidents`)."""
     body = await request.body()
+    address = request.client.host if request.client is not None else "unknown"
+
+    def incident(kind: str, reason: str, peers: list[str]) -> None:
+        record_incident(context, kind, f"{reason} (from {address})", peers)
+
     node = control.verify_peer(context.manifest, request.method, request.url.path,
                                request.headers.get("X-Concilium-Node"),
                                request.headers.get("X-Concilium-Time"),
-                               request.headers.get("X-Concilium-Signature"), body)
+                               request.headers.get("X-Concilium-Signature"), body,
+                               incident=incident)
     return node, body
 
 
