@@ -64,7 +64,9 @@ OPERATIONS = (
     "GET /computations/{identifier}", "POST /computations/{identifier}/approve",
     "POST /computations/{identifier}/reject", "POST /computations/{identifier}/retry",
     "GET /computations/{identifier}/result", "GET /audit/entries",
-    "GET /audit/checkpoints", "GET /audit/verify", "GET /audit/witnessed")
+    "GET /audit/checkpoints", "GET /audit/verify", "GET /audit/witnessed", "GET /incidents",
+    "GET /consortium", "GET /consortium/amendments", "POST /consortium/amendments",
+    "POST /consortium/amendments/{identifier}/approve")
 VALID = ("admin", "analyst", "approver")
 REFUSED = ("generated", "none", "wrong", "revoked")  # callers sent from STRANGERS
 #: the addresses that send wrong tokens (valid users call from 127.0.0.1)
@@ -360,7 +362,8 @@ def test_unsigned_peer_requests_are_refused(target: Target) -> None:
               secrets.token_bytes(64))
     forged = {"X-Concilium-Node": "hospital-b", "X-Concilium-Time": "2030-01-01T00:00:00",
               "X-Concilium-Signature": "00" * 64}
-    for path in ("computations", "catalog", "approvals", "retry", "witness", "witnessed"):
+    for path in ("computations", "catalog", "approvals", "retry", "witness", "witnessed",
+                 "amendments"):
         for body in bodies:
             for headers in ({}, forged, {**forged, "X-Concilium-Signature": "zz"},
                             {**forged, "X-Concilium-Node": "nobody"}):
@@ -368,4 +371,9 @@ def test_unsigned_peer_requests_are_refused(target: Target) -> None:
                                         headers=headers, timeout=30)
                 assert response.status_code == 403, (path, body, headers, response.text)
                 assert response.json()["error"] == "AccessDenied"
-    assert target.state() == before
+    after = target.state()
+    # each refusal is an incident in the audit log (rate-limited), and nothing else
+    added = after["audit"][len(before["audit"]):]
+    assert after["audit"][:len(before["audit"])] == before["audit"]
+    assert added and {row[1] for row in added} == {"incident"}
+    assert {**after, "audit": before["audit"]} == before

@@ -230,10 +230,12 @@ def test_propose_approve_and_audit(node: Node) -> None:
         "message"]
     assert node.call("GET", f"/computations/{identifier}/result", "ministry").status_code == 409
     kinds = [e["kind"] for e in node.call("GET", "/audit/entries", "root").json()]
-    assert kinds == ["dataset_registered", "proposal", "approval", "approval", "approval"]
+    # the impostor's request is an incident
+    assert kinds == ["dataset_registered", "proposal", "approval", "approval", "approval",
+                     "incident"]
     # no peer process answers in this test: the log is checked on its own
     assert node.call("GET", "/audit/verify", "officer-1").json() == {
-        "entries": 5, "verified": True, "peers": [], "checkpoints": 0}
+        "entries": 6, "verified": True, "peers": [], "checkpoints": 0}
 
 
 def test_common_mistakes_get_clear_errors_before_anyone_approves(node: Node) -> None:

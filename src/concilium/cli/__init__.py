@@ -7,6 +7,9 @@
     concilium launch consortium.toml NODE_DIR... --program package.module:function
     concilium explain "SELECT ..." --catalog tables.toml
     concilium audit verify audit.sqlite [--manifest consortium.toml]
+    concilium audit export NODE_DIR --out bundle.json [--manifest consortium.toml]
+    concilium audit verify bundle.json [--manifest consortium.toml]
+    concilium incidents --node NODE_DIR
     concilium user add NODE_DIR NAME --role analyst        (prints the API token once)
     concilium node start NODE_DIR [--manifest consortium.toml]
     concilium dataset add NAME FILE --schema columns.toml --node NODE_DIR
@@ -20,6 +23,10 @@
     concilium result ID --node NODE_DIR [--format table|csv|json]
     concilium budget show DATASET --node NODE_DIR
     concilium demo [--two-party | --four-party]
+    concilium consortium propose-change NEW.toml --reason WHY --node NODE_DIR
+    concilium consortium approve-change ID --node NODE_DIR
+    concilium consortium history --node NODE_DIR
+    concilium keys rotate NODE_DIR --tls | --signing
 
 Errors print one line saying what went wrong and what to do, and exit with
 status 2; nothing is half-written.
@@ -27,12 +34,19 @@ status 2; nothing is half-written.
 The commands live in :mod:`concilium.cli.nodes` (nodes, consortia, users,
 launching, audit, the demos), :mod:`concilium.cli.datasets` (datasets, budgets,
 ``explain``) and :mod:`concilium.cli.computations` (proposals, decisions,
-status, results), over what :mod:`concilium.cli.common` shares.
+status, results), :mod:`concilium.cli.incidents` (a node's incidents), over
+what :mod:`concilium.cli.common` shares.
 """
 
 from __future__ import annotations
 
-from concilium.cli import computations, datasets, nodes  # noqa: F401  (register the commands)
+from concilium.cli import (  # noqa: F401  (register the commands)
+    amendments,
+    computations,
+    datasets,
+    incidents,
+    nodes,
+)
 from concilium.cli.common import app
 
 __all__ = ["app", "main"]

@@ -14,12 +14,12 @@ from rich.console import Console
 
 from concilium.errors import ConciliumError, ConfigurationError
 
-__all__ = ["NodeOption", "TokenOption", "app", "console", "errors", "node_client",
-           "friendly", "model_app", "policy_text", "print_rules", "read_toml"]
+__all__ = ["NodeOption", "TokenOption", "app", "console", "consortium_app", "errors",
+           "friendly", "model_app", "node_client", "policy_text", "print_rules", "read_toml"]
 
 app = typer.Typer(help="Concilium: governed secure multiparty computation.",
                   no_args_is_help=True, add_completion=False)
-consortium_app = typer.Typer(help="Create and inspect the consortium manifest.",
+consortium_app = typer.Typer(help="Create, inspect and amend the consortium manifest.",
                              no_args_is_help=True)
 app.add_typer(consortium_app, name="consortium")
 audit_app = typer.Typer(help="Check audit logs.", no_args_is_help=True)

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AuditEntry", "AuditLog", "Checkpoint", "Witnessed", "checkpoint_message",
            "commitment", "cosign",
-           "load_witnessed", "merkle_root", "verify_against", "verify_log"]
+           "load_witnessed", "merkle_root", "verify_against", "verify_log", "verify_records"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -210,6 +210,21 @@ class AuditLog:
         return int(total), [AuditEntry(p, t, k, json.loads(b), prev, h, s)
                             for p, t, k, b, prev, h, s in rows]
 
+    def since(self, position: int, kinds: Sequence[str] | None = None,
+              limit: int | None = None) -> list[AuditEntry]:
+        """The entries after index ``position`` (-1: from the first), oldest first, only
+        of ``kinds`` if given, at most ``limit``: an append-only log read incrementally
+        (the node's metrics tally it this way, by its primary key)."""
+        where = "position > ?"
+        arguments: list[Any] = [position]
+        if kinds is not None:
+            where += f" AND kind IN ({', '.join('?' * len(kinds))})" if kinds else " AND 0"
+            arguments.extend(kinds)
+        rows = self._connection.execute(
+            f"SELECT * FROM entries WHERE {where} ORDER BY position LIMIT ?",
+            [*arguments, -1 if limit is None else max(0, limit)])
+        return [AuditEntry(p, t, k, json.loads(b), prev, h, s) for p, t, k, b, prev, h, s in rows]
+
     def kinds(self) -> list[str]:
         """The kinds of entry in this log."""
         return [row[0] for row in self._connection.execute(
@@ -284,7 +299,20 @@ def verify_log(path: str | Path, signers: Mapping[str, str] | None = None,
         raise AuditError(f"{path} is not a Concilium audit log ({error})") from None
     finally:
         connection.close()
-    node, key_text = meta.get("node"), meta.get("public_key", "")
+    return verify_records(str(meta.get("node")), meta.get("public_key", ""), rows, checkpoints,
+                          signers, against)
+
+
+def verify_records(node: str, key_text: str, rows: Sequence[Sequence[Any]],
+                   checkpoints: Sequence[Sequence[Any]],
+                   signers: Mapping[str, str] | None = None,
+                   against: Sequence[Witnessed] = ()) -> int:
+    """What :func:`verify_log` checks, on a log's records wherever they come from (its
+    SQLite file, or an auditor's bundle: :mod:`concilium.governance.audit_bundle`):
+    ``rows`` are (index, time, kind, body as JSON text, previous hash, hash,
+    signature) in order, ``checkpoints`` (size, root, signer, signature), ``key_text``
+    the log's ``ed25519:`` key. Returns the number of entries; raises AuditError
+    naming the first bad index."""
     if signers is not None and signers.get(str(node)) != key_text:
         raise AuditError(f"the log's key is not {node!r}'s key in the manifest", index=None)
     key = public_key(key_text)
@@ -318,7 +346,7 @@ def verify_log(path: str | Path, signers: Mapping[str, str] | None = None,
             except (KeyError, InvalidSignature, ValueError):
                 raise AuditError(f"the checkpoint at {size} entries has a bad co-signature "
                                  f"from {signer!r}", index=size) from None
-    verify_against(str(node), hashes, against, signers)
+    verify_against(node, hashes, against, signers)
     return len(hashes)
 
 

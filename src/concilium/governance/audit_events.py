@@ -19,10 +19,9 @@ from typing import Any, ClassVar
 from concilium.errors import AuditError
 
 __all__ = ["EVENTS", "Abort", "Approval", "AuditAlert", "AuditEvent", "BudgetCharge",
-           "BudgetRefund", "DatasetRegistered",
-           "DatasetRulesChanged", "Delivery", "InputCommitment", "ModelRegistered",
-           "PolicyDecision", "Proposal",
-           "Refusal", "Result", "Retry", "RunEnd", "RunStart", "event_from_entry"]
+           "BudgetRefund", "DatasetRegistered", "DatasetRulesChanged", "Delivery",
+           "Incident", "InputCommitment", "ManifestAmended", "ModelRegistered", "PolicyDecision",
+           "Proposal", "Refusal", "Result", "Retry", "RunEnd", "RunStart", "event_from_entry"]
 
 
 @dataclass(frozen=True)
@@ -183,6 +182,21 @@ class ModelRegistered(AuditEvent):
 
 
 @dataclass(frozen=True)
+class ManifestAmended(AuditEvent):
+    """The consortium's manifest changed by an amendment this node applied: the
+    amendment's id, the old and new manifest hashes, the kind of change, what it
+    changes, and the members whose signatures it carried."""
+
+    KIND: ClassVar[str] = "manifest_amended"
+    amendment: str
+    base: str
+    manifest: str
+    change: str
+    description: str
+    signers: list[str]
+
+
+@dataclass(frozen=True)
 class DatasetRulesChanged(AuditEvent):
     """An owner's rules for a dataset changed, by whom, from what to what."""
 
@@ -229,11 +243,26 @@ class BudgetRefund(AuditEvent):
     reason: str
 
 
+@dataclass(frozen=True)
+class Incident(AuditEvent):
+    """Something this node refused that no other kind records: a peer request whose
+    signature fails, an MPC connection, certificate or frame refused, a run that failed
+    with no ``abort`` entry. ``kind`` says which (docs/audit.md lists them), ``peers``
+    the nodes involved as far as this node can tell, ``computation_id`` the computation
+    (None when there is none or it is not known)."""
+
+    KIND: ClassVar[str] = "incident"
+    kind: str
+    reason: str
+    peers: list[str]
+    computation_id: str | None
+
+
 #: every kind, by its name
 EVENTS: dict[str, type[AuditEvent]] = {event.KIND: event for event in (
     Proposal, Approval, Refusal, RunStart, InputCommitment, PolicyDecision, Result, RunEnd,
-    Abort, Delivery, Retry, DatasetRegistered, ModelRegistered, DatasetRulesChanged,
-    AuditAlert, BudgetCharge, BudgetRefund)}
+    Abort, Delivery, Retry, DatasetRegistered, ModelRegistered, ManifestAmended,
+    DatasetRulesChanged, AuditAlert, BudgetCharge, BudgetRefund, Incident)}
 
 
 def event_from_entry(kind: str, body: Mapping[str, Any]) -> AuditEvent:

@@ -36,11 +36,14 @@ from concilium.errors import ConfigurationError
 __all__ = [
     "Address",
     "NodeIdentity",
+    "certificate_expiry",
     "certificate_fingerprint",
+    "complete_rotation",
     "create_node",
     "load_node",
     "load_signing_key",
     "parse_address",
+    "prepare_rotation",
 ]
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -216,3 +219,83 @@ def load_signing_key(identity: NodeIdentity) -> ed25519.Ed25519PrivateKey:
     if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise ConfigurationError(f"{identity.signing_key_path} is not an Ed25519 key")
     return key
+
+
+# -- key rotation ------------------------------------------------------------------------
+def certificate_expiry(pem: str | bytes) -> datetime.datetime:
+    """When a certificate stops being valid (UTC)."""
+    data = pem.encode() if isinstance(pem, str) else pem
+    return x509.load_pem_x509_certificate(data).not_valid_after_utc
+
+
+def _next_paths(identity: NodeIdentity) -> dict[str, Path]:
+    return {"tls_certificate": identity.directory / "tls" / "node.next.crt",
+            "tls_key": identity.directory / "tls" / "node.next.key",
+            "signing_key": identity.directory / "keys" / "signing.next.key"}
+
+
+def prepare_rotation(identity: NodeIdentity, *, tls: bool, signing: bool) -> dict[str, str]:
+    """New keys for the node, written beside the current ones (``*.next.*``) until the
+    consortium has the amendment that announces them. Returns what the manifest entry
+    gets: ``tls_fingerprint`` and ``tls_certificate``, and/or ``signing_key``."""
+    if not tls and not signing:
+        raise ConfigurationError("rotate the TLS key (--tls), the signing key (--signing), "
+                                 "or both")
+    if signing:
+        raise ConfigurationError(
+            "rotating the signing key is not available yet: the node's audit log is signed "
+            "under one key, and would first have to record which key signed which entry. "
+            "A compromised signing key is revoked by the other members instead "
+            "(concilium consortium propose-change --revoke)")
+    paths = _next_paths(identity)
+    if any(path.exists() for path in paths.values()):
+        raise ConfigurationError(f"a rotation of {identity.name} is already prepared "
+                                 f"({identity.directory}/*/*.next.*); finish or remove it")
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    plain = serialization.NoEncryption()
+    entry: dict[str, str] = {}
+    if tls:
+        tls_key = ec.generate_private_key(ec.SECP256R1())
+        pem = _self_signed(identity.name, tls_key).public_bytes(serialization.Encoding.PEM)
+        _write_private(paths["tls_key"],
+                       tls_key.private_bytes(serialization.Encoding.PEM, pkcs8, plain))
+        paths["tls_certificate"].write_bytes(pem)
+        entry.update(tls_fingerprint=certificate_fingerprint(pem),
+                     tls_certificate=pem.decode())
+    if signing:
+        signing_key = ed25519.Ed25519PrivateKey.generate()
+        _write_private(paths["signing_key"],
+                       signing_key.private_bytes(serialization.Encoding.PEM, pkcs8, plain))
+        public = signing_key.public_key().public_bytes(serialization.Encoding.Raw,
+                                                       serialization.PublicFormat.Raw)
+        entry["signing_key"] = "ed25519:" + public.hex()
+    return entry
+
+
+def complete_rotation(identity: NodeIdentity) -> NodeIdentity:
+    """Put the prepared keys in place (the old ones kept as ``*.previous.*``) and
+    record them in ``node.toml``; the node's identity now."""
+    paths = _next_paths(identity)
+    current = {"tls_certificate": identity.tls_certificate_path,
+               "tls_key": identity.tls_key_path, "signing_key": identity.signing_key_path}
+    moved = [name for name, path in paths.items() if path.exists()]
+    if not moved:
+        raise ConfigurationError(f"no rotation of {identity.name} is prepared")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S")
+    for name in moved:
+        old = current[name]
+        os.replace(old, old.with_name(f"{old.stem}.previous-{stamp}{old.suffix}"))
+        os.replace(paths[name], old)
+    pem = identity.tls_certificate_path.read_bytes()
+    key = serialization.load_pem_private_key(identity.signing_key_path.read_bytes(), None)
+    assert isinstance(key, ed25519.Ed25519PrivateKey)
+    public = key.public_key().public_bytes(serialization.Encoding.Raw,
+                                           serialization.PublicFormat.Raw)
+    document = {"node": {"name": identity.name, "mpc_address": str(identity.mpc_address),
+                         "api_address": str(identity.api_address),
+                         "tls_fingerprint": certificate_fingerprint(pem),
+                         "signing_public_key": "ed25519:" + public.hex()}}
+    partial = identity.directory / "node.toml.partial"
+    partial.write_text(tomli_w.dumps(document))
+    os.replace(partial, identity.directory / "node.toml")
+    return load_node(identity.directory)

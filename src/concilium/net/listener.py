@@ -16,6 +16,12 @@ handshake timeout. The connection is then routed by its computation id:
   finished computation, a certificate that is not a manifest party's, a
   malformed or late HELLO, a full queue.
 
+``on_incident`` is also told of the refusals a node records as incidents (a
+:class:`RefusedConnection`: a certificate that is not a party's, a malformed
+HELLO or one claiming another party, a party's connection for a computation
+this node does not run or that did not start in time, too many handshakes);
+connections that merely close or time out are only reported to ``on_refused``.
+
 The job answers with its own HELLO (:func:`concilium.net.tls.establish_connections`),
 so every computation has its own nonces, session id, keys and transcripts. A
 slow or hostile peer holds one handshake thread for at most the handshake
@@ -27,6 +33,7 @@ Reveals: nothing (the handshake is the one of :mod:`concilium.net.tls`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import queue
 import socket
@@ -34,6 +41,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 from concilium.errors import BadFrame
 from concilium.net.tls import (
@@ -49,10 +57,28 @@ from concilium.net.tls import (
     wrap_connection,
 )
 
-__all__ = ["Arrivals", "StandingListener"]
+__all__ = ["Arrivals", "RefusedConnection", "StandingListener"]
 
 _LOG = logging.getLogger("concilium.net.listener")
 _MAX_HELD = 64
+
+
+@dataclass(frozen=True)
+class RefusedConnection:
+    """A refused MPC connection, for the node's incidents: ``kind`` is
+    ``refused_certificate``, ``refused_frame`` or ``refused_connection``; ``party`` the
+    manifest index its certificate authenticated (None before that), ``computation``
+    the id its HELLO named (None before that)."""
+
+    kind: str
+    reason: str
+    party: int | None = None
+    computation: bytes | None = None
+
+
+def _certificate_problem(error: ssl.SSLError) -> bool:
+    """A TLS handshake that failed on the peer's certificate (not a party's, or none)."""
+    return "CERTIFICATE" in f"{error.reason or ''} {error}".upper()
 
 
 class Arrivals:
@@ -91,13 +117,16 @@ class StandingListener:
     def __init__(self, own: Endpoint, endpoints: Sequence[Endpoint], identity: TlsIdentity,
                  settings: TlsSettings, *, known: Callable[[bytes], bool] | None = None,
                  on_refused: Callable[[str], None] | None = None,
+                 on_incident: Callable[[RefusedConnection], None] | None = None,
                  max_handshakes: int = 32) -> None:
         self.own = own
         self._peers = {e.fingerprint: e for e in endpoints if e.index != own.index}
+        self._identity = identity
         self._server = server_context(identity, endpoints)
         self._settings = settings
         self._known = known or (lambda _: False)
         self._on_refused = on_refused
+        self._on_incident = on_incident
         self._slots = threading.BoundedSemaphore(max_handshakes)
         self._lock = threading.Lock()
         self._expected: dict[bytes, Arrivals] = {}
@@ -116,6 +145,17 @@ class StandingListener:
     def start(self) -> StandingListener:
         self._thread.start()
         return self
+
+    def update_peers(self, endpoints: Sequence[Endpoint]) -> None:
+        """Trust exactly these parties from now on (an amended manifest): connections
+        already accepted go on; a party no longer listed, or presenting a certificate
+        the new list does not pin, is refused at its next handshake."""
+        with self._lock:
+            mine = next((e for e in endpoints if e.name == self.own.name), None)
+            if mine is not None:  # its position may move when a party before it leaves
+                self.own = dataclasses.replace(self.own, index=mine.index)
+            self._peers = {e.fingerprint: e for e in endpoints if e.name != self.own.name}
+            self._server = server_context(self._identity, endpoints)
 
     def close(self) -> None:
         self._stopping.set()
@@ -143,7 +183,10 @@ class StandingListener:
             early = self._held.pop(computation_id, [])
         for _, connection, hello in early:
             if not arrivals.put(connection, hello):
-                self._refuse(connection, "too many connections for one computation")
+                self._refuse(connection, "too many connections for one computation",
+                             RefusedConnection("refused_connection", "too many connections "
+                                               "for one computation", hello.index,
+                                               computation_id))
         try:
             yield arrivals
         finally:
@@ -163,7 +206,8 @@ class StandingListener:
                 return
             if not self._slots.acquire(blocking=False):
                 raw.close()
-                self._report("too many handshakes at once: a connection was closed")
+                why = "too many handshakes at once: a connection was closed"
+                self._report(why, RefusedConnection("refused_connection", why))
                 continue
             tune_socket(raw)
             threading.Thread(target=self._handshake, args=(raw,), daemon=True,
@@ -171,6 +215,7 @@ class StandingListener:
 
     def _handshake(self, raw: socket.socket) -> None:
         connection = wrap_connection(raw, self._server, server=True)
+        peer: Endpoint | None = None
         try:
             timeout = self._settings.handshake_timeout
             connection.handshake(time.monotonic() + timeout)
@@ -185,7 +230,15 @@ class StandingListener:
                                f"be party {hello.index}")
             self._route(connection, hello)
         except (OSError, EOFError, ssl.SSLError, BadFrame) as error:
-            self._refuse(connection, f"{type(error).__name__}: {error}")
+            why = f"{type(error).__name__}: {error}"
+            incident = None
+            if isinstance(error, BadFrame):
+                incident = RefusedConnection(
+                    "refused_certificate" if peer is None else "refused_frame", why,
+                    None if peer is None else peer.index)
+            elif isinstance(error, ssl.SSLError) and _certificate_problem(error):
+                incident = RefusedConnection("refused_certificate", why)
+            self._refuse(connection, why, incident)
         finally:
             self._slots.release()
 
@@ -199,10 +252,14 @@ class StandingListener:
                     (time.monotonic(), connection, hello))
                 return
         if arrivals is None:
-            self._refuse(connection, f"party {hello.index} asked for computation "
-                                     f"{computation.hex()[:12]}, which this node does not run")
+            why = (f"party {hello.index} asked for computation {computation.hex()[:12]}, "
+                   "which this node does not run")
+            self._refuse(connection, why, RefusedConnection("refused_connection", why,
+                                                            hello.index, computation))
         elif not arrivals.put(connection, hello):
-            self._refuse(connection, "too many connections for one computation")
+            why = "too many connections for one computation"
+            self._refuse(connection, why, RefusedConnection("refused_connection", why,
+                                                            hello.index, computation))
 
     def _expire_held(self) -> None:
         limit = time.monotonic() - self._settings.startup_timeout
@@ -212,15 +269,23 @@ class StandingListener:
             self._held = {k: kept for k, v in self._held.items()
                           if (kept := [e for e in v if e[0] >= limit])}
         for connection, hello in stale:
-            self._refuse(connection, f"computation {hello.computation_id.hex()[:12]} did not "
-                                     "start in time")
+            why = f"computation {hello.computation_id.hex()[:12]} did not start in time"
+            self._refuse(connection, why, RefusedConnection(
+                "refused_connection", f"party {hello.index}'s connection for {why}",
+                hello.index, hello.computation_id))
 
-    def _refuse(self, connection: TlsConnection, why: str) -> None:
+    def _refuse(self, connection: TlsConnection, why: str,
+                incident: RefusedConnection | None = None) -> None:
         connection.close()
-        self._report(why)
+        self._report(why, incident)
 
-    def _report(self, why: str) -> None:
+    def _report(self, why: str, incident: RefusedConnection | None = None) -> None:
         self.refused += 1
         _LOG.warning("refused an MPC connection: %s", why)
         if self._on_refused is not None:
             self._on_refused(why)
+        if incident is not None and self._on_incident is not None:
+            try:
+                self._on_incident(incident)
+            except Exception:  # recording it must not stop the listener
+                _LOG.exception("could not record a refused MPC connection")

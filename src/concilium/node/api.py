@@ -35,7 +35,7 @@ from concilium.errors import (
 )
 from concilium.node import web
 from concilium.node.context import FailedAttempts, NodeContext
-from concilium.node.routes import audit, computations, datasets, peers
+from concilium.node.routes import audit, computations, consortium, datasets, metrics, peers
 from concilium.node.routes.common import Context
 from concilium.node.store import NotFound
 
@@ -105,7 +105,7 @@ def create_app(context: NodeContext) -> FastAPI:
     def health_route(context: Context) -> dict[str, Any]:
         return health(context)
 
-    for module in (datasets, computations, audit, peers):
+    for module in (datasets, computations, audit, peers, consortium, metrics):
         app.include_router(module.router)
     app.include_router(web.router)
     return app

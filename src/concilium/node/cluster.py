@@ -30,7 +30,7 @@ from typing import Any
 import pandas as pd
 
 from concilium.errors import ConciliumError, ConfigurationError
-from concilium.governance.consortium import Manifest, add_party, save_manifest
+from concilium.governance.consortium import Manifest, PartyEntry, add_party, save_manifest
 from concilium.governance.identity import create_node
 from concilium.governance.users import UserStore
 from concilium.node.client import NodeClient
@@ -38,7 +38,7 @@ from concilium.node.service import spawn, stop
 
 __all__ = ["ROLES", "TERMINAL", "LocalCluster", "free_port"]
 
-ROLES = ("admin", "analyst", "approver", "recipient")
+ROLES = ("admin", "analyst", "approver", "recipient", "monitor")
 #: statuses a computation does not leave by itself
 TERMINAL = ("completed", "failed", "rejected")
 
@@ -119,6 +119,23 @@ class LocalCluster:
         except BaseException:
             self.close()
             raise
+
+    def prepare(self, name: str, roles: Sequence[str] = ("data_owner", "compute")
+                ) -> PartyEntry:
+        """A new node's directory, users and manifest entry, not yet in the manifest
+        (it joins by amendment; :meth:`start` it once the amendment is applied)."""
+        self.bound[name] = self.advertised[name] = f"127.0.0.1:{free_port()}"
+        node = create_node(self.root / name, name, self.bound[name],
+                           f"127.0.0.1:{free_port()}")
+        self.dirs[name] = self.root / name
+        users = UserStore(self.dirs[name] / "users.sqlite")
+        try:
+            self.tokens[name] = {role: users.add_user(role, role) for role in ROLES}
+        finally:
+            users.close()
+        self.names = (*self.names, name)
+        entry = add_party(Manifest("joining", "rep3"), node, tuple(roles)).parties[0]
+        return entry
 
     # -- processes ------------------------------------------------------------------
 

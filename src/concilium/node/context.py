@@ -79,6 +79,7 @@ class NodeContext:
     audit: AuditLog
     audit_path: Path
     manifest: Manifest | None = None
+    manifest_path: Path | None = None  # where the manifest lives (amendments rewrite it)
     identity: NodeIdentity | None = None  # for the MPC transport of jobs
     lock: threading.Lock = field(default_factory=threading.Lock)
     run_jobs: bool = True  # start approved computations (off in API-only tests)
@@ -86,6 +87,7 @@ class NodeContext:
     tls_settings: TlsSettings | None = None  # the MPC transport's timeouts
     audit_status: dict[str, Any] | None = None  # the last check against the peers
     listener: Any = None  # the standing MPC listener (net.listener), when serving
+    api_tls: Any = None  # the HTTPS server's ssl.SSLContext, when serving
     outbox: Any = None  # undelivered control-plane messages (node.outbox)
     attempts: FailedAttempts = field(default_factory=lambda: FailedAttempts())
     ledger: Ledger | None = None  # the privacy-budget ledger of this node's datasets

@@ -6,12 +6,15 @@ computations, approvals), ``users.sqlite`` (users and token hashes),
 ``audit.sqlite`` (the signed, hash-chained audit log). The node listens on its
 MPC address for its whole life (:mod:`concilium.net.listener`) and routes each
 peer's connection to its computation, so any number of computations run at
-once. Shutdown on SIGINT or SIGTERM is graceful: uvicorn stops accepting
+once. The node logs to stderr, one JSON object per line (:mod:`concilium.node.logs`:
+every request and every run; ``CONCILIUM_LOG_FORMAT=text`` for the plain warnings
+only). Shutdown on SIGINT or SIGTERM is graceful: uvicorn stops accepting
 requests, finishes the ones in flight, and the stores are closed.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import signal
@@ -21,18 +24,26 @@ import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+from concilium.errors import ConfigurationError
 from concilium.governance.audit import AuditLog
 from concilium.governance.audit_events import Abort
 from concilium.governance.budget import Ledger
 from concilium.governance.consortium import load_manifest
-from concilium.governance.identity import load_node, load_signing_key, parse_address
+from concilium.governance.identity import (
+    certificate_expiry,
+    load_node,
+    load_signing_key,
+    parse_address,
+)
 from concilium.governance.users import UserStore
-from concilium.net.listener import StandingListener
+from concilium.net.listener import RefusedConnection, StandingListener
 from concilium.net.tls import TlsIdentity, TlsSettings
-from concilium.node import control, jobs
+from concilium.node import control, jobs, logs
 from concilium.node.api import create_app
 from concilium.node.context import NodeContext
+from concilium.node.incidents import record_incident
 from concilium.node.launcher import endpoints
 from concilium.node.outbox import Outbox
 from concilium.node.store import NodeStore, NotFound
@@ -51,6 +62,7 @@ def open_node(node_dir: str | Path, manifest_path: str | Path | None = None) -> 
                        audit=AuditLog(root / "audit.sqlite", identity.name, key),
                        audit_path=root / "audit.sqlite",
                        manifest=None if manifest_path is None else load_manifest(manifest_path),
+                       manifest_path=None if manifest_path is None else Path(manifest_path),
                        identity=identity, outbox=Outbox(root / "outbox.sqlite"),
                        ledger=Ledger(root / "budget.sqlite"))
 
@@ -107,6 +119,8 @@ def interrupted(context: NodeContext) -> list[str]:
                                        "retry it")
             context.audit.record(Abort(record.id, "NodeRestarted",
                                        "the node stopped during the run"))
+            logs.event("run_abort", logging.WARNING, computation=record.id,
+                       reason="NodeRestarted", message="the node stopped during the run")
             found.append(record.id)
     return found
 
@@ -114,7 +128,8 @@ def interrupted(context: NodeContext) -> list[str]:
 def mpc_listener(context: NodeContext, bind: str | None = None) -> StandingListener:
     """The node's standing MPC listener: routes peers' connections to this node's
     computations; a connection for a computation it does not have, or has completed
-    or refused, is refused and logged. ``bind`` (``host:port``): listen there instead
+    or refused, is refused and logged (and, like a certificate that is not a party's or
+    a malformed HELLO, recorded as an ``incident``). ``bind`` (``host:port``): listen there instead
     of on the manifest's MPC address (a node behind port forwarding or a proxy)."""
     manifest = context.manifest
     assert manifest is not None and context.identity is not None
@@ -130,21 +145,52 @@ def mpc_listener(context: NodeContext, bind: str | None = None) -> StandingListe
         except NotFound:
             return False
 
+    def refused(incident: RefusedConnection) -> None:
+        """A refused certificate, frame or connection: an ``incident`` entry."""
+        parties = context.manifest.parties if context.manifest is not None else ()
+        peers = [parties[incident.party].name] if incident.party is not None and \
+            incident.party < len(parties) else []
+        computation = incident.computation.hex() if incident.computation else None
+        record_incident(context, incident.kind, incident.reason, peers, computation)
+
     identity = TlsIdentity(context.identity.tls_certificate_path, context.identity.tls_key_path)
     return StandingListener(own, every, identity, context.tls_settings or TlsSettings(),
-                            known=known).start()
+                            known=known, on_incident=refused).start()
+
+
+#: Warn (log) this long before the node's certificate expires.
+EXPIRY_WARNING = datetime.timedelta(days=30)
+
+
+def _warn_expiry(identity: Any) -> None:
+    """A warning in the node's log when its certificate expires within 30 days
+    (rotate it with ``concilium keys rotate NODE_DIR --tls``)."""
+    left = certificate_expiry(identity.tls_certificate_pem) - datetime.datetime.now(
+        datetime.UTC)
+    if left < EXPIRY_WARNING:
+        _LOG.warning("the TLS certificate of %s expires in %d days; rotate it with "
+                     "'concilium keys rotate %s --tls'", identity.name, left.days,
+                     identity.directory)
 
 
 def serve(node_dir: str | Path, manifest_path: str | Path | None = None, *,
           witness_interval: float = 2.0, settings: TlsSettings | None = None,
-          mpc_bind: str | None = None) -> None:
+          mpc_bind: str | None = None, log_format: str | None = None) -> None:
     """Serve the node's API until SIGINT/SIGTERM (blocking); ``witness_interval``:
     seconds between rounds of peer co-signatures of the audit log; ``settings``: the
     MPC transport's timeouts (a peer silent for ``receive_timeout`` aborts the run);
-    ``mpc_bind``: see :func:`mpc_listener`."""
+    ``mpc_bind``: see :func:`mpc_listener`; ``log_format``: ``json`` (one object per
+    line on stderr: every request and run, every warning) or ``text`` (warnings only),
+    by default ``CONCILIUM_LOG_FORMAT``, else ``json``."""
     import uvicorn
+    from uvicorn.config import LOGGING_CONFIG
 
+    log_format = log_format or os.environ.get("CONCILIUM_LOG_FORMAT", "json")
+    if log_format not in ("json", "text"):
+        raise ConfigurationError(f"the log format is json or text, not {log_format!r}")
     context = open_node(node_dir, manifest_path)
+    structured = log_format == "json"
+    json_handler = logs.configure(context.name) if structured else None
     context.tls_settings = settings
     identity = load_node(node_dir)
     # uvicorn shuts down gracefully on SIGINT/SIGTERM, restores the handlers it found
@@ -163,12 +209,24 @@ def serve(node_dir: str | Path, manifest_path: str | Path | None = None, *,
         threading.Thread(target=_background, args=(context, stopping, witness_interval),
                          daemon=True, name="concilium-background").start()
     try:
-        uvicorn.run(create_app(context), host=identity.api_address.host,
-                    port=identity.api_address.port, log_level="warning",
-                    ssl_certfile=str(identity.tls_certificate_path),
-                    ssl_keyfile=str(identity.tls_key_path), timeout_graceful_shutdown=10)
+        app = create_app(context)
+        if structured:  # every request logged; uvicorn's records to the JSON handler
+            logs.install(app, context)
+        config = uvicorn.Config(app, host=identity.api_address.host,
+                                port=identity.api_address.port, log_level="warning",
+                                ssl_certfile=str(identity.tls_certificate_path),
+                                ssl_keyfile=str(identity.tls_key_path),
+                                timeout_graceful_shutdown=10,
+                                log_config=None if structured else LOGGING_CONFIG,
+                                access_log=not structured)
+        config.load()
+        context.api_tls = config.ssl  # a key rotation loads the new certificate into it
+        _warn_expiry(identity)
+        uvicorn.Server(config).run()
     finally:
         stopping.set()
+        if json_handler is not None:
+            logging.getLogger().removeHandler(json_handler)
         if context.listener is not None:
             context.listener.close()
         for sig, handler in previous.items():

@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS computations (id TEXT PRIMARY KEY, spec TEXT NOT NULL
     created TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS approvals (computation TEXT NOT NULL, approver TEXT NOT NULL,
     node TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (computation, approver, node, body));
+CREATE TABLE IF NOT EXISTS amendments (id TEXT PRIMARY KEY, body TEXT NOT NULL,
+    status TEXT NOT NULL, received TEXT NOT NULL, applied TEXT);
+CREATE TABLE IF NOT EXISTS amendment_signatures (amendment TEXT NOT NULL, node TEXT NOT NULL,
+    signature TEXT NOT NULL, PRIMARY KEY (amendment, node));
 """
 
 
@@ -228,3 +232,39 @@ class NodeStore:
     def approvals(self, identifier: str) -> list[Approval]:
         return [Approval(**json.loads(body)) for (body,) in self._connection.execute(
             "SELECT body FROM approvals WHERE computation = ? ORDER BY rowid", (identifier,))]
+
+    # -- manifest amendments -------------------------------------------------------------
+    @_locked
+    def add_amendment(self, identifier: str, body: dict[str, Any]) -> None:
+        """Keep a proposed amendment (once; its body is what its id hashes)."""
+        with self._connection:
+            self._connection.execute(
+                "INSERT OR IGNORE INTO amendments VALUES (?, ?, 'proposed', ?, NULL)",
+                (identifier, json.dumps(body), _now()))
+
+    @_locked
+    def add_amendment_signature(self, identifier: str, node: str, signature: str) -> None:
+        with self._connection:
+            self._connection.execute(
+                "INSERT OR IGNORE INTO amendment_signatures VALUES (?, ?, ?)",
+                (identifier, node, signature))
+
+    @_locked
+    def amendment_applied(self, identifier: str) -> None:
+        with self._connection:
+            self._connection.execute(
+                "UPDATE amendments SET status = 'applied', applied = ? WHERE id = ?",
+                (_now(), identifier))
+
+    @_locked
+    def amendments(self) -> list[dict[str, Any]]:
+        """Every amendment this node knows, oldest first: id, body, status, times and
+        the signatures collected (node -> hex signature)."""
+        signatures: dict[str, dict[str, str]] = {}
+        for amendment, node, signature in self._connection.execute(
+                "SELECT amendment, node, signature FROM amendment_signatures"):
+            signatures.setdefault(amendment, {})[node] = signature
+        return [{"id": key, "body": json.loads(body), "status": status, "received": received,
+                 "applied": applied, "signatures": signatures.get(key, {})}
+                for key, body, status, received, applied in self._connection.execute(
+                    "SELECT * FROM amendments ORDER BY received, id")]

@@ -50,7 +50,9 @@ def can_see(context: NodeContext, user: User, record: ComputationRecord) -> bool
         return context.name in spec.approvers
     if user.role == "analyst":
         return spec.analyst == user.name
-    return context.name in spec.recipients and record.status == "completed"
+    if user.role == "recipient":
+        return context.name in spec.recipients and record.status == "completed"
+    return False  # a monitor reads metrics only
 
 
 def _require_visible(context: NodeContext, user: User, record: ComputationRecord) -> None:
@@ -60,7 +62,8 @@ def _require_visible(context: NodeContext, user: User, record: ComputationRecord
                                "approver": "this node is not one of its approvers",
                                "analyst": "you did not propose it",
                                "recipient": "this node does not receive its result, or it "
-                                            "has not completed"}.get(user.role, ""))
+                                            "has not completed"}.get(
+                                                user.role, "this role sees no computation"))
 
 
 def age(created: str, now: datetime.datetime | None = None) -> str:
