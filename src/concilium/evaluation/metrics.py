@@ -52,17 +52,25 @@ uniformly random permutation, independent of the data), and nothing else.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
 from concilium.data import SecretArray
 from concilium.data import functions as fn
-from concilium.data.secret_array import Rounding
 from concilium.errors import ConfigurationError, InputError, ShapeMismatch
-from concilium.ops.count_division import divide_by_count, fits
-from concilium.ring.arithmetic import RING_DTYPE
+from concilium.evaluation.share_arithmetic import (
+    check_rows,
+    column_dot,
+    greater_than_grid,
+    mean_over_rows,
+    one_hot,
+    quotient,
+    secret_column,
+    settle,
+    square,
+    wanted_names,
+)
 
 __all__ = ["CLASSIFICATION_METRICS", "MULTICLASS_METRICS", "REGRESSION_METRICS",
            "binary_metrics", "class_counts", "confusion_ratios", "multiclass_metrics",
@@ -79,127 +87,10 @@ _RATIOS = frozenset({"accuracy", "precision", "recall", "f1"})
 _RATIO_NAMES = ("accuracy", "precision", "recall", "f1")
 _RANKING = frozenset({"roc_auc", "pr_auc"})
 _NEEDS_PROBABILITY = ("brier", "log_loss", "calibration")
-_EXTRA_BITS = 8  # fraction bits kept beyond f in quotients, rounded off at the end
 _PRECISION_BITS = 16  # average precision's per-threshold ratios: f + 16 bits
 _LOG_BOUND = 12.0  # |ln(clipped p)| <= 16 ln 2 = 11.1
 _REGRESSION_BOUND = 2.0**26  # means of targets and errors (see the module docstring)
 _MOST_RANKED_ROWS = 2**26  # roc_auc's 2U / P, at f bits, must fit the division by a count
-
-
-# -- validation ------------------------------------------------------------------------
-def _wanted(names: Sequence[str], valid: tuple[str, ...], task: str) -> list[str]:
-    """The requested metric names, in order and without repeats."""
-    if isinstance(names, str):
-        raise ConfigurationError(f"pass a sequence of metric names, such as [{names!r}], "
-                                 "not a single string")
-    unknown = [name for name in names if name not in valid]
-    if unknown:
-        raise ConfigurationError(f"unknown {task} metric(s) {', '.join(map(repr, unknown))}; "
-                                 f"valid metrics are: {', '.join(valid)}")
-    return list(dict.fromkeys(names))
-
-
-def _column(values: object, what: str, length: int | None = None, *,
-            integer: bool = False) -> SecretArray:
-    if not isinstance(values, SecretArray):
-        raise InputError(f"{what} must be a SecretArray (secret-shared), got "
-                         f"{type(values).__name__}")
-    if values.ndim != 1:
-        raise ShapeMismatch(f"{what} must be one-dimensional, got shape {values.shape}")
-    if length is not None and values.shape[0] != length:
-        raise ShapeMismatch(f"{what} has {values.shape[0]} rows, the labels {length}")
-    if integer and values.is_fixed:
-        raise InputError(f"{what} must be secret integers (class indices), not fixed point")
-    if values.shape[0] == 0:
-        raise InputError(f"{what} is empty: metrics need at least one row")
-    return values
-
-
-def _check_rows(rows: int) -> None:
-    if rows >= 2**30:
-        raise ConfigurationError(f"{rows} rows: metrics take fewer than 2^30 rows")
-
-
-# -- arithmetic helpers ------------------------------------------------------------------
-def _quotient(numerator: SecretArray, count: SecretArray, *, count_bound: int,
-              quotient_bound: float, extra: int = _EXTRA_BITS) -> SecretArray:
-    """``numerator / count`` with ``f + extra`` fraction bits (0 where ``count = 0``),
-    for a secret integer ``0 <= count <= count_bound`` and ``|numerator / count| <=
-    quotient_bound``; ``numerator`` may be wider than the fixed-point range.
-
-    Fewer extra bits are kept if the sizes need it. About 43 rounds whatever the
-    shape (:func:`~concilium.ops.count_division.divide_by_count`). Reveals: nothing.
-    """
-    session = numerator.session
-    f = session.codec.fractional_bits
-    have = numerator.fractional_bits
-    count_bits = max(1, int(count_bound).bit_length())
-    magnitude = max(0, math.ceil(math.log2(quotient_bound))) if quotient_bound > 0 else 0
-    for bits in range(f + extra, max(have, f) - 1, -1):
-        scale = bits - have
-        fraction = min(scale, 15)
-        shift = scale - fraction  # applied before the division (numerator times 2^shift)
-        quotient_bits = magnitude + have + shift + 1
-        if fits(count_bits, quotient_bits, fraction) and (
-                magnitude + count_bits + have + shift <= 62):
-            break
-    else:
-        raise ConfigurationError(
-            f"a quotient of up to {quotient_bound:g} over counts up to {count_bound} does not "
-            "fit the division protocol; use fewer rows or smaller values")
-    backend = session.backend
-    shares = numerator.shares
-    if shift:
-        shares = backend.mul_public(shares, np.asarray(1 << shift, dtype=RING_DTYPE))
-    result = divide_by_count(backend, shares, count.shares, count_bits=count_bits,
-                             quotient_bits=quotient_bits, fraction_bits=fraction)
-    return SecretArray(session, result, bits)
-
-
-def _rounding(value: SecretArray) -> Rounding:
-    """The exact floor in an ``"exact"`` session, else the reliable truncation: the
-    fast one fails too often at the magnitudes of squared errors and wide sums."""
-    return "exact" if value.session.truncation == "exact" else "reliable"
-
-
-def _square(value: SecretArray) -> SecretArray:
-    return value.multiply(value, truncation=_rounding(value))
-
-
-def _settle(value: SecretArray) -> SecretArray:
-    """``value`` rounded to the session's ``f`` fraction bits (one truncation)."""
-    session = value.session
-    f = session.codec.fractional_bits
-    if value.fractional_bits <= f:
-        return value.as_fixed()
-    shifted = value.truncate(value.fractional_bits - f, truncation=_rounding(value))
-    return SecretArray(session, shifted.shares, f)
-
-
-def _mean(totals: SecretArray, rows: int, bound: float) -> SecretArray:
-    """``totals / rows`` for a public row count (``|mean| <= bound``), f bits."""
-    count = totals.session.constant(np.full(totals.shape, rows, dtype=np.int64))
-    return _settle(_quotient(totals, count, count_bound=rows, quotient_bound=bound))
-
-
-def _dot(a: SecretArray, b: SecretArray) -> SecretArray:
-    """``sum_i a_i b_i`` of two columns as one matrix product (one reshare)."""
-    length = a.shape[0]
-    return (a.reshape(1, length) @ b.reshape(length, 1)).reshape(())
-
-
-def _above(x: SecretArray, thresholds: np.ndarray | float) -> SecretArray:
-    """Secret 0/1 ``x > threshold`` exactly as for the stored value: ``x 2^b`` is an
-    integer, so ``x > t`` if and only if ``x 2^b > floor(t 2^b)``."""
-    scale = float(2**x.fractional_bits)
-    grid = np.floor(np.asarray(thresholds, dtype=np.float64) * scale) / scale
-    return x > (grid if grid.ndim else float(grid))
-
-
-def _one_hot(labels: SecretArray, classes: int) -> SecretArray:
-    """``(n, classes)`` secret 0/1 ``labels == c``: n * classes equality tests in one
-    batch."""
-    return labels.reshape(labels.shape[0], 1) == np.arange(classes).reshape(1, classes)
 
 
 # -- binary classification -----------------------------------------------------------------
@@ -250,11 +141,11 @@ def binary_metrics(labels: SecretArray, names: Sequence[str], *, decision: Secre
     Raises :class:`~concilium.errors.ConfigurationError` for an unknown name or a
     probability metric without ``probability``. Reveals: see the module docstring.
     """
-    wanted = _wanted(names, CLASSIFICATION_METRICS, "binary classification")
-    y = _column(labels, "labels", integer=True)
+    wanted = wanted_names(names, CLASSIFICATION_METRICS, "binary classification")
+    y = secret_column(labels, "labels", integer=True)
     rows = y.shape[0]
-    _check_rows(rows)
-    score = _column(decision, "decision", rows)
+    check_rows(rows)
+    score = secret_column(decision, "decision", rows)
     missing = [name for name in wanted if name in _NEEDS_PROBABILITY]
     if missing and probability is None:
         raise ConfigurationError(f"metric {missing[0]!r} needs the secret probability of "
@@ -263,7 +154,7 @@ def binary_metrics(labels: SecretArray, names: Sequence[str], *, decision: Secre
         raise ConfigurationError(f"roc_auc takes fewer than 2^26 rows, got {rows}")
     if "calibration" in wanted and (not isinstance(bins, int) or bins < 1):
         raise ConfigurationError(f"calibration needs at least one bin, got bins={bins!r}")
-    p = None if probability is None else _column(probability, "probability", rows)
+    p = None if probability is None else secret_column(probability, "probability", rows)
     results: dict[str, SecretArray] = {}
     positives = y.sum()
     if _COUNTING.intersection(wanted):
@@ -279,8 +170,8 @@ def _counting(y: SecretArray, positives: SecretArray, score: SecretArray, thresh
               wanted: list[str]) -> dict[str, SecretArray]:
     """Confusion matrix and the ratios derived from it."""
     rows = y.shape[0]
-    predicted = _above(score, threshold)
-    true_positive = _dot(y, predicted)
+    predicted = greater_than_grid(score, threshold)
+    true_positive = column_dot(y, predicted)
     predicted_positive = predicted.sum()
     true_negative = rows - positives - predicted_positive + true_positive
     false_positive = predicted_positive - true_positive
@@ -313,7 +204,7 @@ def confusion_ratios(confusion: SecretArray, *, binary: bool, count_bound: int
         numerators = SecretArray.stack([diagonal.sum(), hits, hits, 2 * hits])
         counts = SecretArray.stack([total, predicted_counts[1], true_counts[1],
                                     true_counts[1] + predicted_counts[1]])
-        ratios = _settle(_quotient(numerators, counts, count_bound=2 * count_bound,
+        ratios = settle(quotient(numerators, counts, count_bound=2 * count_bound,
                                    quotient_bound=1.0))
         return {name: ratios[index] for index, name in enumerate(_RATIO_NAMES)}
     numerators = SecretArray.concatenate([diagonal.sum().reshape(1), diagonal, diagonal,
@@ -322,11 +213,11 @@ def confusion_ratios(confusion: SecretArray, *, binary: bool, count_bound: int
     counts = SecretArray.concatenate(
         [total.reshape(1), classes * predicted_counts, classes * true_counts,
          classes * (true_counts + predicted_counts)], axis=0)
-    ratios = _quotient(numerators, counts, count_bound=2 * count_bound * classes,
+    ratios = quotient(numerators, counts, count_bound=2 * count_bound * classes,
                        quotient_bound=1.0)
     parts = [ratios[:1].sum()] + [ratios[1 + k * classes:1 + (k + 1) * classes].sum()
                                   for k in range(3)]
-    settled = _settle(SecretArray.stack(parts))
+    settled = settle(SecretArray.stack(parts))
     return {name: settled[index] for index, name in enumerate(_RATIO_NAMES)}
 
 
@@ -338,15 +229,15 @@ def score_histogram(labels: SecretArray, decision: SecretArray, thresholds: np.n
     decision <= t_(j+1)``, band ``k`` holds ``decision > t_k`` (exactly, for the
     stored fixed-point value). What :func:`roc_points` and a policy's band minimum
     read. Cost: ``k`` comparisons per row, one matrix product. Reveals: nothing."""
-    y = _column(labels, "labels", integer=True)
+    y = secret_column(labels, "labels", integer=True)
     rows = y.shape[0]
-    _check_rows(rows)
-    score = _column(decision, "decision", rows)
+    check_rows(rows)
+    score = secret_column(decision, "decision", rows)
     edges = np.asarray(thresholds, dtype=np.float64).reshape(-1)
     if edges.size == 0 or not np.all(np.diff(edges) > 0) or not np.all(np.isfinite(edges)):
         raise ConfigurationError("score bands need at least one threshold, finite and "
                                  "increasing")
-    above = _above(score.reshape(rows, 1), edges.reshape(1, -1))  # (rows, k)
+    above = greater_than_grid(score.reshape(rows, 1), edges.reshape(1, -1))  # (rows, k)
     membership = SecretArray.concatenate(
         [1 - above[:, :1], above[:, :-1] - above[:, 1:], above[:, -1:]], axis=1)
     return membership.T @ SecretArray.stack([1 - y, y], axis=1)
@@ -365,7 +256,7 @@ def roc_points(histogram: SecretArray, *, count_bound: int) -> SecretArray:
     above = (histogram.reshape(1, bands, 2) * upper.reshape(bands - 1, bands, 1)).sum(axis=1)
     totals = histogram.sum(axis=0).reshape(1, 2)
     counts = SecretArray.concatenate([totals] * (bands - 1), axis=0)
-    return _settle(_quotient(above, counts, count_bound=count_bound, quotient_bound=1.0))
+    return settle(quotient(above, counts, count_bound=count_bound, quotient_bound=1.0))
 
 
 def _ranking(y: SecretArray, positives: SecretArray, score: SecretArray,
@@ -381,22 +272,22 @@ def _ranking(y: SecretArray, positives: SecretArray, score: SecretArray,
     if "roc_auc" in wanted:
         # 2U = sum over positives of 2 (negatives in lower ties) + negatives in its tie
         weights = 2 * negative.cumsum() - negative_run - positive_run
-        twice_u = positive_run.sum() + _dot(ordered, weights)
-        per_positive = _quotient(twice_u, positives, count_bound=rows,
+        twice_u = positive_run.sum() + column_dot(ordered, weights)
+        per_positive = quotient(twice_u, positives, count_bound=rows,
                                  quotient_bound=2.0 * rows)  # 2U / P <= 2N
-        area = _quotient(per_positive, 2 * negatives, count_bound=2 * rows,
+        area = quotient(per_positive, 2 * negatives, count_bound=2 * rows,
                          quotient_bound=1.0, extra=per_positive.fractional_bits - f)
-        results["roc_auc"] = _settle(area)
+        results["roc_auc"] = settle(area)
     if "pr_auc" in wanted:
         # at the last row i of a tie run: TP and predicted positives at its threshold
         true_positive = positives.reshape(1) - ordered.cumsum() + positive_run
         predicted_positive = positive_run + negative_run + (rows - np.arange(1, rows + 1))
-        precision = _quotient(true_positive, predicted_positive, count_bound=rows,
+        precision = quotient(true_positive, predicted_positive, count_bound=rows,
                               quotient_bound=1.0, extra=_PRECISION_BITS)
-        weighted = _dot(last * positive_run, precision)  # sum_t (positives at t) P_t
-        average = _quotient(weighted, positives, count_bound=rows, quotient_bound=1.0,
+        weighted = column_dot(last * positive_run, precision)  # sum_t (positives at t) P_t
+        average = quotient(weighted, positives, count_bound=rows, quotient_bound=1.0,
                             extra=weighted.fractional_bits - f)
-        results["pr_auc"] = _settle(average)
+        results["pr_auc"] = settle(average)
     return results
 
 
@@ -408,7 +299,7 @@ def _probability_metrics(y: SecretArray, p: SecretArray, wanted: list[str],
     totals: list[SecretArray] = []
     if "brier" in wanted:
         error = p - y
-        totals.append(_square(error).sum())
+        totals.append(square(error).sum())
     if "log_loss" in wanted:
         unit = p.session.codec.resolution
         low, high = unit, 1.0 - unit
@@ -417,7 +308,7 @@ def _probability_metrics(y: SecretArray, p: SecretArray, wanted: list[str],
         chosen = 1 - clipped + y * (2 * clipped - 1)  # p where y = 1, else 1 - p
         totals.append(-fn.log(chosen).sum())
     if totals:
-        means = _mean(SecretArray.stack(totals), rows, _LOG_BOUND)
+        means = mean_over_rows(SecretArray.stack(totals), rows, _LOG_BOUND)
         for index, name in enumerate(n for n in ("brier", "log_loss") if n in wanted):
             results[name] = means[index]
     if "calibration" in wanted:
@@ -432,12 +323,12 @@ def _calibration(y: SecretArray, p: SecretArray, bins: int) -> SecretArray:
         membership = session.constant(np.ones((rows, 1), dtype=np.int64))
     else:
         edges = np.linspace(0.0, 1.0, bins + 1)[1:-1]
-        above = _above(p.reshape(rows, 1), edges.reshape(1, -1))  # (rows, bins - 1)
+        above = greater_than_grid(p.reshape(rows, 1), edges.reshape(1, -1))  # (rows, bins - 1)
         membership = SecretArray.concatenate(
             [1 - above[:, :1], above[:, :-1] - above[:, 1:], above[:, -1:]], axis=1)
     counts = membership.sum(axis=0)
     sums = membership.T @ SecretArray.stack([p, y.as_fixed()], axis=1)  # (bins, 2)
-    means = _settle(_quotient(sums, SecretArray.stack([counts, counts], axis=1),
+    means = settle(quotient(sums, SecretArray.stack([counts, counts], axis=1),
                               count_bound=rows, quotient_bound=1.0))
     return SecretArray.stack([counts.as_fixed(), means[:, 0], means[:, 1]], axis=1)
 
@@ -450,13 +341,13 @@ def class_counts(labels: SecretArray, classes: int) -> SecretArray:
     Two classes (labels 0/1): ``[n - sum, sum]``, free. More: ``n * classes``
     equality tests in one batch. Reveals: nothing.
     """
-    y = _column(labels, "labels", integer=True)
+    y = secret_column(labels, "labels", integer=True)
     if not isinstance(classes, int) or classes < 2:
         raise ConfigurationError(f"classes must be an integer of at least 2, got {classes!r}")
     if classes == 2:
         total = y.sum()
         return SecretArray.stack([y.shape[0] - total, total])
-    return _one_hot(y, classes).sum(axis=0)
+    return one_hot(y, classes).sum(axis=0)
 
 
 def multiclass_metrics(labels: SecretArray, names: Sequence[str], *, predicted: SecretArray,
@@ -475,10 +366,10 @@ def multiclass_metrics(labels: SecretArray, names: Sequence[str], *, predicted: 
     (the confusion matrix) and one division of ``1 + 3 classes`` counts (about 43
     rounds). Reveals: nothing.
     """
-    wanted = _wanted(names, MULTICLASS_METRICS, "multiclass")
-    y = _column(labels, "labels", integer=True)
+    wanted = wanted_names(names, MULTICLASS_METRICS, "multiclass")
+    y = secret_column(labels, "labels", integer=True)
     rows = y.shape[0]
-    _check_rows(rows)
+    check_rows(rows)
     if not isinstance(classes, int) or classes < 2:
         raise ConfigurationError(f"classes must be an integer of at least 2, got {classes!r}")
     if not isinstance(predicted, SecretArray) or predicted.is_fixed:
@@ -486,7 +377,7 @@ def multiclass_metrics(labels: SecretArray, names: Sequence[str], *, predicted: 
     if predicted.shape != (rows, classes):
         raise ShapeMismatch(f"predicted must have shape {(rows, classes)} (rows, classes), "
                             f"got {predicted.shape}")
-    confusion = _one_hot(y, classes).T @ predicted
+    confusion = one_hot(y, classes).T @ predicted
     results = {"confusion_matrix": confusion}
     if _RATIOS.intersection(wanted):
         results.update(confusion_ratios(confusion, binary=False, count_bound=rows))
@@ -510,24 +401,24 @@ def regression_metrics(targets: SecretArray, names: Sequence[str], *,
     Means are divisions by the public row count (about 43 rounds each pass).
     Ranges: see the module docstring. Reveals: nothing.
     """
-    wanted = _wanted(names, REGRESSION_METRICS, "regression")
-    t = _column(targets, "targets").as_fixed()
+    wanted = wanted_names(names, REGRESSION_METRICS, "regression")
+    t = secret_column(targets, "targets").as_fixed()
     rows = t.shape[0]
-    _check_rows(rows)
-    p = _column(predictions, "predictions", rows).as_fixed()
+    check_rows(rows)
+    p = secret_column(predictions, "predictions", rows).as_fixed()
     error = t - p
     totals: dict[str, SecretArray] = {}
     if "mse" in wanted or "r2" in wanted:
-        totals["mse"] = _square(error).sum()
+        totals["mse"] = square(error).sum()
     if "mae" in wanted:
         totals["mae"] = abs(error).sum()
     if "r2" in wanted:
         totals["mean"] = t.sum()
-    means = _mean(SecretArray.stack(list(totals.values())), rows, _REGRESSION_BOUND)
+    means = mean_over_rows(SecretArray.stack(list(totals.values())), rows, _REGRESSION_BOUND)
     results = {name: means[index] for index, name in enumerate(totals)}
     if "r2" in wanted:
         centered = t - results["mean"].reshape(1)
-        variance = _mean(_square(centered).sum().reshape(1), rows,
+        variance = mean_over_rows(square(centered).sum().reshape(1), rows,
                          _REGRESSION_BOUND)[0]
         results["r2"] = 1 - fn.divide(results["mse"], variance)
     return {name: results[name] for name in wanted}

@@ -36,11 +36,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from concilium.errors import ApprovalMissing, ConfigurationError
-from concilium.governance.approval import public_key
+from concilium.governance.approval import signature_valid
 from concilium.governance.consortium import Manifest, PartyEntry
 
 __all__ = ["Amendment", "AmendmentSignature", "Change", "apply", "check_signature", "classify",
@@ -203,13 +202,11 @@ def check_signature(base: Manifest, amendment: Amendment, signature: AmendmentSi
     except ConfigurationError:
         raise ApprovalMissing(f"{signature.node!r} is not a member of the consortium being "
                               "amended") from None
-    try:
-        public_key(party.signing_key).verify(bytes.fromhex(signature.signature),
-                                             bytes.fromhex(amendment.identifier))
-    except (InvalidSignature, ValueError):
+    if not signature_valid(party.signing_key, signature.signature,
+                           bytes.fromhex(amendment.identifier)):
         raise ApprovalMissing(f"{signature.node}'s signature on amendment "
                               f"{amendment.identifier[:12]}... is forged or damaged (it must "
-                              "be made with the key the current manifest lists)") from None
+                              "be made with the key the current manifest lists)")
 
 
 def apply(base: Manifest, amendment: Amendment, signatures: Iterable[AmendmentSignature]

@@ -33,7 +33,7 @@ from concilium.governance.consortium import Manifest
 from concilium.governance.spec import ComputationSpec, canonical_json
 
 __all__ = ["DECISIONS", "Approval", "public_key", "require_approvals", "sign_approval",
-           "standing_decisions", "verify_approval"]
+           "signature_valid", "standing_decisions", "verify_approval"]
 
 Decision = Literal["approve", "reject", "revoke"]
 DECISIONS: tuple[Decision, ...] = ("approve", "reject", "revoke")
@@ -74,6 +74,16 @@ def public_key(text: str) -> ed25519.Ed25519PublicKey:
         raise ConfigurationError("malformed Ed25519 public key") from None
 
 
+def signature_valid(key_text: str, signature_hex: str, message: bytes) -> bool:
+    """Whether ``signature_hex`` is an Ed25519 signature of ``message`` under the
+    manifest's ``ed25519:<hex>`` key ``key_text`` (a malformed signature is not)."""
+    try:
+        public_key(key_text).verify(bytes.fromhex(signature_hex), message)
+        return True
+    except (InvalidSignature, ValueError):
+        return False
+
+
 def sign_approval(spec: ComputationSpec | str, decision: Decision, approver: str, node: str,
                   key: ed25519.Ed25519PrivateKey, *, comment: str = "",
                   time: datetime.datetime | None = None) -> Approval:
@@ -95,12 +105,9 @@ def verify_approval(approval: Approval, manifest: Manifest) -> None:
     except ConfigurationError:
         raise ApprovalMissing(f"an approval names node {approval.node!r}, which is not in "
                               "the consortium") from None
-    try:
-        public_key(party.signing_key).verify(bytes.fromhex(approval.signature),
-                                             approval.signed_part())
-    except (InvalidSignature, ValueError):
+    if not signature_valid(party.signing_key, approval.signature, approval.signed_part()):
         raise ApprovalMissing(f"the approval by {approval.approver!r} at {approval.node!r} "
-                              "has a forged or damaged signature") from None
+                              "has a forged or damaged signature")
 
 
 def standing_decisions(spec: ComputationSpec, approvals: Iterable[Approval],
