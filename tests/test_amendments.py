@@ -190,6 +190,8 @@ def test_a_member_added_by_amendment_takes_part_and_a_removed_one_is_refused(
         _until(lambda: any(e["node"] == "hospital-d" for e in _admin(
             cluster, "hospital-a").request("GET", "/catalog")))
         assert _count(cluster, "hospital-a", (*NAMES, "hospital-d")) == 3 * 3 + 2  # d's rows
+        _until(lambda: any(c["signer"] == "hospital-d" for c in _admin(
+            cluster, "hospital-a").request("GET", "/audit/checkpoints")))
         # hospital-d leaves: every member of the amended manifest signs
         smaller = load_manifest(cluster.manifest_path)
         smaller = dataclasses.replace(smaller, parties=smaller.parties[:3])
@@ -200,6 +202,11 @@ def test_a_member_added_by_amendment_takes_part_and_a_removed_one_is_refused(
         refused = _peer_request_from(cluster, "hospital-d", "hospital-a")
         assert refused.status_code == 403 and "hospital-d" in refused.text
         assert _count(cluster, "hospital-a", NAMES) == 3 * 3
+        # hospital-d co-signed the members' logs while it was one: those co-signatures
+        # (up to the amendment that removed it) still verify at every member
+        for name in NAMES:
+            checked = _admin(cluster, name).request("GET", "/audit/verify")
+            assert checked["verified"], checked
     finally:
         cluster.close()
 

@@ -20,7 +20,8 @@ from concilium.evaluation import from_sklearn
 from concilium.evaluation.governed import evaluation_section, model_digest
 from concilium.evaluation.job import EvaluationJob
 from concilium.governance.approval import sign_approval
-from concilium.governance.audit import AuditLog, verify_log
+from concilium.governance.audit import AuditLog
+from concilium.governance.audit_verify import verify_log
 from concilium.governance.policy import OutputPolicy
 from concilium.governance.proposal import DatasetEntry, DatasetRules, build_spec
 from concilium.node.runner import run_computation

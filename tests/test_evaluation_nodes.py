@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, roc_auc_score
 from typer.testing import CliRunner
 
 from concilium.cli import app
-from concilium.governance.audit import verify_log
+from concilium.governance.audit_verify import verify_log
 from concilium.governance.consortium import load_manifest
 from concilium.node.cluster import LocalCluster
 

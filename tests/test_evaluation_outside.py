@@ -20,7 +20,7 @@ from concilium.evaluation import from_sklearn
 from concilium.evaluation.inference import contribute_model, share_model
 from concilium.evaluation.job import EvaluationJob, evaluate
 from concilium.evaluation.release import receive_release
-from concilium.governance.audit import verify_log
+from concilium.governance.audit_verify import verify_log
 from concilium.governance.consortium import load_manifest
 from concilium.governance.policy import OutputPolicy
 from concilium.node.cluster import LocalCluster

@@ -11,7 +11,8 @@ from concilium.data.dataset import Dataset
 from concilium.data.schema import Schema
 from concilium.errors import ApprovalMissing, PolicyViolation
 from concilium.governance.approval import sign_approval
-from concilium.governance.audit import AuditLog, verify_log
+from concilium.governance.audit import AuditLog
+from concilium.governance.audit_verify import verify_log
 from concilium.governance.policy import OutputPolicy
 from concilium.governance.proposal import DatasetEntry, DatasetRules, build_spec
 from concilium.node.runner import run_computation

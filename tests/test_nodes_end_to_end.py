@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from concilium.cli import app
 from concilium.errors import ConciliumError
-from concilium.governance.audit import verify_log
+from concilium.governance.audit_verify import verify_log
 from concilium.governance.consortium import Manifest, add_party, save_manifest
 from concilium.governance.identity import create_node
 from concilium.node.client import NodeClient

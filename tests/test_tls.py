@@ -82,7 +82,8 @@ def test_the_operations_library_runs_over_tls_processes(consortium: Consortium) 
 
 def test_a_governed_run_over_tls_logs_transcripts_and_cosigned_checkpoints(
         consortium: Consortium, tmp_path: Path) -> None:
-    from concilium.governance.audit import AuditLog, verify_log
+    from concilium.governance.audit import AuditLog
+    from concilium.governance.audit_verify import verify_log
     from concilium.governance.consortium import load_manifest
     from concilium.governance.identity import load_node, load_signing_key
 

@@ -33,7 +33,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from concilium.governance.audit import verify_log
+from concilium.governance.audit_verify import verify_log
 from concilium.governance.consortium import Manifest, add_party, load_manifest, save_manifest
 from concilium.governance.identity import create_node
 from concilium.governance.users import UserStore

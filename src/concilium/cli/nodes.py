@@ -39,9 +39,11 @@ def audit_verify(
     log: Annotated[Path, typer.Argument(
         help="The node's audit log (SQLite), or an auditor's bundle of it (JSON, from "
              "'concilium audit export'): told apart by content")],
-    manifest: Annotated[Path | None, typer.Option(
-        help="Check the log's key and the co-signers against this manifest (a bundle "
-             "is otherwise checked against the manifest it carries)")] = None,
+    manifest: Annotated[list[Path] | None, typer.Option(
+        help="Check the log's keys and the co-signers against this manifest (a bundle "
+             "is otherwise checked against the manifest it carries). Repeatable: give "
+             "the manifests from before and after a signing key rotation, so signatures "
+             "under the old key are checked too.")] = None,
     against: Annotated[list[Path] | None, typer.Option(
         help="A peer's audit log (SQLite), its bundle, or its exported checkpoints (JSON, "
              "from 'concilium audit witnessed'): the checkpoints of this log that the peer "
@@ -51,16 +53,22 @@ def audit_verify(
     """Detect any edited, deleted, inserted or reordered entry, and (with --against)
     a truncated log or a history rebuilt with the node's own key; name the first bad
     entry. A bundle needs nothing else: no node directory, no SQLite file."""
-    from concilium.governance.audit import verify_log
-    from concilium.governance.audit_bundle import is_bundle, verify_bundle, witnessed_of
+    from concilium.governance.audit_bundle import (
+        is_bundle,
+        signers_of,
+        verify_bundle,
+        witnessed_of,
+    )
+    from concilium.governance.audit_verify import verify_log
 
     with friendly():
-        given = load_manifest(manifest) if manifest is not None else None
+        given = [load_manifest(path) for path in manifest or []]
         held = [w for path in against or [] for w in witnessed_of(path)]
         extra = f", and {len(held)} checkpoint(s) kept by peers" if against else ""
         if is_bundle(log):
             report = verify_bundle(log, manifest=given, against=held)
-            keys = {"bundled": "the bundled manifest's keys", "given": f"the keys of {manifest}",
+            named = ", ".join(map(str, manifest or []))
+            keys = {"bundled": "the bundled manifest's keys", "given": f"the keys of {named}",
                     "none": "no manifest"}[report.keys]
             console.print(f"{log}: audit bundle of {report.node}, {report.entries} entries, "
                           f"chain, signatures and checkpoints verified ({report.checkpoints} "
@@ -73,9 +81,7 @@ def audit_verify(
             for note in report.notes:
                 console.print(f"  note: {note}", highlight=False)
             return
-        signers = None
-        if given is not None:
-            signers = {p.name: p.signing_key for p in given.parties}
+        signers = signers_of(given) if given else None
         count = verify_log(log, signers, against=held)
         console.print(f"{log}: {count} entries, chain, signatures and checkpoints "
                       f"verified{extra}", highlight=False)

@@ -5,9 +5,18 @@ Entry ``i`` stores its kind (``proposal``, ``approval``, ``run_start``,
 ``input_commitment``, ``policy_decision``, ``result``, ``run_end``, ``abort``,
 ...), a JSON body, the previous entry's hash, its own hash (SHA-256 of the
 canonical JSON of index, time, kind, body and previous hash) and the node's
-Ed25519 signature of that hash. :func:`verify_log` recomputes everything and
+Ed25519 signature of that hash. Verification
+(:func:`concilium.governance.audit_verify.verify_log`) recomputes everything and
 names the first bad index: an edited entry breaks its hash, a deleted or
 inserted one the index sequence or the chain, a reordered one both.
+
+The log records which key signed what. A node whose signing key rotates (a
+manifest amendment announces the new key) appends a ``signing_key_rotated`` entry
+naming the old and the new key, signed by the old key; every later entry is signed
+by the new one. Verification follows that chain from the log's first key
+(``meta.public_key``), so entries signed before a rotation still verify, and an
+entry signed by any other key fails. Co-signatures are checked against every key
+a signer has held (``signers`` may map a node to its key history).
 
 A checkpoint is the RFC 6962 Merkle tree hash of the first ``size`` entry
 hashes; peers sign it (:func:`cosign`), so a node cannot later rewrite its
@@ -35,20 +44,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from concilium.errors import AuditError, ConfigurationError
-from concilium.governance.approval import public_key
+from concilium.governance.audit_events import SigningKeyRotated
 from concilium.governance.spec import canonical_json
 
 if TYPE_CHECKING:
     from concilium.governance.audit_events import AuditEvent
 
-__all__ = ["AuditEntry", "AuditLog", "Checkpoint", "Witnessed", "checkpoint_message",
-           "commitment", "cosign",
-           "load_witnessed", "merkle_root", "verify_against", "verify_log", "verify_records"]
+__all__ = ["GENESIS", "ROTATED", "AuditEntry", "AuditLog", "Checkpoint", "Witnessed",
+           "checkpoint_message", "commitment", "cosign", "entry_hash", "key_text",
+           "merkle_root"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -63,11 +71,17 @@ CREATE TABLE IF NOT EXISTS witnessed (
     signature TEXT NOT NULL, PRIMARY KEY (node, size));
 """
 GENESIS = "0" * 64
+ROTATED = SigningKeyRotated.KIND
 
 
 def commitment(data: bytes) -> str:
     """A SHA-256 commitment to data (for input commitments): the hash, never the data."""
     return hashlib.sha256(data).hexdigest()
+
+
+def key_text(key: ed25519.Ed25519PrivateKey) -> str:
+    """``ed25519:<hex>`` of a private key's public key."""
+    return "ed25519:" + key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
 
 
 @dataclass(frozen=True)
@@ -112,7 +126,7 @@ class Witnessed:
             raise AuditError(f"a malformed witnessed checkpoint: {error}") from None
 
 
-def _entry_hash(index: int, time: str, kind: str, body: str, previous: str) -> str:
+def entry_hash(index: int, time: str, kind: str, body: str, previous: str) -> str:
     return hashlib.sha256(canonical_json({"index": index, "time": time, "kind": kind,
                                           "body": json.loads(body), "previous": previous})
                           ).hexdigest()
@@ -148,21 +162,56 @@ def cosign(size: int, root: str, signer: str, key: ed25519.Ed25519PrivateKey) ->
 class AuditLog:
     """One node's audit log in a SQLite file."""
 
-    def __init__(self, path: str | Path, node: str, key: ed25519.Ed25519PrivateKey) -> None:
+    def __init__(self, path: str | Path, node: str, key: ed25519.Ed25519PrivateKey,
+                 previous_keys: Sequence[ed25519.Ed25519PrivateKey] = ()) -> None:
+        """Open (or create) the log of ``node`` signed by ``key``. ``previous_keys``:
+        keys the node held before; if the log's key in force is one of them (the node
+        stopped between putting a rotated key in place and logging it), the log is
+        handed over to ``key`` by a ``signing_key_rotated`` entry signed by that key."""
         self.path = Path(path)
         self.node = node
         self._key = key
         self._connection = sqlite3.connect(self.path, check_same_thread=False)
         self._lock = threading.Lock()  # appends from several threads stay one chain
         self._connection.executescript(_SCHEMA)
-        mine = "ed25519:" + key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+        mine = key_text(key)
         stored = dict(self._connection.execute("SELECT key, value FROM meta").fetchall())
-        if stored and (stored.get("node") != node or stored.get("public_key") != mine):
-            raise ConfigurationError(f"{self.path} is the audit log of {stored.get('node')!r} "
-                                     "under another key")
+        if stored and stored.get("node") != node:
+            raise ConfigurationError(f"{self.path} is the audit log of {stored.get('node')!r}, "
+                                     f"not of {node!r}")
         with self._connection:
             self._connection.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)",
                                          [("node", node), ("public_key", mine)])
+        in_force = self.key_in_force()
+        if in_force != mine:
+            older = {key_text(k): k for k in previous_keys}
+            if in_force not in older:
+                raise ConfigurationError(f"{self.path} is the audit log of {node!r} under "
+                                         f"another key ({in_force[:24]}...), not this node's "
+                                         f"({mine[:24]}...)")
+            self._key = older[in_force]
+            self.rotate_key(key, "")
+
+    def key_in_force(self) -> str:
+        """The public key that signs the next entry: the log's first key, or the new
+        key of its last ``signing_key_rotated`` entry."""
+        row = self._connection.execute(
+            "SELECT body FROM entries WHERE kind = ? ORDER BY position DESC LIMIT 1",
+            (ROTATED,)).fetchone()
+        if row is not None:
+            return str(json.loads(row[0])["new_key"])
+        return str(self._connection.execute(
+            "SELECT value FROM meta WHERE key = 'public_key'").fetchone()[0])
+
+    def rotate_key(self, key: ed25519.Ed25519PrivateKey, amendment: str) -> AuditEntry:
+        """Hand the log over to a new signing key: a ``signing_key_rotated`` entry
+        signed by the current key, after which ``key`` signs every entry (one step
+        under the append lock, so no entry is signed by the wrong key)."""
+        event = SigningKeyRotated(key_text(self._key), key_text(key), amendment)
+        with self._lock:
+            entry = self._append(event.KIND, event.body(), None)
+            self._key = key
+        return entry
 
     def close(self) -> None:
         self._connection.close()
@@ -174,13 +223,20 @@ class AuditLog:
     def append(self, kind: str, body: Mapping[str, Any],
                time: datetime.datetime | None = None) -> AuditEntry:
         """Add a signed entry chained to the last one (in one SQLite transaction)."""
+        if kind == ROTATED:
+            raise AuditError("a signing key rotation is logged by rotate_key")
+        with self._lock:
+            return self._append(kind, body, time)
+
+    def _append(self, kind: str, body: Mapping[str, Any],
+                time: datetime.datetime | None) -> AuditEntry:
         text = canonical_json(dict(body)).decode()
         when = (time or datetime.datetime.now(datetime.UTC)).isoformat(timespec="microseconds")
-        with self._lock, self._connection:
+        with self._connection:
             last = self._connection.execute(
                 "SELECT position, hash FROM entries ORDER BY position DESC LIMIT 1").fetchone()
             index, previous = (0, GENESIS) if last is None else (last[0] + 1, last[1])
-            digest = _entry_hash(index, when, kind, text, previous)
+            digest = entry_hash(index, when, kind, text, previous)
             signature = self._key.sign(bytes.fromhex(digest)).hex()
             self._connection.execute("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?)",
                                      (index, when, kind, text, previous, digest, signature))
@@ -276,127 +332,3 @@ class AuditLog:
         rows = (self._connection.execute(query + " WHERE node = ? ORDER BY size", (node,))
                 if node is not None else self._connection.execute(query + " ORDER BY node, size"))
         return [Witnessed(*row) for row in rows]
-
-
-def verify_log(path: str | Path, signers: Mapping[str, str] | None = None,
-               against: Sequence[Witnessed] = ()) -> int:
-    """Check every entry and co-signed checkpoint; return the number of entries.
-
-    ``signers`` maps node names to ``ed25519:`` public keys (from the manifest) to
-    check the log's own key and the co-signers against. ``against``: checkpoints of
-    this log that peers keep (:func:`load_witnessed`); a log shorter than one of
-    them, or whose history differs, fails. Raises
-    :class:`~concilium.errors.AuditError` naming the first bad index.
-    """
-    if not Path(path).is_file():
-        raise AuditError(f"no audit log at {path}")
-    connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
-        rows = connection.execute("SELECT * FROM entries ORDER BY position").fetchall()
-        checkpoints = connection.execute("SELECT * FROM checkpoints").fetchall()
-    except sqlite3.Error as error:
-        raise AuditError(f"{path} is not a Concilium audit log ({error})") from None
-    finally:
-        connection.close()
-    return verify_records(str(meta.get("node")), meta.get("public_key", ""), rows, checkpoints,
-                          signers, against)
-
-
-def verify_records(node: str, key_text: str, rows: Sequence[Sequence[Any]],
-                   checkpoints: Sequence[Sequence[Any]],
-                   signers: Mapping[str, str] | None = None,
-                   against: Sequence[Witnessed] = ()) -> int:
-    """What :func:`verify_log` checks, on a log's records wherever they come from (its
-    SQLite file, or an auditor's bundle: :mod:`concilium.governance.audit_bundle`):
-    ``rows`` are (index, time, kind, body as JSON text, previous hash, hash,
-    signature) in order, ``checkpoints`` (size, root, signer, signature), ``key_text``
-    the log's ``ed25519:`` key. Returns the number of entries; raises AuditError
-    naming the first bad index."""
-    if signers is not None and signers.get(str(node)) != key_text:
-        raise AuditError(f"the log's key is not {node!r}'s key in the manifest", index=None)
-    key = public_key(key_text)
-    previous = GENESIS
-    hashes = []
-    for expected, (position, time, kind, body, prior, digest, signature) in enumerate(rows):
-        if position != expected:
-            raise AuditError(f"entry {expected} is missing (the next entry is {position}): "
-                             "entries were deleted or reordered", index=expected)
-        if prior != previous:
-            raise AuditError(f"entry {expected} does not chain to entry {expected - 1}: "
-                             "entries were deleted, inserted or reordered", index=expected)
-        if _entry_hash(position, time, kind, body, prior) != digest:
-            raise AuditError(f"entry {expected} was edited (its hash does not match)",
-                             index=expected)
-        try:
-            key.verify(bytes.fromhex(signature), bytes.fromhex(digest))
-        except (InvalidSignature, ValueError):
-            raise AuditError(f"entry {expected} has a bad signature", index=expected) from None
-        previous = digest
-        hashes.append(digest)
-    for size, root, signer, signature in checkpoints:
-        if size > len(hashes) or merkle_root(hashes[:size]) != root:
-            raise AuditError(f"the checkpoint at {size} entries co-signed by {signer!r} does "
-                             "not match the log: its history was rewritten",
-                             index=min(size, len(hashes)))
-        if signers is not None:
-            try:
-                public_key(signers[signer]).verify(bytes.fromhex(signature),
-                                                   checkpoint_message(size, root))
-            except (KeyError, InvalidSignature, ValueError):
-                raise AuditError(f"the checkpoint at {size} entries has a bad co-signature "
-                                 f"from {signer!r}", index=size) from None
-    verify_against(node, hashes, against, signers)
-    return len(hashes)
-
-
-def verify_against(node: str, hashes: Sequence[str], against: Sequence[Witnessed],
-                   signers: Mapping[str, str] | None = None) -> None:
-    """The log (its entry hashes) agrees with every checkpoint of it that peers keep:
-    it is at least that long and has that history."""
-    for held in against:
-        if held.node != node:
-            continue
-        if signers is not None:
-            try:
-                public_key(signers[held.signer]).verify(bytes.fromhex(held.signature),
-                                                        checkpoint_message(held.size,
-                                                                            held.root))
-            except (KeyError, InvalidSignature, ValueError):
-                raise AuditError(f"the checkpoint of {held.size} entries said to be kept by "
-                                 f"{held.signer!r} is not signed by it") from None
-        if held.size > len(hashes):
-            raise AuditError(f"{held.signer!r} keeps a checkpoint of {held.size} entries of "
-                             f"{node!r}'s log, which now has {len(hashes)}: its tail was cut",
-                             index=len(hashes))
-        if merkle_root(hashes[:held.size]) != held.root:
-            raise AuditError(f"the first {held.size} entries of {node!r}'s log are not the "
-                             f"ones {held.signer!r} co-signed: its history was rewritten",
-                             index=held.size)
-
-
-def load_witnessed(path: str | Path, node: str | None = None) -> list[Witnessed]:
-    """The checkpoints a peer keeps: its audit log (SQLite) or a JSON export of them
-    (``GET /audit/witnessed``); only ``node``'s if given."""
-    file = Path(path)
-    if not file.is_file():
-        raise AuditError(f"no file of peer checkpoints at {path}")
-    if file.read_bytes()[:16] == b"SQLite format 3\x00":
-        connection = sqlite3.connect(f"file:{file}?mode=ro", uri=True)
-        try:
-            rows = connection.execute(
-                "SELECT node, size, root, signer, signature FROM witnessed").fetchall()
-        except sqlite3.Error as error:
-            raise AuditError(f"{path} holds no peer checkpoints ({error})") from None
-        finally:
-            connection.close()
-        held = [Witnessed(*row) for row in rows]
-    else:
-        try:
-            data = json.loads(file.read_text())
-        except (ValueError, UnicodeDecodeError) as error:
-            raise AuditError(f"{path} is neither an audit log nor JSON: {error}") from None
-        if not isinstance(data, list):
-            raise AuditError(f"{path}: expected a JSON list of checkpoints")
-        held = [Witnessed.from_dict(item) for item in data]
-    return [w for w in held if node is None or w.node == node]

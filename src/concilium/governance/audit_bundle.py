@@ -11,7 +11,7 @@ snapshot, while the node runs) into::
      "witnessed": [{"node", "size", "root", "signer", "signature"}],  # what it keeps
      "manifest": {...} | null, "manifest_hash": HEX | null}  # the consortium's manifest
 
-``verify_bundle`` runs the checks of :func:`concilium.governance.audit.verify_log`
+``verify_bundle`` runs the checks of :func:`concilium.governance.audit_verify.verify_log`
 (:func:`~concilium.governance.audit.verify_records`) on the bundle's entries: the
 hash chain, every entry's signature under the node's key, every checkpoint's Merkle
 root against the entries and, under the co-signer's key from the bundled manifest
@@ -38,21 +38,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-
 from concilium.errors import AuditError, ConciliumError
-from concilium.governance.approval import public_key
-from concilium.governance.audit import (
-    Witnessed,
-    checkpoint_message,
+from concilium.governance.audit import Witnessed, checkpoint_message
+from concilium.governance.audit_verify import (
+    Signers,
     load_witnessed,
+    log_keys,
+    signed_by_any,
     verify_records,
 )
 from concilium.governance.consortium import Manifest
 from concilium.governance.spec import canonical_json
 
 __all__ = ["FORMAT", "VERSION", "BundleReport", "export_bundle", "is_bundle", "load_bundle",
-           "verify_bundle", "witnessed_of", "write_bundle"]
+           "signers_of", "verify_bundle", "witnessed_of", "write_bundle"]
 
 FORMAT = "concilium-audit-bundle"
 VERSION = 1
@@ -165,7 +164,7 @@ class BundleReport:
     """What a verified bundle holds."""
 
     node: str
-    public_key: str
+    public_key: str  # the log's first key
     entries: int
     checkpoints: int
     cosigners: tuple[str, ...]
@@ -174,6 +173,7 @@ class BundleReport:
     keys: str  # "bundled" (the bundle's own manifest), "given" (the auditor's), "none"
     against: int = 0
     notes: tuple[str, ...] = field(default=())
+    log_keys: tuple[str, ...] = field(default=())  # the keys that signed it, in order
 
 
 def _text(value: Any, what: str) -> str:
@@ -242,50 +242,68 @@ def _bundled_signers(bundle: Mapping[str, Any]) -> tuple[dict[str, str] | None, 
     return signers, digest
 
 
+def signers_of(manifests: Sequence[Manifest]) -> dict[str, tuple[str, ...]]:
+    """Every signing key each party holds in any of ``manifests`` (an auditor's copies
+    from before and after a key rotation)."""
+    found: dict[str, list[str]] = {}
+    for manifest in manifests:
+        for party in manifest.parties:
+            keys = found.setdefault(party.name, [])
+            if party.signing_key not in keys:
+                keys.append(party.signing_key)
+    return {name: tuple(keys) for name, keys in found.items()}
+
+
 def verify_bundle(bundle: Mapping[str, Any] | str | Path, *,
-                  manifest: Manifest | None = None,
+                  manifest: Manifest | Sequence[Manifest] | None = None,
                   against: Sequence[Witnessed] = ()) -> BundleReport:
     """Verify a bundle (or the bundle file): see the module docstring. ``manifest``:
-    the auditor's own copy, whose keys are used instead of the bundled ones;
-    ``against``: checkpoints of this log that peers keep (:func:`witnessed_of`).
-    Raises AuditError naming the first bad entry or checkpoint."""
+    the auditor's own copy (or copies: from before and after a key rotation), whose
+    keys are used instead of the bundled ones; ``against``: checkpoints of this log
+    that peers keep (:func:`witnessed_of`). Raises AuditError naming the first bad
+    entry or checkpoint."""
     data = load_bundle(bundle) if isinstance(bundle, str | Path) else bundle
     node, key_text = data.get("node"), data.get("public_key")
     if not isinstance(node, str) or not isinstance(key_text, str):
         raise AuditError("the bundle names no node or no public key")
+    given = [manifest] if isinstance(manifest, Manifest) else list(manifest or [])
     notes = []
+    rows = _rows(data.get("entries"))
     bundled, bundled_hash = _bundled_signers(data)
     manifest_hash: str | None
-    if manifest is not None:
-        signers: dict[str, str] | None = {p.name: p.signing_key for p in manifest.parties}
-        manifest_hash, keys = manifest.hash, "given"
-        if bundled_hash is not None and bundled_hash != manifest.hash:
+    signers: Signers | None
+    if given:
+        signers = signers_of(given)
+        manifest_hash, keys = given[-1].hash, "given"
+        if bundled_hash is not None and bundled_hash not in {m.hash for m in given}:
             notes.append(f"the bundle carries another manifest ({bundled_hash[:16]}...) "
                          "than the one given")
     else:
-        signers, manifest_hash, keys = bundled, bundled_hash, "bundled"
+        manifest_hash, keys = bundled_hash, "bundled"
+        signers = bundled
         if bundled is None:
             keys = "none"
             notes.append("the bundle holds no manifest: the co-signatures were not checked "
                          "(export it with --manifest, or verify with --manifest)")
-    rows = _rows(data.get("entries"))
     checkpoints = _checkpoints(data.get("checkpoints"))
-    count = verify_records(node, key_text, rows, checkpoints, signers, against)
+    count = verify_records(node, key_text, rows, checkpoints, signers, against,
+                           own_amendments=keys == "bundled")
     held = data.get("witnessed") or []
     if not isinstance(held, list):
         raise AuditError("the bundle's witnessed checkpoints are not a list")
-    key = public_key(key_text)
+    own = log_keys(key_text, rows)
     for item in held:
         witnessed = Witnessed.from_dict(item)
-        try:
-            if witnessed.signer != node:
-                raise ValueError
-            key.verify(bytes.fromhex(witnessed.signature),
-                       checkpoint_message(witnessed.size, witnessed.root))
-        except (InvalidSignature, ValueError):
+        if witnessed.signer != node or not signed_by_any(
+                own, witnessed.signature, checkpoint_message(witnessed.size, witnessed.root)):
             raise AuditError(f"the checkpoint of {witnessed.node!r}'s log at "
                              f"{witnessed.size} entries that {node!r} keeps is not signed "
-                             f"by {node!r}") from None
+                             f"by {node!r}")
+    if len(own) > 1:
+        notes.append(f"{node} rotated its signing key {len(own) - 1} time(s); every entry "
+                     "verified under the key in force when it was signed")
     return BundleReport(node, key_text, count, len(checkpoints),
                         tuple(sorted({c[2] for c in checkpoints})), len(held), manifest_hash,
-                        keys, len([w for w in against if w.node == node]), tuple(notes))
+                        keys, len([w for w in against if w.node == node]), tuple(notes),
+                        tuple(own))
+

@@ -21,7 +21,8 @@ from concilium.errors import AuditError
 __all__ = ["EVENTS", "Abort", "Approval", "AuditAlert", "AuditEvent", "BudgetCharge",
            "BudgetRefund", "DatasetRegistered", "DatasetRulesChanged", "Delivery",
            "Incident", "InputCommitment", "ManifestAmended", "ModelRegistered", "PolicyDecision",
-           "Proposal", "Refusal", "Result", "Retry", "RunEnd", "RunStart", "event_from_entry"]
+           "Proposal", "Refusal", "Result", "Retry", "RunEnd", "RunStart", "SigningKeyRotated",
+           "event_from_entry"]
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,23 @@ class ManifestAmended(AuditEvent):
     change: str
     description: str
     signers: list[str]
+    #: party -> its signing key before this amendment, for every party whose signing
+    #: key it changes or drops: the co-signatures made under that key until this
+    #: entry still verify, later ones do not
+    replaced_keys: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class SigningKeyRotated(AuditEvent):
+    """This node's signing key changed (a rotation amendment it applied): signed by
+    the old key, this entry hands the log over to the new one, which signs every
+    later entry. ``amendment``: the amendment that announced the new key ("" when a
+    node that stopped mid-rotation finishes it at start)."""
+
+    KIND: ClassVar[str] = "signing_key_rotated"
+    old_key: str
+    new_key: str
+    amendment: str
 
 
 @dataclass(frozen=True)
@@ -262,7 +280,7 @@ class Incident(AuditEvent):
 EVENTS: dict[str, type[AuditEvent]] = {event.KIND: event for event in (
     Proposal, Approval, Refusal, RunStart, InputCommitment, PolicyDecision, Result, RunEnd,
     Abort, Delivery, Retry, DatasetRegistered, ModelRegistered, ManifestAmended,
-    DatasetRulesChanged, AuditAlert, BudgetCharge, BudgetRefund, Incident)}
+    DatasetRulesChanged, AuditAlert, BudgetCharge, BudgetRefund, Incident, SigningKeyRotated)}
 
 
 def event_from_entry(kind: str, body: Mapping[str, Any]) -> AuditEvent:

@@ -44,6 +44,7 @@ __all__ = [
     "load_signing_key",
     "parse_address",
     "prepare_rotation",
+    "previous_signing_keys",
 ]
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -241,12 +242,6 @@ def prepare_rotation(identity: NodeIdentity, *, tls: bool, signing: bool) -> dic
     if not tls and not signing:
         raise ConfigurationError("rotate the TLS key (--tls), the signing key (--signing), "
                                  "or both")
-    if signing:
-        raise ConfigurationError(
-            "rotating the signing key is not available yet: the node's audit log is signed "
-            "under one key, and would first have to record which key signed which entry. "
-            "A compromised signing key is revoked by the other members instead "
-            "(concilium consortium propose-change --revoke)")
     paths = _next_paths(identity)
     if any(path.exists() for path in paths.values()):
         raise ConfigurationError(f"a rotation of {identity.name} is already prepared "
@@ -270,6 +265,19 @@ def prepare_rotation(identity: NodeIdentity, *, tls: bool, signing: bool) -> dic
                                                        serialization.PublicFormat.Raw)
         entry["signing_key"] = "ed25519:" + public.hex()
     return entry
+
+
+def previous_signing_keys(identity: NodeIdentity) -> list[ed25519.Ed25519PrivateKey]:
+    """The signing keys a rotation replaced (``keys/signing.previous-*.key``), newest
+    first: a node that stopped between putting its new key in place and logging the
+    rotation hands its audit log over at the next start."""
+    found = []
+    for path in sorted(identity.signing_key_path.parent.glob("signing.previous-*.key"),
+                       reverse=True):
+        key = serialization.load_pem_private_key(path.read_bytes(), None)
+        if isinstance(key, ed25519.Ed25519PrivateKey):
+            found.append(key)
+    return found
 
 
 def complete_rotation(identity: NodeIdentity) -> NodeIdentity:

@@ -32,6 +32,7 @@ from concilium.governance.amendments import (
     required_signers,
     sign,
 )
+from concilium.governance.audit import key_text
 from concilium.governance.consortium import Manifest, save_manifest
 from concilium.governance.identity import complete_rotation, load_signing_key
 from concilium.node import control
@@ -131,13 +132,23 @@ def _maybe_apply(context: NodeContext, amendment: Amendment) -> dict[str, Any]:
     except ApprovalMissing:
         return state
     _install(context, new)
-    if change.kind == "rotation" and change.parties == (context.name,):
-        _switch_keys(context)
     context.store.amendment_applied(amendment.identifier)
     signers = sorted(s.node for s in _signatures(context, amendment.identifier))
     context.audit.record(events.ManifestAmended(
-        amendment.identifier, base.hash, new.hash, change.kind, change.description, signers))
+        amendment.identifier, base.hash, new.hash, change.kind, change.description, signers,
+        _replaced_keys(base, new)))
+    if change.kind == "rotation" and change.parties == (context.name,):
+        _switch_keys(context, amendment.identifier)
     return {**state, "status": "applied", "manifest": new.hash}
+
+
+def _replaced_keys(base: Manifest, new: Manifest) -> dict[str, str]:
+    """party -> its signing key in ``base``, for every party whose key ``new`` changes
+    (a rotation, a revocation) or drops (a member removed): the co-signatures it made
+    on this node's log until now still verify, later ones under that key do not."""
+    after = {p.name: p.signing_key for p in new.parties}
+    return {p.name: p.signing_key for p in base.parties
+            if after.get(p.name) != p.signing_key}
 
 
 def _install(context: NodeContext, new: Manifest) -> None:
@@ -155,15 +166,19 @@ def _install(context: NodeContext, new: Manifest) -> None:
         listener.update_peers(endpoints(new))
 
 
-def _switch_keys(context: NodeContext) -> None:
+def _switch_keys(context: NodeContext, amendment: str) -> None:
     """This node's own rotation is in force: its prepared keys replace the old ones,
     for the next TLS handshakes (API and MPC) and the next signatures. Connections
-    already open finish on the old keys."""
+    already open finish on the old keys. A new signing key takes over the audit log
+    by a ``signing_key_rotated`` entry signed with the old one."""
     if context.identity is None:
         return
     identity = complete_rotation(context.identity)
     context.identity = identity
-    context.key = load_signing_key(identity)
+    key = load_signing_key(identity)
+    if key_text(key) != key_text(context.key):
+        context.audit.rotate_key(key, amendment)
+    context.key = key
     if context.api_tls is not None:
         context.api_tls.load_cert_chain(identity.tls_certificate_path, identity.tls_key_path)
     if context.listener is not None and context.manifest is not None:

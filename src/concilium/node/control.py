@@ -60,8 +60,9 @@ from concilium.governance.approval import (
     sign_approval,
     standing_decisions,
 )
-from concilium.governance.audit import Checkpoint, Witnessed, checkpoint_message, verify_log
+from concilium.governance.audit import Checkpoint, Witnessed, checkpoint_message
 from concilium.governance.audit_events import AuditAlert, Refusal
+from concilium.governance.audit_verify import verify_log
 from concilium.governance.consortium import Manifest, PartyEntry
 from concilium.governance.proposal import DatasetEntry
 from concilium.governance.spec import ComputationSpec, canonical_json
@@ -338,7 +339,7 @@ def verify_own_log(context: Any) -> dict[str, Any]:
     signers = None if manifest is None else {p.name: p.signing_key for p in manifest.parties}
     held, answered = collect_witnessed(context)
     try:
-        entries = verify_log(context.audit_path, signers, against=held)
+        entries = verify_log(context.audit_path, signers, against=held, own_amendments=True)
     except AuditError as error:
         outcome = {"verified": False, "problem": str(error), "peers": answered,
                    "checkpoints": len(held)}

@@ -36,6 +36,7 @@ from concilium.governance.identity import (
     load_node,
     load_signing_key,
     parse_address,
+    previous_signing_keys,
 )
 from concilium.governance.users import UserStore
 from concilium.net.listener import RefusedConnection, StandingListener
@@ -59,7 +60,8 @@ def open_node(node_dir: str | Path, manifest_path: str | Path | None = None) -> 
     store = NodeStore(root / "state.sqlite")
     return NodeContext(name=identity.name, key=key, store=store,
                        users=UserStore(root / "users.sqlite"),
-                       audit=AuditLog(root / "audit.sqlite", identity.name, key),
+                       audit=AuditLog(root / "audit.sqlite", identity.name, key,
+                                      previous_signing_keys(identity)),
                        audit_path=root / "audit.sqlite",
                        manifest=None if manifest_path is None else load_manifest(manifest_path),
                        manifest_path=None if manifest_path is None else Path(manifest_path),

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from concilium.errors import AuditError
-from concilium.governance.audit import verify_log
+from concilium.governance.audit_verify import verify_log
 from concilium.governance.users import User
 from concilium.node import control
 from concilium.node.context import NodeContext
