@@ -62,8 +62,19 @@ def test_metrics_need_the_monitor_or_admin_role(node: Node) -> None:
         assert answer.status_code == 200, answer.text
         assert answer.headers["content-type"].startswith("text/plain")
     assert "/metrics" not in node.call("GET", "/openapi.json").json()["paths"]
-    # a monitor reads metrics, not the audit log
-    assert node.call("GET", "/audit/entries", "watcher").status_code == 403
+    # a monitor reads metrics (and /health), nothing else: not the audit log, and not
+    # the computations, datasets, catalog, outbox or manifest either
+    identifier = "ab" * 32  # refused before anything is looked up
+    for path in ("/audit/entries", "/incidents", "/computations", f"/computations/{identifier}",
+                 f"/computations/{identifier}/result", "/datasets", "/catalog", "/outbox",
+                 "/consortium", "/consortium/amendments", "/datasets/admissions/budget"):
+        refused = node.call("GET", path, "watcher")
+        assert refused.status_code == 403, path
+        assert refused.json()["message"] == (
+            "'watcher' is a monitor: it reads /metrics and /health only"), path
+        reader = "dr-lee" if path.endswith("/result") else "root"  # who may read it
+        assert node.call("GET", path, reader).status_code != 403, path
+    assert node.call("GET", "/health").status_code == 200
 
 
 def test_the_text_parses_and_every_family_has_help(node: Node) -> None:

@@ -26,19 +26,29 @@ def _context(request: Request) -> NodeContext:
 Context = Annotated[NodeContext, Depends(_context)]
 
 
+#: What a ``monitor`` token may read: the metrics (a scraper's token sits in its
+#: configuration; it sees no computation, dataset, catalog, outbox or manifest).
+MONITOR_PATHS = frozenset({"/metrics"})
+
+
 def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> User:
     """The authenticated user of a request (every endpoint but /health); an address
-    with too many failed token attempts is refused whatever it sends."""
+    with too many failed token attempts is refused whatever it sends, and a monitor
+    token anything but :data:`MONITOR_PATHS`."""
     context = _context(request)
     address = request.client.host if request.client is not None else "unknown"
     context.attempts.check(address)
     if not authorization or not authorization.startswith("Bearer "):
         raise AccessDenied("send your API token as 'Authorization: Bearer <token>'")
     try:
-        return context.users.authenticate(authorization.removeprefix("Bearer ").strip())
+        user = context.users.authenticate(authorization.removeprefix("Bearer ").strip())
     except AccessDenied:
         context.attempts.failed(address)
         raise
+    if user.role == "monitor" and request.url.path not in MONITOR_PATHS:
+        raise AccessDenied(f"{user.name!r} is a monitor: it reads "
+                           f"{', '.join(sorted(MONITOR_PATHS))} and /health only")
+    return user
 
 
 Caller = Annotated[User, Depends(_caller)]
