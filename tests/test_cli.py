@@ -52,6 +52,8 @@ def test_common_mistakes_get_one_clear_line_and_status_2(tmp_path: Path) -> None
          "no manifest at"),
         (["init", str(tmp_path / "b"), "--name", "b", "--mpc-address", "nowhere"],
          "is not of the form HOST:PORT"),
+        (["node", "start", str(tmp_path / "a"), "--log-format", "xml"],
+         "--log-format is json or text, not 'xml'"),
     ]
     for arguments, message in cases:
         result = runner.invoke(app, arguments)

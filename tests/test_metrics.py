@@ -270,6 +270,8 @@ def test_counters_move_as_runs_complete_and_abort(cluster: LocalCluster) -> None
     cluster.approve(aborted, ["hospital-a", "hospital-c"])
     assert (cluster.status("hospital-c", aborted) or {}).get("status") == "running"
     cluster.kill("hospital-c")
+    before_restart = (cluster.dirs["hospital-c"] / "node.log").stat().st_size
+    cluster.options = (*cluster.options, "--log-format", "text")  # c's operator's choice
     cluster.start("hospital-c")
     restarted = scrape(cluster, "hospital-c")
     assert value(restarted, "concilium_run_aborts_total", reason="NodeRestarted") == 1
@@ -283,6 +285,13 @@ def test_counters_move_as_runs_complete_and_abort(cluster: LocalCluster) -> None
     assert value(final, "concilium_runs_completed_total", protocol="rep3") == value(
         after, "concilium_runs_completed_total", protocol="rep3")
     assert value(final, "concilium_outbox_messages", peer="hospital-b") >= 1  # b is down
+
+    # hospital-c restarted with --log-format text: plain lines, no JSON request log
+    with open(cluster.dirs["hospital-c"] / "node.log") as log:
+        log.seek(before_restart)
+        plain = log.read().splitlines()
+    assert any("node hospital-c serving https://" in line for line in plain)
+    assert not [line for line in plain if line.startswith("{")]
 
     # the node's log: JSON lines, every request and run, no token
     text = (cluster.dirs["hospital-a"] / "node.log").read_text()

@@ -160,6 +160,9 @@ def node_start(
     mpc_bind: Annotated[str | None, typer.Option(
         help="Listen for MPC connections on HOST:PORT instead of the manifest's "
              "address (behind port forwarding or a proxy)")] = None,
+    log_format: Annotated[str | None, typer.Option(
+        help="json: one JSON object per line on stderr, for every request and run "
+             "(the default, or CONCILIUM_LOG_FORMAT); text: plain warnings only")] = None,
 ) -> None:
     """Serve the node's HTTP API over HTTPS until Ctrl-C or SIGTERM."""
     from concilium.net.tls import TlsSettings
@@ -167,6 +170,8 @@ def node_start(
 
     with friendly():
         identity = load_node(node_dir)
+        if log_format not in (None, "json", "text"):
+            raise ConfigurationError(f"--log-format is json or text, not {log_format!r}")
         if peer_timeout <= 0 or startup_timeout <= 0:
             raise ConfigurationError("--peer-timeout and --startup-timeout must be "
                                      "positive")
@@ -174,7 +179,8 @@ def node_start(
                                send_timeout=peer_timeout)
         errors.print(f"node {identity.name} serving https://{identity.api_address}",
                      highlight=False)
-        serve(node_dir, manifest, settings=settings, mpc_bind=mpc_bind)
+        serve(node_dir, manifest, settings=settings, mpc_bind=mpc_bind,
+              log_format=log_format)
     errors.print(f"node {identity.name} stopped", highlight=False)
 
 
