@@ -82,7 +82,8 @@ def test_the_text_parses_and_every_family_has_help(node: Node) -> None:
     families = {f.name: f for f in text_string_to_metric_families(text)}
     for name in ("concilium_node_info", "concilium_computations", "concilium_runs_started",
                  "concilium_runs_completed", "concilium_run_aborts", "concilium_run_refusals",
-                 "concilium_run_bytes_sent", "concilium_run_duration_seconds",
+                 "concilium_run_bytes_sent", "concilium_run_rounds",
+                 "concilium_run_duration_seconds",
                  "concilium_outbox_messages", "concilium_outbox_oldest_message_age_seconds",
                  "concilium_privacy_budget_rho", "concilium_privacy_budget_remaining_rho",
                  "concilium_tls_certificate_expiry_timestamp_seconds",
@@ -108,11 +109,12 @@ def test_run_counters_follow_the_audit_log(node: Node) -> None:
     audit = node.context.audit
     audit.append("run_start", events.RunStart("c1", 0, "rep3", {}).body(),
                  time=_at(0.0))
-    audit.append("run_end", events.RunEnd("c1", 1200, []).body(), time=_at(3.0))
+    audit.append("run_end", events.RunEnd("c1", 1200, [], 7).body(), time=_at(3.0))
     first = parse(node.call("GET", "/metrics", "watcher").text)
     assert value(first, "concilium_runs_started_total", protocol="rep3") == 1
     assert value(first, "concilium_runs_completed_total", protocol="rep3") == 1
     assert value(first, "concilium_run_bytes_sent_total", protocol="rep3") == 1200
+    assert value(first, "concilium_run_rounds_total", protocol="rep3") == 7
     assert value(first, "concilium_run_duration_seconds_count", protocol="rep3") == 1
     assert value(first, "concilium_run_duration_seconds_sum", protocol="rep3") == 3.0
     assert value(first, "concilium_run_duration_seconds_bucket", protocol="rep3",
@@ -253,8 +255,8 @@ def test_counters_move_as_runs_complete_and_abort(cluster: LocalCluster) -> None
     for name in ("concilium_runs_started_total", "concilium_runs_completed_total",
                  "concilium_run_duration_seconds_count"):
         assert value(after, name, protocol="rep3") == value(before, name, protocol="rep3") + 1
-    assert value(after, "concilium_run_bytes_sent_total", protocol="rep3") > value(
-        before, "concilium_run_bytes_sent_total", protocol="rep3")
+    for name in ("concilium_run_bytes_sent_total", "concilium_run_rounds_total"):
+        assert value(after, name, protocol="rep3") > value(before, name, protocol="rep3")
     assert value(after, "concilium_run_duration_seconds_sum", protocol="rep3") > 0
     assert value(after, "concilium_computations", status="completed") == value(
         before, "concilium_computations", status="completed") + 1

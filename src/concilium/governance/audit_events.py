@@ -122,12 +122,15 @@ class Result(AuditEvent):
 
 @dataclass(frozen=True)
 class RunEnd(AuditEvent):
-    """The run ended: bytes this party sent and the transcript digests per peer."""
+    """The run ended: bytes this party sent, the transcript digests per peer and the
+    communication rounds (the depth of the exchange, 0 in entries from before it was
+    recorded)."""
 
     KIND: ClassVar[str] = "run_end"
     computation_id: str
     bytes_sent: int
     transcript: list[dict[str, Any]]
+    rounds: int = 0
 
 
 @dataclass(frozen=True)

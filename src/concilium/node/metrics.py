@@ -58,13 +58,14 @@ def _unix(text: str) -> float:
 class RunTally:
     """The runs in an audit log, tallied incrementally: per protocol the runs started,
     completed (``run_end``), the bytes this node sent in them and their durations
-    (``run_start`` to ``run_end``); aborts and refusals per error type."""
+    (``run_start`` to ``run_end``), their rounds; aborts and refusals per error type."""
 
     position: int = -1  # the last entry read
     open: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> protocol, start
     started: Counter[str] = field(default_factory=Counter)
     completed: Counter[str] = field(default_factory=Counter)
     bytes_sent: Counter[str] = field(default_factory=Counter)
+    rounds: Counter[str] = field(default_factory=Counter)
     aborts: Counter[str] = field(default_factory=Counter)
     refusals: Counter[str] = field(default_factory=Counter)
     buckets: dict[str, list[int]] = field(default_factory=dict)  # per protocol, not cumulative
@@ -84,6 +85,7 @@ class RunTally:
                 name, start = self.open.pop(identifier, (protocol, None))
                 self.completed[name] += 1
                 self.bytes_sent[name] += int(body.get("bytes_sent") or 0)
+                self.rounds[name] += int(body.get("rounds") or 0)
                 if start is not None:
                     self._observe(name, max(0.0, _unix(entry.time) - start))
             elif entry.kind == "abort":
@@ -188,6 +190,8 @@ class NodeCollector(Collector):
                          runs.refusals),
                 _counter("concilium_run_bytes_sent", "Payload bytes this node sent in "
                          "its completed runs, by protocol", "protocol", runs.bytes_sent),
+                _counter("concilium_run_rounds", "Communication rounds of this node's "
+                         "completed runs, by protocol", "protocol", runs.rounds),
                 runs.histogram()]
         yield from families
 

@@ -151,9 +151,11 @@ def run_computation(session: Session, spec: ComputationSpec, approvals: Iterable
                                      [{"group": str(cell["group"]), "rule": cell["rule"]}
                                       for cell in suppressed]))
     log.record(events.Result(spec.computation_id, result_hash(frame), list(spec.recipients)))
-    log.record(events.RunEnd(spec.computation_id, session.stats().bytes_sent,
+    traffic = session.stats()
+    log.record(events.RunEnd(spec.computation_id, traffic.bytes_sent,
                              _transcript(session.backend.channel,
-                                         session.backend.compute_parties, session.party)))
+                                         session.backend.compute_parties, session.party),
+                             traffic.rounds))
     if checkpoints:
         exchange_checkpoints(session, log, {i: p.name for i, p in enumerate(manifest.parties)})
     return frame
@@ -184,9 +186,10 @@ def run_outside(outside: OutsideParty, spec: ComputationSpec, approvals: Iterabl
     if frame is not None:
         log.record(events.Result(spec.computation_id, result_hash(frame),
                                  list(spec.recipients)))
-    log.record(events.RunEnd(spec.computation_id, outside.stats().bytes_sent,
+    traffic = outside.stats()
+    log.record(events.RunEnd(spec.computation_id, traffic.bytes_sent,
                              _transcript(outside.channel, outside.compute_parties,
-                                         outside.party)))
+                                         outside.party), traffic.rounds))
     return frame
 
 
