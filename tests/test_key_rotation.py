@@ -101,6 +101,15 @@ def _start_join(clients: dict[str, dict[str, NodeClient]]) -> str:
         time.sleep(0.05)
 
 
+def _rotate(cluster: LocalCluster, name: str, which: str, change: str) -> None:
+    """``concilium keys rotate NODE_DIR --tls|--signing``, applied at once (a rotation
+    needs only the rotating node's old key)."""
+    rotated = CliRunner().invoke(app, ["keys", "rotate", str(cluster.dirs[name]), which,
+                                       "--token", cluster.tokens[name]["admin"]])
+    assert rotated.exit_code == 0, rotated.output
+    assert change in rotated.output and "applied" in rotated.output
+
+
 def _wait_for_manifest(cluster: LocalCluster, old_hash: str) -> None:
     deadline = time.monotonic() + 60
     while any(NodeClient(cluster.dirs[n], cluster.tokens[n]["admin"]).request(
@@ -148,12 +157,7 @@ def test_a_tls_rotation_is_announced_signed_and_in_force(tmp_path: Path) -> None
         before = load_manifest(cluster.manifest_path)
         old = load_node(cluster.dirs["hospital-b"])
         in_flight = _start_join(clients)  # its connections are open, on the old keys
-        rotated = CliRunner().invoke(app, ["keys", "rotate", str(cluster.dirs["hospital-b"]),
-                                           "--tls", "--token",
-                                           cluster.tokens["hospital-b"]["admin"]])
-        assert rotated.exit_code == 0, rotated.output
-        assert "hospital-b rotates its TLS certificate" in rotated.output
-        assert "applied" in rotated.output
+        _rotate(cluster, "hospital-b", "--tls", "hospital-b rotates its TLS certificate")
         new = load_node(cluster.dirs["hospital-b"])
         assert new.tls_fingerprint != old.tls_fingerprint
         _wait_for_manifest(cluster, before.hash)
@@ -228,12 +232,7 @@ def test_a_signing_key_rotation_hands_the_audit_log_to_the_new_key(tmp_path: Pat
             time.sleep(0.2)
         before = load_manifest(cluster.manifest_path)
         old_key = load_signing_key(load_node(cluster.dirs["hospital-c"]))
-        rotated = CliRunner().invoke(app, ["keys", "rotate", str(cluster.dirs["hospital-c"]),
-                                           "--signing", "--token",
-                                           cluster.tokens["hospital-c"]["admin"]])
-        assert rotated.exit_code == 0, rotated.output
-        assert "hospital-c rotates its signing key" in rotated.output
-        assert "applied" in rotated.output
+        _rotate(cluster, "hospital-c", "--signing", "hospital-c rotates its signing key")
         _wait_for_manifest(cluster, before.hash)
         new_key = load_signing_key(load_node(cluster.dirs["hospital-c"]))
         manifest = load_manifest(cluster.manifest_path)
